@@ -1,0 +1,108 @@
+#include "lowrank/core/cpu/blis_gemm.hpp"
+
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+#include <string_view>
+#include <thread>
+
+#include <blis.h>
+
+#include "lowrank/core/gemm.hpp"
+
+namespace lowrank::cpu {
+namespace {
+
+// Kernel-set choice. BLIS's runtime detection cannot read the CPU model on some virtual machines and
+// falls back to its AVX2 `haswell` kernels on AVX-512 hardware. Measured on the 2-core development VM
+// (bench/gemm): `skx` kernels ran square shapes ~1.5x faster, but rank-8 skinny shapes 3-7x slower
+// (skx has no small/unpacked "sup" kernels). So: skx for shapes whose every dimension is large, the
+// native context otherwise. LOWRANK_BLIS_KERNELS=native|skx|haswell|auto overrides.
+enum class Choice { automatic, native, skx, haswell };
+
+struct Contexts {
+  cntx_t* native = nullptr;
+  cntx_t* skx = nullptr;      // null when unavailable (shared BLIS, or no AVX-512 on this CPU)
+  cntx_t* haswell = nullptr;  // null when unavailable
+  Choice choice = Choice::automatic;
+};
+
+#if defined(LOWRANK_BLIS_STATIC)
+cntx_t* lookup(arch_t arch) {
+  cntx_t** list = bli_gks_lookup_id(arch);
+  return list ? list[BLIS_NAT] : nullptr;
+}
+#endif
+
+const Contexts& contexts() {
+  static const Contexts c = [] {
+    bli_init();
+    Contexts c;
+    c.native = bli_gks_query_cntx();
+#if defined(LOWRANK_BLIS_STATIC)
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) c.skx = lookup(BLIS_ARCH_SKX);
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) c.haswell = lookup(BLIS_ARCH_HASWELL);
+#endif
+    if (const char* env = std::getenv("LOWRANK_BLIS_KERNELS")) {
+      const std::string_view v = env;
+      if (v == "native") c.choice = Choice::native;
+      else if (v == "skx") c.choice = Choice::skx;
+      else if (v == "haswell") c.choice = Choice::haswell;
+    }
+    if (!std::getenv("BLIS_NUM_THREADS") && !std::getenv("OMP_NUM_THREADS"))
+      bli_thread_set_num_threads(static_cast<dim_t>(std::max(1u, std::thread::hardware_concurrency())));
+    return c;
+  }();
+  return c;
+}
+
+bool large(std::int64_t m, std::int64_t n, std::int64_t k) { return std::min({m, n, k}) >= 128; }
+
+cntx_t* context_for(std::int64_t m, std::int64_t n, std::int64_t k, const char** name) {
+  const Contexts& c = contexts();
+  Choice choice = c.choice;
+  if (choice == Choice::automatic) choice = large(m, n, k) ? Choice::skx : Choice::native;
+  if (choice == Choice::skx && c.skx) return *name = "skx", c.skx;
+  if (choice == Choice::haswell && c.haswell) return *name = "haswell", c.haswell;
+  *name = "native";
+  return c.native;
+}
+
+}  // namespace
+
+int cpu_threads() {
+  contexts();
+  return static_cast<int>(bli_thread_get_num_threads());
+}
+
+void blis_gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c) {
+  const std::int64_t m = a.dim(0), k = a.dim(1), n = b.dim(1);
+  if (m == 0 || n == 0) return;
+  const char* name = nullptr;
+  cntx_t* cntx = context_for(m, n, k, &name);
+  // BLIS wants positive strides even for size-1 dimensions.
+  auto s = [](const Tensor& t, int d) { return static_cast<inc_t>(std::max<std::int64_t>(t.stride(d), 1)); };
+  dispatch(a.dtype(), [&]<class T>() {
+    T alpha_t = static_cast<T>(alpha), beta_t = static_cast<T>(beta);
+    T* pa = a.data<T>();
+    T* pb = b.data<T>();
+    T* pc = c.data<T>();
+    if constexpr (std::is_same_v<T, float>) {
+      bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &alpha_t, pa, s(a, 0), s(a, 1), pb, s(b, 0), s(b, 1), &beta_t,
+                   pc, s(c, 0), s(c, 1), cntx, nullptr);
+    } else {
+      bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &alpha_t, pa, s(a, 0), s(a, 1), pb, s(b, 0), s(b, 1), &beta_t,
+                   pc, s(c, 0), s(c, 1), cntx, nullptr);
+    }
+  });
+}
+
+}  // namespace lowrank::cpu
+
+namespace lowrank {
+const char* cpu_gemm_kernel_for(std::int64_t m, std::int64_t n, std::int64_t k) {
+  const char* name = nullptr;
+  cpu::context_for(m, n, k, &name);
+  return name;
+}
+}  // namespace lowrank

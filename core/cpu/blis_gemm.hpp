@@ -1,0 +1,13 @@
+#pragma once
+#include "lowrank/core/tensor.hpp"
+
+namespace lowrank::cpu {
+
+// C = alpha·A·B + beta·C for 2-D CPU views through BLIS's typed expert API (row and column strides,
+// alpha and beta as given). Chooses the BLIS kernel set per shape (see cpu_gemm_kernel_for).
+void blis_gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c);
+
+// The threads BLIS and OpenMP use: OMP_NUM_THREADS / BLIS_NUM_THREADS, default all cores.
+int cpu_threads();
+
+}  // namespace lowrank::cpu

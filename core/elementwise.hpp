@@ -1,0 +1,89 @@
+#pragma once
+// Element-wise work over same-shaped tensors: out[i] = f(in0[i], in1[i], ...). The functor is written
+// once (LOWRANK_HD, templated on the element type) and run by the CPU in an OpenMP loop or by CUDA in a
+// grid-stride kernel. `out` may alias an input (accumulation reads and writes the same element).
+#include <cstdint>
+
+#include "lowrank/core/cpu/strided.hpp"
+#include "lowrank/core/tensor.hpp"
+
+#if defined(LOWRANK_WITH_CUDA)
+#include "lowrank/core/cuda/elementwise.hpp"
+#endif
+
+namespace lowrank {
+
+// Below this many elements a parallel region costs more than it saves (measured: ~2 µs per region).
+inline constexpr std::int64_t parallel_threshold = 32768;
+
+namespace detail {
+template <class... In> void check_map_operands(const char* op, const Tensor& out, const In&... in) {
+  if (!out.defined()) fail("{}: output tensor is undefined", op);
+  ((check_same_shape(op, out, in), check_same_dtype(op, out, in), check_same_device(op, out, in)), ...);
+}
+}  // namespace detail
+
+template <class F, class... In> void map(const char* op, F f, Tensor& out, const In&... in) {
+  detail::check_map_operands(op, out, in...);
+  const std::int64_t n = out.numel();
+  if (n == 0) return;
+  if (out.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    if (!out.is_contiguous()) fail("{}: CUDA outputs must be contiguous (shape {})", op, out.shape());
+    dispatch(out.dtype(), [&]<class T>() { cuda::map<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...); });
+    return;
+#else
+    fail("{}: lowrank was built without CUDA", op);
+#endif
+  }
+  dispatch(out.dtype(), [&]<class T>() {
+    T* y = out.data<T>();
+    if (out.is_contiguous() && (in.is_contiguous() && ...)) {
+      const auto pointers = std::make_tuple(in.template data<T>()...);
+#pragma omp parallel for if (n >= parallel_threshold) schedule(static)
+      for (std::int64_t i = 0; i < n; ++i)
+        y[i] = std::apply([&](const auto*... p) { return f(p[i]...); }, pointers);
+      return;
+    }
+    // Strided operands: random-access offsets keep the loop parallel.
+    const auto pointers = std::make_tuple(std::pair{in.template data<T>(), &in}...);
+#pragma omp parallel for if (n >= parallel_threshold) schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) {
+      y[cpu::offset_of(i, out.shape(), out.strides())] = std::apply(
+          [&](const auto&... p) { return f(p.first[cpu::offset_of(i, p.second->shape(), p.second->strides())]...); }, pointers);
+    }
+  });
+}
+
+// out[i] = value
+void fill_value(Tensor& out, double value);
+// dst[i] = src[i] on one device, any strides, dtype converted.
+void copy_strided(const Tensor& src, Tensor& dst);
+
+// Functors shared by several ops and by the core.
+namespace functors {
+struct Identity {
+  template <class T> LOWRANK_HD T operator()(T x) const { return x; }
+};
+struct Add {
+  template <class T> LOWRANK_HD T operator()(T a, T b) const { return a + b; }
+};
+struct Sub {
+  template <class T> LOWRANK_HD T operator()(T a, T b) const { return a - b; }
+};
+struct Mul {
+  template <class T> LOWRANK_HD T operator()(T a, T b) const { return a * b; }
+};
+// a * x
+struct Scale {
+  double a;
+  template <class T> LOWRANK_HD T operator()(T x) const { return static_cast<T>(a) * x; }
+};
+// y + a * x: accumulation of a scaled gradient.
+struct Axpy {
+  double a;
+  template <class T> LOWRANK_HD T operator()(T y, T x) const { return y + static_cast<T>(a) * x; }
+};
+}  // namespace functors
+
+}  // namespace lowrank

@@ -1,0 +1,58 @@
+#include "lowrank/core/gemm.hpp"
+
+#include "lowrank/core/cpu/blis_gemm.hpp"
+#if defined(LOWRANK_WITH_CUDA)
+#include "lowrank/core/cuda/gemm.hpp"
+#endif
+
+namespace lowrank {
+
+GemmCounters& gemm_counters() {
+  thread_local GemmCounters counters;
+  return counters;
+}
+
+namespace {
+
+void check(const char* op, const Tensor& a, const Tensor& b, const Tensor& c) {
+  if (!a.defined() || !b.defined() || !c.defined()) fail("{}: undefined operand", op);
+  check_same_dtype(op, a, b);
+  check_same_dtype(op, a, c);
+  check_same_device(op, a, b);
+  check_same_device(op, a, c);
+  const bool batched = a.rank() == 3;
+  const bool ranks_ok = (a.rank() == 2 && b.rank() == 2 && c.rank() == 2) ||
+                        (batched && (b.rank() == 3 || b.rank() == 2) && c.rank() == 3);
+  if (!ranks_ok) fail("{}: unsupported ranks: A {} · B {} -> C {}", op, a.shape(), b.shape(), c.shape());
+  const std::int64_t m = a.dim(-2), k = a.dim(-1), n = b.dim(-1);
+  bool ok = b.dim(-2) == k && c.dim(-2) == m && c.dim(-1) == n;
+  if (batched) ok = ok && c.dim(0) == a.dim(0) && (b.rank() == 2 || b.dim(0) == a.dim(0));
+  if (!ok) fail("{}: shape mismatch: A {} · B {} -> C {}", op, a.shape(), b.shape(), c.shape());
+}
+
+}  // namespace
+
+void gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c, const char* op) {
+  check(op, a, b, c);
+  const std::int64_t batch = a.rank() == 3 ? a.dim(0) : 1;
+  const std::int64_t m = a.dim(-2), k = a.dim(-1), n = b.dim(-1);
+  auto& counters = gemm_counters();
+  counters.calls += batch;
+  counters.flops += 2.0 * static_cast<double>(batch * m * n * k);
+  if (a.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    cuda::gemm(alpha, a, b, beta, c);
+    return;
+#else
+    fail("{}: lowrank was built without CUDA", op);
+#endif
+  }
+  for (std::int64_t i = 0; i < batch; ++i) {
+    const Tensor ai = a.rank() == 3 ? a.select(0, i) : a;
+    const Tensor bi = b.rank() == 3 ? b.select(0, i) : b;
+    Tensor ci = c.rank() == 3 ? c.select(0, i) : c;
+    cpu::blis_gemm(alpha, ai, bi, beta, ci);
+  }
+}
+
+}  // namespace lowrank

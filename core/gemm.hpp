@@ -1,0 +1,27 @@
+#pragma once
+// The one matrix-multiply entry point: C = alpha·A·B + beta·C on strided views. Transposed operands are
+// views (swapped strides), so no copy is ever made for a transpose; alpha folds a `scale` into the GEMM
+// and beta = 1 folds an `add` (accumulation) into it.
+#include <cstdint>
+
+#include "lowrank/core/tensor.hpp"
+
+namespace lowrank {
+
+// A [m,k], B [k,n], C [m,n]; or batched: A [b,m,k], B [b,m,k] or [k,n] (shared), C [b,m,n].
+// Shapes, dtypes and devices are checked; `op` names the caller in error messages.
+void gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c, const char* op = "gemm");
+
+// Counters for tests and benchmarks (thread-local: one test's GEMMs are its own).
+struct GemmCounters {
+  std::int64_t calls = 0;   // one per 2-D product (a batched call counts its batch)
+  double flops = 0;         // 2·m·n·k summed
+};
+GemmCounters& gemm_counters();
+inline void reset_gemm_counters() { gemm_counters() = {}; }
+
+// Which BLIS kernel set a CPU GEMM of this shape runs with (see docs/building.md): "haswell", "skx"
+// or "native". Exposed so that benchmarks can print the choice next to the figure.
+const char* cpu_gemm_kernel_for(std::int64_t m, std::int64_t n, std::int64_t k);
+
+}  // namespace lowrank

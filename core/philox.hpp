@@ -1,0 +1,71 @@
+#pragma once
+// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11): a counter-based
+// generator. The value of element e of a stream is a pure function of (seed, e), so the CPU and CUDA
+// backends draw identical dropout masks, and backward recomputes a mask instead of storing it.
+// Device-safe: includable by nvcc with no other project header.
+#include <cstdint>
+
+#include "lowrank/core/hd.hpp"
+
+namespace lowrank::philox {
+
+struct Block {
+  std::uint32_t v[4];
+};
+
+LOWRANK_HD inline void mulhilo(std::uint32_t a, std::uint32_t b, std::uint32_t& hi, std::uint32_t& lo) {
+  const std::uint64_t product = static_cast<std::uint64_t>(a) * b;
+  hi = static_cast<std::uint32_t>(product >> 32);
+  lo = static_cast<std::uint32_t>(product);
+}
+
+// Ten rounds of Philox4x32 on counter `c` with key `k`.
+LOWRANK_HD inline Block philox4x32_10(Block c, std::uint32_t k0, std::uint32_t k1) {
+  constexpr std::uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u;
+  constexpr std::uint32_t w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
+  for (int round = 0; round < 10; ++round) {
+    std::uint32_t hi0, lo0, hi1, lo1;
+    mulhilo(m0, c.v[0], hi0, lo0);
+    mulhilo(m1, c.v[2], hi1, lo1);
+    c = Block{{hi1 ^ c.v[1] ^ k0, lo1, hi0 ^ c.v[3] ^ k1, lo0}};
+    k0 += w0;
+    k1 += w1;
+  }
+  return c;
+}
+
+// The 32 random bits of element `e` of the stream `seed`: element e is lane e%4 of block e/4.
+LOWRANK_HD inline std::uint32_t bits(std::uint64_t seed, std::uint64_t e) {
+  const std::uint64_t block = e >> 2;
+  Block c{{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32), 0u, 0u}};
+  Block r = philox4x32_10(c, static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
+  return r.v[e & 3];
+}
+
+// Uniform in the open interval (0, 1): the top 24 bits, centred in their bucket, so both 0 and 1 are
+// impossible (the logarithm in `normal` needs that).
+LOWRANK_HD inline float uniform(std::uint32_t x) {
+  return (static_cast<float>(x >> 8) + 0.5f) * (1.0f / 16777216.0f);
+}
+
+LOWRANK_HD inline float uniform(std::uint64_t seed, std::uint64_t e) { return uniform(bits(seed, e)); }
+
+}  // namespace lowrank::philox
+
+namespace lowrank {
+
+// A stream of Philox draws: a seed and the next unused element. Each consumer reserves a range of
+// elements, so that two dropout layers never share counters and a run is reproducible from the seed.
+struct RandomStream {
+  std::uint64_t seed = 0;
+  std::uint64_t offset = 0;
+
+  // Reserves n elements (rounded up to whole 4-lane blocks) and returns the first.
+  std::uint64_t reserve(std::uint64_t n) {
+    const std::uint64_t first = offset;
+    offset += (n + 3) & ~std::uint64_t{3};
+    return first;
+  }
+};
+
+}  // namespace lowrank

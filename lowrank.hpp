@@ -1,0 +1,5 @@
+#pragma once
+// Everything a user of lowrank needs, in one include.
+#include "lowrank/core/format.hpp"
+#include "lowrank/core/gemm.hpp"
+#include "lowrank/core/tensor.hpp"

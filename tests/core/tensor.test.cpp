@@ -1,0 +1,132 @@
+#include <doctest/doctest.h>
+
+#include "lowrank/core/format.hpp"
+#include "lowrank/core/tensor.hpp"
+
+using namespace lowrank;
+
+TEST_CASE("tensor: creation, shape and contiguous strides") {
+  Tensor t = Tensor::arange(24).reshape({2, 3, 4});
+  CHECK(t.shape() == Shape{2, 3, 4});
+  CHECK(t.numel() == 24);
+  CHECK(t.stride(0) == 12);
+  CHECK(t.stride(1) == 4);
+  CHECK(t.stride(2) == 1);
+  CHECK(t.is_contiguous());
+  CHECK(t.at(1, 2, 3) == 23);
+  CHECK(reinterpret_cast<std::uintptr_t>(t.raw_data()) % 64 == 0);
+  CHECK(Tensor::full({2, 2}, 3.5, DType::f64).at(1, 1) == 3.5);
+  CHECK(Tensor::zeros({3}).at(2) == 0.0);
+  CHECK(Tensor::ones({3}).at(0) == 1.0);
+}
+
+TEST_CASE("tensor: transpose and permute are views with swapped strides") {
+  Tensor t = Tensor::arange(6).reshape({2, 3});
+  Tensor tt = t.t();
+  CHECK(tt.shape() == Shape{3, 2});
+  CHECK(tt.shares_storage(t));
+  CHECK_FALSE(tt.is_contiguous());
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 3; ++j) CHECK(tt.at(j, i) == t.at(i, j));
+  Tensor p = Tensor::arange(24).reshape({2, 3, 4}).permute({2, 0, 1});
+  CHECK(p.shape() == Shape{4, 2, 3});
+  CHECK(p.at(3, 1, 2) == 1 * 12 + 2 * 4 + 3);
+  Tensor c = p.contiguous();
+  CHECK(c.is_contiguous());
+  CHECK_FALSE(c.shares_storage(p));
+  CHECK(c.at(3, 1, 2) == p.at(3, 1, 2));
+}
+
+TEST_CASE("tensor: slice, select and reshape") {
+  Tensor t = Tensor::arange(12).reshape({3, 4});
+  Tensor s = t.slice(1, 1, 3);
+  CHECK(s.shape() == Shape{3, 2});
+  CHECK(s.at(2, 0) == 9);
+  CHECK(s.shares_storage(t));
+  Tensor row = t.select(0, 2);
+  CHECK(row.shape() == Shape{4});
+  CHECK(row.at(3) == 11);
+  Tensor col = t.select(1, 1);
+  CHECK(col.at(2) == 9);
+  CHECK_THROWS_AS(s.reshape({6}), Error);  // not contiguous
+  CHECK_THROWS_AS(t.reshape({5}), Error);  // wrong element count
+  CHECK(t.reshape({2, 6}).at(1, 0) == 6);
+  Tensor u = t.unsqueeze(0);
+  CHECK(u.shape() == Shape{1, 3, 4});
+  CHECK(u.at(0, 1, 1) == 5);
+}
+
+TEST_CASE("tensor: writes through a view reach the base") {
+  Tensor t = Tensor::zeros({2, 3});
+  Tensor col = t.slice(1, 2, 3);
+  col.fill(7);
+  CHECK(t.at(0, 2) == 7);
+  CHECK(t.at(1, 2) == 7);
+  CHECK(t.at(1, 1) == 0);
+  Tensor tt = t.t();
+  tt.set({0, 1}, 4);
+  CHECK(t.at(1, 0) == 4);
+}
+
+TEST_CASE("tensor: copies convert dtype and respect strides") {
+  Tensor t = Tensor::from({2, 2}, {1.5, 2.5, 3.5, 4.5}, DType::f32);
+  Tensor d = t.t().to(DType::f64);
+  CHECK(d.dtype() == DType::f64);
+  CHECK(d.at(0, 1) == 3.5);
+  CHECK(d.at(1, 0) == 2.5);
+  CHECK_THROWS_AS(Tensor::from({2, 2}, {1, 2, 3}), Error);
+}
+
+TEST_CASE("tensor: random creation is reproducible from the seed") {
+  RandomStream a{42, 0}, b{42, 0}, c{43, 0};
+  Tensor x = Tensor::uniform({100}, -1, 1, a), y = Tensor::uniform({100}, -1, 1, b), z = Tensor::uniform({100}, -1, 1, c);
+  CHECK(max_abs_diff(x, y) == 0.0);
+  CHECK(max_abs_diff(x, z) > 0.1);
+  double mean = 0;
+  for (double v : x.to_vector()) {
+    CHECK(v >= -1);
+    CHECK(v < 1);
+    mean += v / 100;
+  }
+  CHECK(std::abs(mean) < 0.2);
+  RandomStream n{7, 0};
+  Tensor g = Tensor::normal({20000}, 2.0, 3.0, n, DType::f64);
+  double m = 0, var = 0;
+  for (double v : g.to_vector()) m += v / 20000;
+  for (double v : g.to_vector()) var += (v - m) * (v - m) / 20000;
+  CHECK(m == doctest::Approx(2.0).epsilon(0.05));
+  CHECK(std::sqrt(var) == doctest::Approx(3.0).epsilon(0.05));
+}
+
+TEST_CASE("tensor: errors name the operation and the offending values") {
+  Tensor t = Tensor::zeros({2, 3});
+  try {
+    t.slice(1, 2, 5);
+    FAIL("no error");
+  } catch (const Error& e) {
+    std::string m = e.what();
+    CHECK(m.find("slice") != std::string::npos);
+    CHECK(m.find("[2, 3]") != std::string::npos);
+  }
+  CHECK_THROWS_AS(t.at(2, 0), Error);
+  CHECK_THROWS_AS(t.data<double>(), Error);
+}
+
+TEST_CASE("tensor: fmt prints shape, dtype, device and truncated values") {
+  std::string s = fmt::format("{}", Tensor::arange(100));
+  CHECK(s.find("shape=[100]") != std::string::npos);
+  CHECK(s.find("float32") != std::string::npos);
+  CHECK(s.find("cpu") != std::string::npos);
+  CHECK(s.find("...") != std::string::npos);
+  CHECK(s.find("99") != std::string::npos);
+  CHECK(s.find("50") == std::string::npos);
+}
+
+TEST_CASE("tensor: memory accounting follows allocations") {
+  const auto before = memory_stats().current;
+  {
+    Tensor t = Tensor::empty({1000}, DType::f64);
+    CHECK(memory_stats().current == before + 8000);
+  }
+  CHECK(memory_stats().current == before);
+}
