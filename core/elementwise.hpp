@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "lowrank/core/cpu/strided.hpp"
+#include "lowrank/core/functors.hpp"
 #include "lowrank/core/tensor.hpp"
 
 #if defined(LOWRANK_WITH_CUDA)
@@ -60,30 +61,5 @@ void fill_value(Tensor& out, double value);
 // dst[i] = src[i] on one device, any strides, dtype converted.
 void copy_strided(const Tensor& src, Tensor& dst);
 
-// Functors shared by several ops and by the core.
-namespace functors {
-struct Identity {
-  template <class T> LOWRANK_HD T operator()(T x) const { return x; }
-};
-struct Add {
-  template <class T> LOWRANK_HD T operator()(T a, T b) const { return a + b; }
-};
-struct Sub {
-  template <class T> LOWRANK_HD T operator()(T a, T b) const { return a - b; }
-};
-struct Mul {
-  template <class T> LOWRANK_HD T operator()(T a, T b) const { return a * b; }
-};
-// a * x
-struct Scale {
-  double a;
-  template <class T> LOWRANK_HD T operator()(T x) const { return static_cast<T>(a) * x; }
-};
-// y + a * x: accumulation of a scaled gradient.
-struct Axpy {
-  double a;
-  template <class T> LOWRANK_HD T operator()(T y, T x) const { return y + static_cast<T>(a) * x; }
-};
-}  // namespace functors
 
 }  // namespace lowrank

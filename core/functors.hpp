@@ -1,0 +1,33 @@
+#pragma once
+// Element-wise functors shared by several ops and by the core. Device-safe: this header includes
+// nothing but hd.hpp, so CUDA translation units can instantiate kernels over these functors.
+#include "lowrank/core/hd.hpp"
+
+namespace lowrank {
+// Functors shared by several ops and by the core.
+namespace functors {
+struct Identity {
+  template <class T> LOWRANK_HD T operator()(T x) const { return x; }
+};
+struct Add {
+  template <class T> LOWRANK_HD T operator()(T a, T b) const { return a + b; }
+};
+struct Sub {
+  template <class T> LOWRANK_HD T operator()(T a, T b) const { return a - b; }
+};
+struct Mul {
+  template <class T> LOWRANK_HD T operator()(T a, T b) const { return a * b; }
+};
+// a * x
+struct Scale {
+  double a;
+  template <class T> LOWRANK_HD T operator()(T x) const { return static_cast<T>(a) * x; }
+};
+// y + a * x: accumulation of a scaled gradient.
+struct Axpy {
+  double a;
+  template <class T> LOWRANK_HD T operator()(T y, T x) const { return y + static_cast<T>(a) * x; }
+};
+}  // namespace functors
+
+}  // namespace lowrank
