@@ -3,3 +3,4 @@
 #include "lowrank/core/format.hpp"
 #include "lowrank/core/gemm.hpp"
 #include "lowrank/core/tensor.hpp"
+#include "lowrank/autodiff/autodiff.hpp"

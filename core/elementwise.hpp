@@ -3,6 +3,8 @@
 // once (LOWRANK_HD, templated on the element type) and run by the CPU in an OpenMP loop or by CUDA in a
 // grid-stride kernel. `out` may alias an input (accumulation reads and writes the same element).
 #include <cstdint>
+#include <tuple>
+#include <utility>
 
 #include "lowrank/core/cpu/strided.hpp"
 #include "lowrank/core/functors.hpp"
@@ -52,6 +54,42 @@ template <class F, class... In> void map(const char* op, F f, Tensor& out, const
     for (std::int64_t i = 0; i < n; ++i) {
       y[cpu::offset_of(i, out.shape(), out.strides())] = std::apply(
           [&](const auto&... p) { return f(p.first[cpu::offset_of(i, p.second->shape(), p.second->strides())]...); }, pointers);
+    }
+  });
+}
+
+// out[i] = f(i, in0[i], in1[i], ...) where i is the row-major element index: for element-wise work
+// that depends on the position, such as dropout's counter-based mask.
+template <class F, class... In> void map_indexed(const char* op, F f, Tensor& out, const In&... in) {
+  detail::check_map_operands(op, out, in...);
+  const std::int64_t n = out.numel();
+  if (n == 0) return;
+  if (out.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    if (!out.is_contiguous()) fail("{}: CUDA outputs must be contiguous (shape {})", op, out.shape());
+    dispatch(out.dtype(), [&]<class T>() { cuda::map_indexed<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...); });
+    return;
+#else
+    fail("{}: lowrank was built without CUDA", op);
+#endif
+  }
+  dispatch(out.dtype(), [&]<class T>() {
+    T* y = out.data<T>();
+    if (out.is_contiguous() && (in.is_contiguous() && ...)) {
+      const auto pointers = std::make_tuple(in.template data<T>()...);
+#pragma omp parallel for if (n >= parallel_threshold) schedule(static)
+      for (std::int64_t i = 0; i < n; ++i)
+        y[i] = std::apply([&](const auto*... p) { return f(static_cast<std::uint64_t>(i), p[i]...); }, pointers);
+      return;
+    }
+    const auto pointers = std::make_tuple(std::pair{in.template data<T>(), &in}...);
+#pragma omp parallel for if (n >= parallel_threshold) schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) {
+      y[cpu::offset_of(i, out.shape(), out.strides())] = std::apply(
+          [&](const auto&... p) {
+            return f(static_cast<std::uint64_t>(i), p.first[cpu::offset_of(i, p.second->shape(), p.second->strides())]...);
+          },
+          pointers);
     }
   });
 }

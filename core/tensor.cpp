@@ -186,6 +186,28 @@ Tensor Tensor::unsqueeze(int dim) const {
   return v;
 }
 
+Tensor Tensor::expand(Shape shape) const {
+  if (shape.rank() < rank()) fail("expand: cannot expand {} to the lower rank {}", shape_, shape);
+  Tensor v = *this;
+  Strides st{};
+  const int shift = shape.rank() - rank();
+  for (int d = 0; d < shape.rank(); ++d) {
+    const int src = d - shift;
+    if (src < 0) {
+      st[static_cast<std::size_t>(d)] = 0;
+    } else if (shape_[src] == shape[d]) {
+      st[static_cast<std::size_t>(d)] = strides_[static_cast<std::size_t>(src)];
+    } else if (shape_[src] == 1) {
+      st[static_cast<std::size_t>(d)] = 0;
+    } else {
+      fail("expand: cannot expand {} to {} (dimension {} is {}, not 1 or {})", shape_, shape, src, shape_[src], shape[d]);
+    }
+  }
+  v.shape_ = shape;
+  v.strides_ = st;
+  return v;
+}
+
 Tensor Tensor::contiguous() const {
   if (is_contiguous()) return *this;
   return clone();

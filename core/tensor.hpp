@@ -66,6 +66,9 @@ class Tensor {
   Tensor slice(int dim, std::int64_t start, std::int64_t end) const;
   Tensor select(int dim, std::int64_t index) const;  // drops `dim`
   Tensor unsqueeze(int dim) const;
+  // Broadcast view (numpy rules, aligned at the last dimension): size-1 or missing dimensions get
+  // stride 0. Read-only in spirit: writing through it writes one element many times.
+  Tensor expand(Shape shape) const;
 
   // --- copies -----------------------------------------------------------------------------------
   Tensor contiguous() const;  // itself when already contiguous

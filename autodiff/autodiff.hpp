@@ -1,0 +1,15 @@
+#pragma once
+// The expression language: leaves, the built-in ops, eval/backward and gradcheck.
+#include "lowrank/autodiff/grad.hpp"
+#include "lowrank/autodiff/gradcheck.hpp"
+#include "lowrank/autodiff/leaves.hpp"
+#include "lowrank/autodiff/tape.hpp"
+#include "lowrank/ops/add.hpp"
+#include "lowrank/ops/bias_add.hpp"
+#include "lowrank/ops/dropout.hpp"
+#include "lowrank/ops/matmul.hpp"
+#include "lowrank/ops/mean.hpp"
+#include "lowrank/ops/mse.hpp"
+#include "lowrank/ops/scale.hpp"
+#include "lowrank/ops/sum.hpp"
+#include "lowrank/ops/transpose.hpp"

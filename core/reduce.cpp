@@ -1,0 +1,75 @@
+#include "lowrank/core/reduce.hpp"
+
+#include <vector>
+
+#include "lowrank/core/cpu/strided.hpp"
+#include "lowrank/core/elementwise.hpp"
+#if defined(LOWRANK_WITH_CUDA)
+#include "lowrank/core/cuda/reduce.hpp"
+#endif
+
+namespace lowrank {
+
+void sum_rows(const Tensor& x, Tensor& out, bool accumulate) {
+  check_same_dtype("sum_rows", x, out);
+  check_same_device("sum_rows", x, out);
+  const std::int64_t cols = out.numel();
+  if (cols == 0 || x.numel() % cols != 0 || x.dim(-1) != cols)
+    fail("sum_rows: cannot reduce {} to {} (the last dimension must equal the output size)", x.shape(), out.shape());
+  if (!out.is_contiguous()) fail("sum_rows: output of shape {} must be contiguous", out.shape());
+  const std::int64_t rows = x.numel() / cols;
+  if (x.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    const Tensor xc = x.contiguous();
+    dispatch(x.dtype(), [&]<class T>() { cuda::sum_rows<T>(xc.data<T>(), rows, cols, out.data<T>(), accumulate); });
+    return;
+#else
+    fail("sum_rows: lowrank was built without CUDA");
+#endif
+  }
+  const Tensor xc = x.contiguous();
+  dispatch(x.dtype(), [&]<class T>() {
+    const T* p = xc.data<T>();
+    T* o = out.data<T>();
+    // Columns are independent: parallel over columns, each summed in double over rows in order, so the
+    // result does not depend on the thread count.
+#pragma omp parallel for if (rows * cols >= parallel_threshold) schedule(static)
+    for (std::int64_t c = 0; c < cols; ++c) {
+      double s = accumulate ? static_cast<double>(o[c]) : 0.0;
+      for (std::int64_t r = 0; r < rows; ++r) s += static_cast<double>(p[r * cols + c]);
+      o[c] = static_cast<T>(s);
+    }
+  });
+}
+
+Tensor sum_all(const Tensor& x) {
+  Tensor out = Tensor::empty(Shape{}, x.dtype(), Device::cpu());
+  double s = 0;
+  if (x.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    const Tensor xc = x.contiguous();
+    s = dispatch(x.dtype(), [&]<class T>() { return cuda::sum_all<T>(xc.data<T>(), xc.numel()); });
+#else
+    fail("sum_all: lowrank was built without CUDA");
+#endif
+  } else {
+    const Tensor xc = x.contiguous();
+    dispatch(x.dtype(), [&]<class T>() {
+      const T* p = xc.data<T>();
+      const std::int64_t n = xc.numel();
+      for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(p[i]);
+    });
+  }
+  out.fill(s);
+  return out.to(x.device());
+}
+
+double dot(const Tensor& a, const Tensor& b) {
+  check_same_shape("dot", a, b);
+  const auto x = a.to_vector(), y = b.to_vector();
+  double s = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) s += x[i] * y[i];
+  return s;
+}
+
+}  // namespace lowrank

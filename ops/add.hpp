@@ -1,0 +1,34 @@
+#pragma once
+// add: y = a + b, same shapes (a bias broadcast over rows is `bias_add`).
+//   backward: da += dy, db += dy
+#include "lowrank/core/elementwise.hpp"
+#include "lowrank/ops/op.hpp"
+
+namespace lowrank {
+
+struct AddOp {
+  static constexpr std::string_view name = "add";
+  static constexpr std::size_t arity = 2;
+
+  Tensor forward(const Tensor& a, const Tensor& b) const {
+    if (a.shape() != b.shape())
+      fail("add: shape mismatch {} + {} (for a bias over rows use bias_add)", a.shape(), b.shape());
+    Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
+    map("add", functors::Add{}, y, a, b);
+    return y;
+  }
+  static constexpr Reads<2> reads(Needs<2>) { return {}; }
+  template <Needs<2> need> void backward(const Tensor& dy, Inputs<2>, const Tensor&, Grads<2> dx) const {
+    if constexpr (need[0]) map("add backward", functors::Add{}, *dx[0], *dx[0], dy);
+    if constexpr (need[1]) map("add backward", functors::Add{}, *dx[1], *dx[1], dy);
+  }
+};
+
+template <Expression A, Expression B> auto add(A&& a, B&& b) {
+  return make_node(AddOp{}, std::forward<A>(a), std::forward<B>(b));
+}
+template <Expression A, Expression B> auto operator+(A&& a, B&& b) {
+  return add(std::forward<A>(a), std::forward<B>(b));
+}
+
+}  // namespace lowrank

@@ -1,0 +1,35 @@
+#pragma once
+// bias_add: y[r, c] = x[r, c] + b[c], b broadcast over every leading dimension of x.
+//   backward: dx += dy;  db += Σ_r dy[r, c]  (the column sum: MyCaffe's GEMV against a ones vector,
+//   done here as a reduction so it costs no GEMM)
+#include "lowrank/core/elementwise.hpp"
+#include "lowrank/core/reduce.hpp"
+#include "lowrank/ops/op.hpp"
+
+namespace lowrank {
+
+struct BiasAdd {
+  static constexpr std::string_view name = "bias_add";
+  static constexpr std::size_t arity = 2;
+
+  Tensor forward(const Tensor& x, const Tensor& b) const {
+    if (b.rank() != 1 || x.rank() < 1 || x.dim(-1) != b.dim(0))
+      fail("bias_add: bias {} does not match the last dimension of {}", b.shape(), x.shape());
+    check_same_dtype("bias_add", x, b);
+    check_same_device("bias_add", x, b);
+    Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+    map("bias_add", functors::Add{}, y, x, b.expand(x.shape()));
+    return y;
+  }
+  static constexpr Reads<2> reads(Needs<2>) { return {}; }
+  template <Needs<2> need> void backward(const Tensor& dy, Inputs<2>, const Tensor&, Grads<2> dx) const {
+    if constexpr (need[0]) map("bias_add backward", functors::Add{}, *dx[0], *dx[0], dy);
+    if constexpr (need[1]) sum_rows(dy, *dx[1], /*accumulate=*/true);
+  }
+};
+
+template <Expression X, Expression B> auto bias_add(X&& x, B&& b) {
+  return make_node(BiasAdd{}, std::forward<X>(x), std::forward<B>(b));
+}
+
+}  // namespace lowrank

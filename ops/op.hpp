@@ -1,0 +1,54 @@
+#pragma once
+// The op contract and the expression node. An op is a small struct with a name, an arity, a forward
+// that computes its output from input tensors, a `reads` rule that says which values its backward needs
+// given which inputs need a gradient, and a backward that ADDS into the input gradients it is given.
+// `Node<Op, Args...>` is an expression: an op and its argument expressions. Nodes are plain values;
+// the autodiff layer turns an expression into a typed tape. (ops/ knows nothing of tapes.)
+#include <array>
+#include <concepts>
+#include <cstddef>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "lowrank/core/tensor.hpp"
+
+namespace lowrank {
+
+template <std::size_t N> using Needs = std::array<bool, N>;              // needs[i]: input i needs a gradient
+template <std::size_t N> using Inputs = std::array<const Tensor*, N>;    // forward inputs (null when released)
+template <std::size_t N> using Grads = std::array<Tensor*, N>;           // gradient buffers (null when not needed)
+
+// What an op's backward reads. Values nobody reads are released right after their last forward use:
+// this is the compile-time memory plan (a frozen W's matmul does not keep its input alive for dW).
+template <std::size_t N> struct Reads {
+  std::array<bool, N> inputs{};
+  bool output = false;
+};
+
+// The op contract, checked by the compiler (dlib writes its layer contract as prose; we can check it).
+template <class Op>
+concept OpType = requires {
+  { Op::name } -> std::convertible_to<std::string_view>;
+  { Op::arity } -> std::convertible_to<std::size_t>;
+  { Op::reads(Needs<Op::arity>{}) } -> std::same_as<Reads<Op::arity>>;
+};
+
+template <OpType Op, class... Args> struct Node {
+  static_assert(sizeof...(Args) == Op::arity, "an op node needs exactly Op::arity arguments");
+  Op op;
+  std::tuple<Args...> args;
+};
+
+template <OpType Op, class... Args> Node<Op, std::decay_t<Args>...> make_node(Op op, Args&&... args) {
+  return {std::move(op), {std::forward<Args>(args)...}};
+}
+
+// Every expression type (leaves and nodes) derives its ability to appear in a graph from this marker;
+// builders accept only expressions.
+template <class E> struct is_expression : std::false_type {};
+template <class Op, class... Args> struct is_expression<Node<Op, Args...>> : std::true_type {};
+template <class E> concept Expression = is_expression<std::decay_t<E>>::value;
+
+}  // namespace lowrank
