@@ -8,6 +8,7 @@
 #include "lowrank/ops/bias_add.hpp"
 #include "lowrank/ops/dropout.hpp"
 #include "lowrank/ops/matmul.hpp"
+#include "lowrank/ops/matmul_accumulate.hpp"
 #include "lowrank/ops/mean.hpp"
 #include "lowrank/ops/mse.hpp"
 #include "lowrank/ops/scale.hpp"

@@ -348,7 +348,28 @@ template <class E> class Tape {
     }
   }
   template <std::size_t I, class Op, std::size_t... C> Tensor call_forward(Op& op, std::index_sequence<C...>) {
-    return op.forward(value_of<C>()...);
+    return op.forward(forward_argument<C, I>()...);
+  }
+  // An input that dies at this op (an intermediate, no backward reads it, this is its last use and it
+  // appears once among the op's inputs) is moved out of its record and handed over as a temporary. If no
+  // other view shares its storage (use_count() == 1), the op may write its output into that buffer:
+  // this is how `y = base + s·(u·Aᵀ)·Bᵀ` accumulates into base's buffer with a beta = 1 GEMM. Ops opt in
+  // by taking that input by value: an lvalue argument is copied (a second handle: no reuse).
+  template <std::size_t C, std::size_t I> decltype(auto) forward_argument() {
+    if constexpr (dies_at<C, I>()) {
+      return Tensor(std::move(record<C>().value));
+    } else {
+      return static_cast<const Tensor&>(value_of<C>());
+    }
+  }
+  template <std::size_t C, std::size_t I> static constexpr bool dies_at() {
+    if constexpr (is_leaf_slot<C>) {
+      return false;
+    } else {
+      std::size_t uses = 0;
+      for (std::size_t k = 0; k < plan::infos[I].arity; ++k) uses += plan::infos[I].children[k] == C;
+      return uses == 1 && plan::last_use[C] == I && !plan::retained[C];
+    }
   }
   // Release every value whose last forward use was slot J and that no backward reads.
   template <std::size_t J, std::size_t... I> void release_after(std::index_sequence<I...>) {

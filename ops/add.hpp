@@ -2,6 +2,7 @@
 // add: y = a + b, same shapes (a bias broadcast over rows is `bias_add`).
 //   backward: da += dy, db += dy
 #include "lowrank/core/elementwise.hpp"
+#include "lowrank/ops/matmul.hpp"
 #include "lowrank/ops/op.hpp"
 
 namespace lowrank {
@@ -10,10 +11,12 @@ struct AddOp {
   static constexpr std::string_view name = "add";
   static constexpr std::size_t arity = 2;
 
-  Tensor forward(const Tensor& a, const Tensor& b) const {
+  Tensor forward(Tensor a, const Tensor& b) const {
     if (a.shape() != b.shape())
       fail("add: shape mismatch {} + {} (for a bias over rows use bias_add)", a.shape(), b.shape());
-    Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
+    check_same_dtype("add", a, b);
+    check_same_device("add", a, b);
+    Tensor y = sole_owner(a) ? a : Tensor::empty(a.shape(), a.dtype(), a.device());
     map("add", functors::Add{}, y, a, b);
     return y;
   }
@@ -27,7 +30,11 @@ struct AddOp {
 template <Expression A, Expression B> auto add(A&& a, B&& b) {
   return make_node(AddOp{}, std::forward<A>(a), std::forward<B>(b));
 }
-template <Expression A, Expression B> auto operator+(A&& a, B&& b) {
+// `+` fuses: when one side is a matmul, the sum becomes one GEMM that accumulates into the other side
+// (beta = 1), see ops/matmul_accumulate.hpp. `add` never fuses.
+template <Expression A, Expression B>
+  requires(!is_matmul_node<std::decay_t<A>>::value && !is_matmul_node<std::decay_t<B>>::value)
+auto operator+(A&& a, B&& b) {
   return add(std::forward<A>(a), std::forward<B>(b));
 }
 

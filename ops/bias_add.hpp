@@ -12,12 +12,12 @@ struct BiasAdd {
   static constexpr std::string_view name = "bias_add";
   static constexpr std::size_t arity = 2;
 
-  Tensor forward(const Tensor& x, const Tensor& b) const {
+  Tensor forward(Tensor x, const Tensor& b) const {
     if (b.rank() != 1 || x.rank() < 1 || x.dim(-1) != b.dim(0))
       fail("bias_add: bias {} does not match the last dimension of {}", b.shape(), x.shape());
     check_same_dtype("bias_add", x, b);
     check_same_device("bias_add", x, b);
-    Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+    Tensor y = sole_owner(x) ? x : Tensor::empty(x.shape(), x.dtype(), x.device());
     map("bias_add", functors::Add{}, y, x, b.expand(x.shape()));
     return y;
   }

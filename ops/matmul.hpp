@@ -48,6 +48,9 @@ struct MatMul {
   }
 };
 
+template <class E> struct is_matmul_node : std::false_type {};
+template <class A, class B> struct is_matmul_node<Node<MatMul, A, B>> : std::true_type {};
+
 template <Expression A, Expression B> auto matmul(A&& a, B&& b) {
   return make_node(MatMul{}, std::forward<A>(a), std::forward<B>(b));
 }

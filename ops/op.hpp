@@ -27,6 +27,11 @@ template <std::size_t N> struct Reads {
   bool output = false;
 };
 
+// An op that takes an input by value may write its output into that input's buffer when the handle it
+// received is the only one (the tape hands over inputs that die at the op; any caller's lvalue argument
+// is copied into the parameter, so a caller's tensor is never overwritten).
+inline bool sole_owner(const Tensor& t) { return t.defined() && t.storage().use_count() == 1 && t.is_contiguous(); }
+
 // The op contract, checked by the compiler (dlib writes its layer contract as prose; we can check it).
 template <class Op>
 concept OpType = requires {

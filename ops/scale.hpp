@@ -2,6 +2,7 @@
 // scale: y = s · x for a constant s.
 //   backward: dx += s · dy
 #include "lowrank/core/elementwise.hpp"
+#include "lowrank/ops/matmul.hpp"
 #include "lowrank/ops/op.hpp"
 
 namespace lowrank {
@@ -11,8 +12,8 @@ struct ScaleOp {
   static constexpr std::size_t arity = 1;
   double s = 1.0;
 
-  Tensor forward(const Tensor& x) const {
-    Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor forward(Tensor x) const {
+    Tensor y = sole_owner(x) ? x : Tensor::empty(x.shape(), x.dtype(), x.device());
     map("scale", functors::Scale{s}, y, x);
     return y;
   }
@@ -23,5 +24,10 @@ struct ScaleOp {
 };
 
 template <Expression X> auto scale(X&& x, double s) { return make_node(ScaleOp{s}, std::forward<X>(x)); }
+// Scaling a product folds into the GEMM's alpha: no pass over the output.
+template <class A, class B> auto scale(Node<MatMul, A, B> product, double s) {
+  product.op.alpha *= s;
+  return product;
+}
 
 }  // namespace lowrank
