@@ -11,6 +11,7 @@
 #include "lowrank/ops/matmul_accumulate.hpp"
 #include "lowrank/ops/mean.hpp"
 #include "lowrank/ops/mse.hpp"
+#include "lowrank/ops/relu.hpp"
 #include "lowrank/ops/scale.hpp"
 #include "lowrank/ops/sum.hpp"
 #include "lowrank/ops/transpose.hpp"
