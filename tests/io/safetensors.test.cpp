@@ -182,6 +182,20 @@ TEST_CASE("safetensors: offsets in any header order and in-memory parsing") {
   CHECK(file.load("z", DType::f64).item() == 7.0);
 }
 
+TEST_CASE("safetensors: zero-size tensors may share an offset and unknown entry fields are ignored") {
+  // Both as the reference reader: empty tensors occupy no bytes, and fields it does not know are skipped.
+  const std::string header = R"({"e1":{"dtype":"F32","shape":[0],"data_offsets":[0,0]},)"
+                             R"("e2":{"dtype":"F64","shape":[3,0],"data_offsets":[0,0],"note":"extra"},)"
+                             R"("w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  const fs::path path = write_raw("zero-size", file_bytes(header, f32_bytes({5.0f})));
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  CHECK(file.tensors().size() == 3);
+  CHECK(file.load("e2").shape() == Shape{3, 0});
+  CHECK(file.load("e2").dtype() == DType::f64);
+  CHECK(file.load("w").item() == 5.0);
+  fs::remove(path);
+}
+
 TEST_CASE("safetensors: load_into copies into an existing tensor of the same shape") {
   const fs::path path = scratch("load-into");
   save_safetensors(path, NamedTensors{{"m", Tensor::from({2, 2}, {1, 2, 3, 4})}});
@@ -230,6 +244,35 @@ TEST_CASE("safetensors: F16 values decode exactly") {
   CHECK(std::isnan(half_to_float(0x7E00)));
   CHECK(std::isnan(half_to_float(0x7C01)));  // signalling pattern: still NaN, not infinity
   CHECK(std::signbit(half_to_float(0xFE00)));
+}
+
+TEST_CASE("safetensors: every F16 and BF16 bit pattern decodes to the value its fields define") {
+  // Independent reference: (-1)^s · 2^(e - bias) · (1 + m / 2^mantissa_bits), subnormals 2^(1 - bias) · m / 2^bits.
+  const auto reference = [](std::uint32_t bits, int exponent_bits, int mantissa_bits) {
+    const std::uint32_t mantissa = bits & ((1u << mantissa_bits) - 1);
+    const std::uint32_t exponent = (bits >> mantissa_bits) & ((1u << exponent_bits) - 1);
+    const bool negative = (bits >> (exponent_bits + mantissa_bits)) & 1u;
+    const int bias = (1 << (exponent_bits - 1)) - 1;
+    double magnitude;
+    if (exponent == (1u << exponent_bits) - 1)
+      magnitude = mantissa ? std::numeric_limits<double>::quiet_NaN() : std::numeric_limits<double>::infinity();
+    else if (exponent == 0)
+      magnitude = std::ldexp(static_cast<double>(mantissa), 1 - bias - mantissa_bits);
+    else
+      magnitude = std::ldexp(1.0 + std::ldexp(static_cast<double>(mantissa), -mantissa_bits), static_cast<int>(exponent) - bias);
+    return negative ? -magnitude : magnitude;
+  };
+  int mismatches = 0;
+  for (std::uint32_t bits = 0; bits < 65536; ++bits) {
+    const auto h = static_cast<std::uint16_t>(bits);
+    for (const auto& [got, want] : {std::pair<double, double>{half_to_float(h), reference(bits, 5, 10)},
+                                    std::pair<double, double>{bfloat16_to_float(h), reference(bits, 8, 7)}}) {
+      const bool same = std::isnan(want) ? std::isnan(got) && std::signbit(got) == std::signbit(want)
+                                         : got == want && std::signbit(got) == std::signbit(want);
+      if (!same && ++mismatches <= 5) MESSAGE("bits 0x" << std::hex << bits << ": got " << got << ", want " << want);
+    }
+  }
+  CHECK(mismatches == 0);
 }
 
 TEST_CASE("safetensors: BF16 and FP8 values decode exactly") {
