@@ -262,21 +262,21 @@ ParsedHeader parse_header(std::string_view text, std::uint64_t buffer_bytes, con
 
 // ---- decoding -----------------------------------------------------------------------------------
 
-template <class T> void decode(FileDType dtype, const std::byte* src, std::size_t count, T* dst) {
+template <class T> void decode(FileDType dtype, const std::byte* src, std::int64_t count, T* dst) {
   auto each = [&]<class Stored>(auto convert) {
-    for (std::size_t i = 0; i < count; ++i) {
+    for (std::int64_t i = 0; i < count; ++i) {
       Stored value;
-      std::memcpy(&value, src + i * sizeof(Stored), sizeof(Stored));
+      std::memcpy(&value, src + static_cast<std::size_t>(i) * sizeof(Stored), sizeof(Stored));
       dst[i] = static_cast<T>(convert(value));
     }
   };
   switch (dtype) {
     case FileDType::f32: each.template operator()<float>([](float x) { return x; }); return;
     case FileDType::f64: each.template operator()<double>([](double x) { return x; }); return;
-    case FileDType::f16: each.template operator()<std::uint16_t>(half_to_float); return;
-    case FileDType::bf16: each.template operator()<std::uint16_t>(bfloat16_to_float); return;
-    case FileDType::f8_e5m2: each.template operator()<std::uint8_t>(float8_e5m2_to_float); return;
-    case FileDType::f8_e4m3: each.template operator()<std::uint8_t>(float8_e4m3_to_float); return;
+    case FileDType::f16: each.template operator()<std::uint16_t>([](std::uint16_t x) { return half_to_float(x); }); return;
+    case FileDType::bf16: each.template operator()<std::uint16_t>([](std::uint16_t x) { return bfloat16_to_float(x); }); return;
+    case FileDType::f8_e5m2: each.template operator()<std::uint8_t>([](std::uint8_t x) { return float8_e5m2_to_float(x); }); return;
+    case FileDType::f8_e4m3: each.template operator()<std::uint8_t>([](std::uint8_t x) { return float8_e4m3_to_float(x); }); return;
     default: fail("safetensors: no decoder for {}", safetensors_name(dtype));
   }
 }
@@ -529,7 +529,7 @@ Tensor SafetensorsFile::load(std::string_view tensor, std::optional<DType> want)
     for (std::size_t first = 0; first < total; first += chunk_elements) {
       const std::size_t count = std::min(chunk_elements, total - first);
       source_->read(offset + first * element_bytes, count * element_bytes, staging.data(), name_);
-      decode(entry.dtype, staging.data(), count, out + first);
+      decode(entry.dtype, staging.data(), static_cast<std::int64_t>(count), out + first);
     }
   });
   return result;

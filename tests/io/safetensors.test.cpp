@@ -141,7 +141,7 @@ TEST_CASE("safetensors: written bytes match the format laid out by hand") {
   // then by name; compact header, "__metadata__" first, padded with spaces to a multiple of 8.
   const std::string header =
       R"({"__metadata__":{"format":"pt","note":"a \"quoted\" value!"},)"
-      R"("a":{"dtype":"F64","shape":[1],"data_offsets":[0,8]},)"
+      R"("z":{"dtype":"F64","shape":[1],"data_offsets":[0,8]},)"
       R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},)"
       R"("c":{"dtype":"F32","shape":[2,1],"data_offsets":[16,24]}})"
       "       ";
@@ -154,7 +154,7 @@ TEST_CASE("safetensors: written bytes match the format laid out by hand") {
   const Tensor c = Tensor::from({1, 2}, {3.0, 0.25}).t();  // [2, 1], written as a contiguous copy
   const fs::path path = scratch("layout");
   save_safetensors(path,
-                   NamedTensors{{"c", c}, {"b", Tensor::from({2}, {1.0, -2.0})}, {"a", Tensor::from({1}, {0.5}, DType::f64)}},
+                   NamedTensors{{"c", c}, {"b", Tensor::from({2}, {1.0, -2.0})}, {"z", Tensor::from({1}, {0.5}, DType::f64)}},
                    {{"note", "a \"quoted\" value!"}, {"format", "pt"}});
   const std::string written = read_raw(path);
   CHECK(written.size() == expected.size());
