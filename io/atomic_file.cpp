@@ -33,12 +33,14 @@ void write_all(int fd, const char* data, std::size_t size, const std::filesystem
   }
 }
 
-void fsync_or_fail(int fd, const std::filesystem::path& what, const std::filesystem::path& target) {
+enum class SyncTarget { file, directory };
+
+void fsync_or_fail(int fd, SyncTarget kind, const std::filesystem::path& what, const std::filesystem::path& target) {
   while (::fsync(fd) != 0) {
     const int error = errno;
     if (error == EINTR) continue;
-    // Some file systems cannot sync a directory (EINVAL); the file's own data was synced before.
-    if (error == EINVAL || error == EROFS) return;
+    // Some file systems cannot sync a directory; by then the file's own data is on disk.
+    if (kind == SyncTarget::directory && (error == EINVAL || error == EROFS)) return;
     fail("{}: fsync of {} failed: {}", target.string(), what.string(), errno_text(error));
   }
 }
@@ -98,7 +100,7 @@ void write_file_atomically(const std::filesystem::path& path, const std::functio
   out.buffer_.reserve(write_buffer_bytes);
   writer(out);
   out.flush_buffer();
-  fsync_or_fail(temp.fd, temp.path, path);
+  fsync_or_fail(temp.fd, SyncTarget::file, temp.path, path);
   const int fd = temp.fd;
   temp.fd = -1;
   if (::close(fd) != 0) {
@@ -121,7 +123,7 @@ void write_file_atomically(const std::filesystem::path& path, const std::functio
     fail("{}: cannot open its directory {} to sync it: {}", path.string(), directory.string(), errno_text(error));
   }
   try {
-    fsync_or_fail(dir_fd, directory, path);
+    fsync_or_fail(dir_fd, SyncTarget::directory, directory, path);
   } catch (...) {
     ::close(dir_fd);
     throw;

@@ -11,6 +11,7 @@
 #include <span>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "lowrank/core/tensor.hpp"
@@ -222,6 +223,28 @@ TEST_CASE("safetensors: tensors are read lazily from the open file") {
   const std::string message = error_of([&] { file.load("b"); });
   CHECK(message.find(path.string()) != std::string::npos);
   CHECK(message.find("unexpected end of file") != std::string::npos);
+  fs::remove(path);
+}
+
+TEST_CASE("safetensors: several threads may load from one open file at once") {
+  RandomStream rng{7};
+  NamedTensors tensors;
+  for (int i = 0; i < 8; ++i) tensors.push_back({fmt::format("t{}", i), Tensor::normal({64, 33}, 0.0, 1.0, rng)});
+  const fs::path path = scratch("threads");
+  save_safetensors(path, tensors);
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 20; ++round)
+        for (std::size_t i = 0; i < tensors.size(); ++i) {
+          const auto& [name, tensor] = tensors[(i + static_cast<std::size_t>(t)) % tensors.size()];
+          if (!same_bits(file.load(name), tensor)) ++mismatches[static_cast<std::size_t>(t)];
+        }
+    });
+  for (auto& thread : threads) thread.join();
+  CHECK(mismatches == std::vector<int>(4, 0));
   fs::remove(path);
 }
 
