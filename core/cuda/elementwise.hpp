@@ -16,6 +16,9 @@ namespace lowrank::cuda {
 // out[i] = f(in[0][i], in[1][i], ...) for i < n; out may alias an input. Runs on the device owning out.
 template <class T, class F, class... In> void map(F f, T* out, std::int64_t n, const In*... in);
 
+// out[i] = f(i, in[0][i], ...): for position-dependent work such as dropout's counter-based mask.
+template <class T, class F, class... In> void map_indexed(F f, T* out, std::int64_t n, const In*... in);
+
 // out[i] = value for i < n (defined for float and double).
 template <class T> void fill(T* out, std::int64_t n, T value);
 

@@ -20,7 +20,21 @@ __global__ void map_kernel(F f, T* out, std::int64_t n, const In*... in) {
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
     out[i] = f(in[i]...);
 }
+template <class T, class F, class... In>
+__global__ void map_indexed_kernel(F f, T* out, std::int64_t n, const In*... in) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride)
+    out[i] = f(static_cast<std::uint64_t>(i), in[i]...);
+}
 }  // namespace detail
+
+template <class T, class F, class... In> void map_indexed(F f, T* out, std::int64_t n, const In*... in) {
+  if (n <= 0) return;
+  const DeviceGuard guard(device_of(out));
+  const LaunchShape shape = grid_for(n);
+  detail::map_indexed_kernel<T, F, In...><<<shape.blocks, shape.threads>>>(f, out, n, in...);
+  check(cudaGetLastError(), "cuda::map_indexed: kernel launch");
+}
 
 template <class T, class F, class... In> void map(F f, T* out, std::int64_t n, const In*... in) {
   if (n <= 0) return;
@@ -40,6 +54,12 @@ template <class T, class F, class... In> void map(F f, T* out, std::int64_t n, c
 #define LOWRANK_CUDA_MAP_FOR(T, arity, ...) \
   template void lowrank::cuda::map<T, __VA_ARGS__>(__VA_ARGS__, T*, std::int64_t LOWRANK_CUDA_MAP_INPUTS_##arity(T))
 // Instantiates cuda::map for a functor taking `arity` inputs (0 to 4), in float and double.
+#define LOWRANK_CUDA_MAP_INDEXED_FOR(T, arity, ...) \
+  template void lowrank::cuda::map_indexed<T, __VA_ARGS__>(__VA_ARGS__, T*, std::int64_t LOWRANK_CUDA_MAP_INPUTS_##arity(T))
+// Instantiates cuda::map_indexed (functor called as f(index, inputs...)) in float and double.
+#define LOWRANK_CUDA_MAP_INDEXED(arity, ...)             \
+  LOWRANK_CUDA_MAP_INDEXED_FOR(float, arity, __VA_ARGS__); \
+  LOWRANK_CUDA_MAP_INDEXED_FOR(double, arity, __VA_ARGS__)
 #define LOWRANK_CUDA_MAP(arity, ...)             \
   LOWRANK_CUDA_MAP_FOR(float, arity, __VA_ARGS__); \
   LOWRANK_CUDA_MAP_FOR(double, arity, __VA_ARGS__)
