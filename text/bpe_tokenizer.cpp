@@ -282,8 +282,13 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<std::int32_t
 
 std::vector<std::int32_t> BpeTokenizer::encode_text(std::string_view text, SpecialTokens specials) const {
   std::vector<std::int32_t> ids;
+  ids.reserve(text.size() / 3);
   const auto encode_ordinary = [&](std::string_view ordinary) {
-    for (std::string_view piece : gpt2_pretokenize(ordinary)) encode_piece(piece, ids);
+    for (std::size_t pos = 0; pos < ordinary.size();) {
+      const std::size_t end = gpt2_piece_end(ordinary, pos);
+      encode_piece(ordinary.substr(pos, end - pos), ids);
+      pos = end;
+    }
   };
   if (specials == SpecialTokens::as_text || specials_.empty()) {
     encode_ordinary(text);

@@ -131,9 +131,14 @@ BpeTokenizer train_bpe(std::string_view text, std::int32_t vocab_size, std::vect
   std::vector<std::pair<std::string, std::int32_t>> special_markers;
   for (const std::string& spelling : special_tokens) special_markers.emplace_back(spelling, 0);
   std::unordered_map<std::string_view, std::int64_t> word_counts;
-  for (const TextSegment& segment : split_on_special_tokens(text, special_markers))
-    if (segment.special_id < 0)
-      for (std::string_view piece : gpt2_pretokenize(segment.text)) ++word_counts[piece];
+  for (const TextSegment& segment : split_on_special_tokens(text, special_markers)) {
+    if (segment.special_id >= 0) continue;
+    for (std::size_t pos = 0; pos < segment.text.size();) {
+      const std::size_t end = gpt2_piece_end(segment.text, pos);
+      ++word_counts[segment.text.substr(pos, end - pos)];
+      pos = end;
+    }
+  }
 
   std::vector<Word> words;
   words.reserve(word_counts.size());

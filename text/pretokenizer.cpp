@@ -1,7 +1,5 @@
 #include "lowrank/text/pretokenizer.hpp"
 
-#include <cstddef>
-
 #include "lowrank/text/unicode.hpp"
 
 namespace lowrank::text {
@@ -9,76 +7,78 @@ namespace {
 
 enum class CharClass { letter, number, whitespace, symbol };
 
-struct DecodedChar {
-  char32_t code_point;
-  std::size_t offset;
+struct Char {
+  std::size_t length;
   CharClass cls;
 };
 
-CharClass classify(const Utf8Step& step) {
-  if (!step.valid) return CharClass::symbol;
-  if (is_letter(step.code_point)) return CharClass::letter;
-  if (is_number(step.code_point)) return CharClass::number;
-  if (is_whitespace(step.code_point)) return CharClass::whitespace;
-  return CharClass::symbol;
+Char char_at(std::string_view text, std::size_t pos) {
+  const Utf8Step step = decode_utf8(text, pos);
+  if (!step.valid) return {step.length, CharClass::symbol};
+  if (is_letter(step.code_point)) return {step.length, CharClass::letter};
+  if (is_number(step.code_point)) return {step.length, CharClass::number};
+  if (is_whitespace(step.code_point)) return {step.length, CharClass::whitespace};
+  return {step.length, CharClass::symbol};
 }
 
-std::vector<DecodedChar> decode_all(std::string_view text) {
-  std::vector<DecodedChar> chars;
-  chars.reserve(text.size());
-  for (std::size_t pos = 0; pos < text.size();) {
-    const Utf8Step step = decode_utf8(text, pos);
-    // An invalid byte keeps its value as code_point; mark it so it can never equal '\'' or a letter.
-    chars.push_back({step.valid ? step.code_point : char32_t{0xFFFFFFFF}, pos, classify(step)});
-    pos += step.length;
-  }
-  return chars;
-}
-
-// Length in characters of the contraction ('s 't 're 've 'm 'll 'd) starting at chars[i], or 0.
-std::size_t contraction_length(const std::vector<DecodedChar>& chars, std::size_t i) {
-  if (chars[i].code_point != U'\'' || i + 1 >= chars.size()) return 0;
-  const char32_t first = chars[i + 1].code_point;
-  if (first == U's' || first == U't' || first == U'm' || first == U'd') return 2;
-  if (i + 2 >= chars.size()) return 0;
-  const char32_t second = chars[i + 2].code_point;
-  if ((first == U'r' && second == U'e') || (first == U'v' && second == U'e') ||
-      (first == U'l' && second == U'l'))
-    return 3;
+// Byte length of the contraction ('s 't 're 've 'm 'll 'd) at text[pos], or 0. ASCII bytes never occur
+// inside a multi-byte UTF-8 sequence, so comparing bytes is comparing characters.
+std::size_t contraction_length(std::string_view text, std::size_t pos) {
+  if (text[pos] != '\'') return 0;
+  const std::string_view rest = text.substr(pos + 1);
+  for (std::string_view suffix : {"s", "t", "m", "d", "re", "ve", "ll"})
+    if (rest.starts_with(suffix)) return 1 + suffix.size();
   return 0;
+}
+
+std::size_t run_end(std::string_view text, std::size_t pos, CharClass cls) {
+  while (pos < text.size()) {
+    const Char c = char_at(text, pos);
+    if (c.cls != cls) break;
+    pos += c.length;
+  }
+  return pos;
 }
 
 }  // namespace
 
-std::vector<std::string_view> gpt2_pretokenize(std::string_view text) {
-  const std::vector<DecodedChar> chars = decode_all(text);
-  const std::size_t n = chars.size();
-  const auto offset = [&](std::size_t i) { return i < n ? chars[i].offset : text.size(); };
-  const auto run_end = [&](std::size_t i, CharClass cls) {
-    while (i < n && chars[i].cls == cls) ++i;
-    return i;
-  };
+std::size_t gpt2_piece_end(std::string_view text, std::size_t pos) {
+  if (const std::size_t length = contraction_length(text, pos); length > 0) return pos + length;
 
-  std::vector<std::string_view> pieces;
-  for (std::size_t i = 0; i < n;) {
-    std::size_t end = i + contraction_length(chars, i);
-    if (end == i) {
-      // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`: the classes are disjoint, so the class of the
-      // first character after an optional U+0020 decides which alternative matches.
-      const bool space_then_word =
-          chars[i].code_point == U' ' && i + 1 < n && chars[i + 1].cls != CharClass::whitespace;
-      const std::size_t start = space_then_word ? i + 1 : i;
-      if (chars[start].cls != CharClass::whitespace) {
-        end = run_end(start, chars[start].cls);
-      } else {
-        // `\s+(?!\S)` backs off one character so that the last whitespace before a word is left to
-        // prefix it; a lone whitespace character before a word falls to `\s+`.
-        const std::size_t run = run_end(i, CharClass::whitespace);
-        end = (run < n && run - i >= 2) ? run - 1 : run;
-      }
+  // ` ?\p{L}+`, ` ?\p{N}+`, ` ?[^\s\p{L}\p{N}]+`: the classes are disjoint, so the class of the first
+  // character after an optional U+0020 decides which alternative matches.
+  std::size_t start = pos;
+  Char first = char_at(text, pos);
+  if (text[pos] == ' ' && pos + 1 < text.size()) {
+    const Char next = char_at(text, pos + 1);
+    if (next.cls != CharClass::whitespace) {
+      start = pos + 1;
+      first = next;
     }
-    pieces.push_back(text.substr(offset(i), offset(end) - offset(i)));
-    i = end;
+  }
+  if (first.cls != CharClass::whitespace) return run_end(text, start, first.cls);
+
+  // `\s+(?!\S)` backs off one character so that the last whitespace before a non-space is left to
+  // start the next piece; a lone whitespace character before a non-space falls to `\s+`.
+  std::size_t end = pos;
+  std::size_t last_start = pos;
+  std::size_t count = 0;
+  while (end < text.size()) {
+    const Char c = char_at(text, end);
+    if (c.cls != CharClass::whitespace) break;
+    last_start = end;
+    end += c.length;
+    ++count;
+  }
+  return (end < text.size() && count >= 2) ? last_start : end;
+}
+
+std::vector<std::string_view> gpt2_pretokenize(std::string_view text) {
+  std::vector<std::string_view> pieces;
+  for (std::size_t pos = 0; pos < text.size();) {
+    const std::size_t end = gpt2_piece_end(text, pos);
+    pieces.push_back(text.substr(pos, end - pos));
+    pos = end;
   }
   return pieces;
 }
