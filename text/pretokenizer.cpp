@@ -12,7 +12,16 @@ struct Char {
   CharClass cls;
 };
 
+CharClass ascii_class(unsigned char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return CharClass::letter;
+  if (c >= '0' && c <= '9') return CharClass::number;
+  if (c == ' ' || (c >= '\t' && c <= '\r')) return CharClass::whitespace;
+  return CharClass::symbol;
+}
+
 Char char_at(std::string_view text, std::size_t pos) {
+  // Most text is ASCII; spare it the table lookups.
+  if (const auto byte = static_cast<unsigned char>(text[pos]); byte < 0x80) return {1, ascii_class(byte)};
   const Utf8Step step = decode_utf8(text, pos);
   if (!step.valid) return {step.length, CharClass::symbol};
   if (is_letter(step.code_point)) return {step.length, CharClass::letter};

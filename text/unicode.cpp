@@ -36,11 +36,17 @@ Utf8Step decode_utf8(std::string_view text, std::size_t pos) {
   char32_t code_point = 0;
   char32_t smallest = 0;  // below this the sequence is overlong
   if ((lead & 0xE0) == 0xC0) {
-    length = 2, code_point = lead & 0x1F, smallest = 0x80;
+    length = 2;
+    code_point = lead & 0x1F;
+    smallest = 0x80;
   } else if ((lead & 0xF0) == 0xE0) {
-    length = 3, code_point = lead & 0x0F, smallest = 0x800;
+    length = 3;
+    code_point = lead & 0x0F;
+    smallest = 0x800;
   } else if ((lead & 0xF8) == 0xF0) {
-    length = 4, code_point = lead & 0x07, smallest = 0x10000;
+    length = 4;
+    code_point = lead & 0x07;
+    smallest = 0x10000;
   } else {
     return invalid;
   }
@@ -62,12 +68,17 @@ void append_utf8(std::string& out, char32_t code_point) {
   if (cp < 0x80) {
     push(cp);
   } else if (cp < 0x800) {
-    push(0xC0 | (cp >> 6)), push(0x80 | (cp & 0x3F));
+    push(0xC0 | (cp >> 6));
+    push(0x80 | (cp & 0x3F));
   } else if (cp < 0x10000) {
-    push(0xE0 | (cp >> 12)), push(0x80 | ((cp >> 6) & 0x3F)), push(0x80 | (cp & 0x3F));
+    push(0xE0 | (cp >> 12));
+    push(0x80 | ((cp >> 6) & 0x3F));
+    push(0x80 | (cp & 0x3F));
   } else {
-    push(0xF0 | (cp >> 18)), push(0x80 | ((cp >> 12) & 0x3F)), push(0x80 | ((cp >> 6) & 0x3F)),
-        push(0x80 | (cp & 0x3F));
+    push(0xF0 | (cp >> 18));
+    push(0x80 | ((cp >> 12) & 0x3F));
+    push(0x80 | ((cp >> 6) & 0x3F));
+    push(0x80 | (cp & 0x3F));
   }
 }
 

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "lowrank/text/pretokenizer.hpp"
+#include "lowrank/text/unicode.hpp"
 
 using namespace lowrank::text;
 
@@ -70,4 +71,19 @@ TEST_CASE("tokenizer: pre-tokenizer pieces always concatenate to the input") {
     joined += piece;
   }
   CHECK(joined == text);
+}
+
+TEST_CASE("tokenizer: pre-tokenizer classifies ASCII like the Unicode tables") {
+  // A character joins a run of its own class only: "aXa" is one piece exactly when X is a letter, and
+  // likewise for numbers and symbols ('!' is a symbol).
+  for (int c = 0; c < 128; ++c) {
+    CAPTURE(c);
+    const char x = static_cast<char>(c);
+    const auto pieces_around = [&](char outer) { return gpt2_pretokenize(std::string{outer, x, outer}).size(); };
+    CHECK((pieces_around('a') == 1) == is_letter(static_cast<char32_t>(c)));
+    CHECK((pieces_around('1') == 1) == is_number(static_cast<char32_t>(c)));
+    CHECK((pieces_around('!') == 1) ==
+          !(is_letter(static_cast<char32_t>(c)) || is_number(static_cast<char32_t>(c)) ||
+            is_whitespace(static_cast<char32_t>(c))));
+  }
 }
