@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
@@ -212,10 +213,23 @@ TEST_CASE("gemm: counters count products and flops") {
   CHECK(gemm_counters().calls == 0);
 }
 
-TEST_CASE("gemm: the kernel choice is one of the documented kernel sets") {
+TEST_CASE("gemm: the automatic kernel choice follows the documented rule") {
   for (auto [m, n, k] : {std::array<std::int64_t, 3>{2048, 768, 768}, {2048, 768, 8}, {8, 768, 2048}, {1, 1, 1}}) {
     const std::string kernel = cpu_gemm_kernel_for(m, n, k);
     CAPTURE(kernel);
     CHECK((kernel == "native" || kernel == "skx" || kernel == "haswell"));
   }
+  if (std::getenv("LOWRANK_BLIS_KERNELS")) return;  // forced: the rule is not in play
+  // Rank-size output dimensions stay on the native set's unpacked kernels.
+  CHECK(std::string(cpu_gemm_kernel_for(2048, 8, 768)) == "native");
+  CHECK(std::string(cpu_gemm_kernel_for(8, 768, 2048)) == "native");
+  CHECK(std::string(cpu_gemm_kernel_for(768, 16, 2048)) == "native");
+  CHECK(std::string(cpu_gemm_kernel_for(768, 64, 2048)) == "native");
+#if defined(LOWRANK_BLIS_STATIC)
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) {
+    CHECK(std::string(cpu_gemm_kernel_for(2048, 768, 768)) == "skx");
+    CHECK(std::string(cpu_gemm_kernel_for(2048, 768, 8)) == "skx");
+    CHECK(std::string(cpu_gemm_kernel_for(2048, 32, 8)) == "skx");
+  }
+#endif
 }
