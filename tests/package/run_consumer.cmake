@@ -43,7 +43,12 @@ else()
 endif()
 
 run_step("configure" ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/package/consumer -B ${WORK_DIR}/build ${consumer_flags})
-run_step("build" ${CMAKE_COMMAND} --build ${WORK_DIR}/build --target consumer)
+# scripts/test's LOWRANK_JOBS limits this nested build too.
+set(parallel "")
+if(DEFINED ENV{LOWRANK_JOBS})
+  set(parallel --parallel $ENV{LOWRANK_JOBS})
+endif()
+run_step("build" ${CMAKE_COMMAND} --build ${WORK_DIR}/build --target consumer ${parallel})
 run_step("run" ${WORK_DIR}/build/consumer)
 if(NOT step_output MATCHES "consumer: ok")
   message(FATAL_ERROR "package test (${MODE}): the consumer ran but did not report ok:\n${step_output}")
