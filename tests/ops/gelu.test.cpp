@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <numbers>
+#include <vector>
 
 #include "op_test_support.hpp"
 
@@ -29,4 +30,18 @@ TEST_CASE("gelu: the tanh approximation of GPT-2's gelu_new") {
   }
   // Not the erf form: at x = 1 the two differ in the fourth decimal (0.841192 vs 0.841345).
   CHECK(std::abs(y.at(6) - 0.5 * (1 + std::erf(1 / std::sqrt(2.0)))) > 1e-4);
+}
+
+TEST_CASE("gelu: large |x| saturates to 0 and x with finite gradients") {
+  for (const DType dtype : {DType::f32, DType::f64}) {
+    auto x = make_parameter("x", Tensor::from({4}, {-1e4, -60, 60, 1e4}, dtype));
+    auto tape = eval(gelu(param(x)));
+    const Tensor y = tape.value();
+    CHECK(y.at(0) == 0.0);
+    CHECK(std::abs(y.at(1)) < 1e-30);
+    CHECK(y.at(2) == 60.0);
+    CHECK(y.at(3) == 1e4);
+    tape.backward(Tensor::ones({4}, dtype));
+    CHECK(x->grad.to_vector() == std::vector<double>{0, 0, 1, 1});
+  }
 }

@@ -104,3 +104,23 @@ TEST_CASE("layernorm: with only beta trainable, x is not kept and dbeta is the c
   tape.backward(seed);
   for (std::int64_t c = 0; c < 4; ++c) CHECK(beta->grad.at(c) == doctest::Approx(seed.at(0, c) + seed.at(1, c) + seed.at(2, c)));
 }
+
+TEST_CASE("layernorm: gradients accumulate into strided gradient buffers") {
+  // The row kernels write through raw pointers; a strided buffer goes through a staged copy.
+  RandomStream rng{210, 0};
+  auto x = make_parameter("x", Tensor::uniform({3, 4}, -1, 1, rng, DType::f64));
+  auto gamma = make_parameter("gamma", Tensor::uniform({4}, -1, 1, rng, DType::f64));
+  auto beta = make_parameter("beta", Tensor::uniform({4}, -1, 1, rng, DType::f64));
+  const Tensor seed = Tensor::uniform({3, 4}, -1, 1, rng, DType::f64);
+  auto reference = [&] {
+    auto tape = eval(layernorm(param(x), param(gamma), param(beta)));
+    tape.backward(seed);
+    return x->grad.clone();
+  }();
+  x->grad = Tensor::full({4, 3}, 2.0, DType::f64).t();
+  REQUIRE_FALSE(x->grad.is_contiguous());
+  auto tape = eval(layernorm(param(x), param(gamma), param(beta)));
+  tape.backward(seed);
+  for (std::int64_t r = 0; r < 3; ++r)
+    for (std::int64_t c = 0; c < 4; ++c) CHECK(x->grad.at(r, c) == doctest::Approx(2.0 + reference.at(r, c)).epsilon(1e-14));
+}

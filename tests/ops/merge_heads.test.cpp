@@ -44,3 +44,25 @@ TEST_CASE("merge_heads: a first dimension not divisible by H is an error naming 
   CHECK(contains(message, "[3, 2, 2]"));
   CHECK(contains(message, "2 heads"));
 }
+
+TEST_CASE("merge_heads: split and merge gradients accumulate into strided gradient buffers") {
+  const std::int64_t b = 2, t = 3, h = 2, d = 2;
+  RandomStream rng{704, 0};
+  auto x = make_parameter("x", Tensor::uniform({b, t, h * d}, -1, 1, rng, DType::f64));
+  auto heads = make_parameter("heads", Tensor::uniform({b * h, t, d}, -1, 1, rng, DType::f64));
+  // Gradient buffers that are permuted views holding 1 everywhere.
+  x->grad = Tensor::ones({h * d, t, b}, DType::f64).permute({2, 1, 0});
+  heads->grad = Tensor::ones({d, t, b * h}, DType::f64).permute({2, 1, 0});
+  REQUIRE_FALSE(x->grad.is_contiguous());
+  const Tensor split_seed = Tensor::uniform({b * h, t, d}, -1, 1, rng, DType::f64);
+  const Tensor merge_seed = Tensor::uniform({b, t, h * d}, -1, 1, rng, DType::f64);
+  eval(split_heads(param(x), h)).backward(split_seed);
+  eval(merge_heads(param(heads), h)).backward(merge_seed);
+  for (std::int64_t bi = 0; bi < b; ++bi)
+    for (std::int64_t hi = 0; hi < h; ++hi)
+      for (std::int64_t ti = 0; ti < t; ++ti)
+        for (std::int64_t di = 0; di < d; ++di) {
+          CHECK(x->grad.at(bi, ti, hi * d + di) == 1.0 + split_seed.at(bi * h + hi, ti, di));
+          CHECK(heads->grad.at(bi * h + hi, ti, di) == 1.0 + merge_seed.at(bi, ti, hi * d + di));
+        }
+}
