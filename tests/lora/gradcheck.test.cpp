@@ -72,3 +72,21 @@ TEST_CASE("gradcheck: lora_linear adapter float32") {
   auto layer = make_layer(6, 4, true, config_of(lora::Scaling::alpha_over_rank, lora::Mode::adapter, 0.25), 7, DType::f32);
   check_layer<Path::adapter, BiasTerm::frozen>(layer, {5, 6}, false, float32_options());
 }
+
+TEST_CASE("gradcheck: lora_linear stacked, the second layer reading the first through share<Tag>") {
+  auto first = make_layer(6, 5, true, config_of(lora::Scaling::alpha_over_rank, lora::Mode::adapter, 0.25), 8);
+  auto second = make_layer(5, 4, false, config_of(lora::Scaling::alpha_over_sqrt_rank, lora::Mode::adapter, 0.25), 9);
+  randomize_b(first, 80);
+  randomize_b(second, 81);
+  auto x = make_parameter("x", random_tensor({3, 6}, 82));
+  struct hidden;
+  auto build = [&] {
+    first.dropout_stream() = RandomStream{5, 0};
+    second.dropout_stream() = RandomStream{6, 0};
+    return second.forward<Path::adapter, BiasTerm::absent>(share<hidden>(first.forward<Path::adapter, BiasTerm::frozen>(param(x))));
+  };
+  require_passed(gradcheck(build, {x, first.lora_A(), first.lora_B(), second.lora_A(), second.lora_B()}));
+  reset_gemm_counters();
+  auto tape = eval(build());
+  CHECK(gemm_counters().calls == 6);  // the shared hidden layer is computed once
+}

@@ -164,6 +164,9 @@ TEST_CASE("lora: adapter forward is 3 GEMMs, backward 3 (x input), equal to the 
   unfused_tape.backward(seed);
   CHECK(max_abs_diff(layer.lora_A()->grad, a->grad) < 1e-4);
   CHECK(max_abs_diff(layer.lora_B()->grad, b->grad) < 1e-4);
+  // ·Bᵀ, scale and add are one slot in the fused graph and three in the unfused one
+  CHECK(decltype(fused_tape)::size == 14);
+  CHECK(decltype(unfused_tape)::size == 16);
 
   const Counts input_counts = gemm_calls(layer.forward<Path::adapter, BiasTerm::frozen>(input(x)), seed);
   CHECK(input_counts.forward == 3);   // x·Wᵀ, x_d·Aᵀ, (x_d·Aᵀ)·Bᵀ accumulated with beta = 1, alpha = s
@@ -275,4 +278,18 @@ TEST_CASE("lora: a forward for another path or bias term is refused") {
   const std::string bias = error_of([&] { layer.forward<Path::adapter, BiasTerm::absent>(input(x)); });
   CHECK(bias.find("bias absent asked") != std::string::npos);
   CHECK(bias.find("bias is frozen") != std::string::npos);
+}
+
+TEST_CASE("lora: what the forward keeps for backward (x input, W frozen)") {
+  const std::int64_t n = 32, in = 24, out = 16, r = 4;
+  const Tensor x = random_tensor({n, in}, 38, DType::f32);
+  auto with_dropout = make_layer(in, out, true, small_config(lora::Mode::adapter, 0.1), 39, DType::f32);
+  auto without = make_layer(in, out, true, small_config(lora::Mode::adapter, 0.0), 39, DType::f32);
+  auto merge = make_layer(in, out, true, small_config(lora::Mode::weight_merge), 39, DType::f32);
+  // x_d (the dropout output, for dA) and x_d·Aᵀ (for dB); the base output x·Wᵀ + b is not kept.
+  CHECK(eval(with_dropout.forward<Path::adapter, BiasTerm::frozen>(input(x))).memory().saved_bytes == 4 * n * (in + r));
+  // without dropout x_d is x itself, the caller's tensor
+  CHECK(eval(without.forward<Path::adapter, BiasTerm::frozen>(input(x))).memory().saved_bytes == 4 * n * r);
+  // weight_merge: dW' reads x (the caller's) and A, B read themselves; W' is released after x·W'ᵀ
+  CHECK(eval(merge.forward<Path::weight_merge, BiasTerm::frozen>(input(x))).memory().saved_bytes == 0);
 }

@@ -132,7 +132,7 @@ TEST_CASE("lora: parameter accounting counts trainable and frozen values and byt
   CHECK(lora::format_bytes(3 << 20) == "3.00 MiB");
 }
 
-TEST_CASE("lora: named_parameters gives PEFT's local names; parameter names carry the layer's name") {
+TEST_CASE("lora: named_parameters gives PEFT's local names, parameter names carry the layer's name") {
   RandomStream init{53, 0};
   lora::Config c = config_with(2, 4.0, lora::Bias::all);
   lora::Linear layer(random_tensor({6, 5}, 54), random_tensor({6}, 55), c, init, "model.layers.0.self_attn.q_proj");
