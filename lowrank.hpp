@@ -4,3 +4,4 @@
 #include "lowrank/core/gemm.hpp"
 #include "lowrank/core/tensor.hpp"
 #include "lowrank/autodiff/autodiff.hpp"
+#include "lowrank/optim/optim.hpp"

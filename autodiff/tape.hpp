@@ -20,6 +20,7 @@
 #include <boost/hana/at.hpp>
 #include <boost/hana/tuple.hpp>
 
+#include "lowrank/autodiff/anomaly.hpp"
 #include "lowrank/autodiff/leaves.hpp"
 #include "lowrank/core/elementwise.hpp"
 
@@ -344,6 +345,7 @@ template <class E> class Tape {
       r.shape = r.value.shape();
       r.dtype = r.value.dtype();
       r.device = r.value.device();
+      if (anomaly_mode_enabled()) check_finite(r.value, Slot::op::name, I, false, "forward output");
       release_after<I>(std::make_index_sequence<size>{});
     }
   }
@@ -388,6 +390,7 @@ template <class E> class Tape {
       if (!r.grad.defined()) return;  // no gradient reached this slot
       using Slot = std::tuple_element_t<I, typename tuple_of<slots>::type>;
       call_backward<I>(r, typename Slot::children{});
+      if (anomaly_mode_enabled()) check_gradients<I>(typename Slot::children{});
       r.grad = Tensor();
       if (I != root) r.value = Tensor();
     }
@@ -400,6 +403,17 @@ template <class E> class Tape {
     Grads<n> grads = {grad_pointer<C>()...};
     r.op.template backward<need>(r.grad, inputs, r.value, grads);
   }
+  // After slot I's backward: every gradient it added to must be finite.
+  template <std::size_t I, std::size_t... C> void check_gradients(std::index_sequence<C...>) {
+    using Slot = std::tuple_element_t<I, typename tuple_of<slots>::type>;
+    std::size_t k = 0;
+    auto check = [&](const Tensor* g) {
+      if (g) check_finite(*g, Slot::op::name, I, true, fmt::format("gradient of input {}", k));
+      ++k;
+    };
+    (check(grad_pointer<C>()), ...);
+  }
+
   template <std::size_t C> const Tensor* input_pointer() const {
     const Tensor& v = value_of<C>();
     return v.defined() ? &v : nullptr;

@@ -18,8 +18,23 @@ if(LOWRANK_WITH_CUDA)
     set(CMAKE_CUDA_ARCHITECTURES 80-real 90-real 90-virtual)
   endif()
   enable_language(CUDA)
+  # CMake before 3.26 has no C++20 flag on record for nvcc (which has supported -std=c++20 since 12.0).
+  if(NOT DEFINED CMAKE_CUDA20_STANDARD_COMPILE_OPTION)
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+  endif()
   set(CMAKE_CUDA_STANDARD 20)
   set(CMAKE_CUDA_STANDARD_REQUIRED ON)
   find_package(CUDAToolkit REQUIRED)
 endif()
 message(STATUS "lowrank: CUDA backend ${LOWRANK_WITH_CUDA}")
+
+# The CUDA GEMM benchmark that scripts/gpu-check runs. Its target links `lowrank`, which the top-level
+# CMakeLists.txt defines after including this file, so the target is added once that file is done.
+function(lowrank_add_cuda_gemm_bench)
+  add_executable(lowrank_cuda_gemm_bench ${PROJECT_SOURCE_DIR}/core/cuda/bench/gemm_bench.cpp)
+  target_link_libraries(lowrank_cuda_gemm_bench PRIVATE lowrank lowrank_warnings)
+endfunction()
+if(LOWRANK_WITH_CUDA AND LOWRANK_BUILD_BENCH)
+  cmake_language(DEFER CALL lowrank_add_cuda_gemm_bench)
+endif()

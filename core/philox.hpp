@@ -42,10 +42,11 @@ LOWRANK_HD inline std::uint32_t bits(std::uint64_t seed, std::uint64_t e) {
   return r.v[e & 3];
 }
 
-// Uniform in the open interval (0, 1): the top 24 bits, centred in their bucket, so both 0 and 1 are
-// impossible (the logarithm in `normal` needs that).
+// Uniform in the open interval (0, 1): the top 23 bits, centred in their bucket, so both 0 and 1 are
+// impossible (the logarithm in `normal` needs that). 23 and not 24 bits: k + 0.5 with k < 2^23 is exact
+// in float, whereas 2^24 - 0.5 rounds to 2^24 and would make the largest draw exactly 1.
 LOWRANK_HD inline float uniform(std::uint32_t x) {
-  return (static_cast<float>(x >> 8) + 0.5f) * (1.0f / 16777216.0f);
+  return (static_cast<float>(x >> 9) + 0.5f) * (1.0f / 8388608.0f);
 }
 
 LOWRANK_HD inline float uniform(std::uint64_t seed, std::uint64_t e) { return uniform(bits(seed, e)); }

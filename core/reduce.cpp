@@ -21,7 +21,7 @@ void sum_rows(const Tensor& x, Tensor& out, bool accumulate) {
   if (x.device().is_cuda()) {
 #if defined(LOWRANK_WITH_CUDA)
     const Tensor xc = x.contiguous();
-    dispatch(x.dtype(), [&]<class T>() { cuda::sum_rows<T>(xc.data<T>(), rows, cols, out.data<T>(), accumulate); });
+    dispatch(x.dtype(), [&]<class T>() { cuda::sum_rows<T>(xc.data<T>(), out.data<T>(), rows, cols, accumulate); });
     return;
 #else
     fail("sum_rows: lowrank was built without CUDA");
@@ -48,7 +48,9 @@ Tensor sum_all(const Tensor& x) {
   if (x.device().is_cuda()) {
 #if defined(LOWRANK_WITH_CUDA)
     const Tensor xc = x.contiguous();
-    s = dispatch(x.dtype(), [&]<class T>() { return cuda::sum_all<T>(xc.data<T>(), xc.numel()); });
+    Tensor device_sum = Tensor::empty(Shape{}, x.dtype(), x.device());
+    dispatch(x.dtype(), [&]<class T>() { cuda::sum_all<T>(xc.data<T>(), device_sum.data<T>(), xc.numel(), false); });
+    return device_sum;
 #else
     fail("sum_all: lowrank was built without CUDA");
 #endif

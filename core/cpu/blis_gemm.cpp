@@ -14,10 +14,16 @@ namespace lowrank::cpu {
 namespace {
 
 // Kernel-set choice. BLIS's runtime detection cannot read the CPU model on some virtual machines and
-// falls back to its AVX2 `haswell` kernels on AVX-512 hardware. Measured on the 2-core development VM
-// (bench/gemm): `skx` kernels ran square shapes ~1.5x faster, but rank-8 skinny shapes 3-7x slower
-// (skx has no small/unpacked "sup" kernels). So: skx for shapes whose every dimension is large, the
-// native context otherwise. LOWRANK_BLIS_KERNELS=native|skx|haswell|auto overrides.
+// falls back to its AVX2 `haswell` kernels on AVX-512 hardware. The two sets differ in more than vector
+// width: haswell sends any shape with a dimension below a few hundred to its unpacked "sup" kernels,
+// skx always packs. Measured with bench/gemm on the 2-core development VM, one thread, CPU time
+// (docs/building.md has the table):
+//   - m and n >= 128: skx wins 1.2-1.5x at any k (up to 7x at small k with B a transposed view);
+//   - m or n of rank size (8-16) with k large: sup wins 2-4x;
+//   - m or n of 32-64: with k large sup wins up to 25% (by layout); with k = 8 skx wins 4-6x when B is a
+//     transposed view (sup's dot-product kernels of length k are slow) and loses up to 22% when not.
+// Only the shape is consulted, not the layout, so the rule takes the large wins and the small losses.
+// LOWRANK_BLIS_KERNELS=native|skx|haswell|auto overrides.
 enum class Choice { automatic, native, skx, haswell };
 
 struct Contexts {
@@ -56,12 +62,15 @@ const Contexts& contexts() {
   return c;
 }
 
-bool large(std::int64_t m, std::int64_t n, std::int64_t k) { return std::min({m, n, k}) >= 128; }
+bool skx_pays_off(std::int64_t m, std::int64_t n, std::int64_t k) {
+  const std::int64_t mn = std::min(m, n);
+  return mn >= 128 || (mn >= 32 && k <= 64);
+}
 
 cntx_t* context_for(std::int64_t m, std::int64_t n, std::int64_t k, const char** name) {
   const Contexts& c = contexts();
   Choice choice = c.choice;
-  if (choice == Choice::automatic) choice = large(m, n, k) ? Choice::skx : Choice::native;
+  if (choice == Choice::automatic) choice = skx_pays_off(m, n, k) ? Choice::skx : Choice::native;
   if (choice == Choice::skx && c.skx) return *name = "skx", c.skx;
   if (choice == Choice::haswell && c.haswell) return *name = "haswell", c.haswell;
   *name = "native";

@@ -15,4 +15,19 @@ void copy_device_to_host(void* dst, const void* src, std::size_t bytes, int devi
 void copy_device_to_device(void* dst, const void* src, std::size_t bytes, int device);
 void synchronize(int device);
 
+// The caching allocator keeps released blocks in per-device free lists keyed by a rounded size, so a
+// training loop that allocates the same shapes every step stops calling cudaMalloc after step one.
+struct AllocatorStats {
+  std::size_t in_use = 0;              // bytes handed out (rounded sizes)
+  std::size_t peak_in_use = 0;
+  std::size_t cached = 0;              // bytes held in the free lists
+  std::size_t device_allocations = 0;  // cudaMalloc calls
+  std::size_t reuses = 0;              // requests served from a free list
+};
+AllocatorStats allocator_stats(int device);
+// Returns the free lists of `device` to the driver (the blocks in use stay).
+void empty_cache(int device);
+// The size a request of `bytes` is rounded up to: the key of its free list.
+std::size_t allocation_size(std::size_t bytes);
+
 }  // namespace lowrank::cuda

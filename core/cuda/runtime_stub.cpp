@@ -18,5 +18,8 @@ void copy_host_to_device(void*, const void*, std::size_t, int) { refuse("cuda::c
 void copy_device_to_host(void*, const void*, std::size_t, int) { refuse("cuda::copy_device_to_host"); }
 void copy_device_to_device(void*, const void*, std::size_t, int) { refuse("cuda::copy_device_to_device"); }
 void synchronize(int) {}
+AllocatorStats allocator_stats(int) { return {}; }
+void empty_cache(int) {}
+std::size_t allocation_size(std::size_t bytes) { return bytes; }
 
 }  // namespace lowrank::cuda

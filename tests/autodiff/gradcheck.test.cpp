@@ -174,3 +174,9 @@ TEST_CASE("gradcheck: catches assignment instead of accumulation") {
   auto x = random_param("x", {2, 2}, 30);
   CHECK_FALSE(gradcheck([&] { return make_node(AssigningScale{}, param(x)); }, {x}).passed);
 }
+
+TEST_CASE("gradcheck: relu") {
+  // Values kept away from the kink at 0, where the central difference is not the derivative.
+  auto x = make_parameter("x", Tensor::from({2, 3}, {-1.5, 0.7, 2.0, -0.3, 1.1, -2.2}, DType::f64));
+  require_passed(gradcheck([&] { return relu(param(x)); }, {x}));
+}

@@ -130,3 +130,18 @@ TEST_CASE("tensor: memory accounting follows allocations") {
   }
   CHECK(memory_stats().current == before);
 }
+
+TEST_CASE("tensor: host blocks are reused, so a repeated workload allocates nothing from the system") {
+  auto step = [] {
+    Tensor a = Tensor::zeros({123, 45}), b = Tensor::ones({7}, DType::f64);
+    return a.numel() + b.numel();
+  };
+  step();  // warm-up: the first round may allocate
+  const auto before = memory_stats();
+  for (int i = 0; i < 10; ++i) step();
+  const auto after = memory_stats();
+  CHECK(after.allocations - before.allocations == 20);
+  CHECK(after.system_allocations == before.system_allocations);
+  release_cached_memory();
+  CHECK(memory_stats().cached == 0);
+}

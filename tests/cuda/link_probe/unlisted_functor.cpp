@@ -1,0 +1,15 @@
+// Must not link: lowrank::map on a functor that core/cuda/instantiate_map.cu does not list. Built only
+// by the ctest "cuda: a functor missing from the instantiation list fails at link time".
+#include "lowrank/core/elementwise.hpp"
+
+namespace {
+struct UnlistedTwice {
+  template <class T> T operator()(T x) const { return x + x; }
+};
+}  // namespace
+
+int main() {
+  lowrank::Tensor t = lowrank::Tensor::zeros({4});
+  lowrank::map("unlisted", UnlistedTwice{}, t, t);
+  return 0;
+}

@@ -1,0 +1,84 @@
+// cuda::sum_rows and cuda::sum_all exist only in CUDA builds; a CPU-only build compiles this file to
+// nothing.
+#if defined(LOWRANK_WITH_CUDA)
+#include <cmath>
+#include <limits>
+
+#include "cuda_test.hpp"
+#include "lowrank/core/cuda/reduce.hpp"
+
+using namespace lowrank;
+using namespace lowrank::testing;
+
+namespace {
+
+// A sum of r terms, in any order, is within (r - 1)·u·Σ|x| of exact; u the dtype's unit roundoff.
+double sum_bound(DType dtype, std::int64_t terms, double magnitude) {
+  const double unit = dtype == DType::f32 ? std::ldexp(1.0, -24) : std::ldexp(1.0, -53);
+  return static_cast<double>(terms + 1) * unit * magnitude + 1e-300;
+}
+
+}  // namespace
+
+TEST_CASE("cuda: sum_rows matches column sums") {
+  LOWRANK_SKIP_WITHOUT_CUDA();
+  struct Case {
+    std::int64_t rows, cols;
+  };
+  for (DType dtype : {DType::f32, DType::f64}) {
+    for (Case shape : {Case{1, 5}, Case{7, 1000}, Case{4096, 768}, Case{100000, 3}, Case{0, 4}}) {
+      for (bool accumulate : {false, true}) {
+        CAPTURE(shape.rows);
+        CAPTURE(shape.cols);
+        CAPTURE(accumulate);
+        const Tensor x = random_tensor({shape.rows, shape.cols}, 101, dtype);
+        const Tensor start = random_tensor({shape.cols}, 102, dtype);
+        Tensor out = start.to(gpu);
+        const Tensor x_gpu = x.to(gpu);
+        dispatch(dtype, [&]<class T>() {
+          cuda::sum_rows<T>(x_gpu.data<T>(), out.data<T>(), shape.rows, shape.cols, accumulate);
+        });
+        const std::vector<double> values = x.to_vector(), initial = start.to_vector(), got = out.to_vector();
+        std::size_t failures = 0;
+        for (std::int64_t c = 0; c < shape.cols; ++c) {
+          double exact = accumulate ? initial[static_cast<std::size_t>(c)] : 0.0;
+          double magnitude = std::abs(exact);
+          for (std::int64_t r = 0; r < shape.rows; ++r) {
+            const double v = values[static_cast<std::size_t>(r * shape.cols + c)];
+            exact += v;
+            magnitude += std::abs(v);
+          }
+          if (!(std::abs(got[static_cast<std::size_t>(c)] - exact) <= sum_bound(dtype, shape.rows + 1, magnitude))) ++failures;
+        }
+        CHECK(failures == 0);
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda: sum_all matches the total and repeats bit for bit") {
+  LOWRANK_SKIP_WITHOUT_CUDA();
+  for (DType dtype : {DType::f32, DType::f64}) {
+    for (std::int64_t n : {std::int64_t{1}, std::int64_t{1000}, std::int64_t{(1 << 20) + 5}, std::int64_t{0}}) {
+      for (bool accumulate : {false, true}) {
+        CAPTURE(n);
+        CAPTURE(accumulate);
+        const Tensor x = random_tensor({n}, 111, dtype);
+        const Tensor x_gpu = x.to(gpu);
+        Tensor first = Tensor::full({1}, 0.25, dtype, gpu), second = Tensor::full({1}, 0.25, dtype, gpu);
+        dispatch(dtype, [&]<class T>() {
+          cuda::sum_all<T>(x_gpu.data<T>(), first.data<T>(), n, accumulate);
+          cuda::sum_all<T>(x_gpu.data<T>(), second.data<T>(), n, accumulate);
+        });
+        double exact = accumulate ? 0.25 : 0.0, magnitude = std::abs(exact);
+        for (double v : x.to_vector()) {
+          exact += v;
+          magnitude += std::abs(v);
+        }
+        CHECK(std::abs(first.item() - exact) <= sum_bound(dtype, n + 1, magnitude));
+        CHECK(first.item() == second.item());
+      }
+    }
+  }
+}
+#endif

@@ -1,0 +1,19 @@
+#pragma once
+#include <cstddef>
+#include <string_view>
+#include <vector>
+
+namespace lowrank::text {
+
+// Splits text into the pieces GPT-2's pre-tokenizer pattern
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// matches, in order. BPE merges never cross a piece boundary. The pieces are views into `text` and
+// concatenate back to it exactly. Bytes that are not valid UTF-8 count as symbols (neither letter,
+// number nor whitespace), a case the reference, which works on decoded strings, never meets.
+std::vector<std::string_view> gpt2_pretokenize(std::string_view text);
+
+// The end (byte offset) of the piece that starts at `pos`, for walking a large text piece by piece
+// without holding all pieces: for (p = 0; p < n; p = end) { end = gpt2_piece_end(text, p); ... }.
+std::size_t gpt2_piece_end(std::string_view text, std::size_t pos);
+
+}  // namespace lowrank::text

@@ -1,0 +1,48 @@
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace lowrank::text {
+
+// Whether encode() turns the spelling of a special token (e.g. "<|endoftext|>") found in the text into
+// that token's id, or encodes it like any other text. Text from users should be encoded as_text, so
+// that nobody can inject control tokens by typing them.
+enum class SpecialTokens { as_text, recognize };
+
+// What the models and the demo need from a tokenizer, byte-level or BPE.
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  std::vector<std::int32_t> encode(std::string_view text, SpecialTokens specials = SpecialTokens::as_text) const {
+    return encode_text(text, specials);
+  }
+  // Throws lowrank::Error naming the first id that is not a token.
+  std::string decode(std::span<const std::int32_t> ids) const { return decode_ids(ids); }
+  // One past the largest id encode() can return.
+  virtual std::int32_t vocab_size() const = 0;
+  // The id of a special token by its spelling, e.g. special_token_id("<|endoftext|>").
+  virtual std::optional<std::int32_t> special_token_id(std::string_view spelling) const = 0;
+
+ private:
+  virtual std::vector<std::int32_t> encode_text(std::string_view text, SpecialTokens specials) const = 0;
+  virtual std::string decode_ids(std::span<const std::int32_t> ids) const = 0;
+};
+
+// A stretch of text that is either ordinary text (special_id < 0) or the spelling of a special token.
+struct TextSegment {
+  std::string_view text;
+  std::int32_t special_id;
+};
+
+// Cuts text at every occurrence of a special token's spelling, scanning left to right and preferring
+// the longest spelling where several start at the same place. Empty spellings are not allowed.
+std::vector<TextSegment> split_on_special_tokens(
+    std::string_view text, std::span<const std::pair<std::string, std::int32_t>> specials);
+
+}  // namespace lowrank::text
