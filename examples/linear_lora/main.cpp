@@ -16,6 +16,7 @@
 #include <fmt/ranges.h>
 
 #include "lowrank/lora/lora.hpp"
+#include "lowrank/optim/optim.hpp"
 #include "singular_values.hpp"
 
 using namespace lowrank;
@@ -34,59 +35,6 @@ struct Settings {
   int base_steps = 400;
   int adapt_steps = 400;
 };
-
-// Adam written out here because lowrank's optim/ module has not landed on main yet; once it has, this
-// goes and lowrank's Adam takes its place.
-namespace adam_functors {
-struct FirstMoment {
-  double beta;
-  template <class T> T operator()(T m, T g) const { return static_cast<T>(beta) * m + static_cast<T>(1.0 - beta) * g; }
-};
-struct SecondMoment {
-  double beta;
-  template <class T> T operator()(T v, T g) const { return static_cast<T>(beta) * v + static_cast<T>(1.0 - beta) * g * g; }
-};
-struct Update {
-  double learning_rate, first_correction, second_correction, epsilon;
-  template <class T> T operator()(T p, T m, T v) const {
-    const double step = learning_rate * (m / first_correction) / (std::sqrt(v / second_correction) + epsilon);
-    return static_cast<T>(p - step);
-  }
-};
-}  // namespace adam_functors
-
-class Adam {
- public:
-  explicit Adam(Parameters params) : params_(std::move(params)) {
-    for (const auto& p : params_) {
-      first_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), p->value.device()));
-      second_.push_back(Tensor::zeros(p->value.shape(), p->value.dtype(), p->value.device()));
-    }
-  }
-  void step(double learning_rate) {
-    ++steps_;
-    const double c1 = 1.0 - std::pow(beta1, steps_), c2 = 1.0 - std::pow(beta2, steps_);
-    for (std::size_t i = 0; i < params_.size(); ++i) {
-      Parameter& p = *params_[i];
-      map("adam", adam_functors::FirstMoment{beta1}, first_[i], first_[i], p.grad);
-      map("adam", adam_functors::SecondMoment{beta2}, second_[i], second_[i], p.grad);
-      map("adam", adam_functors::Update{learning_rate, c1, c2, epsilon}, p.value, p.value, first_[i], second_[i]);
-      p.zero_grad();
-    }
-  }
-
- private:
-  static constexpr double beta1 = 0.9, beta2 = 0.999, epsilon = 1e-8;
-  Parameters params_;
-  std::vector<Tensor> first_, second_;
-  int steps_ = 0;
-};
-
-// Cosine decay from `peak` to zero: Adam's step noise vanishes at the end, so a linear regression
-// converges to float precision instead of hovering.
-double cosine_rate(double peak, int step, int steps) {
-  return 0.5 * peak * (1.0 + std::cos(3.14159265358979323846 * static_cast<double>(step) / static_cast<double>(steps)));
-}
 
 Tensor linear_targets(const Tensor& x, const Tensor& w, const Tensor& b) {
   return eval(bias_add(matmul(input(x), t(input(w))), input(b))).value();
@@ -107,8 +55,12 @@ struct Run {
   double gemm_flops_per_step = 0;
 };
 
-// Runs `steps` Adam steps of `step_loss` (which evaluates, backpropagates and returns the loss).
-template <class StepLoss> Run train(Adam& adam, int steps, double peak_rate, StepLoss&& step_loss, const char* label) {
+// Runs `steps` Adam steps of `step_loss` (which evaluates, backpropagates and returns the loss), with
+// the rate decayed from `peak_rate` to 0 by a half cosine: Adam's step noise vanishes at the end, so a
+// linear regression converges to float precision instead of hovering.
+template <class StepLoss> Run train(const Parameters& params, int steps, double peak_rate, StepLoss&& step_loss, const char* label) {
+  Adam adam(params, AdamOptions{.lr = peak_rate});
+  LrScheduler schedule(adam, WarmupCosineSchedule(peak_rate, 0, steps));
   Run run;
   reset_peak_memory();
   const std::size_t before = memory_stats().current;
@@ -122,7 +74,9 @@ template <class StepLoss> Run train(Adam& adam, int steps, double peak_rate, Ste
     }
     run.final_loss = loss;
     if (step % std::max(1, steps / 4) == 0) fmt::print("  {} step {:4d}  loss {:.3e}\n", label, step, loss);
-    adam.step(cosine_rate(peak_rate, step, steps));
+    schedule.apply(step);
+    adam.step();
+    adam.zero_grad();
   }
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   run.peak_bytes = memory_stats().peak - before;
@@ -162,14 +116,13 @@ int main(int argc, char** argv) {
   const Tensor y_b_test = linear_targets(x_test, w_b, b_a);
   fmt::print("linear_lora: {} -> {} linear layer, {} samples; task B = task A + rank-{} change; LoRA r = {}, alpha = {}\n",
              features, features, settings.samples, delta_rank, lora_rank, lora_alpha);
-  fmt::print("optimizer: Adam written in this example (lowrank's optim/ has not landed yet), cosine-decayed rate\n\n");
+  fmt::print("optimizer: lowrank::Adam, rate 2e-2 decayed to 0 by a half cosine (WarmupCosineSchedule)\n\n");
 
   // ---- 1. the base layer learns task A -------------------------------------------------------------
   fmt::print("1. base layer, full training on task A\n");
   auto w = make_parameter("weight", Tensor::uniform({features, features}, -w_bound, w_bound, rng));
   auto b = make_parameter("bias", Tensor::zeros({features}));
-  Adam base_adam({w, b});
-  const Run base = train(base_adam, settings.base_steps, 2e-2, [&] {
+  const Run base = train({w, b}, settings.base_steps, 2e-2, [&] {
     auto tape = eval(mse(bias_add(matmul(input(x), t(param(w))), param(b)), input(y_a)));
     tape.backward();
     return tape.value().item();
@@ -191,8 +144,7 @@ int main(int argc, char** argv) {
     return layer.forward<lora::Path::adapter, lora::BiasTerm::frozen>(input(in));
   };
   const double task_b_before = loss_of(eval(lora_forward(x_test)).value(), y_b_test);
-  Adam lora_adam(layer.trainable_parameters());
-  const Run lora_run = train(lora_adam, settings.adapt_steps, 2e-2, [&] {
+  const Run lora_run = train(layer.trainable_parameters(), settings.adapt_steps, 2e-2, [&] {
     auto tape = eval(mse(lora_forward(x), input(y_b)));
     tape.backward();
     return tape.value().item();
@@ -247,8 +199,7 @@ int main(int argc, char** argv) {
   auto w_full = make_parameter("weight", w_before.clone());
   const lora::ParameterCount full_count = lora::count_parameters({w_full}, {b_frozen});
   fmt::print("  {}\n", full_count);
-  Adam full_adam({w_full});
-  const Run full_run = train(full_adam, settings.adapt_steps, 2e-2, [&] {
+  const Run full_run = train({w_full}, settings.adapt_steps, 2e-2, [&] {
     auto tape = eval(mse(bias_add(matmul(input(x), t(param(w_full))), frozen(b_frozen)), input(y_b)));
     tape.backward();
     return tape.value().item();

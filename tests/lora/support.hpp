@@ -1,6 +1,5 @@
 #pragma once
-// Shared by the lora tests: random tensors, layers with a non-zero B, and one SGD step written out here
-// so the tests do not depend on optim/.
+// Shared by the lora tests: random tensors, layers with a non-zero B, comparisons and error capture.
 #include <cstring>
 
 #include <doctest/doctest.h>
@@ -28,13 +27,6 @@ inline lora::Linear make_layer(std::int64_t in, std::int64_t out, bool with_bias
 inline void randomize_b(lora::Linear& layer, std::uint64_t seed) {
   const Tensor& b = layer.lora_B()->value;
   layer.lora_B()->value.copy_from(random_tensor(b.shape(), seed, b.dtype()));
-}
-
-inline void sgd_step(const Parameters& params, double learning_rate) {
-  for (const auto& p : params) {
-    map("sgd", functors::Axpy{-learning_rate}, p->value, p->value, p->grad);
-    p->zero_grad();
-  }
 }
 
 inline bool bitwise_equal(const Tensor& a, const Tensor& b) {
