@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the fuzz targets to tests/fuzz/corpus/<target>/: small valid inputs that
 reach deep into each parser, and invalid ones for each class of error it reports. Deterministic; run it
-again after changing it and commit the result."""
+again after changing it and commit the result. Files named regression_* (fuzz findings) are kept."""
 import json
 import os
-import shutil
 import struct
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -132,7 +131,11 @@ def utf8_seeds():
 
 
 if __name__ == "__main__":
-    shutil.rmtree(CORPUS, ignore_errors=True)
+    # Inputs a fuzzer once crashed on (regression_*) are kept; everything else is written afresh.
+    for target in os.listdir(CORPUS) if os.path.isdir(CORPUS) else []:
+        for name in os.listdir(os.path.join(CORPUS, target)):
+            if not name.startswith("regression_"):
+                os.remove(os.path.join(CORPUS, target, name))
     safetensors_seeds()
     bpe_seeds()
     utf8_seeds()
