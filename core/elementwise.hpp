@@ -40,12 +40,13 @@ template <class F, class... In> void map(const char* op, F f, Tensor& out, const
 #endif
   }
   dispatch(out.dtype(), [&]<class T>() {
+    const F& fn = f;  // clang 14 cannot name `f` from a lambda inside the OpenMP region below
     T* y = out.data<T>();
     if (out.is_contiguous() && (in.is_contiguous() && ...)) {
       const auto pointers = std::make_tuple(in.template data<T>()...);
 #pragma omp parallel for if (n >= parallel_threshold) schedule(static)
       for (std::int64_t i = 0; i < n; ++i)
-        y[i] = std::apply([&](const auto*... p) { return f(p[i]...); }, pointers);
+        y[i] = std::apply([&](const auto*... p) { return fn(p[i]...); }, pointers);
       return;
     }
     // Strided operands: random-access offsets keep the loop parallel.
@@ -53,7 +54,7 @@ template <class F, class... In> void map(const char* op, F f, Tensor& out, const
 #pragma omp parallel for if (n >= parallel_threshold) schedule(static)
     for (std::int64_t i = 0; i < n; ++i) {
       y[cpu::offset_of(i, out.shape(), out.strides())] = std::apply(
-          [&](const auto&... p) { return f(p.first[cpu::offset_of(i, p.second->shape(), p.second->strides())]...); }, pointers);
+          [&](const auto&... p) { return fn(p.first[cpu::offset_of(i, p.second->shape(), p.second->strides())]...); }, pointers);
     }
   });
 }
@@ -74,12 +75,13 @@ template <class F, class... In> void map_indexed(const char* op, F f, Tensor& ou
 #endif
   }
   dispatch(out.dtype(), [&]<class T>() {
+    const F& fn = f;  // clang 14 cannot name `f` from a lambda inside the OpenMP region below
     T* y = out.data<T>();
     if (out.is_contiguous() && (in.is_contiguous() && ...)) {
       const auto pointers = std::make_tuple(in.template data<T>()...);
 #pragma omp parallel for if (n >= parallel_threshold) schedule(static)
       for (std::int64_t i = 0; i < n; ++i)
-        y[i] = std::apply([&](const auto*... p) { return f(static_cast<std::uint64_t>(i), p[i]...); }, pointers);
+        y[i] = std::apply([&](const auto*... p) { return fn(static_cast<std::uint64_t>(i), p[i]...); }, pointers);
       return;
     }
     const auto pointers = std::make_tuple(std::pair{in.template data<T>(), &in}...);
@@ -87,7 +89,7 @@ template <class F, class... In> void map_indexed(const char* op, F f, Tensor& ou
     for (std::int64_t i = 0; i < n; ++i) {
       y[cpu::offset_of(i, out.shape(), out.strides())] = std::apply(
           [&](const auto&... p) {
-            return f(static_cast<std::uint64_t>(i), p.first[cpu::offset_of(i, p.second->shape(), p.second->strides())]...);
+            return fn(static_cast<std::uint64_t>(i), p.first[cpu::offset_of(i, p.second->shape(), p.second->strides())]...);
           },
           pointers);
     }
