@@ -199,7 +199,7 @@ TEST_CASE("gpt2 checkpoint: a Hugging Face layout (prefix, F16/BF16, mask buffer
   }
 }
 
-TEST_CASE("gpt2 checkpoint: save then load gives the same weights and config; float64 on request") {
+TEST_CASE("gpt2 checkpoint: save then load gives the same weights and config, float64 on request") {
   const GPTConfig c = tiny_config();
   RandomStream rng{3, 0};
   const GPTWeights w = GPTWeights::random(c, rng);
