@@ -97,13 +97,8 @@ using LoraBlockExpression = decltype(block::expression(ParameterPtr{}, block::Lo
 
 }  // namespace
 
-// Short, named tape types: every symbol of a tape's member functions spells its expression type.
-struct FullBlockTape : Tape<FullBlockExpression> {
-  using Tape<FullBlockExpression>::Tape;
-};
-struct LoraBlockTape : Tape<LoraBlockExpression> {
-  using Tape<LoraBlockExpression>::Tape;
-};
+using FullBlockTape = Tape<FullBlockExpression>;
+using LoraBlockTape = Tape<LoraBlockExpression>;
 
 struct AdapterState {
   ParameterPtr a, b;
