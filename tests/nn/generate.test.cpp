@@ -110,7 +110,7 @@ TEST_CASE("generate: greedy with the KV cache equals argmax of GPT::logits recom
   }
 }
 
-TEST_CASE("generate: the same seed gives the same tokens; top_k = 1 and temperature 0 are greedy") {
+TEST_CASE("generate: the same seed gives the same tokens, top_k = 1 and temperature 0 are greedy") {
   GPT model(spread_weights(tiny_config(), 11));
   const std::vector<std::int32_t> prompt{4, 9};
   Sampling s;
