@@ -306,6 +306,16 @@ struct GPT::State {
     return bytes;
   }
 
+  // Tapes and step activations are cleared however a step ends, so a failed step leaves nothing behind.
+  struct StepCleanup {
+    State& s;
+    ~StepCleanup() {
+      s.full_tapes.clear();
+      s.lora_tapes.clear();
+      s.release_inputs();
+    }
+  };
+
   double forward_backward(const TokenIds& ids, const TokenIds& targets) {
     const GPTConfig& c = w.config;
     const auto n = static_cast<std::size_t>(c.n_layer);
@@ -339,18 +349,6 @@ struct GPT::State {
     return run_blocks(lora_tapes, frozen_embeddings(ids), false, [&](std::size_t i) { return lora_block(i); });
   }
 };
-
-namespace {
-// Tapes and step activations are cleared however a step ends, so a failed step leaves nothing behind.
-struct StepCleanup {
-  GPT::State& s;
-  ~StepCleanup() {
-    s.full_tapes.clear();
-    s.lora_tapes.clear();
-    s.release_inputs();
-  }
-};
-}  // namespace
 
 GPT::GPT(GPTWeights weights) : state_(std::make_unique<State>(std::move(weights))) {}
 GPT::~GPT() = default;
@@ -513,14 +511,14 @@ double GPT::forward_backward(const TokenIds& inputs, const TokenIds& targets) {
          "themselves); call unmerge_adapters() first");
   if (s.lora && !s.adapters_on)
     fail("nn::GPT::forward_backward: the adapters are disabled, so nothing would train; call set_adapters_enabled(true)");
-  StepCleanup cleanup{s};
+  State::StepCleanup cleanup{s};
   return s.forward_backward(inputs, targets);
 }
 
 double GPT::loss(const TokenIds& inputs, const TokenIds& targets) {
   State& s = *state_;
   s.check_batch("nn::GPT::loss", inputs, &targets);
-  StepCleanup cleanup{s};
+  State::StepCleanup cleanup{s};
   const Tensor h = s.hidden(inputs);
   return eval(head_loss(input(h), frozen(s.w.ln_f_weight), frozen(s.w.ln_f_bias), frozen(s.w.wte), s.eps(), targets))
       .value()
@@ -530,7 +528,7 @@ double GPT::loss(const TokenIds& inputs, const TokenIds& targets) {
 Tensor GPT::logits(const TokenIds& inputs) {
   State& s = *state_;
   s.check_batch("nn::GPT::logits", inputs, nullptr);
-  StepCleanup cleanup{s};
+  State::StepCleanup cleanup{s};
   const Tensor h = s.hidden(inputs);
   return eval(head_logits(input(h), frozen(s.w.ln_f_weight), frozen(s.w.ln_f_bias), frozen(s.w.wte), s.eps())).value();
 }
@@ -546,6 +544,26 @@ std::vector<GPT::Adapter> GPT::adapters() const {
         list.push_back({static_cast<int>(i), lora_target_names()[t], s.adapters[i][t].a, s.adapters[i][t].b,
                         s.adapters[i][t].scaling});
   return list;
+}
+
+std::vector<RandomStream> GPT::lora_dropout_streams() const {
+  const State& s = *state_;
+  std::vector<RandomStream> streams;
+  for (const auto& layer : s.adapters)
+    for (std::size_t t = 0; t < target_count; ++t)
+      if (s.chosen[t]) streams.push_back(layer[t].stream);
+  return streams;
+}
+
+void GPT::set_lora_dropout_streams(const std::vector<RandomStream>& streams) {
+  State& s = *state_;
+  const std::size_t count = adapters().size();
+  if (streams.size() != count)
+    fail("nn::GPT::set_lora_dropout_streams: {} streams given for {} adapters", streams.size(), count);
+  std::size_t k = 0;
+  for (auto& layer : s.adapters)
+    for (std::size_t t = 0; t < target_count; ++t)
+      if (s.chosen[t]) layer[t].stream = streams[k++];
 }
 
 }  // namespace lowrank::nn

@@ -87,10 +87,13 @@ class GPT {
     double scaling;
   };
   std::vector<Adapter> adapters() const;
-
-  struct State;  // defined in nn/gpt.cpp
+  // The adapters' dropout streams (seed and next offset), in adapters() order: a training checkpoint
+  // saves them so that a resumed run draws the same masks. set_ checks the count.
+  std::vector<RandomStream> lora_dropout_streams() const;
+  void set_lora_dropout_streams(const std::vector<RandomStream>& streams);
 
  private:
+  struct State;  // nn/gpt.cpp
   std::unique_ptr<State> state_;
 };
 

@@ -513,3 +513,26 @@ TEST_CASE("gpt: a 2-layer model learns a repeating sequence") {
   MESSAGE("loss " << first << " -> " << last << " after 50 AdamW steps (ln 8 = " << std::log(8.0) << ")");
   CHECK(last < 0.5 * first);
 }
+
+TEST_CASE("gpt: LoRA dropout streams can be saved and restored") {
+  const GPTConfig c = tiny_config(2);
+  GPT model(random_weights(c, 42));
+  LoraSettings s;
+  s.config.rank = 2;
+  s.config.dropout = 0.3;
+  RandomStream init{43, 0};
+  model.enable_lora(s, init);
+  randomise_b(model, 44);
+  const TokenIds ids = random_ids(2, 5, c.vocab_size, 45);
+  const TokenIds targets = random_ids(2, 5, c.vocab_size, 46);
+  const auto saved = model.lora_dropout_streams();
+  REQUIRE(saved.size() == model.adapters().size());
+  const double first = model.loss(ids, targets);
+  CHECK(model.loss(ids, targets) != first);  // the streams moved on: new masks
+  model.set_lora_dropout_streams(saved);
+  CHECK(model.loss(ids, targets) == first);  // the same masks again
+  model.train(false);
+  const double eval_loss = model.loss(ids, targets);
+  CHECK(model.loss(ids, targets) == eval_loss);  // no dropout in eval mode
+  CHECK(contains(error_message([&] { model.set_lora_dropout_streams({}); }), "0 streams given for 4 adapters"));
+}
