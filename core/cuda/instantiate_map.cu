@@ -7,6 +7,7 @@
 // Device-safe sections of op and optimizer headers.
 #define LOWRANK_DEVICE_ONLY
 #include "lowrank/ops/dropout.hpp"
+#include "lowrank/ops/gelu.hpp"
 #include "lowrank/ops/mse.hpp"
 #include "lowrank/ops/relu.hpp"
 #include "lowrank/optim/functors.hpp"
@@ -22,6 +23,9 @@ LOWRANK_CUDA_MAP(2, lowrank::functors::Axpy);
 // ops/dropout.hpp
 LOWRANK_CUDA_MAP_INDEXED(1, lowrank::functors::DropoutForward);
 LOWRANK_CUDA_MAP_INDEXED(2, lowrank::functors::DropoutBackward);
+// ops/gelu.hpp
+LOWRANK_CUDA_MAP(1, lowrank::functors::GeluTanh);
+LOWRANK_CUDA_MAP(3, lowrank::functors::GeluTanhBackward);
 // ops/mse.hpp
 LOWRANK_CUDA_MAP(2, lowrank::functors::SquaredDifference);
 LOWRANK_CUDA_MAP(4, lowrank::functors::MseGrad);
