@@ -34,18 +34,21 @@ void run_generate(const GenerateOptions& options) {
   model.train(false);
   std::vector<std::int32_t> prompt = tokenizer->encode(options.prompt);
   if (prompt.empty()) fail("--prompt: the prompt is empty; generation needs at least one token");
+  const auto context = model.config().n_positions;
+  if (static_cast<std::int64_t>(prompt.size()) + options.tokens > context)
+    fail("--tokens {}: the prompt's {} tokens and {} new ones exceed the model's context of {} tokens (n_positions)", options.tokens,
+         prompt.size(), options.tokens, context);
   nn::Sampling sampling;
   sampling.temperature = options.temperature;
   sampling.top_k = options.top_k;
   sampling.seed = options.seed;
   sampling.greedy = options.greedy || options.temperature == 0.0;
-  std::vector<std::int32_t> all = nn::generate(model, prompt, options.tokens, sampling);
-  // The continuation only; generation stops at the end-of-text token of a GPT-2 vocabulary.
+  // A GPT-2 vocabulary's end-of-text token ends the continuation, and is not printed.
+  const auto end_of_text = tokenizer->special_token_id("<|endoftext|>");
+  if (end_of_text) sampling.stop_token = *end_of_text;
+  const std::vector<std::int32_t> all = nn::generate(model, prompt, options.tokens, sampling);
   std::vector<std::int32_t> continuation(all.begin() + static_cast<std::ptrdiff_t>(prompt.size()), all.end());
-  if (const auto end = tokenizer->special_token_id("<|endoftext|>")) {
-    const auto it = std::find(continuation.begin(), continuation.end(), *end);
-    continuation.erase(it, continuation.end());
-  }
+  if (end_of_text && !continuation.empty() && continuation.back() == *end_of_text) continuation.pop_back();
   fmt::print("{}{}\n", options.prompt, tokenizer->decode(continuation));
 }
 

@@ -20,7 +20,7 @@
 #include "lowrank/core/error.hpp"
 #include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/gpt.hpp"
-#include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "lowrank/nn/checkpoint.hpp"
 #include "lowrank/optim/adam.hpp"
 #include "lowrank/optim/schedule.hpp"
 #include "progress.hpp"
