@@ -36,7 +36,7 @@ struct MatMul {
     if constexpr (need[0]) gemm(alpha, dy, in[1]->transpose(-2, -1), 1.0, *dx[0], "matmul backward (da)");
     if constexpr (need[1]) {
       const Tensor& av = *in[0];
-      if (av.rank() == 3 && in[1]->rank() == 2) {
+      if (av.rank() == 3 && dx[1]->rank() == 2) {  // dx[1] has b's shape; b itself is not kept when a needs no gradient
         // b is shared across the batch: db = Σ_batch aᵀ·dy, one GEMM over the flattened rows.
         const Tensor a2 = av.contiguous().reshape({av.dim(0) * av.dim(1), av.dim(2)});
         const Tensor dy2 = dy.contiguous().reshape({dy.dim(0) * dy.dim(1), dy.dim(2)});
