@@ -1,0 +1,166 @@
+// The subcommands that run a GPT (nn/): the demo end to end, train/resume, generate and merge.
+#if defined(LOWRANK_CLI_WITH_GPT)
+#include <doctest/doctest.h>
+
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "lowrank/core/philox.hpp"
+#include "lowrank/io/safetensors.hpp"
+#include "lowrank/nn/gpt.hpp"
+#include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "report.hpp"
+#include "run_cli.hpp"
+
+using lowrank::test::run_cli;
+using lowrank::test::ScratchDir;
+namespace fs = std::filesystem;
+
+namespace {
+
+nlohmann::json read_report(const fs::path& file) {
+  std::ifstream in(file);
+  REQUIRE(in);
+  return nlohmann::json::parse(in);
+}
+
+// A tiny random GPT-2 directory and a text to train it on.
+void write_tiny_model_and_text(const fs::path& dir) {
+  lowrank::nn::GPTConfig config;
+  config.vocab_size = 256;
+  config.n_positions = 16;
+  config.n_embd = 16;
+  config.n_layer = 1;
+  config.n_head = 2;
+  lowrank::RandomStream rng{11, 0};
+  lowrank::nn::save_gpt2(dir / "model", lowrank::nn::GPTWeights::random(config, rng));
+  std::ofstream text(dir / "text.txt", std::ios::binary);
+  for (int i = 0; i < 20; ++i) text << "the quick brown fox jumps over the lazy dog " << i << "\n";
+}
+
+std::vector<std::string> train_args(const fs::path& dir, const std::string& out, const std::string& seed = "5") {
+  return {"train",   "--model", (dir / "model").string(), "--text", (dir / "text.txt").string(), "--out", (dir / out).string(),
+          "--rank",  "2",       "--alpha",                "4",      "--steps",                   "6",     "--batch",
+          "2",       "--seq",   "8",                      "--lr",   "0.01",                      "--seed", seed,
+          "--checkpoint-every", "2"};
+}
+
+std::vector<double> losses(const fs::path& run) {
+  std::vector<double> out;
+  for (const auto& row : lowrank::tools::MetricsLog::read_csv(run / "metrics.csv").rows()) out.push_back(row.loss);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("cli: demo --quick writes a report whose scores show the new task learned and the base untouched") {
+  ScratchDir dir("cli_demo_quick");
+  const auto result = run_cli({"demo", "--quick", "--out", dir.path().string()});
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  const auto report = read_report(dir / "report.json");
+  for (const char* key : {"parameters", "scores", "base_untouched", "merge", "memory", "throughput", "training", "wall_seconds", "samples"})
+    CHECK_MESSAGE(report.contains(key), key);
+  const auto& scores = report["scores"];
+  for (const char* key : {"new_task_before", "new_task_after", "base_task_before", "base_task_adapter_off", "base_task_adapter_on"}) {
+    REQUIRE_MESSAGE(scores.contains(key), key);
+    CHECK(scores[key]["exact_match"].is_number());
+    CHECK(scores[key]["token_accuracy"].is_number());
+  }
+  // The frozen base is untouched: with the adapter off, the same completions and the same logits.
+  CHECK(scores["base_task_adapter_off"] == scores["base_task_before"]);
+  CHECK(report["base_untouched"]["adapter_off_completions_identical"] == true);
+  CHECK(report["base_untouched"]["adapter_off_max_abs_logit_diff"].get<double>() == 0.0);
+  // Merging is W + s·B·A in float32: equal logits up to rounding.
+  CHECK(report["merge"]["merged_vs_unmerged_max_abs_logit_diff"].get<double>() < 1e-3);
+  CHECK(report["merge"]["unmerge_restores_max_abs_logit_diff"].get<double>() < 1e-3);
+  // Even the quick run learns part of the new task.
+  CHECK(scores["new_task_after"]["token_accuracy"].get<double>() > scores["new_task_before"]["token_accuracy"].get<double>() + 0.1);
+  CHECK(scores["new_task_after"]["exact_match"].get<double>() >= scores["new_task_before"]["exact_match"].get<double>());
+  const auto& p = report["parameters"];
+  CHECK(p["trainable"].get<std::int64_t>() > 0);
+  CHECK(p["trainable"].get<std::int64_t>() < p["total"].get<std::int64_t>());
+  CHECK(report["memory"]["lora_peak_bytes"].get<double>() > 0);
+  CHECK(fs::is_regular_file(dir / "metrics.csv"));
+  CHECK(fs::is_regular_file(dir / "adapter" / "adapter_config.json"));
+  CHECK(fs::is_regular_file(dir / "base" / "config.json"));
+  const auto rows = lowrank::tools::MetricsLog::read_csv(dir / "metrics.csv").rows();
+  CHECK(rows.size() == report["training"]["pretrain"]["steps"].get<std::size_t>() + report["training"]["lora"]["steps"].get<std::size_t>());
+}
+
+TEST_CASE("cli: demo rejects a bad --device naming the flag and the accepted values") {
+  const auto result = run_cli({"demo", "--device", "tpu"});
+  CHECK(result.status == 2);
+  CHECK(result.output.rfind("lowrank: ", 0) == 0);
+  CHECK(result.output.find("--device") != std::string::npos);
+  CHECK(result.output.find("cpu") != std::string::npos);
+  CHECK(result.output.find("cuda") != std::string::npos);
+}
+
+TEST_CASE("cli: train resumes with identical losses") {
+  ScratchDir dir("cli_train_resume");
+  write_tiny_model_and_text(dir.path());
+
+  auto whole = run_cli(train_args(dir.path(), "whole"));
+  INFO(whole.output);
+  REQUIRE(whole.status == 0);
+
+  auto first = train_args(dir.path(), "split");
+  first.insert(first.end(), {"--stop-at", "3"});
+  auto part = run_cli(first);
+  INFO(part.output);
+  REQUIRE(part.status == 0);
+  CHECK(losses(dir / "split").size() == 3);
+  // Restarting without --resume would clobber the run: refused.
+  CHECK(run_cli(train_args(dir.path(), "split")).status == 2);
+  // A resumed run keeps its settings.
+  auto conflicting = run_cli({"train", "--out", (dir / "split").string(), "--resume", "--rank", "4"});
+  CHECK(conflicting.status == 2);
+  CHECK(conflicting.output.find("--rank") != std::string::npos);
+
+  auto rest = run_cli({"train", "--out", (dir / "split").string(), "--resume"});
+  INFO(rest.output);
+  REQUIRE(rest.status == 0);
+
+  const auto expected = losses(dir / "whole");
+  REQUIRE(expected.size() == 6);
+  CHECK(losses(dir / "split") == expected);  // bit for bit: the CSV keeps 17 significant digits
+  const auto a = lowrank::load_safetensors(dir / "whole" / "adapter" / "adapter_model.safetensors");
+  const auto b = lowrank::load_safetensors(dir / "split" / "adapter" / "adapter_model.safetensors");
+  REQUIRE(a.size() == b.size());
+  for (const auto& [name, tensor] : a) {
+    REQUIRE(b.contains(name));
+    CHECK_MESSAGE(tensor.to_vector() == b.at(name).to_vector(), name);
+  }
+
+  // The comparison can fail: another seed gives other losses.
+  REQUIRE(run_cli(train_args(dir.path(), "other", "6")).status == 0);
+  CHECK(losses(dir / "other") != expected);
+}
+
+TEST_CASE("cli: generate and merge agree on the tuned model") {
+  ScratchDir dir("cli_generate_merge");
+  write_tiny_model_and_text(dir.path());
+  REQUIRE(run_cli(train_args(dir.path(), "run")).status == 0);
+  const auto adapter = (dir / "run" / "adapter").string();
+  const auto with_adapter = run_cli({"generate", "--model", (dir / "model").string(), "--adapter", adapter, "--prompt", "the quick",
+                                     "--tokens", "8", "--greedy"});
+  INFO(with_adapter.output);
+  REQUIRE(with_adapter.status == 0);
+  CHECK(with_adapter.output.rfind("the quick", 0) == 0);
+
+  const auto merged = run_cli({"merge", "--model", (dir / "model").string(), "--adapter", adapter, "--out", (dir / "merged").string()});
+  INFO(merged.output);
+  REQUIRE(merged.status == 0);
+  const auto from_merged = run_cli({"generate", "--model", (dir / "merged").string(), "--prompt", "the quick", "--tokens", "8", "--greedy"});
+  REQUIRE(from_merged.status == 0);
+  CHECK(from_merged.output == with_adapter.output);
+
+  CHECK(run_cli({"merge", "--model", (dir / "model").string(), "--adapter", adapter, "--out", (dir / "model").string()}).status == 2);
+  const auto missing = run_cli({"generate", "--model", (dir / "nowhere").string(), "--prompt", "x"});
+  CHECK(missing.status == 2);
+  CHECK(missing.output.find("nowhere") != std::string::npos);
+}
+#endif

@@ -1,0 +1,59 @@
+#pragma once
+// Runs the `lowrank` executable the way a user does, capturing what it prints and its exit status.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace lowrank::test {
+
+struct CliResult {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+inline std::string shell_word(const std::string& word) {
+  std::string out = "'";
+  for (char c : word) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+inline CliResult run_cli(const std::vector<std::string>& args) {
+  std::string command = shell_word(LOWRANK_CLI);
+  for (const auto& a : args) {
+    command += ' ';
+    command += shell_word(a);
+  }
+  command += " 2>&1";
+  CliResult result;
+  std::FILE* pipe = ::popen(command.c_str(), "r");
+  if (pipe == nullptr) return result;
+  std::array<char, 4096> buffer;
+  for (std::size_t n; (n = std::fread(buffer.data(), 1, buffer.size(), pipe)) > 0;) result.output.append(buffer.data(), n);
+  const int raw = ::pclose(pipe);
+  result.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return result;
+}
+
+// A fresh empty directory under the build tree, removed with its contents when the test ends.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& name) : path_(std::filesystem::path(LOWRANK_BINARY_DIR) / "tests-scratch" / name) {
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  const std::filesystem::path& path() const { return path_; }
+  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace lowrank::test

@@ -1,0 +1,399 @@
+// `lowrank demo`: pretrain a tiny GPT on copying letter strings, freeze it, and teach it to reverse them
+// with LoRA on the attention's query and value projections; score both tasks before and after, check
+// that the frozen base is untouched and that merging is exact, and write everything to --out.
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "lowrank/core/error.hpp"
+#include "lowrank/core/storage.hpp"
+#include "lowrank/nn/adapter_files.hpp"
+#include "lowrank/nn/gpt.hpp"
+#include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "lowrank/optim/adam.hpp"
+#include "lowrank/optim/schedule.hpp"
+#include "progress.hpp"
+#include "report.hpp"
+#include "tasks.hpp"
+#include "training.hpp"
+#include "validators.hpp"
+
+namespace lowrank::tools {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct DemoOptions {
+  bool quick = false;
+  std::string out = "demo-out";
+  std::uint64_t seed = 0;
+  std::string device = "cpu";
+  std::int64_t pretrain_steps = 0;  // 0: the mode's default
+  std::int64_t lora_steps = 0;
+  NonFinitePolicy nonfinite;
+};
+
+// Everything the two modes differ in.
+struct DemoPlan {
+  nn::GPTConfig config;
+  TaskLanguage language;
+  std::int64_t batch = 32;
+  std::int64_t pretrain_steps = 0;
+  std::int64_t lora_steps = 0;
+  double pretrain_lr = 3e-3;
+  double lora_lr = 1e-2;
+  std::int64_t lora_rank = 8;
+  double lora_alpha = 16;
+  std::size_t eval_prompts = 256;
+  double clip = 1.0;
+};
+
+DemoPlan make_plan(const DemoOptions& options) {
+  DemoPlan plan;
+  plan.config.vocab_size = 256;  // byte-level tokens
+  plan.config.n_positions = 32;
+  plan.config.n_embd = 64;
+  plan.config.n_layer = 2;
+  plan.config.n_head = 4;
+  if (options.quick) {
+    plan.language.min_letters = 3;
+    plan.language.max_letters = 5;
+    plan.pretrain_steps = 150;
+    plan.lora_steps = 100;
+    plan.eval_prompts = 64;
+  } else {
+    plan.language.min_letters = 3;
+    plan.language.max_letters = 8;
+    plan.pretrain_steps = 1200;
+    plan.lora_steps = 600;
+  }
+  if (options.pretrain_steps > 0) plan.pretrain_steps = options.pretrain_steps;
+  if (options.lora_steps > 0) plan.lora_steps = options.lora_steps;
+  return plan;
+}
+
+double max_abs_difference(const Tensor& a, const Tensor& b) {
+  const std::vector<double> x = a.to_vector(), y = b.to_vector();
+  if (x.size() != y.size()) fail("demo: comparing logits of {} and {} elements", x.size(), y.size());
+  double m = 0.0;
+  for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
+  return m;
+}
+
+// Greedy completions, batched: every row holds its prompt and what was generated so far, padded on the
+// right. Causal attention means the padding never reaches the position that is read, so one forward
+// pass advances every row by a token.
+std::vector<std::string> greedy_answers(nn::GPT& model, const std::vector<Example>& examples, const std::string& label) {
+  constexpr std::size_t chunk = 64;
+  std::vector<std::string> answers(examples.size());
+  Progress progress(label, static_cast<std::int64_t>(examples.size()), "prompts");
+  const auto vocab = model.config().vocab_size;
+  for (std::size_t begin = 0; begin < examples.size(); begin += chunk) {
+    const std::size_t end = std::min(examples.size(), begin + chunk);
+    std::vector<std::string> texts;
+    std::size_t longest_answer = 0;
+    for (std::size_t i = begin; i < end; ++i) {
+      texts.push_back(examples[i].prompt);
+      longest_answer = std::max(longest_answer, examples[i].answer.size());
+    }
+    std::vector<bool> done(texts.size(), false);
+    for (std::size_t produced = 0; produced < longest_answer; ++produced) {
+      std::size_t width = 0;
+      for (const auto& t : texts) width = std::max(width, t.size());
+      std::vector<std::int32_t> ids(texts.size() * width, static_cast<std::int32_t>('.'));
+      for (std::size_t r = 0; r < texts.size(); ++r)
+        for (std::size_t c = 0; c < texts[r].size(); ++c) ids[r * width + c] = static_cast<unsigned char>(texts[r][c]);
+      const Tensor logits =
+          model.logits(token_ids(static_cast<std::int64_t>(texts.size()), static_cast<std::int64_t>(width), std::move(ids)))
+              .to(Device::cpu())
+              .to(DType::f64)
+              .contiguous();
+      const double* values = logits.data<double>();
+      for (std::size_t r = 0; r < texts.size(); ++r) {
+        const std::size_t answer_length = texts[r].size() - examples[begin + r].prompt.size();
+        if (done[r] || answer_length >= examples[begin + r].answer.size()) continue;
+        const double* row = values + (r * width + texts[r].size() - 1) * static_cast<std::size_t>(vocab);
+        const auto best = static_cast<char>(std::max_element(row, row + vocab) - row);
+        texts[r] += best;
+        done[r] = best == '.';
+      }
+    }
+    for (std::size_t r = 0; r < texts.size(); ++r) answers[begin + r] = texts[r].substr(examples[begin + r].prompt.size());
+    progress.update(static_cast<std::int64_t>(end));
+  }
+  progress.finish();
+  return answers;
+}
+
+nlohmann::json score_json(const Score& s) {
+  return {{"exact_match", s.exact_match}, {"token_accuracy", s.token_accuracy}, {"correct", s.correct}, {"total", s.total}};
+}
+
+struct PhaseResult {
+  double seconds = 0.0;
+  double tokens_per_second = 0.0;
+  double final_loss = 0.0;
+  std::int64_t skipped_steps = 0;
+  std::size_t peak_bytes = 0;
+};
+
+// Trains every trainable parameter of `model` on `task` with AdamW under warmup + cosine.
+PhaseResult train_phase(const std::string& phase, nn::GPT& model, Task task, const DemoPlan& plan, std::int64_t steps, double lr,
+                        RandomStream data_rng, const std::set<std::string>& held_out, MetricsLog& metrics,
+                        const NonFinitePolicy& policy, DeviceType device_type) {
+  AdamOptions adam;
+  adam.lr = lr;
+  AdamW optimizer(model.trainable_parameters(), adam);
+  LrScheduler schedule(optimizer, WarmupCosineSchedule(lr, std::max<std::int64_t>(1, steps / 20), steps, lr / 10));
+  const std::int64_t columns = plan.language.max_text_length() - 1;
+  model.train(true);
+  reset_peak_memory(device_type);
+
+  PhaseResult result;
+  Progress progress(phase, steps, "steps");
+  double smoothed = 0.0;
+  for (std::int64_t step = 0; step < steps; ++step) {
+    std::vector<Example> examples;
+    while (static_cast<std::int64_t>(examples.size()) < plan.batch) {
+      Example e = plan.language.sample(task, data_rng);
+      if (!held_out.contains(e.prompt)) examples.push_back(std::move(e));
+    }
+    const TokenBatch batch = make_batch(examples, columns);
+    const auto started = Clock::now();
+    const StepOutcome outcome = training_step(model, optimizer, schedule, step, token_ids(batch.rows, columns, batch.inputs),
+                                              token_ids(batch.rows, columns, batch.targets), plan.clip, policy);
+    const double seconds = std::chrono::duration<double>(Clock::now() - started).count();
+    const double tokens = static_cast<double>(batch.rows * columns);
+    result.seconds += seconds;
+    result.skipped_steps += outcome.skipped;
+    metrics.add({step + 1, phase, outcome.loss, outcome.lr, tokens / seconds, outcome.skipped});
+    if (!outcome.skipped) smoothed = step == 0 ? outcome.loss : 0.9 * smoothed + 0.1 * outcome.loss;
+    result.final_loss = outcome.loss;
+    progress.update(step + 1, fmt::format("loss {:.4f}  {:.0f} tok/s", smoothed, tokens / seconds));
+  }
+  progress.finish();
+  result.tokens_per_second = static_cast<double>(steps * plan.batch * columns) / std::max(result.seconds, 1e-9);
+  result.peak_bytes = memory_stats(device_type).peak;
+  model.train(false);
+  return result;
+}
+
+// Bytes the LoRA phase needs by our own count: every weight, the adapters' gradients and AdamW's two
+// moments, and the activations a step keeps for backward. The activation term is an estimate (per
+// layer, float32: the block's inputs to layernorms, q/k/v, attention probabilities, the MLP's hidden
+// pre- and post-activation, the LoRA branches' rank-r products; plus logits and their softmax).
+nlohmann::json planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::int64_t columns) {
+  const auto count = model.parameter_count();
+  const auto& c = model.config();
+  const double B = static_cast<double>(plan.batch), T = static_cast<double>(columns), E = static_cast<double>(c.n_embd);
+  const double H = static_cast<double>(c.n_head), V = static_cast<double>(c.vocab_size), r = static_cast<double>(plan.lora_rank);
+  const double targets = static_cast<double>(model.lora_settings().targets.size());
+  const double per_layer = B * T * (16 * E + targets * r) + 2 * B * H * T * T;
+  const double activations = 4.0 * (static_cast<double>(c.n_layer) * per_layer + 2 * B * T * V + 2 * B * T * E);
+  const auto adapters = static_cast<double>(model.trainable_parameters().size());
+  const double parameters = static_cast<double>(count.total_bytes());
+  const double gradients = static_cast<double>(count.trainable_bytes);
+  const double optimizer = 2.0 * static_cast<double>(count.trainable_bytes) + 8.0 * adapters;  // + one step counter each
+  return {{"parameters", parameters},
+          {"gradients", gradients},
+          {"optimizer_state", optimizer},
+          {"activations_estimate", activations},
+          {"total", parameters + gradients + optimizer + activations}};
+}
+
+void run_demo(const DemoOptions& options) {
+  const auto started = Clock::now();
+  const Device device = parse_device(options.device);
+  const DemoPlan plan = make_plan(options);
+  plan.config.validate();
+  plan.language.validate();
+  const fs::path out = options.out;
+  fs::create_directories(out);
+  const std::int64_t columns = plan.language.max_text_length() - 1;
+
+  fmt::print("lowrank demo ({} mode, seed {}, {}): base task copy, new task reverse, letters {}..{} of '{}'\n",
+             options.quick ? "quick" : "full", options.seed, device, plan.language.min_letters, plan.language.max_letters,
+             plan.language.alphabet);
+
+  // Held-out prompts, drawn first; training never sees them.
+  RandomStream eval_rng{derive_seed(options.seed, 1), 0};
+  const std::vector<Example> copy_eval = plan.language.sample(Task::copy, plan.eval_prompts, eval_rng);
+  const std::vector<Example> reverse_eval = plan.language.sample(Task::reverse, plan.eval_prompts, eval_rng);
+  std::set<std::string> held_out;
+  for (const auto* set : {&copy_eval, &reverse_eval})
+    for (const auto& e : *set) held_out.insert(e.prompt);
+
+  RandomStream init_rng{derive_seed(options.seed, 2), 0};
+  nn::GPTWeights weights = nn::GPTWeights::random(plan.config, init_rng);
+  move_to(weights, device);
+  nn::GPT model(std::move(weights));
+  MetricsLog metrics;
+
+  fmt::print("1. pretraining every weight on copy ({} steps, batch {} x {} tokens)\n", plan.pretrain_steps, plan.batch, columns);
+  const PhaseResult pretrain = train_phase("pretrain", model, Task::copy, plan, plan.pretrain_steps, plan.pretrain_lr,
+                                           RandomStream{derive_seed(options.seed, 3), 0}, held_out, metrics, options.nonfinite, device.type);
+
+  fmt::print("2. scoring the base model\n");
+  const auto copy_before_answers = greedy_answers(model, copy_eval, "copy (base)");
+  const auto reverse_before_answers = greedy_answers(model, reverse_eval, "reverse (base)");
+  const Score copy_before = score(copy_eval, copy_before_answers);
+  const Score reverse_before = score(reverse_eval, reverse_before_answers);
+  fmt::print("   copy {:.1f}%   reverse {:.1f}%\n", 100 * copy_before.exact_match, 100 * reverse_before.exact_match);
+
+  // A probe batch for logit comparisons: the held-out prompts of both tasks, as in training.
+  std::vector<Example> probe_examples(copy_eval.begin(), copy_eval.begin() + std::min<std::size_t>(16, copy_eval.size()));
+  probe_examples.insert(probe_examples.end(), reverse_eval.begin(), reverse_eval.begin() + std::min<std::size_t>(16, reverse_eval.size()));
+  const TokenBatch probe_batch = make_batch(probe_examples, columns);
+  const TokenIds probe = token_ids(probe_batch.rows, columns, probe_batch.inputs);
+  const Tensor base_logits = model.logits(probe).to(Device::cpu());
+
+  nn::LoraSettings lora;
+  lora.config.rank = plan.lora_rank;
+  lora.config.alpha = plan.lora_alpha;
+  lora.targets = {"q", "v"};
+  RandomStream lora_rng{derive_seed(options.seed, 4), 0};
+  model.enable_lora(lora, lora_rng);
+  const auto count = model.parameter_count();
+  fmt::print("3. LoRA on q and v (rank {}, alpha {}): {} of {} parameters train ({:.2f}%, {:.1f}x fewer)\n", plan.lora_rank,
+             plan.lora_alpha, count.trainable, count.total(), 100 * count.trainable_fraction(),
+             static_cast<double>(count.total()) / static_cast<double>(count.trainable));
+  const PhaseResult tune = train_phase("lora", model, Task::reverse, plan, plan.lora_steps, plan.lora_lr,
+                                       RandomStream{derive_seed(options.seed, 5), 0}, held_out, metrics, options.nonfinite, device.type);
+  const nlohmann::json planned = planned_bytes(model, plan, columns);
+
+  fmt::print("4. scoring the tuned model\n");
+  const auto reverse_after_answers = greedy_answers(model, reverse_eval, "reverse (LoRA)");
+  const auto copy_adapter_on_answers = greedy_answers(model, copy_eval, "copy (LoRA on)");
+  const Tensor unmerged_logits = model.logits(probe).to(Device::cpu());
+  model.set_adapters_enabled(false);
+  const auto copy_adapter_off_answers = greedy_answers(model, copy_eval, "copy (LoRA off)");
+  const double base_logit_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), base_logits);
+  model.set_adapters_enabled(true);
+  const Score reverse_after = score(reverse_eval, reverse_after_answers);
+  const Score copy_adapter_on = score(copy_eval, copy_adapter_on_answers);
+  const Score copy_adapter_off = score(copy_eval, copy_adapter_off_answers);
+
+  model.merge_adapters();
+  const double merged_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged_logits);
+  model.unmerge_adapters();
+  const double restored_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged_logits);
+
+  fs::create_directories(out / "adapter");
+  nn::save_adapter(out / "adapter", model);
+  model.set_adapters_enabled(false);
+  nn::GPTWeights base = model.weights();
+  move_to(base, Device::cpu());
+  nn::save_gpt2(out / "base", base);
+  model.set_adapters_enabled(true);
+  metrics.write_csv(out / "metrics.csv");
+  const bool plotted = plot_losses(out / "metrics.csv", out / "loss.png");
+
+  nlohmann::json samples = nlohmann::json::array();
+  for (std::size_t i = 0; i < std::min<std::size_t>(6, reverse_eval.size()); ++i)
+    samples.push_back({{"prompt", reverse_eval[i].prompt},
+                       {"expected", reverse_eval[i].answer},
+                       {"base_model", reverse_before_answers[i]},
+                       {"with_lora", reverse_after_answers[i]}});
+
+  const double wall = std::chrono::duration<double>(Clock::now() - started).count();
+  auto phase_json = [&](const PhaseResult& r, std::int64_t steps, double lr) {
+    return nlohmann::json{{"steps", steps},         {"batch", plan.batch},
+                          {"tokens_per_step", plan.batch * columns},
+                          {"peak_lr", lr},          {"final_loss", r.final_loss},
+                          {"seconds", r.seconds},   {"tokens_per_second", r.tokens_per_second},
+                          {"skipped_steps", r.skipped_steps}, {"peak_bytes", r.peak_bytes}};
+  };
+  const nlohmann::json report = {
+      {"mode", options.quick ? "quick" : "full"},
+      {"seed", options.seed},
+      {"device", fmt::format("{}", device)},
+      {"model",
+       {{"n_layer", plan.config.n_layer}, {"n_embd", plan.config.n_embd}, {"n_head", plan.config.n_head},
+        {"n_positions", plan.config.n_positions}, {"vocab_size", plan.config.vocab_size}, {"tokenizer", "byte-level"}}},
+      {"tasks",
+       {{"base", "copy"}, {"new", "reverse"}, {"alphabet", plan.language.alphabet}, {"min_letters", plan.language.min_letters},
+        {"max_letters", plan.language.max_letters}, {"eval_prompts", plan.eval_prompts}}},
+      {"lora",
+       {{"rank", plan.lora_rank}, {"alpha", plan.lora_alpha}, {"scaling", scaling_option_name(lora.config.scaling)},
+        {"targets", lora.targets}}},
+      {"parameters",
+       {{"total", count.total()}, {"trainable", count.trainable}, {"frozen", count.frozen},
+        {"trainable_fraction", count.trainable_fraction()},
+        {"reduction_factor", static_cast<double>(count.total()) / static_cast<double>(count.trainable)}}},
+      {"scores",
+       {{"new_task_before", score_json(reverse_before)}, {"new_task_after", score_json(reverse_after)},
+        {"base_task_before", score_json(copy_before)}, {"base_task_adapter_off", score_json(copy_adapter_off)},
+        {"base_task_adapter_on", score_json(copy_adapter_on)}}},
+      {"base_untouched",
+       {{"adapter_off_max_abs_logit_diff", base_logit_difference},
+        {"adapter_off_completions_identical", copy_adapter_off_answers == copy_before_answers}}},
+      {"merge",
+       {{"merged_vs_unmerged_max_abs_logit_diff", merged_difference},
+        {"unmerge_restores_max_abs_logit_diff", restored_difference}}},
+      {"memory",
+       {{"device", fmt::format("{}", device)}, {"pretrain_peak_bytes", pretrain.peak_bytes}, {"lora_peak_bytes", tune.peak_bytes},
+        {"lora_planned_bytes", planned}}},
+      {"throughput", {{"pretrain_tokens_per_second", pretrain.tokens_per_second}, {"lora_tokens_per_second", tune.tokens_per_second}}},
+      {"training", {{"pretrain", phase_json(pretrain, plan.pretrain_steps, plan.pretrain_lr)},
+                    {"lora", phase_json(tune, plan.lora_steps, plan.lora_lr)}}},
+      {"wall_seconds", wall},
+      {"samples", samples},
+      {"files",
+       {{"adapter", "adapter"}, {"base_model", "base"}, {"metrics", "metrics.csv"},
+        {"plot", plotted ? nlohmann::json("loss.png") : nlohmann::json(nullptr)}}},
+  };
+  write_json(out / "report.json", report);
+
+  fmt::print("\nresults ({:.1f} s)\n", wall);
+  fmt::print("  parameters     {} total, {} trainable ({:.2f}%, {:.1f}x fewer)\n", count.total(), count.trainable,
+             100 * count.trainable_fraction(), static_cast<double>(count.total()) / static_cast<double>(count.trainable));
+  fmt::print("  reverse (new)  {:5.1f}% before -> {:5.1f}% after LoRA   (per letter {:.1f}% -> {:.1f}%)\n",
+             100 * reverse_before.exact_match, 100 * reverse_after.exact_match, 100 * reverse_before.token_accuracy,
+             100 * reverse_after.token_accuracy);
+  fmt::print("  copy (base)    {:5.1f}% before, {:5.1f}% with the adapter off, {:5.1f}% with it on\n", 100 * copy_before.exact_match,
+             100 * copy_adapter_off.exact_match, 100 * copy_adapter_on.exact_match);
+  fmt::print("  base untouched max |logit diff| adapter off vs before: {:.3g}\n", base_logit_difference);
+  fmt::print("  merged vs unmerged max |logit diff|: {:.3g} (after unmerge: {:.3g})\n", merged_difference, restored_difference);
+  fmt::print("  memory         LoRA phase peak {} vs planned {} (parameters {}, gradients {}, AdamW {}, activations ~{})\n",
+             lora::format_bytes(tune.peak_bytes), lora::format_bytes(planned["total"].get<std::size_t>()),
+             lora::format_bytes(planned["parameters"].get<std::size_t>()), lora::format_bytes(planned["gradients"].get<std::size_t>()),
+             lora::format_bytes(planned["optimizer_state"].get<std::size_t>()),
+             lora::format_bytes(planned["activations_estimate"].get<std::size_t>()));
+  fmt::print("  throughput     pretrain {:.0f} tokens/s, LoRA {:.0f} tokens/s\n", pretrain.tokens_per_second, tune.tokens_per_second);
+  fmt::print("  samples (reverse: prompt -> base model | with LoRA)\n");
+  for (const auto& s : samples)
+    fmt::print("    {:<12} -> {:<10} | {}\n", s["prompt"].get<std::string>(), s["base_model"].get<std::string>(),
+               s["with_lora"].get<std::string>());
+  fmt::print("  wrote {}: report.json, metrics.csv{}, adapter/, base/\n", out.string(), plotted ? ", loss.png" : "");
+}
+
+}  // namespace
+
+void add_demo_command(CLI::App& app) {
+  auto* command = app.add_subcommand("demo",
+                                     "Pretrain a tiny GPT to copy letter strings, then teach the frozen model to reverse them "
+                                     "with LoRA on q and v; no download, a few minutes on 2 cores");
+  auto options = std::make_shared<DemoOptions>();
+  command->add_flag("--quick", options->quick, "a small run of seconds (for tests); the scores are lower");
+  command->add_option("--out", options->out, "directory for report.json, metrics.csv, loss.png, adapter/ and base/")
+      ->capture_default_str();
+  command->add_option("--seed", options->seed, "seed of every random choice (weights, data, LoRA init)")->capture_default_str();
+  command->add_option("--device", options->device, "where to train")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  command->add_option("--pretrain-steps", options->pretrain_steps, "override the mode's pretraining steps")
+      ->check(positive_integer);
+  command->add_option("--lora-steps", options->lora_steps, "override the mode's LoRA steps")->check(positive_integer);
+  add_nonfinite_options(*command, options->nonfinite);
+  command->callback([options] { run_demo(*options); });
+}
+
+}  // namespace lowrank::tools

@@ -1,0 +1,149 @@
+#include "training.hpp"
+
+#include <cmath>
+#include <fstream>
+#include <iterator>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "lowrank/autodiff/anomaly.hpp"
+#include "lowrank/core/error.hpp"
+#include "lowrank/io/atomic_file.hpp"
+#include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "lowrank/optim/clip.hpp"
+#include "lowrank/text/bpe_tokenizer.hpp"
+#include "lowrank/text/byte_tokenizer.hpp"
+
+namespace lowrank::tools {
+namespace fs = std::filesystem;
+
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::cpu();
+  if (name == "cuda") {
+    if (!cuda_available())
+      fail("--device cuda: no CUDA device is available (this build {} CUDA)",
+#if defined(LOWRANK_WITH_CUDA)
+           "has"
+#else
+           "was configured without"
+#endif
+      );
+    return Device::cuda();
+  }
+  fail("--device {}: expected cpu or cuda", name);
+}
+
+void move_to(nn::GPTWeights& weights, Device device) {
+  auto move = [device](Tensor& t) {
+    if (t.defined()) t = t.to(device);
+  };
+  move(weights.wte);
+  move(weights.wpe);
+  move(weights.ln_f_weight);
+  move(weights.ln_f_bias);
+  for (auto& b : weights.blocks) {
+    for (Tensor* t : {&b.ln_1_weight, &b.ln_1_bias, &b.attn_c_attn_weight, &b.attn_c_attn_bias, &b.attn_c_proj_weight,
+                      &b.attn_c_proj_bias, &b.ln_2_weight, &b.ln_2_bias, &b.mlp_c_fc_weight, &b.mlp_c_fc_bias,
+                      &b.mlp_c_proj_weight, &b.mlp_c_proj_bias})
+      move(*t);
+  }
+}
+
+nn::GPTWeights load_model(const fs::path& model) {
+  std::error_code ec;
+  if (!fs::exists(model, ec)) fail("--model {}: no such file or directory", model.string());
+  if (!fs::is_directory(model, ec))
+    fail("--model {}: expected a GPT-2 model directory (config.json + model.safetensors), not a file", model.string());
+  return nn::load_gpt2(model);
+}
+
+std::unique_ptr<text::Tokenizer> load_tokenizer(const fs::path& model) {
+  if (fs::is_regular_file(model / "vocab.json") && fs::is_regular_file(model / "merges.txt"))
+    return std::make_unique<text::BpeTokenizer>(text::BpeTokenizer::load(model));
+  return std::make_unique<text::ByteTokenizer>();
+}
+
+void copy_tokenizer_files(const fs::path& from, const fs::path& to) {
+  for (const char* name : {"vocab.json", "merges.txt"}) {
+    if (!fs::is_regular_file(from / name)) continue;
+    std::string bytes;
+    {
+      std::ifstream in(from / name, std::ios::binary);
+      if (!in) fail("{}: cannot be opened for reading", (from / name).string());
+      bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    write_file_atomically(to / name, bytes);
+  }
+}
+
+std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream) {
+  // splitmix64 of the pair: nearby seeds and streams give unrelated Philox keys.
+  std::uint64_t z = seed + 0x9E3779B97F4A7C15ull * (stream + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+std::uint64_t draw_below(RandomStream& rng, std::uint64_t n) {
+  const std::uint64_t first = rng.reserve(2);
+  const std::uint64_t bits = (static_cast<std::uint64_t>(philox::bits(rng.seed, first)) << 32) | philox::bits(rng.seed, first + 1);
+  return bits % n;
+}
+
+TokenIds token_ids(std::int64_t rows, std::int64_t columns, std::vector<std::int32_t> values) {
+  return TokenIds(Shape{rows, columns}, std::move(values));
+}
+
+void add_nonfinite_options(CLI::App& command, NonFinitePolicy& policy) {
+  command.add_flag("--detect-anomaly", policy.detect_anomaly,
+                   "check every op's output and gradient for NaN/Inf and stop at the first, naming the op (slower)");
+  command.add_flag("--skip-nonfinite", policy.skip_nonfinite,
+                   "skip (and report) any step whose loss or gradients are not finite instead of stopping");
+}
+
+StepOutcome training_step(nn::GPT& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, const TokenIds& inputs,
+                          const TokenIds& targets, double clip, const NonFinitePolicy& policy) {
+  optimizer.zero_grad();
+  StepOutcome outcome;
+  {
+    std::optional<AnomalyMode> anomaly;
+    if (policy.detect_anomaly) anomaly.emplace();
+    outcome.loss = model.forward_backward(inputs, targets);
+  }
+  // clip_grad_norm leaves non-finite gradients as they are and returns a non-finite norm.
+  const double norm = clip_grad_norm(model.trainable_parameters(), clip > 0 ? clip : INFINITY);
+  if (!std::isfinite(outcome.loss) || !std::isfinite(norm)) {
+    if (!policy.skip_nonfinite)
+      fail("step {}: the loss is {} and the gradient norm {}; rerun with --detect-anomaly to find the op, or with "
+           "--skip-nonfinite to skip such steps",
+           step + 1, outcome.loss, norm);
+    fmt::print(stderr, "\nlowrank: step {}: loss {} / gradient norm {} is not finite; update skipped (--skip-nonfinite)\n", step + 1,
+               outcome.loss, norm);
+    optimizer.zero_grad();
+    outcome.skipped = true;
+    return outcome;
+  }
+  schedule.apply(step);
+  outcome.lr = optimizer.lr(0);
+  optimizer.step();
+  return outcome;
+}
+
+lora::Scaling parse_scaling(const std::string& name) {
+  if (name == "alpha_over_r") return lora::Scaling::alpha_over_rank;
+  if (name == "alpha") return lora::Scaling::alpha;
+  if (name == "rslora") return lora::Scaling::alpha_over_sqrt_rank;
+  fail("--scaling {}: expected alpha_over_r, alpha or rslora", name);
+}
+
+std::string scaling_option_name(lora::Scaling scaling) {
+  switch (scaling) {
+    case lora::Scaling::alpha_over_rank: return "alpha_over_r";
+    case lora::Scaling::alpha: return "alpha";
+    case lora::Scaling::alpha_over_sqrt_rank: return "rslora";
+  }
+  return "?";
+}
+
+}  // namespace lowrank::tools

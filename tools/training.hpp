@@ -1,0 +1,65 @@
+#pragma once
+// What the GPT subcommands share: devices, model directories and their tokenizers, and one guarded
+// optimizer step.
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "lowrank/core/device.hpp"
+#include "lowrank/nn/gpt.hpp"
+#include "lowrank/ops/token_ids.hpp"
+#include "lowrank/optim/optimizer.hpp"
+#include "lowrank/optim/schedule.hpp"
+#include "lowrank/text/tokenizer.hpp"
+
+namespace lowrank::tools {
+
+// "cpu" or "cuda"; cuda without a CUDA build or device is an error that says which.
+Device parse_device(const std::string& name);
+void move_to(nn::GPTWeights& weights, Device device);
+
+// A GPT-2 directory (config.json + model.safetensors, as Hugging Face, `lowrank merge` and the demo
+// write them). Anything else is an error naming the path and what was expected.
+nn::GPTWeights load_model(const std::filesystem::path& model);
+// The directory's GPT-2 BPE (vocab.json + merges.txt) when it has one, else byte-level tokens.
+std::unique_ptr<text::Tokenizer> load_tokenizer(const std::filesystem::path& model);
+// Copies vocab.json and merges.txt (when present) so that a written model directory keeps its tokenizer.
+void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to);
+
+// Independent random streams from one user seed: stream k of seed s.
+std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream);
+// A uniform integer in [0, n) drawn from `rng`.
+std::uint64_t draw_below(RandomStream& rng, std::uint64_t n);
+
+TokenIds token_ids(std::int64_t rows, std::int64_t columns, std::vector<std::int32_t> values);
+
+// What to do when a step's loss or gradients are not finite. By default the run stops with an error;
+// detect_anomaly checks every op's output and gradient (autodiff/anomaly.hpp) and stops naming the op;
+// skip_nonfinite drops that step's update, says so on stderr and carries on.
+struct NonFinitePolicy {
+  bool detect_anomaly = false;
+  bool skip_nonfinite = false;
+};
+void add_nonfinite_options(CLI::App& command, NonFinitePolicy& policy);
+
+struct StepOutcome {
+  double loss = 0.0;
+  double lr = 0.0;
+  bool skipped = false;
+};
+
+// One optimizer step `step` (0-based): zero the gradients, forward and backward over the batch, clip the
+// global gradient norm to `clip` (<= 0: no clipping), set the learning rate, update.
+StepOutcome training_step(nn::GPT& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, const TokenIds& inputs,
+                          const TokenIds& targets, double clip, const NonFinitePolicy& policy);
+
+// LoRA scaling names as the CLI accepts them.
+lora::Scaling parse_scaling(const std::string& name);
+std::string scaling_option_name(lora::Scaling scaling);
+inline const std::vector<std::string> lora_target_names = {"q", "k", "v", "o", "fc", "proj"};
+
+}  // namespace lowrank::tools
