@@ -68,8 +68,8 @@ DemoPlan make_plan(const DemoOptions& options) {
   if (options.quick) {
     plan.language.min_letters = 3;
     plan.language.max_letters = 5;
-    plan.pretrain_steps = 150;
-    plan.lora_steps = 100;
+    plan.pretrain_steps = 300;
+    plan.lora_steps = 300;
     plan.eval_prompts = 64;
   } else {
     plan.language.min_letters = 3;

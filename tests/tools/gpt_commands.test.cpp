@@ -146,7 +146,7 @@ TEST_CASE("cli: generate and merge agree on the tuned model") {
   REQUIRE(run_cli(train_args(dir.path(), "run")).status == 0);
   const auto adapter = (dir / "run" / "adapter").string();
   const auto with_adapter = run_cli({"generate", "--model", (dir / "model").string(), "--adapter", adapter, "--prompt", "the quick",
-                                     "--tokens", "8", "--greedy"});
+                                     "--tokens", "6", "--greedy"});
   INFO(with_adapter.output);
   REQUIRE(with_adapter.status == 0);
   CHECK(with_adapter.output.rfind("the quick", 0) == 0);
@@ -154,7 +154,7 @@ TEST_CASE("cli: generate and merge agree on the tuned model") {
   const auto merged = run_cli({"merge", "--model", (dir / "model").string(), "--adapter", adapter, "--out", (dir / "merged").string()});
   INFO(merged.output);
   REQUIRE(merged.status == 0);
-  const auto from_merged = run_cli({"generate", "--model", (dir / "merged").string(), "--prompt", "the quick", "--tokens", "8", "--greedy"});
+  const auto from_merged = run_cli({"generate", "--model", (dir / "merged").string(), "--prompt", "the quick", "--tokens", "6", "--greedy"});
   REQUIRE(from_merged.status == 0);
   CHECK(from_merged.output == with_adapter.output);
 
