@@ -26,6 +26,29 @@ template <class... In> void check_map_operands(const char* op, const Tensor& out
 }
 }  // namespace detail
 
+namespace detail {
+// Fast access to an operand whose layout is one of the common ones: contiguous (element i), a
+// broadcast scalar (element 0: all strides 0), or a broadcast row (element i mod C: leading strides 0,
+// last stride 1 — a bias expanded over rows). Anything else takes the general strided walk.
+template <class T> struct LinearOperand {
+  const T* p;
+  std::int64_t step;  // 1 contiguous, 0 scalar
+  std::int64_t cols;  // > 0 for a broadcast row
+  T operator[](std::int64_t i) const { return cols ? p[i % cols] : p[i * step]; }
+};
+inline bool linear_layout(const Tensor& t) {
+  if (t.is_contiguous()) return true;
+  bool leading_zero = true;
+  for (int d = 0; d + 1 < t.rank(); ++d) leading_zero = leading_zero && t.stride(d) == 0;
+  return leading_zero && t.rank() >= 1 && (t.stride(-1) == 0 || t.stride(-1) == 1);
+}
+template <class T> LinearOperand<T> linear_operand(const Tensor& t) {
+  if (t.is_contiguous()) return {t.data<T>(), 1, 0};
+  if (t.stride(-1) == 0) return {t.data<T>(), 0, 0};
+  return {t.data<T>(), 1, t.dim(-1)};
+}
+}  // namespace detail
+
 template <class F, class... In> void map(const char* op, F f, Tensor& out, const In&... in) {
   detail::check_map_operands(op, out, in...);
   const std::int64_t n = out.numel();
@@ -40,12 +63,20 @@ template <class F, class... In> void map(const char* op, F f, Tensor& out, const
 #endif
   }
   dispatch(out.dtype(), [&]<class T>() {
+    const F& fn = f;  // clang 14 cannot name `f` from a lambda inside the OpenMP region below
     T* y = out.data<T>();
     if (out.is_contiguous() && (in.is_contiguous() && ...)) {
       const auto pointers = std::make_tuple(in.template data<T>()...);
 #pragma omp parallel for if (n >= parallel_threshold) schedule(static)
       for (std::int64_t i = 0; i < n; ++i)
-        y[i] = std::apply([&](const auto*... p) { return f(p[i]...); }, pointers);
+        y[i] = std::apply([&](const auto*... p) { return fn(p[i]...); }, pointers);
+      return;
+    }
+    if (out.is_contiguous() && (detail::linear_layout(in) && ...)) {
+      const auto operands = std::make_tuple(detail::linear_operand<T>(in)...);
+#pragma omp parallel for if (n >= parallel_threshold) schedule(static)
+      for (std::int64_t i = 0; i < n; ++i)
+        y[i] = std::apply([&](const auto&... p) { return fn(p[i]...); }, operands);
       return;
     }
     // Strided operands: random-access offsets keep the loop parallel.
@@ -53,7 +84,7 @@ template <class F, class... In> void map(const char* op, F f, Tensor& out, const
 #pragma omp parallel for if (n >= parallel_threshold) schedule(static)
     for (std::int64_t i = 0; i < n; ++i) {
       y[cpu::offset_of(i, out.shape(), out.strides())] = std::apply(
-          [&](const auto&... p) { return f(p.first[cpu::offset_of(i, p.second->shape(), p.second->strides())]...); }, pointers);
+          [&](const auto&... p) { return fn(p.first[cpu::offset_of(i, p.second->shape(), p.second->strides())]...); }, pointers);
     }
   });
 }
@@ -74,12 +105,13 @@ template <class F, class... In> void map_indexed(const char* op, F f, Tensor& ou
 #endif
   }
   dispatch(out.dtype(), [&]<class T>() {
+    const F& fn = f;  // clang 14 cannot name `f` from a lambda inside the OpenMP region below
     T* y = out.data<T>();
     if (out.is_contiguous() && (in.is_contiguous() && ...)) {
       const auto pointers = std::make_tuple(in.template data<T>()...);
 #pragma omp parallel for if (n >= parallel_threshold) schedule(static)
       for (std::int64_t i = 0; i < n; ++i)
-        y[i] = std::apply([&](const auto*... p) { return f(static_cast<std::uint64_t>(i), p[i]...); }, pointers);
+        y[i] = std::apply([&](const auto*... p) { return fn(static_cast<std::uint64_t>(i), p[i]...); }, pointers);
       return;
     }
     const auto pointers = std::make_tuple(std::pair{in.template data<T>(), &in}...);
@@ -87,7 +119,7 @@ template <class F, class... In> void map_indexed(const char* op, F f, Tensor& ou
     for (std::int64_t i = 0; i < n; ++i) {
       y[cpu::offset_of(i, out.shape(), out.strides())] = std::apply(
           [&](const auto&... p) {
-            return f(static_cast<std::uint64_t>(i), p.first[cpu::offset_of(i, p.second->shape(), p.second->strides())]...);
+            return fn(static_cast<std::uint64_t>(i), p.first[cpu::offset_of(i, p.second->shape(), p.second->strides())]...);
           },
           pointers);
     }

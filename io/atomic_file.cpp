@@ -1,12 +1,14 @@
 #include "lowrank/io/atomic_file.hpp"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <string_view>
 #include <system_error>
 
 #include "lowrank/core/error.hpp"
@@ -52,6 +54,31 @@ std::filesystem::path temporary_name(const std::filesystem::path& path) {
   return temp;
 }
 
+// A writer killed mid-save (SIGKILL, OOM killer, power loss) cannot remove its temporary. The name
+// carries the writer's pid, so the next save of the same path removes those whose process is gone.
+// Best effort: a directory that cannot be listed or a file that cannot be removed does not stop a save.
+void remove_orphaned_temporaries(const std::filesystem::path& path) {
+  std::filesystem::path directory = path.parent_path();
+  if (directory.empty()) directory = ".";
+  const std::string prefix = path.filename().string() + ".tmp-";
+  std::error_code error;
+  for (std::filesystem::directory_iterator it(directory, error), end; !error && it != end; it.increment(error)) {
+    const std::string name = it->path().filename().string();
+    if (!name.starts_with(prefix)) continue;
+    // <prefix><pid>-<n>, both decimal
+    const std::string_view rest = std::string_view(name).substr(prefix.size());
+    const std::size_t dash = rest.find('-');
+    if (dash == 0 || dash == std::string_view::npos || dash + 1 == rest.size() || dash > 9) continue;
+    if (rest.find_first_not_of("0123456789-") != std::string_view::npos || rest.find('-', dash + 1) != std::string_view::npos)
+      continue;
+    pid_t writer = 0;
+    for (const char digit : rest.substr(0, dash)) writer = writer * 10 + (digit - '0');
+    if (writer <= 0) continue;  // kill(0, ...) would ask about our own process group
+    if (::kill(writer, 0) == 0 || errno != ESRCH) continue;  // alive, or not ours to judge (EPERM)
+    ::unlink(it->path().c_str());
+  }
+}
+
 // Closes the file and removes the temporary unless the rename happened.
 struct TemporaryFile {
   int fd = -1;
@@ -87,6 +114,7 @@ void AtomicFileWriter::flush_buffer() {
 
 void write_file_atomically(const std::filesystem::path& path, const std::function<void(AtomicFileWriter&)>& writer) {
   if (path.empty()) fail("write_file_atomically: empty path");
+  remove_orphaned_temporaries(path);
   TemporaryFile temp;
   temp.path = temporary_name(path);
   temp.fd = ::open(temp.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);

@@ -43,6 +43,8 @@ class AtomicFileWriter {
 // Writes `path` atomically with the content produced by `writer`. The temporary is
 // `<path>.tmp-<pid>-<n>` (n counts the calls in this process, so two threads never share one). When
 // `writer` throws, the temporary is removed, `path` is left as it was, and the exception propagates.
+// A process killed mid-write leaves its temporary behind; the next write of the same path removes every
+// `<path>.tmp-<pid>-<n>` whose process no longer exists (pids are those of this machine's pid namespace).
 void write_file_atomically(const std::filesystem::path& path, const std::function<void(AtomicFileWriter&)>& writer);
 void write_file_atomically(const std::filesystem::path& path, std::span<const std::byte> bytes);
 void write_file_atomically(const std::filesystem::path& path, std::string_view text);

@@ -141,7 +141,7 @@ json parse_json_rejecting_duplicates(std::string_view text, const std::string& f
   json header;
   try {
     header = json::parse(text.begin(), text.end(), record_keys);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number past double's range
     std::string_view what = e.what();
     if (const auto close = what.find("] "); close != std::string_view::npos) what.remove_prefix(close + 2);
     fail("{}: header is not valid JSON: {}", file, what);

@@ -18,8 +18,24 @@ struct BiasAdd {
     check_same_dtype("bias_add", x, b);
     check_same_device("bias_add", x, b);
     Tensor y = sole_owner(x) ? x : Tensor::empty(x.shape(), x.dtype(), x.device());
+    if (y.device().is_cpu() && x.is_contiguous() && b.is_contiguous()) {
+      add_to_rows(x, b, y);  // the expanded bias would send map() down its per-element index walk
+      return y;
+    }
     map("bias_add", functors::Add{}, y, x, b.expand(x.shape()));
     return y;
+  }
+  // y[r, :] = x[r, :] + b for contiguous CPU tensors (y may be x).
+  static void add_to_rows(const Tensor& x, const Tensor& b, Tensor& y) {
+    const std::int64_t cols = b.dim(0), rows = cols == 0 ? 0 : x.numel() / cols;
+    dispatch(y.dtype(), [&]<class T>() {
+      const T* in = x.data<T>();
+      const T* bias = b.data<T>();
+      T* out = y.data<T>();
+#pragma omp parallel for if (rows * cols >= parallel_threshold) schedule(static)
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t c = 0; c < cols; ++c) out[r * cols + c] = in[r * cols + c] + bias[c];
+    });
   }
   static constexpr Reads<2> reads(Needs<2>) { return {}; }
   template <Needs<2> need> void backward(const Tensor& dy, Inputs<2>, const Tensor&, Grads<2> dx) const {

@@ -57,21 +57,21 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view c
   }
 }
 
-BpeTokenizer::Vocab parse_vocab(const std::filesystem::path& path) {
+BpeTokenizer::Vocab parse_vocab(std::string_view text, const std::string& name) {
   nlohmann::json json;
   try {
-    json = nlohmann::json::parse(read_file(path));
+    json = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    fail("BpeTokenizer::load: {} is not valid JSON: {}", path.string(), e.what());
+    fail("BpeTokenizer::load: {} is not valid JSON: {}", name, e.what());
   }
   if (!json.is_object())
-    fail("BpeTokenizer::load: {} must hold a JSON object of token -> id, found a {}", path.string(), json.type_name());
+    fail("BpeTokenizer::load: {} must hold a JSON object of token -> id, found a {}", name, json.type_name());
   BpeTokenizer::Vocab vocab;
   vocab.reserve(json.size());
   for (const auto& [spelling, id] : json.items()) {
     if (!id.is_number_integer() || id.get<std::int64_t>() < 0 ||
         id.get<std::int64_t>() > std::numeric_limits<std::int32_t>::max())
-      fail("BpeTokenizer::load: {}: token {} has id {}, expected a non-negative 32-bit integer", path.string(),
+      fail("BpeTokenizer::load: {}: token {} has id {}, expected a non-negative 32-bit integer", name,
            nlohmann::json(spelling).dump(), id.dump());
     vocab.emplace(spelling, static_cast<std::int32_t>(id.get<std::int64_t>()));
   }
@@ -83,8 +83,8 @@ struct ParsedMerges {
   std::vector<std::size_t> lines;
 };
 
-ParsedMerges parse_merges(const std::filesystem::path& path) {
-  std::istringstream in(read_file(path));
+ParsedMerges parse_merges(std::string_view text, const std::string& name) {
+  std::istringstream in{std::string(text)};
   ParsedMerges parsed;
   std::string line;
   for (std::size_t line_number = 1; std::getline(in, line); ++line_number) {
@@ -94,7 +94,7 @@ ParsedMerges parse_merges(const std::filesystem::path& path) {
     const std::size_t space = line.find(' ');
     if (space == std::string::npos || space == 0 || space + 1 == line.size() ||
         line.find(' ', space + 1) != std::string::npos)
-      fail("BpeTokenizer::load: {}:{}: expected two tokens separated by one space, got '{}'", path.string(),
+      fail("BpeTokenizer::load: {}:{}: expected two tokens separated by one space, got '{}'", name,
            line_number, line);
     parsed.merges.emplace_back(line.substr(0, space), line.substr(space + 1));
     parsed.lines.push_back(line_number);
@@ -176,12 +176,18 @@ BpeTokenizer::~BpeTokenizer() = default;
 BpeTokenizer BpeTokenizer::load(const std::filesystem::path& dir) {
   const std::filesystem::path vocab_path = dir / "vocab.json";
   const std::filesystem::path merges_path = dir / "merges.txt";
-  Vocab vocab = parse_vocab(vocab_path);
-  ParsedMerges parsed = parse_merges(merges_path);
+  const std::string vocab_text = read_file(vocab_path);
+  return parse(vocab_text, read_file(merges_path), vocab_path.string(), merges_path.string());
+}
+
+BpeTokenizer BpeTokenizer::parse(std::string_view vocab_json, std::string_view merges_txt, std::string vocab_name,
+                                 std::string merges_name) {
+  Vocab vocab = parse_vocab(vocab_json, vocab_name);
+  ParsedMerges parsed = parse_merges(merges_txt, merges_name);
   std::vector<std::string> specials;
   if (vocab.contains(std::string(kEndOfText))) specials.emplace_back(kEndOfText);
   return BpeTokenizer(std::move(vocab), std::move(parsed.merges), std::move(specials),
-                      Origin{vocab_path.string(), merges_path.string(), std::move(parsed.lines)});
+                      Origin{std::move(vocab_name), std::move(merges_name), std::move(parsed.lines)});
 }
 
 void BpeTokenizer::save(const std::filesystem::path& dir) const {

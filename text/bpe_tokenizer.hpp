@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -33,6 +34,10 @@ class BpeTokenizer final : public Tokenizer {
   // Reads dir/vocab.json and dir/merges.txt (an optional first line "#version: ..."). "<|endoftext|>"
   // is a special token when the vocabulary has it. Errors name the file and, for merges, the line.
   static BpeTokenizer load(const std::filesystem::path& dir);
+  // load() over the two files' contents held in memory; the names stand for the files in errors. This
+  // is the code path a fuzzer drives.
+  static BpeTokenizer parse(std::string_view vocab_json, std::string_view merges_txt,
+                            std::string vocab_name = "vocab.json", std::string merges_name = "merges.txt");
 
   // Writes dir/vocab.json (ids in increasing order) and dir/merges.txt so that load(dir) gives the same
   // tokenizer; each file goes to a temporary name first and is renamed into place. Creates dir.

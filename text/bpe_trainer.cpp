@@ -140,6 +140,11 @@ BpeTokenizer train_bpe(std::string_view text, std::int32_t vocab_size, std::vect
     }
   }
 
+  // A tokenizer trained on nothing would be the bare byte vocabulary, which is never what was meant.
+  if (word_counts.empty())
+    fail("train_bpe: the training text is empty{}; there is nothing to learn merges from",
+         text.empty() ? "" : fmt::format(" (its {} bytes are all special tokens)", text.size()));
+
   std::vector<Word> words;
   words.reserve(word_counts.size());
   for (const auto& [piece, count] : word_counts) {

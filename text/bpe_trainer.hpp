@@ -14,7 +14,7 @@ namespace lowrank::text {
 // Ties go to the pair whose left token has the smaller id, then the right one, so the result depends on
 // the text alone. Training stops at vocab_size tokens (special tokens included, numbered last) or when
 // no word has two tokens left. Encoding the training text with the result reproduces the
-// segmentation the trainer ended with.
+// segmentation the trainer ended with. An empty text (or one of special tokens only) is an error.
 BpeTokenizer train_bpe(std::string_view text, std::int32_t vocab_size,
                        std::vector<std::string> special_tokens = {"<|endoftext|>"});
 

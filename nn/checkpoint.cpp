@@ -1,0 +1,201 @@
+#include "lowrank/nn/checkpoint.hpp"
+
+#include <concepts>
+#include <map>
+#include <set>
+
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "lowrank/io/safetensors.hpp"
+
+namespace lowrank::nn {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr std::string_view param_prefix = "param/";
+constexpr std::string_view optim_prefix = "optim/";
+
+json stream_json(const RandomStream& s) { return {{"seed", s.seed}, {"offset", s.offset}}; }
+
+// Each adapter's dropout stream advances with every training forward; a resumed run must continue it.
+// nn::GPT exposes the streams through GPT::Adapter::dropout_stream when it does (see docs/checkpoints.md).
+template <class A>
+concept ExposesDropoutStream = requires(const A& a) {
+  { *a.dropout_stream } -> std::convertible_to<RandomStream&>;
+};
+
+template <class A>
+void restore_adapter_streams(const std::vector<A>& adapters, const std::vector<RandomStream>& streams, const std::string& file) {
+  if constexpr (ExposesDropoutStream<A>) {
+    if (!streams.empty() && streams.size() != adapters.size())
+      fail("{}: checkpoint has {} adapter dropout streams, the model {} adapters", file, streams.size(), adapters.size());
+    for (std::size_t i = 0; i < streams.size(); ++i) *adapters[i].dropout_stream = streams[i];
+  } else {
+    (void)adapters, (void)streams, (void)file;
+  }
+}
+
+template <class A> json adapter_streams_json(const std::vector<A>& adapters) {
+  json streams = json::array();
+  (void)adapters;
+  if constexpr (ExposesDropoutStream<A>)
+    for (const A& a : adapters) streams.push_back(stream_json(*a.dropout_stream));
+  return streams;
+}
+
+json settings_json(const LoraSettings& s) {
+  return {{"targets", s.targets},
+          {"rank", s.config.rank},
+          {"alpha", s.config.alpha},
+          {"dropout", s.config.dropout},
+          {"scaling", lora::name_of(s.config.scaling)},
+          {"init", lora::name_of(s.config.init)},
+          {"mode", lora::name_of(s.config.mode)},
+          {"bias", lora::name_of(s.config.bias)}};
+}
+
+// Reads metadata fields, naming the file and the field on failure.
+class Fields {
+ public:
+  Fields(const json& j, std::string file) : j_(j), file_(std::move(file)) {}
+  const json& at(const char* key) const {
+    auto it = j_.find(key);
+    if (it == j_.end()) fail("{}: checkpoint metadata lacks \"{}\"", file_, key);
+    return *it;
+  }
+  template <class T> T get(const char* key) const {
+    try {
+      return at(key).get<T>();
+    } catch (const json::exception& e) {
+      fail("{}: checkpoint metadata \"{}\" is {}: {}", file_, key, at(key).dump(), e.what());
+    }
+  }
+  RandomStream stream(const char* key) const {
+    const json& s = at(key);
+    if (!s.is_object() || !s.contains("seed") || !s.contains("offset") || !s["seed"].is_number_unsigned() ||
+        !s["offset"].is_number_unsigned())
+      fail("{}: checkpoint metadata \"{}\" is {}, expected {{\"seed\": <uint64>, \"offset\": <uint64>}}", file_, key, s.dump());
+    return {s["seed"].get<std::uint64_t>(), s["offset"].get<std::uint64_t>()};
+  }
+
+ private:
+  const json& j_;
+  std::string file_;
+};
+
+}  // namespace
+
+void save_checkpoint(const fs::path& file, const GPT& model, const Optimizer& optimizer, const TrainingState& state) {
+  NamedTensors tensors;
+  std::set<std::string> names;
+  for (const ParameterPtr& p : model.trainable_parameters()) {
+    if (!names.insert(p->name).second) fail("save_checkpoint: two trainable parameters are named '{}'", p->name);
+    tensors.emplace_back(std::string(param_prefix) + p->name, p->value);
+  }
+  for (const auto& [name, tensor] : optimizer.state()) tensors.emplace_back(std::string(optim_prefix) + name, tensor);
+
+  json lrs = json::array();
+  for (std::size_t g = 0; g < optimizer.group_count(); ++g) lrs.push_back(optimizer.lr(g));
+  json meta{{"format_version", checkpoint_format_version},
+            {"mode", model.has_lora() ? "lora" : "full"},
+            {"step", state.step},
+            {"data_rng", stream_json(state.data_rng)},
+            {"dropout_rng", stream_json(state.dropout_rng)},
+            {"learning_rates", lrs},
+            {"config", config_to_json(model.config())},
+            {"dtype", name_of(model.weights().dtype())}};
+  if (model.has_lora()) {
+    meta["lora"] = settings_json(model.lora_settings());
+    meta["adapter_dropout_streams"] = adapter_streams_json(model.adapters());
+  }
+  save_safetensors(file, tensors, {{checkpoint_metadata_key, meta.dump()}, {"format", "pt"}});
+}
+
+void load_checkpoint(const fs::path& file, GPT& model, Optimizer& optimizer, TrainingState& state) {
+  const SafetensorsFile st = SafetensorsFile::open(file);
+  const std::string name = file.string();
+  auto it = st.metadata().find(checkpoint_metadata_key);
+  if (it == st.metadata().end())
+    fail("{}: not a lowrank training checkpoint (no \"{}\" metadata; a model or adapter file?)", name, checkpoint_metadata_key);
+  json meta;
+  try {
+    meta = json::parse(it->second);
+  } catch (const json::exception& e) {
+    fail("{}: checkpoint metadata is not valid JSON: {}", name, e.what());
+  }
+  if (!meta.is_object()) fail("{}: checkpoint metadata is a JSON {}, expected an object", name, meta.type_name());
+  const Fields f(meta, name);
+  const int version = f.get<int>("format_version");
+  if (version != checkpoint_format_version)
+    fail("{}: checkpoint format version {} is not the supported version {}", name, version, checkpoint_format_version);
+
+  // The model must be the one the checkpoint was taken from, in the same mode.
+  const GPTConfig config = config_from_json(f.at("config"), name + " (checkpoint metadata \"config\")");
+  if (!(config == model.config()))
+    fail("{}: checkpoint of a model with {} but the model has {}", name, f.at("config").dump(), config_to_json(model.config()).dump());
+  const std::string mode = f.get<std::string>("mode");
+  const std::string model_mode = model.has_lora() ? "lora" : "full";
+  if (mode != model_mode)
+    fail("{}: checkpoint taken in {} mode, but the model is in {} mode{}", name, mode, model_mode,
+         mode == "lora" ? fmt::format(" (call enable_lora with {} first)", f.at("lora").dump()) : std::string());
+  if (model.has_lora()) {
+    const json saved = f.at("lora"), current = settings_json(model.lora_settings());
+    for (const auto& [key, value] : saved.items())
+      if (!current.contains(key) || current[key] != value)
+        fail("{}: checkpoint LoRA setting \"{}\" is {}, the model's is {}", name, key, value.dump(),
+             current.contains(key) ? current[key].dump() : "absent");
+  }
+  const auto lrs = f.get<std::vector<double>>("learning_rates");
+  if (lrs.size() != optimizer.group_count())
+    fail("{}: checkpoint has learning rates for {} optimizer group(s), the optimizer has {}", name, lrs.size(), optimizer.group_count());
+  const std::int64_t step = f.get<std::int64_t>("step");
+  if (step < 0) fail("{}: checkpoint step {} is negative", name, step);
+  const RandomStream data_rng = f.stream("data_rng"), dropout_rng = f.stream("dropout_rng");
+  std::vector<RandomStream> adapter_streams;
+  if (model.has_lora() && meta.contains("adapter_dropout_streams")) {
+    const json& streams = f.at("adapter_dropout_streams");
+    if (!streams.is_array()) fail("{}: checkpoint metadata \"adapter_dropout_streams\" is not an array", name);
+    for (std::size_t i = 0; i < streams.size(); ++i) {
+      const json wrapped{{"adapter_dropout_streams[" + std::to_string(i) + "]", streams[i]}};
+      adapter_streams.push_back(Fields(wrapped, name).stream(wrapped.begin().key().c_str()));
+    }
+  }
+
+  // Parameters: exactly the model's trainable ones, with their shapes; read before any is changed.
+  const Parameters params = model.trainable_parameters();
+  std::map<std::string, ParameterPtr> by_name;
+  for (const ParameterPtr& p : params) by_name.emplace(p->name, p);
+  OptimizerState optimizer_state;
+  for (const TensorInfo& t : st.tensors()) {
+    if (t.name.starts_with(optim_prefix)) continue;
+    if (!t.name.starts_with(param_prefix)) fail("{}: unexpected tensor '{}' (neither param/ nor optim/)", name, t.name);
+    if (!by_name.contains(t.name.substr(param_prefix.size())))
+      fail("{}: tensor '{}' is not a trainable parameter of the model", name, t.name);
+  }
+  std::vector<Tensor> values;
+  for (const ParameterPtr& p : params) {
+    const std::string key = std::string(param_prefix) + p->name;
+    if (!st.contains(key)) fail("{}: missing tensor '{}' (trainable parameter {} of shape {})", name, key, p->name, p->value.shape());
+    const TensorInfo& info = st.info(key);
+    if (info.shape != std::vector<std::int64_t>(p->value.shape().begin(), p->value.shape().end()))
+      fail("{}: tensor '{}' has shape [{}], the parameter {}", name, key, fmt::join(info.shape, ", "), p->value.shape());
+    values.push_back(st.load(key, p->value.dtype()));
+  }
+  for (const TensorInfo& t : st.tensors())
+    if (t.name.starts_with(optim_prefix)) optimizer_state.emplace_back(t.name.substr(optim_prefix.size()), st.load(t.name));
+
+  // load_state checks its entries and changes nothing when it throws; parameters are copied after it.
+  optimizer.load_state(optimizer_state);
+  for (std::size_t i = 0; i < params.size(); ++i) params[i]->value.copy_from(values[i]);
+  for (std::size_t g = 0; g < lrs.size(); ++g) optimizer.set_lr(g, lrs[g]);
+  if (model.has_lora()) restore_adapter_streams(model.adapters(), adapter_streams, name);
+  state.step = step;
+  state.data_rng = data_rng;
+  state.dropout_rng = dropout_rng;
+}
+
+}  // namespace lowrank::nn

@@ -1,0 +1,107 @@
+#include "lowrank/nn/config.hpp"
+
+#include <cmath>
+#include <limits>
+
+#include "lowrank/core/error.hpp"
+
+namespace lowrank::nn {
+
+void GPTConfig::validate() const {
+  auto positive = [](const char* field, std::int64_t v) {
+    if (v <= 0) fail("GPTConfig: {} = {} must be positive", field, v);
+  };
+  positive("vocab_size", vocab_size);
+  positive("n_positions", n_positions);
+  positive("n_embd", n_embd);
+  positive("n_layer", n_layer);
+  positive("n_head", n_head);
+  if (n_embd % n_head != 0)
+    fail("GPTConfig: n_embd = {} is not divisible by n_head = {} (each head gets n_embd / n_head features)", n_embd,
+         n_head);
+  if (vocab_size > std::numeric_limits<std::int32_t>::max())
+    fail("GPTConfig: vocab_size = {} does not fit the 32-bit token ids", vocab_size);
+  if (!(layer_norm_epsilon > 0.0) || !std::isfinite(layer_norm_epsilon))
+    fail("GPTConfig: layer_norm_epsilon = {} must be finite and positive", layer_norm_epsilon);
+}
+
+namespace {
+
+std::int64_t integer_field(const nlohmann::json& j, const char* key, const std::string& source) {
+  const auto& v = j.at(key);
+  if (!v.is_number_integer())
+    fail("{}: config key '{}' must be an integer, got {}", source, key, v.dump());
+  return v.get<std::int64_t>();
+}
+
+}  // namespace
+
+GPTConfig config_from_json(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) fail("{}: a config must be a JSON object, got {}", source, j.type_name());
+  if (j.contains("model_type") && j["model_type"] != "gpt2")
+    fail("{}: config key 'model_type' is {}; only \"gpt2\" is supported", source, j["model_type"].dump());
+
+  GPTConfig c;
+  auto required = [&](const char* key) {
+    if (!j.contains(key)) fail("{}: config key '{}' is missing", source, key);
+    return integer_field(j, key, source);
+  };
+  c.vocab_size = required("vocab_size");
+  c.n_embd = required("n_embd");
+  c.n_layer = required("n_layer");
+  c.n_head = required("n_head");
+  if (j.contains("n_positions")) c.n_positions = integer_field(j, "n_positions", source);
+  else if (j.contains("n_ctx")) c.n_positions = integer_field(j, "n_ctx", source);
+  else fail("{}: config key 'n_positions' is missing (nor is there an 'n_ctx')", source);
+  if (j.contains("layer_norm_epsilon")) {
+    const auto& eps = j["layer_norm_epsilon"];
+    if (!eps.is_number()) fail("{}: config key 'layer_norm_epsilon' must be a number, got {}", source, eps.dump());
+    c.layer_norm_epsilon = eps.get<double>();
+  }
+
+  // Keys whose non-default values change the computation.
+  if (j.contains("activation_function") && j["activation_function"] != "gelu_new")
+    fail("{}: config key 'activation_function' is {}; nn::GPT computes gelu_new (the tanh approximation)", source,
+         j["activation_function"].dump());
+  if (j.contains("n_inner") && !j["n_inner"].is_null()) {
+    const std::int64_t inner = integer_field(j, "n_inner", source);
+    if (inner != 4 * c.n_embd)
+      fail("{}: config key 'n_inner' is {}; nn::GPT's MLP has 4·n_embd = {} features", source, inner, 4 * c.n_embd);
+  }
+  for (const char* key : {"scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"})
+    if (j.contains(key) && j[key] != false) fail("{}: config key '{}' is {}; only false is supported", source, key, j[key].dump());
+  if (j.contains("scale_attn_weights") && j["scale_attn_weights"] != true)
+    fail("{}: config key 'scale_attn_weights' is {}; nn::GPT scales scores by 1/sqrt(head_dim)", source,
+         j["scale_attn_weights"].dump());
+  if (j.contains("tie_word_embeddings") && j["tie_word_embeddings"] != true)
+    fail("{}: config key 'tie_word_embeddings' is {}; nn::GPT's LM head is the token table", source,
+         j["tie_word_embeddings"].dump());
+
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail("{}: {}", source, e.what());
+  }
+  return c;
+}
+
+nlohmann::json config_to_json(const GPTConfig& c) {
+  return {
+      {"model_type", "gpt2"},
+      {"architectures", {"GPT2LMHeadModel"}},
+      {"vocab_size", c.vocab_size},
+      {"n_positions", c.n_positions},
+      {"n_ctx", c.n_positions},
+      {"n_embd", c.n_embd},
+      {"n_layer", c.n_layer},
+      {"n_head", c.n_head},
+      {"n_inner", nullptr},
+      {"layer_norm_epsilon", c.layer_norm_epsilon},
+      {"activation_function", "gelu_new"},
+      {"initializer_range", 0.02},
+      {"tie_word_embeddings", true},
+      {"scale_attn_weights", true},
+  };
+}
+
+}  // namespace lowrank::nn

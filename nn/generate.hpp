@@ -1,0 +1,70 @@
+#pragma once
+// Autoregressive generation for a GPT, inference only: no expression, no tape. Each layer keeps a cache
+// of the keys and values of every position seen so far ([H, capacity, D] each), so a new token costs one
+// pass of the block math over one row instead of a forward over the whole sequence.
+//
+// The block math is written out here with the library's kernels (layernorm, GEMM, the gelu functor) and
+// a plain loop for the causal softmax over the cache. It follows the model's current LoRA state: adapters
+// that are enabled and not merged add s·(x·Aᵀ)·Bᵀ to their layer's output; merged adapters are already in
+// the weights, and disabled ones are skipped.
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "lowrank/core/tensor.hpp"
+#include "lowrank/nn/gpt.hpp"
+
+namespace lowrank::nn {
+
+struct Sampling {
+  double temperature = 1.0;  // logits are divided by it; 0 means greedy
+  int top_k = 0;             // sample among the k largest logits (ties at the k-th included); 0: all
+  std::uint64_t seed = 0;    // Philox stream of the draws: the same seed gives the same tokens
+  bool greedy = false;       // argmax (the lowest id among equal maxima)
+  std::int32_t stop_token = -1;  // generation ends after producing this id; -1: never
+};
+
+// One sequence's incremental forward. The decoder reads the model's weights and adapters through
+// references: do not change or merge/unmerge the model while a decoder is in use.
+class KVCacheDecoder {
+ public:
+  // capacity: the most positions this decoder will hold (at most the model's n_positions).
+  KVCacheDecoder(const GPT& model, std::int64_t capacity);
+
+  // Runs `tokens` at the next positions (all of them in one pass for a prompt) and returns the logits
+  // [V] at the last of them, in the model's dtype.
+  Tensor feed(std::span<const std::int32_t> tokens);
+
+  std::int64_t length() const { return length_; }
+  std::int64_t capacity() const { return capacity_; }
+
+ private:
+  struct LayerAdapter {
+    Tensor A, B;  // [r, in], [out, r]
+    double scaling;
+  };
+  // The adapters of one layer by target, empty when that target has none (or adapters do not apply).
+  struct LayerAdapters {
+    std::vector<LayerAdapter> q, k, v, o, fc, proj;
+  };
+
+  void attend(int layer, const Tensor& qkv, std::int64_t n, Tensor& out) const;
+
+  const GPT& model_;
+  std::int64_t capacity_;
+  std::int64_t length_ = 0;
+  std::vector<Tensor> keys_, values_;  // per layer [H, capacity, D]
+  std::vector<LayerAdapters> adapters_;
+};
+
+// The next token for logits [V] (any float dtype): argmax when greedy or temperature is 0; otherwise a
+// draw from softmax(logits / temperature) over the top_k largest, using Philox element `draw` of
+// sampling.seed as the uniform number.
+std::int32_t pick_token(const Tensor& logits, const Sampling& sampling, std::uint64_t draw);
+
+// Returns the prompt followed by up to `new_tokens` generated tokens (fewer when stop_token comes up).
+// The prompt must be non-empty, hold ids in [0, vocab_size), and prompt + new_tokens must fit in
+// n_positions.
+std::vector<std::int32_t> generate(const GPT& model, std::vector<std::int32_t> prompt, int new_tokens, const Sampling& sampling);
+
+}  // namespace lowrank::nn

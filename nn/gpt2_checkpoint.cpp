@@ -1,0 +1,163 @@
+#include "lowrank/nn/gpt2_checkpoint.hpp"
+
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
+
+#include "lowrank/io/atomic_file.hpp"
+#include "lowrank/io/safetensors.hpp"
+
+namespace lowrank::nn {
+
+namespace fs = std::filesystem;
+
+std::vector<GPT2TensorSlot> gpt2_tensor_slots(GPTWeights& w) {
+  const GPTConfig& c = w.config;
+  const std::int64_t e = c.n_embd;
+  w.blocks.resize(static_cast<std::size_t>(c.n_layer));
+  std::vector<GPT2TensorSlot> slots{{"wte.weight", {c.vocab_size, e}, &w.wte}, {"wpe.weight", {c.n_positions, e}, &w.wpe}};
+  for (std::int64_t i = 0; i < c.n_layer; ++i) {
+    BlockWeights& b = w.blocks[static_cast<std::size_t>(i)];
+    const std::string h = fmt::format("h.{}.", i);
+    const std::vector<GPT2TensorSlot> block{
+        {h + "ln_1.weight", {e}, &b.ln_1_weight},
+        {h + "ln_1.bias", {e}, &b.ln_1_bias},
+        {h + "attn.c_attn.weight", {e, 3 * e}, &b.attn_c_attn_weight},
+        {h + "attn.c_attn.bias", {3 * e}, &b.attn_c_attn_bias},
+        {h + "attn.c_proj.weight", {e, e}, &b.attn_c_proj_weight},
+        {h + "attn.c_proj.bias", {e}, &b.attn_c_proj_bias},
+        {h + "ln_2.weight", {e}, &b.ln_2_weight},
+        {h + "ln_2.bias", {e}, &b.ln_2_bias},
+        {h + "mlp.c_fc.weight", {e, 4 * e}, &b.mlp_c_fc_weight},
+        {h + "mlp.c_fc.bias", {4 * e}, &b.mlp_c_fc_bias},
+        {h + "mlp.c_proj.weight", {4 * e, e}, &b.mlp_c_proj_weight},
+        {h + "mlp.c_proj.bias", {e}, &b.mlp_c_proj_bias},
+    };
+    slots.insert(slots.end(), block.begin(), block.end());
+  }
+  slots.push_back({"ln_f.weight", {e}, &w.ln_f_weight});
+  slots.push_back({"ln_f.bias", {e}, &w.ln_f_bias});
+  return slots;
+}
+
+namespace {
+
+constexpr std::string_view transformer_prefix = "transformer.";
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open for reading", path.string());
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// "h.<digits>.attn.bias" or "h.<digits>.attn.masked_bias": mask buffers, not weights.
+bool is_attention_mask_buffer(std::string_view name) {
+  if (!name.starts_with("h.")) return false;
+  name.remove_prefix(2);
+  std::size_t digits = 0;
+  while (digits < name.size() && name[digits] >= '0' && name[digits] <= '9') ++digits;
+  if (digits == 0) return false;
+  name.remove_prefix(digits);
+  return name == ".attn.bias" || name == ".attn.masked_bias";
+}
+
+std::string shape_string(const std::vector<std::int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+std::string shape_string(const Shape& shape) { return shape.str(); }
+
+}  // namespace
+
+GPTWeights load_gpt2(const fs::path& directory, DType dtype) {
+  if (!fs::is_directory(directory)) fail("load_gpt2: {} does not exist or is not a directory", directory.string());
+  const fs::path config_path = directory / gpt2_config_file_name;
+  const fs::path weights_path = directory / gpt2_weights_file_name;
+  if (!fs::exists(config_path)) fail("{}: missing (a GPT-2 directory holds {} and {})", config_path.string(), gpt2_config_file_name, gpt2_weights_file_name);
+  if (!fs::exists(weights_path)) {
+    if (fs::exists(directory / "pytorch_model.bin"))
+      fail("{}: missing; the directory holds pytorch_model.bin (a PyTorch pickle), which is not read: convert it to "
+           "safetensors",
+           weights_path.string());
+    if (fs::exists(directory / "model.safetensors.index.json"))
+      fail("{}: missing; the directory holds a sharded checkpoint (model.safetensors.index.json), which is not read",
+           weights_path.string());
+    fail("{}: missing", weights_path.string());
+  }
+
+  nlohmann::json config_json;
+  try {
+    config_json = nlohmann::json::parse(read_text(config_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: not valid JSON: {}", config_path.string(), e.what());
+  }
+  GPTWeights weights;
+  weights.config = config_from_json(config_json, config_path.string());
+
+  const SafetensorsFile file = SafetensorsFile::open(weights_path);
+  const std::string source = weights_path.string();
+  // File name (as stored) for each HF name without prefix.
+  std::map<std::string, std::string> stored;
+  std::string lm_head;
+  for (const TensorInfo& t : file.tensors()) {
+    std::string name = t.name;
+    if (name.starts_with(transformer_prefix)) name.erase(0, transformer_prefix.size());
+    if (is_attention_mask_buffer(name)) continue;
+    if (name == "lm_head.weight") {
+      lm_head = t.name;
+      continue;
+    }
+    if (auto [it, inserted] = stored.emplace(name, t.name); !inserted)
+      fail("{}: tensor '{}' is stored twice, as '{}' and as '{}'", source, name, it->second, t.name);
+  }
+
+  auto slots = gpt2_tensor_slots(weights);
+  std::map<std::string, const GPT2TensorSlot*> by_name;
+  for (const auto& slot : slots) by_name.emplace(slot.name, &slot);
+  for (const auto& [name, as_stored] : stored)
+    if (!by_name.contains(name))
+      fail("{}: unexpected tensor '{}' (not a GPT-2 weight for n_layer = {})", source, as_stored, weights.config.n_layer);
+  for (const GPT2TensorSlot& slot : slots) {
+    auto it = stored.find(slot.name);
+    if (it == stored.end())
+      fail("{}: missing tensor '{}' (expected shape {}; looked for it with and without the 'transformer.' prefix)", source,
+           slot.name, shape_string(slot.shape));
+    const TensorInfo& info = file.info(it->second);
+    if (info.shape != std::vector<std::int64_t>(slot.shape.begin(), slot.shape.end()))
+      fail("{}: tensor '{}' has shape {}, expected {} for {}", source, it->second, shape_string(info.shape),
+           shape_string(slot.shape), fmt::format("n_embd = {}, vocab_size = {}, n_positions = {}", weights.config.n_embd,
+                                                  weights.config.vocab_size, weights.config.n_positions));
+    if (!is_floating(info.dtype))
+      fail("{}: tensor '{}' has dtype {}, expected a floating-point dtype (F32, F16, BF16)", source, it->second,
+           safetensors_name(info.dtype));
+    *slot.field = file.load(it->second, dtype);
+  }
+
+  if (!lm_head.empty()) {
+    const TensorInfo& info = file.info(lm_head);
+    if (info.shape != std::vector<std::int64_t>{weights.config.vocab_size, weights.config.n_embd})
+      fail("{}: tensor '{}' has shape {}, expected {} (the tied token table)", source, lm_head, shape_string(info.shape),
+           shape_string(weights.wte.shape()));
+    const Tensor head = file.load(lm_head, dtype);
+    const double diff = max_abs_diff(head, weights.wte);
+    if (diff != 0.0)
+      fail("{}: '{}' differs from the token table wte (max |difference| {}); GPT-2's LM head is tied to wte and nn::GPT "
+           "has no separate head",
+           source, lm_head, diff);
+  }
+  weights.validate();
+  return weights;
+}
+
+void save_gpt2(const fs::path& directory, const GPTWeights& weights) {
+  weights.validate();
+  std::error_code ec;
+  fs::create_directories(directory, ec);
+  if (ec) fail("save_gpt2: cannot create directory {}: {}", directory.string(), ec.message());
+  save_safetensors(directory / gpt2_weights_file_name, weights.named_tensors(), {{"format", "pt"}});
+  write_file_atomically(directory / gpt2_config_file_name, config_to_json(weights.config).dump(2) + "\n");
+}
+
+}  // namespace lowrank::nn

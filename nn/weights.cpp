@@ -1,0 +1,108 @@
+#include "lowrank/nn/weights.hpp"
+
+#include <cmath>
+
+#include <fmt/format.h>
+
+namespace lowrank::nn {
+
+GPTWeights GPTWeights::random(const GPTConfig& config, RandomStream& rng, DType dtype) {
+  config.validate();
+  const std::int64_t e = config.n_embd;
+  constexpr double std_dev = 0.02;  // GPT-2's initializer_range
+  // GPT-2 scales the projections that write into the residual stream by 1/sqrt(2·n_layer): each block
+  // adds two of them, so the stream's variance stays independent of depth.
+  const double proj_std = std_dev / std::sqrt(2.0 * static_cast<double>(config.n_layer));
+  auto normal = [&](Shape shape, double s) { return Tensor::normal(shape, 0.0, s, rng, dtype); };
+
+  GPTWeights w;
+  w.config = config;
+  w.wte = normal({config.vocab_size, e}, std_dev);
+  w.wpe = normal({config.n_positions, e}, std_dev);
+  for (std::int64_t i = 0; i < config.n_layer; ++i) {
+    BlockWeights b;
+    b.ln_1_weight = Tensor::ones({e}, dtype);
+    b.ln_1_bias = Tensor::zeros({e}, dtype);
+    b.attn_c_attn_weight = normal({e, 3 * e}, std_dev);
+    b.attn_c_attn_bias = Tensor::zeros({3 * e}, dtype);
+    b.attn_c_proj_weight = normal({e, e}, proj_std);
+    b.attn_c_proj_bias = Tensor::zeros({e}, dtype);
+    b.ln_2_weight = Tensor::ones({e}, dtype);
+    b.ln_2_bias = Tensor::zeros({e}, dtype);
+    b.mlp_c_fc_weight = normal({e, 4 * e}, std_dev);
+    b.mlp_c_fc_bias = Tensor::zeros({4 * e}, dtype);
+    b.mlp_c_proj_weight = normal({4 * e, e}, proj_std);
+    b.mlp_c_proj_bias = Tensor::zeros({e}, dtype);
+    w.blocks.push_back(std::move(b));
+  }
+  w.ln_f_weight = Tensor::ones({e}, dtype);
+  w.ln_f_bias = Tensor::zeros({e}, dtype);
+  return w;
+}
+
+std::vector<std::pair<std::string, Tensor>> GPTWeights::named_tensors() const {
+  std::vector<std::pair<std::string, Tensor>> named;
+  named.reserve(4 + 12 * blocks.size());
+  named.emplace_back("wte.weight", wte);
+  named.emplace_back("wpe.weight", wpe);
+  for (std::size_t i = 0; i < blocks.size(); ++i) {
+    const BlockWeights& b = blocks[i];
+    const std::string p = fmt::format("h.{}.", i);
+    named.emplace_back(p + "ln_1.weight", b.ln_1_weight);
+    named.emplace_back(p + "ln_1.bias", b.ln_1_bias);
+    named.emplace_back(p + "attn.c_attn.weight", b.attn_c_attn_weight);
+    named.emplace_back(p + "attn.c_attn.bias", b.attn_c_attn_bias);
+    named.emplace_back(p + "attn.c_proj.weight", b.attn_c_proj_weight);
+    named.emplace_back(p + "attn.c_proj.bias", b.attn_c_proj_bias);
+    named.emplace_back(p + "ln_2.weight", b.ln_2_weight);
+    named.emplace_back(p + "ln_2.bias", b.ln_2_bias);
+    named.emplace_back(p + "mlp.c_fc.weight", b.mlp_c_fc_weight);
+    named.emplace_back(p + "mlp.c_fc.bias", b.mlp_c_fc_bias);
+    named.emplace_back(p + "mlp.c_proj.weight", b.mlp_c_proj_weight);
+    named.emplace_back(p + "mlp.c_proj.bias", b.mlp_c_proj_bias);
+  }
+  named.emplace_back("ln_f.weight", ln_f_weight);
+  named.emplace_back("ln_f.bias", ln_f_bias);
+  return named;
+}
+
+namespace {
+
+// The shape each named tensor must have under `c`, by the name's last two components.
+Shape expected_shape(const std::string& name, const GPTConfig& c) {
+  const std::int64_t e = c.n_embd;
+  if (name == "wte.weight") return {c.vocab_size, e};
+  if (name == "wpe.weight") return {c.n_positions, e};
+  auto ends_with = [&](const char* suffix) {
+    const std::string s = suffix;
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  if (ends_with("attn.c_attn.weight")) return {e, 3 * e};
+  if (ends_with("attn.c_attn.bias")) return {3 * e};
+  if (ends_with("attn.c_proj.weight")) return {e, e};
+  if (ends_with("mlp.c_fc.weight")) return {e, 4 * e};
+  if (ends_with("mlp.c_fc.bias")) return {4 * e};
+  if (ends_with("mlp.c_proj.weight")) return {4 * e, e};
+  return {e};  // layernorm gains and biases, attn.c_proj.bias, mlp.c_proj.bias
+}
+
+}  // namespace
+
+void GPTWeights::validate() const {
+  config.validate();
+  if (static_cast<std::int64_t>(blocks.size()) != config.n_layer)
+    fail("GPTWeights: {} blocks but config.n_layer = {}", blocks.size(), config.n_layer);
+  if (!wte.defined()) fail("GPTWeights: tensor 'wte.weight' is missing");
+  for (const auto& [name, t] : named_tensors()) {
+    if (!t.defined()) fail("GPTWeights: tensor '{}' is missing", name);
+    const Shape want = expected_shape(name, config);
+    if (t.shape() != want)
+      fail("GPTWeights: tensor '{}' has shape {} but the config (n_embd {}, vocab_size {}, n_positions {}) needs {}", name,
+           t.shape(), config.n_embd, config.vocab_size, config.n_positions, want);
+    if (t.dtype() != wte.dtype() || t.device() != wte.device())
+      fail("GPTWeights: tensor '{}' is {} on {} but wte.weight is {} on {}", name, t.dtype(), t.device(), wte.dtype(),
+           wte.device());
+  }
+}
+
+}  // namespace lowrank::nn
