@@ -21,30 +21,10 @@ constexpr std::string_view optim_prefix = "optim/";
 
 json stream_json(const RandomStream& s) { return {{"seed", s.seed}, {"offset", s.offset}}; }
 
-// Each adapter's dropout stream advances with every training forward; a resumed run must continue it.
-// nn::GPT exposes the streams through GPT::Adapter::dropout_stream when it does (see docs/checkpoints.md).
-template <class A>
-concept ExposesDropoutStream = requires(const A& a) {
-  { *a.dropout_stream } -> std::convertible_to<RandomStream&>;
-};
-
-template <class A>
-void restore_adapter_streams(const std::vector<A>& adapters, const std::vector<RandomStream>& streams, const std::string& file) {
-  if constexpr (ExposesDropoutStream<A>) {
-    if (!streams.empty() && streams.size() != adapters.size())
-      fail("{}: checkpoint has {} adapter dropout streams, the model {} adapters", file, streams.size(), adapters.size());
-    for (std::size_t i = 0; i < streams.size(); ++i) *adapters[i].dropout_stream = streams[i];
-  } else {
-    (void)adapters, (void)streams, (void)file;
-  }
-}
-
-template <class A> json adapter_streams_json(const std::vector<A>& adapters) {
-  json streams = json::array();
-  (void)adapters;
-  if constexpr (ExposesDropoutStream<A>)
-    for (const A& a : adapters) streams.push_back(stream_json(*a.dropout_stream));
-  return streams;
+json streams_json(const std::vector<RandomStream>& streams) {
+  json out = json::array();
+  for (const RandomStream& s : streams) out.push_back(stream_json(s));
+  return out;
 }
 
 json settings_json(const LoraSettings& s) {
@@ -110,7 +90,8 @@ void save_checkpoint(const fs::path& file, const GPT& model, const Optimizer& op
             {"dtype", name_of(model.weights().dtype())}};
   if (model.has_lora()) {
     meta["lora"] = settings_json(model.lora_settings());
-    meta["adapter_dropout_streams"] = adapter_streams_json(model.adapters());
+    // Each adapter's dropout stream advances with every training forward; a resumed run continues it.
+    meta["adapter_dropout_streams"] = streams_json(model.lora_dropout_streams());
   }
   save_safetensors(file, tensors, {{checkpoint_metadata_key, meta.dump()}, {"format", "pt"}});
 }
@@ -163,6 +144,9 @@ void load_checkpoint(const fs::path& file, GPT& model, Optimizer& optimizer, Tra
       const json wrapped{{"adapter_dropout_streams[" + std::to_string(i) + "]", streams[i]}};
       adapter_streams.push_back(Fields(wrapped, name).stream(wrapped.begin().key().c_str()));
     }
+    const std::size_t adapter_count = model.adapters().size();
+    if (adapter_streams.size() != adapter_count)
+      fail("{}: checkpoint has {} adapter dropout streams, the model {} adapters", name, adapter_streams.size(), adapter_count);
   }
 
   // Parameters: exactly the model's trainable ones, with their shapes; read before any is changed.
@@ -192,7 +176,7 @@ void load_checkpoint(const fs::path& file, GPT& model, Optimizer& optimizer, Tra
   optimizer.load_state(optimizer_state);
   for (std::size_t i = 0; i < params.size(); ++i) params[i]->value.copy_from(values[i]);
   for (std::size_t g = 0; g < lrs.size(); ++g) optimizer.set_lr(g, lrs[g]);
-  if (model.has_lora()) restore_adapter_streams(model.adapters(), adapter_streams, name);
+  if (model.has_lora() && !adapter_streams.empty()) model.set_lora_dropout_streams(adapter_streams);
   state.step = step;
   state.data_rng = data_rng;
   state.dropout_rng = dropout_rng;

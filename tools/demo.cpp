@@ -40,6 +40,9 @@ struct DemoOptions {
   std::string device = "cpu";
   std::int64_t pretrain_steps = 0;  // 0: the mode's default
   std::int64_t lora_steps = 0;
+  int min_letters = 0;  // 0: the mode's default
+  int max_letters = 0;
+  int threads = 1;
   NonFinitePolicy nonfinite;
 };
 
@@ -51,7 +54,7 @@ struct DemoPlan {
   std::int64_t pretrain_steps = 0;
   std::int64_t lora_steps = 0;
   double pretrain_lr = 3e-3;
-  double lora_lr = 1e-2;
+  double lora_lr = 3e-2;
   std::int64_t lora_rank = 8;
   double lora_alpha = 16;
   std::size_t eval_prompts = 256;
@@ -65,20 +68,25 @@ DemoPlan make_plan(const DemoOptions& options) {
   plan.config.n_embd = 64;
   plan.config.n_layer = 2;
   plan.config.n_head = 4;
+  // Strings of one fixed length: then both tasks are positional lookups (copy: the letter a fixed
+  // distance back; reverse: the mirrored position), which the tiny model learns in a few hundred steps.
+  // Mixed lengths need an induction head, which takes it over a thousand steps to form.
   if (options.quick) {
-    plan.language.min_letters = 3;
-    plan.language.max_letters = 5;
-    plan.pretrain_steps = 300;
-    plan.lora_steps = 300;
+    plan.language.min_letters = plan.language.max_letters = 4;
+    plan.batch = 32;
+    plan.pretrain_steps = 150;
+    plan.lora_steps = 150;
     plan.eval_prompts = 64;
   } else {
-    plan.language.min_letters = 3;
-    plan.language.max_letters = 8;
-    plan.pretrain_steps = 1200;
-    plan.lora_steps = 600;
+    plan.language.min_letters = plan.language.max_letters = 6;
+    plan.batch = 64;
+    plan.pretrain_steps = 300;
+    plan.lora_steps = 800;
   }
   if (options.pretrain_steps > 0) plan.pretrain_steps = options.pretrain_steps;
   if (options.lora_steps > 0) plan.lora_steps = options.lora_steps;
+  if (options.min_letters > 0) plan.language.min_letters = options.min_letters;
+  if (options.max_letters > 0) plan.language.max_letters = options.max_letters;
   return plan;
 }
 
@@ -145,6 +153,7 @@ struct PhaseResult {
   double final_loss = 0.0;
   std::int64_t skipped_steps = 0;
   std::size_t peak_bytes = 0;
+  std::size_t saved_activation_bytes = 0;  // kept for backward by the last step, as nn::GPT measured it
 };
 
 // Trains every trainable parameter of `model` on `task` with AdamW under warmup + cosine.
@@ -184,6 +193,7 @@ PhaseResult train_phase(const std::string& phase, nn::GPT& model, Task task, con
   progress.finish();
   result.tokens_per_second = static_cast<double>(steps * plan.batch * columns) / std::max(result.seconds, 1e-9);
   result.peak_bytes = memory_stats(device_type).peak;
+  result.saved_activation_bytes = model.saved_activation_bytes();
   model.train(false);
   return result;
 }
@@ -192,7 +202,7 @@ PhaseResult train_phase(const std::string& phase, nn::GPT& model, Task task, con
 // moments, and the activations a step keeps for backward. The activation term is an estimate (per
 // layer, float32: the block's inputs to layernorms, q/k/v, attention probabilities, the MLP's hidden
 // pre- and post-activation, the LoRA branches' rank-r products; plus logits and their softmax).
-nlohmann::json planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::int64_t columns) {
+nlohmann::json planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::int64_t columns, std::size_t measured_activations) {
   const auto count = model.parameter_count();
   const auto& c = model.config();
   const double B = static_cast<double>(plan.batch), T = static_cast<double>(columns), E = static_cast<double>(c.n_embd);
@@ -204,15 +214,18 @@ nlohmann::json planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::in
   const double parameters = static_cast<double>(count.total_bytes());
   const double gradients = static_cast<double>(count.trainable_bytes);
   const double optimizer = 2.0 * static_cast<double>(count.trainable_bytes) + 8.0 * adapters;  // + one step counter each
-  return {{"parameters", parameters},
-          {"gradients", gradients},
-          {"optimizer_state", optimizer},
-          {"activations_estimate", activations},
-          {"total", parameters + gradients + optimizer + activations}};
+  auto bytes = [](double b) { return static_cast<std::uint64_t>(b); };
+  return {{"parameters", bytes(parameters)},
+          {"gradients", bytes(gradients)},
+          {"optimizer_state", bytes(optimizer)},
+          {"activations_estimate", bytes(activations)},
+          {"activations_measured", measured_activations},
+          {"total", bytes(parameters + gradients + optimizer + activations)}};
 }
 
 void run_demo(const DemoOptions& options) {
   const auto started = Clock::now();
+  set_cpu_threads(options.threads);
   const Device device = parse_device(options.device);
   const DemoPlan plan = make_plan(options);
   plan.config.validate();
@@ -221,9 +234,9 @@ void run_demo(const DemoOptions& options) {
   fs::create_directories(out);
   const std::int64_t columns = plan.language.max_text_length() - 1;
 
-  fmt::print("lowrank demo ({} mode, seed {}, {}): base task copy, new task reverse, letters {}..{} of '{}'\n",
-             options.quick ? "quick" : "full", options.seed, device, plan.language.min_letters, plan.language.max_letters,
-             plan.language.alphabet);
+  fmt::print("lowrank demo ({} mode, seed {}, {}, {} thread{}): base task copy, new task reverse, {}..{} distinct letters of '{}'\n",
+             options.quick ? "quick" : "full", options.seed, device, options.threads, options.threads == 1 ? "" : "s",
+             plan.language.min_letters, plan.language.max_letters, plan.language.alphabet);
 
   // Held-out prompts, drawn first; training never sees them.
   RandomStream eval_rng{derive_seed(options.seed, 1), 0};
@@ -269,7 +282,7 @@ void run_demo(const DemoOptions& options) {
              static_cast<double>(count.total()) / static_cast<double>(count.trainable));
   const PhaseResult tune = train_phase("lora", model, Task::reverse, plan, plan.lora_steps, plan.lora_lr,
                                        RandomStream{derive_seed(options.seed, 5), 0}, held_out, metrics, options.nonfinite, device.type);
-  const nlohmann::json planned = planned_bytes(model, plan, columns);
+  const nlohmann::json planned = planned_bytes(model, plan, columns, tune.saved_activation_bytes);
 
   fmt::print("4. scoring the tuned model\n");
   const auto reverse_after_answers = greedy_answers(model, reverse_eval, "reverse (LoRA)");
@@ -316,6 +329,7 @@ void run_demo(const DemoOptions& options) {
   const nlohmann::json report = {
       {"mode", options.quick ? "quick" : "full"},
       {"seed", options.seed},
+      {"threads", options.threads},
       {"device", fmt::format("{}", device)},
       {"model",
        {{"n_layer", plan.config.n_layer}, {"n_embd", plan.config.n_embd}, {"n_head", plan.config.n_head},
@@ -364,11 +378,11 @@ void run_demo(const DemoOptions& options) {
              100 * copy_adapter_off.exact_match, 100 * copy_adapter_on.exact_match);
   fmt::print("  base untouched max |logit diff| adapter off vs before: {:.3g}\n", base_logit_difference);
   fmt::print("  merged vs unmerged max |logit diff|: {:.3g} (after unmerge: {:.3g})\n", merged_difference, restored_difference);
-  fmt::print("  memory         LoRA phase peak {} vs planned {} (parameters {}, gradients {}, AdamW {}, activations ~{})\n",
+  fmt::print("  memory         LoRA phase peak {} vs planned {} (parameters {}, gradients {}, AdamW {}, activations ~{}; measured {})\n",
              lora::format_bytes(tune.peak_bytes), lora::format_bytes(planned["total"].get<std::size_t>()),
              lora::format_bytes(planned["parameters"].get<std::size_t>()), lora::format_bytes(planned["gradients"].get<std::size_t>()),
              lora::format_bytes(planned["optimizer_state"].get<std::size_t>()),
-             lora::format_bytes(planned["activations_estimate"].get<std::size_t>()));
+             lora::format_bytes(planned["activations_estimate"].get<std::size_t>()), lora::format_bytes(tune.saved_activation_bytes));
   fmt::print("  throughput     pretrain {:.0f} tokens/s, LoRA {:.0f} tokens/s\n", pretrain.tokens_per_second, tune.tokens_per_second);
   fmt::print("  samples (reverse: prompt -> base model | with LoRA)\n");
   for (const auto& s : samples)
@@ -392,6 +406,12 @@ void add_demo_command(CLI::App& app) {
   command->add_option("--pretrain-steps", options->pretrain_steps, "override the mode's pretraining steps")
       ->check(positive_integer);
   command->add_option("--lora-steps", options->lora_steps, "override the mode's LoRA steps")->check(positive_integer);
+  command->add_option("--min-letters", options->min_letters, "override the shortest string of the tasks")->check(positive_integer);
+  command->add_option("--max-letters", options->max_letters, "override the longest string of the tasks")->check(positive_integer);
+  command->add_option("--threads", options->threads,
+                      "CPU threads; the demo's matrices are so small that one thread is fastest, and more only wait on each other")
+      ->check(positive_integer)
+      ->capture_default_str();
   add_nonfinite_options(*command, options->nonfinite);
   command->callback([options] { run_demo(*options); });
 }

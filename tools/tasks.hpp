@@ -3,10 +3,11 @@
 // the answer is a deterministic function of the letters, then '.':
 //   copy     "c:bead=" -> "bead."     (the base task the GPT is pretrained on)
 //   reverse  "r:bead=" -> "daeb."     (the new task LoRA teaches the frozen GPT)
-// Letters are drawn without replacement, so every letter occurs once in a prompt: then both answers are
-// computable by looking the current letter up in the prompt (an induction head: copy takes the letter
-// after it, reverse the letter before it). The two tasks differ in which neighbour the attention
-// reads, exactly what adapters on the query and value projections can change.
+// Letters are drawn without replacement, so that every answer is unambiguous. With strings of one length
+// both tasks are positional lookups (copy reads the letter a fixed distance back, reverse the mirrored
+// position); they differ in where attention looks and what it reads, exactly what adapters on the query
+// and value projections change. Mixed lengths turn copying into an induction-head problem, which a tiny
+// model takes far longer to learn.
 #include <cstdint>
 #include <string>
 #include <string_view>

@@ -66,6 +66,7 @@ struct TrainOptions {
   std::string device = "cpu";
   std::int64_t checkpoint_every = 50;
   std::int64_t stop_at = 0;  // 0: train to --steps
+  int threads = 0;           // 0: the library's default (every core)
   NonFinitePolicy nonfinite;
 };
 
@@ -125,11 +126,12 @@ void run_train(const CLI::App& command, TrainOptions options) {
     fail("--out {} already holds a run ({}); continue it with --resume or choose another --out", out.string(),
          checkpoint_file.string());
   }
+  if (options.threads > 0) set_cpu_threads(options.threads);
   const TrainSettings& s = options.settings;
   for (const auto& target : s.targets)
-    if (std::find(lora_target_names.begin(), lora_target_names.end(), target) == lora_target_names.end())
-      fail("--targets {}: unknown target '{}' (accepted: {})", fmt::join(s.targets, ","), target, fmt::join(lora_target_names, ", "));
-  if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(lora_target_names, ", "));
+    if (std::find(nn::lora_target_names().begin(), nn::lora_target_names().end(), target) == nn::lora_target_names().end())
+      fail("--targets {}: unknown target '{}' (accepted: {})", fmt::join(s.targets, ","), target, fmt::join(nn::lora_target_names(), ", "));
+  if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::lora_target_names(), ", "));
   const Device device = parse_device(options.device);
 
   nn::GPTWeights weights = load_model(s.model);
@@ -251,7 +253,7 @@ void add_train_command(CLI::App& app) {
   command->add_option("--dropout", s.dropout, "dropout on the LoRA branch's input")->check(non_negative_number)->capture_default_str();
   command->add_option("--targets", s.targets, "comma-separated projections to adapt, of: q, k, v, o, fc, proj")
       ->delimiter(',')
-      ->check(CLI::IsMember(lora_target_names))
+      ->check(CLI::IsMember(nn::lora_target_names()))
       ->capture_default_str();
   command->add_option("--scaling", s.scaling, "s = alpha/r (alpha_over_r), alpha, or alpha/sqrt(r) (rslora)")
       ->check(CLI::IsMember({"alpha_over_r", "alpha", "rslora"}))
@@ -271,6 +273,8 @@ void add_train_command(CLI::App& app) {
       ->check(positive_integer)
       ->capture_default_str();
   command->add_option("--stop-at", options->stop_at, "stop after this step with a checkpoint, to be continued with --resume")
+      ->check(positive_integer);
+  command->add_option("--threads", options->threads, "CPU threads for BLIS and OpenMP (default: every core)")
       ->check(positive_integer);
   add_nonfinite_options(*command, options->nonfinite);
   command->callback([command, options] {

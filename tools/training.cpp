@@ -1,9 +1,12 @@
 #include "training.hpp"
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <optional>
+
+#include <omp.h>
 
 #include <fmt/format.h>
 
@@ -48,6 +51,14 @@ void move_to(nn::GPTWeights& weights, Device device) {
                       &b.mlp_c_proj_weight, &b.mlp_c_proj_bias})
       move(*t);
   }
+}
+
+void set_cpu_threads(int threads) {
+  if (threads < 1) fail("--threads {}: must be at least 1", threads);
+  // lowrank has no thread setting of its own yet: BLIS takes BLIS_NUM_THREADS at initialisation (the
+  // first GEMM), OpenMP regions take omp_set_num_threads.
+  ::setenv("BLIS_NUM_THREADS", std::to_string(threads).c_str(), 1);
+  omp_set_num_threads(threads);
 }
 
 nn::GPTWeights load_model(const fs::path& model) {

@@ -22,6 +22,9 @@ namespace lowrank::tools {
 Device parse_device(const std::string& name);
 void move_to(nn::GPTWeights& weights, Device device);
 
+// CPU threads for BLIS and OpenMP. Call before the first GEMM: BLIS reads its thread count once.
+void set_cpu_threads(int threads);
+
 // A GPT-2 directory (config.json + model.safetensors, as Hugging Face, `lowrank merge` and the demo
 // write them). Anything else is an error naming the path and what was expected.
 nn::GPTWeights load_model(const std::filesystem::path& model);
@@ -60,6 +63,5 @@ StepOutcome training_step(nn::GPT& model, Optimizer& optimizer, LrScheduler& sch
 // LoRA scaling names as the CLI accepts them.
 lora::Scaling parse_scaling(const std::string& name);
 std::string scaling_option_name(lora::Scaling scaling);
-inline const std::vector<std::string> lora_target_names = {"q", "k", "v", "o", "fc", "proj"};
 
 }  // namespace lowrank::tools

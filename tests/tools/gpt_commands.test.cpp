@@ -40,16 +40,18 @@ void write_tiny_model_and_text(const fs::path& dir) {
   for (int i = 0; i < 20; ++i) text << "the quick brown fox jumps over the lazy dog " << i << "\n";
 }
 
-std::vector<std::string> train_args(const fs::path& dir, const std::string& out, const std::string& seed = "5") {
+std::vector<std::string> train_args(const fs::path& dir, const std::string& out, const std::string& seed = "5",
+                                    const std::string& dropout = "0") {
   return {"train",   "--model", (dir / "model").string(), "--text", (dir / "text.txt").string(), "--out", (dir / out).string(),
           "--rank",  "2",       "--alpha",                "4",      "--steps",                   "6",     "--batch",
           "2",       "--seq",   "8",                      "--lr",   "0.01",                      "--seed", seed,
-          "--checkpoint-every", "2"};
+          "--checkpoint-every", "2", "--dropout", dropout};
 }
 
 std::vector<double> losses(const fs::path& run) {
   std::vector<double> out;
-  for (const auto& row : lowrank::tools::MetricsLog::read_csv(run / "metrics.csv").rows()) out.push_back(row.loss);
+  const auto log = lowrank::tools::MetricsLog::read_csv(run / "metrics.csv");
+  for (const auto& row : log.rows()) out.push_back(row.loss);
   return out;
 }
 
@@ -99,22 +101,26 @@ TEST_CASE("cli: demo rejects a bad --device naming the flag and the accepted val
   CHECK(result.output.find("cuda") != std::string::npos);
 }
 
-TEST_CASE("cli: train resumes with identical losses") {
-  ScratchDir dir("cli_train_resume");
+// Trains 6 steps in one go and as 3 + 3 with --stop-at and --resume; the losses and the adapters must
+// be the same bits.
+namespace {
+
+void check_resume(const std::string& dropout) {
+  ScratchDir dir("cli_train_resume_" + dropout);
   write_tiny_model_and_text(dir.path());
 
-  auto whole = run_cli(train_args(dir.path(), "whole"));
+  auto whole = run_cli(train_args(dir.path(), "whole", "5", dropout));
   INFO(whole.output);
   REQUIRE(whole.status == 0);
 
-  auto first = train_args(dir.path(), "split");
+  auto first = train_args(dir.path(), "split", "5", dropout);
   first.insert(first.end(), {"--stop-at", "3"});
   auto part = run_cli(first);
   INFO(part.output);
   REQUIRE(part.status == 0);
   CHECK(losses(dir / "split").size() == 3);
   // Restarting without --resume would clobber the run: refused.
-  CHECK(run_cli(train_args(dir.path(), "split")).status == 2);
+  CHECK(run_cli(train_args(dir.path(), "split", "5", dropout)).status == 2);
   // A resumed run keeps its settings.
   auto conflicting = run_cli({"train", "--out", (dir / "split").string(), "--resume", "--rank", "4"});
   CHECK(conflicting.status == 2);
@@ -136,9 +142,16 @@ TEST_CASE("cli: train resumes with identical losses") {
   }
 
   // The comparison can fail: another seed gives other losses.
-  REQUIRE(run_cli(train_args(dir.path(), "other", "6")).status == 0);
+  REQUIRE(run_cli(train_args(dir.path(), "other", "6", dropout)).status == 0);
   CHECK(losses(dir / "other") != expected);
 }
+
+}  // namespace
+
+TEST_CASE("cli: train resumes with identical losses") { check_resume("0"); }
+
+// The adapters' dropout streams advance every step, so the checkpoint must carry them.
+TEST_CASE("cli: train with LoRA dropout resumes with identical losses") { check_resume("0.1"); }
 
 TEST_CASE("cli: generate and merge agree on the tuned model") {
   ScratchDir dir("cli_generate_merge");
