@@ -10,13 +10,12 @@
 //                  [--ctx T] [--batch B] [--vocab V] [--rank R] [--targets q,v] [--mode lora|full|both]
 //                  [--dtype f32|f64]
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
-#include <sys/resource.h>
 #include <time.h>
 
 #include <fmt/format.h>
@@ -36,11 +35,15 @@ double seconds(clockid_t clock) {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
-// The process's peak resident set so far (Linux reports ru_maxrss in KiB).
+// The process's peak resident set so far: VmHWM of /proc/self/status (KiB). Not getrusage's
+// ru_maxrss, which survives execve and so reports the parent's peak when a large process (a Python
+// with torch loaded) starts this one. 0 where /proc is not available.
 std::size_t peak_rss_bytes() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<std::size_t>(usage.ru_maxrss) * 1024;
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return static_cast<std::size_t>(std::strtoull(line.c_str() + 6, nullptr, 10)) * 1024;
+  return 0;
 }
 
 std::vector<std::string> split(const std::string& s) {
