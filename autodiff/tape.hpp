@@ -9,6 +9,7 @@
 //     during forward (right after its last consumer ran).
 // Shapes, batch and sequence length stay runtime values. This header is the only Hana-heavy one.
 #include <array>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -224,10 +225,24 @@ template <class Op, class Children> struct Record<OpSlot<Op, Children>> {
   Op op;
   Tensor value;
   Tensor grad;
+  bool grad_is_view = false;  // grad is a view of an input's gradient buffer: backward has nothing to do
   Shape shape;
   DType dtype = DType::f32;
   Device device;
   const Tensor& get() const { return value; }
+};
+
+// An op may declare that, for the inputs that need a gradient, its backward is exactly
+// `dx[k] += view(dy)` for one input k (a transpose; the identity: dropout in eval mode, a bias_add or
+// add where only one side trains):
+//   template <Needs<arity> need> int gradient_alias() const;     // k, or -1 when not (a runtime answer)
+//   Tensor gradient_view(const Tensor& input_grad) const;       // input k's gradient seen as dy
+// The tape then makes the op's gradient buffer that view of input k's buffer, so the ops above it add
+// straight into input k's gradient, and skips the op's backward: no zero-filled buffer, no pass.
+template <class Op, std::size_t N>
+concept AliasesGradient = requires(const Op& op, const Tensor& g) {
+  { op.template gradient_alias<Needs<N>{}>() } -> std::same_as<int>;
+  { op.gradient_view(g) } -> std::same_as<Tensor>;
 };
 
 template <class Slots> struct records;
@@ -389,9 +404,12 @@ template <class E> class Tape {
       auto& r = record<I>();
       if (!r.grad.defined()) return;  // no gradient reached this slot
       using Slot = std::tuple_element_t<I, typename tuple_of<slots>::type>;
-      call_backward<I>(r, typename Slot::children{});
-      if (anomaly_mode_enabled()) check_gradients<I>(typename Slot::children{});
+      if (!r.grad_is_view) {  // a view's contributions are already in its input's gradient
+        call_backward<I>(r, typename Slot::children{});
+        if (anomaly_mode_enabled()) check_gradients<I>(typename Slot::children{});
+      }
       r.grad = Tensor();
+      r.grad_is_view = false;
       if (I != root) r.value = Tensor();
     }
   }
@@ -426,9 +444,38 @@ template <class E> class Tape {
       return &record<C>().leaf.parameter->grad;
     } else {
       auto& r = record<C>();
-      if (!r.grad.defined()) r.grad = Tensor::zeros(r.shape, r.dtype, r.device);
+      if (!r.grad.defined() && !alias_gradient<C>(r)) r.grad = Tensor::zeros(r.shape, r.dtype, r.device);
       return &r.grad;
     }
+  }
+  // Makes slot C's new gradient buffer a view of one input's buffer when its op allows (see
+  // AliasesGradient); false when it does not.
+  template <std::size_t C, class R> bool alias_gradient(R& r) {
+    using Slot = std::tuple_element_t<C, typename tuple_of<slots>::type>;
+    using Op = typename Slot::op;
+    constexpr std::size_t n = Slot::arity;
+    if constexpr (tape_detail::AliasesGradient<Op, n>) {
+      const int k = r.op.template gradient_alias<plan::template input_needs<C, n>()>();
+      if (k < 0) return false;
+      Tensor* input_grad = child_grad_pointer(k, typename Slot::children{});
+      if (!input_grad) return false;
+      Tensor view = r.op.gradient_view(*input_grad);
+      if (view.shape() != r.shape)
+        fail("backward: {} gradient view has shape {}, its output {}", Op::name, view.shape(), r.shape);
+      r.grad = std::move(view);
+      r.grad_is_view = true;
+      return true;
+    } else {
+      (void)r;
+      return false;
+    }
+  }
+  // grad_pointer of the k-th child (runtime k).
+  template <std::size_t... Children> Tensor* child_grad_pointer(int k, std::index_sequence<Children...>) {
+    Tensor* found = nullptr;
+    int position = 0;
+    ((position++ == k ? (found = grad_pointer<Children>(), 0) : 0), ...);
+    return found;
   }
 
   static void accumulate(Tensor& into, const Tensor& g) { map("backward", functors::Add{}, into, into, g); }

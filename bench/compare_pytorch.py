@@ -3,23 +3,23 @@
 
 Runs the lowrank binary (bench/lora_step) with the thread count given here, reads its JSON lines,
 runs the same workloads in PyTorch with torch.set_num_threads at that count, and prints lowrank/PyTorch
-time ratios (below 1: lowrank is faster). Also times a small GPT in PyTorch, LoRA on q and v against
-full fine-tuning (tokens/s, peak resident memory); lowrank's side of that workload needs nn/gpt.hpp and
-is reported as pending until it exists.
+time ratios (below 1: lowrank is faster). Then the GPT workload (4 layers, 4 heads, d 256, context 256,
+batch 8, vocab 96; LoRA r 8 on q and v against full fine-tuning): lowrank's bench/gpt_step and the same
+model in PyTorch, each mode of each in its own process so that the peak resident set is that workload's
+alone, at the same thread count and clock (step time, tokens/s, peak RSS and its growth while training).
 
 The PyTorch LoRA linear is written out with PEFT's formula,
     y = x @ W.T + b + s * (dropout(x) @ A.T) @ B.T,   s = alpha / r,
 W and b frozen, AdamW on A and B; full fine-tuning trains W. Timing: warm-up runs, then the minimum
 and median wall time of --repeats runs, as bench/lora_step does.
 
-    python3 bench/compare_pytorch.py --binary build/bench/lora_step [--threads N] [--repeats N]
-                                     [--clock wall|cpu] [--skip-gpt] [--json]
+    python3 bench/compare_pytorch.py --binary build/bench/lora_step [--gpt-binary build/bench/gpt_step]
+                                     [--threads N] [--repeats N] [--clock wall|cpu] [--skip-gpt] [--json]
 Exits 0 with a message when torch is not installed.
 """
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -40,8 +40,12 @@ def timed(run, warmup, repeats):
     return times[0], times[len(times) // 2]
 
 
+def thread_env(threads):
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), BLIS_NUM_THREADS=str(threads))
+
+
 def run_lowrank(binary, threads, repeats, warmup, clock):
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), BLIS_NUM_THREADS=str(threads))
+    env = thread_env(threads)
     out = subprocess.run([binary, "--repeats", str(repeats), "--warmup", str(warmup), "--clock", clock], env=env, check=True,
                          capture_output=True, text=True).stdout
     rows = {}
@@ -109,8 +113,31 @@ def linear_rows(torch, tokens, width, rank, alpha, repeats, warmup):
 GPT = dict(layers=4, heads=4, d=256, context=256, batch=8, vocab=96, rank=8, alpha=16.0)
 
 
+def run_lowrank_gpt(binary, mode, threads, repeats, warmup, clock):
+    """bench/gpt_step for one mode in its own process; returns its JSON row."""
+    c = GPT
+    args = [binary, "--mode", mode, "--steps", str(repeats), "--warmup", str(warmup), "--clock", clock,
+            "--layers", str(c["layers"]), "--heads", str(c["heads"]), "--embd", str(c["d"]), "--ctx", str(c["context"]),
+            "--batch", str(c["batch"]), "--vocab", str(c["vocab"]), "--rank", str(c["rank"]), "--targets", "q,v"]
+    out = subprocess.run(args, env=thread_env(threads), check=True, capture_output=True, text=True).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    if len(rows) != 1:
+        sys.exit(f"compare_pytorch: {binary} --mode {mode} printed {len(rows)} JSON rows:\n{out}")
+    return rows[0]
+
+
+def peak_rss_bytes():
+    """VmHWM of /proc/self/status: the peak resident set of this process image. (ru_maxrss survives
+    execve, so a child started by this torch-loaded parent would report the parent's peak.)"""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def gpt_child(mode, threads, repeats, warmup):
-    """Runs in its own process so that ru_maxrss is this workload's high-water mark."""
+    """Runs in its own process so that the peak resident set is this workload's high-water mark."""
     import torch
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -143,7 +170,7 @@ def gpt_child(mode, threads, repeats, warmup):
             split = lambda z: z.view(bsz, t, c["heads"], d // c["heads"]).transpose(1, 2)
             att = F.scaled_dot_product_attention(split(self.q(h)), split(self.k(h)), split(self.v(h)), is_causal=True)
             x = x + self.o(att.transpose(1, 2).reshape(bsz, t, d))
-            return x + self.down(F.gelu(self.up(self.ln2(x))))
+            return x + self.down(F.gelu(self.up(self.ln2(x)), approximate="tanh"))  # GPT-2's gelu_new
 
     class Model(nn.Module):
         def __init__(self):
@@ -170,7 +197,7 @@ def gpt_child(mode, threads, repeats, warmup):
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
     idx = torch.randint(0, c["vocab"], (c["batch"], c["context"]))
     targets = torch.randint(0, c["vocab"], (c["batch"], c["context"]))
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_before = peak_rss_bytes()
 
     def step():
         logits = model(idx)
@@ -178,16 +205,17 @@ def gpt_child(mode, threads, repeats, warmup):
         opt.step()
         opt.zero_grad(set_to_none=True)
     best, median = timed(step, warmup, repeats)
-    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_peak = peak_rss_bytes()
     tokens = c["batch"] * c["context"]
     print(json.dumps({"name": f"gpt_{mode}", "ms": best, "median_ms": median, "tokens_per_s": tokens / best * 1e3,
-                      "trainable": sum(p.numel() for p in params), "peak_rss_bytes": rss_peak * 1024,
-                      "rss_growth_bytes": (rss_peak - rss_before) * 1024}))
+                      "trainable": sum(p.numel() for p in params), "peak_rss_bytes": rss_peak,
+                      "rss_growth_bytes": rss_peak - rss_before}))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", default="build/bench/lora_step")
+    parser.add_argument("--gpt-binary", help="lowrank's bench/gpt_step (default: next to --binary)")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -214,7 +242,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     print(f"{args.clock} clock, threads {args.threads} (lowrank: OMP_NUM_THREADS; PyTorch {torch.__version__}: set_num_threads), "
-          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}, {time.strftime('%Y-%m-%d %H:%M')}")
     lowrank, lowrank_text = run_lowrank(args.binary, args.threads, args.repeats, args.warmup, args.clock)
     print(lowrank_text.split("\n{")[0].rstrip())
     tokens = lowrank["lora_step_p0"]["tokens"]
@@ -231,21 +259,30 @@ def main():
           f"full/LoRA step {ours['full_step'][0] / ours['lora_step_p0'][0]:.3f}")
 
     if not args.skip_gpt:
-        gpt = {}
+        gpt_binary = args.gpt_binary or os.path.join(os.path.dirname(args.binary), "gpt_step")
+        gpt, mine = {}, {}
         for mode in ("lora", "full"):
+            mine[mode] = run_lowrank_gpt(gpt_binary, mode, args.threads, args.repeats, args.warmup, args.clock)
             res = subprocess.run([sys.executable, __file__, "--gpt-child", mode, "--threads", str(args.threads),
                                   "--repeats", str(args.repeats), "--warmup", str(args.warmup), "--clock", args.clock],
                                  check=True, capture_output=True, text=True).stdout
             gpt[mode] = json.loads(res.strip().splitlines()[-1])
         print(f"\nGPT ({GPT['layers']} layers, {GPT['heads']} heads, d {GPT['d']}, context {GPT['context']}, "
-              f"batch {GPT['batch']}, vocab {GPT['vocab']}; LoRA r {GPT['rank']} on q, v), PyTorch:")
-        print(f"{'row':10} {'trainable':>10} {'ms':>9} {'median':>9} {'tokens/s':>10} {'peak RSS MiB':>13} {'RSS growth MiB':>15}")
-        for mode, r in gpt.items():
-            print(f"gpt_{mode:6} {r['trainable']:10d} {r['ms']:9.2f} {r['median_ms']:9.2f} {r['tokens_per_s']:10.0f} "
-                  f"{r['peak_rss_bytes'] / 2**20:13.1f} {r['rss_growth_bytes'] / 2**20:15.1f}")
-            out_rows.append(dict(r, bench="compare_pytorch", threads=args.threads))
-        print(f"PyTorch GPT: full/LoRA step time {gpt['full']['ms'] / gpt['lora']['ms']:.3f}")
-        print("lowrank GPT: pending (nn/gpt.hpp is not on this branch)")
+              f"batch {GPT['batch']}, vocab {GPT['vocab']}; LoRA r {GPT['rank']} on q, v), min of {args.repeats} steps:")
+        print(f"{'row':20} {'trainable':>10} {'ms':>9} {'median':>9} {'tokens/s':>10} {'peak RSS MiB':>13} "
+              f"{'RSS growth MiB':>15} {'lowrank/PyTorch':>16}")
+        for mode in ("lora", "full"):
+            for who, r in (("lowrank", mine[mode]), ("PyTorch", gpt[mode])):
+                ratio = f"{mine[mode]['ms'] / gpt[mode]['ms']:16.3f}" if who == "lowrank" else ""
+                print(f"{'gpt_' + mode + ' ' + who:20} {r['trainable']:10d} {r['ms']:9.2f} {r['median_ms']:9.2f} "
+                      f"{r['tokens_per_s']:10.0f} {r['peak_rss_bytes'] / 2**20:13.1f} {r['rss_growth_bytes'] / 2**20:15.1f} {ratio}")
+            out_rows.append(dict(gpt[mode], bench="compare_pytorch", name=f"gpt_{mode}_pytorch", threads=args.threads))
+            out_rows.append(dict(mine[mode], bench="compare_pytorch", name=f"gpt_{mode}_lowrank", threads=args.threads,
+                                 lowrank_over_pytorch=mine[mode]["ms"] / gpt[mode]["ms"]))
+        print(f"full/LoRA step time: lowrank {mine['full']['ms'] / mine['lora']['ms']:.3f}, "
+              f"PyTorch {gpt['full']['ms'] / gpt['lora']['ms']:.3f}; lowrank tensor peak while training: "
+              f"LoRA {mine['lora']['tensor_peak_bytes'] / 2**20:.1f} MiB, full {mine['full']['tensor_peak_bytes'] / 2**20:.1f} MiB")
+    print(f"load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     if args.json:
         for r in out_rows:
             print(json.dumps(r))

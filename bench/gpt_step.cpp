@@ -1,14 +1,18 @@
 // Training-step time of nn::GPT: forward_backward + AdamW step, in LoRA mode and in full mode, on a
 // small GPT-2-shaped model (defaults: 4 layers, 4 heads, n_embd 256, context 256, batch 8, vocab 96).
-// Prints ms per step (median), tokens per second, the activation bytes kept for backward and the
-// process CPU time per step (which, on a shared machine, says how much of the wall time was ours).
+// Prints, per mode, the minimum and median step time (--clock: wall, or process CPU time, which on a
+// shared machine with one thread is the work of the step), tokens per second at the minimum, the
+// activation bytes kept for backward, lowrank's tensor-memory high-water mark while training and the
+// process's peak resident set, then one JSON object per mode (bench/compare_pytorch.py reads them;
+// run one mode per process for a peak resident set that is that mode's alone).
 //
-//   bench/gpt_step [--steps N] [--layers L] [--embd E] [--heads H] [--ctx T] [--batch B] [--vocab V]
-//                  [--rank R] [--targets q,v] [--mode lora|full|both] [--dtype f32|f64]
+//   bench/gpt_step [--steps N] [--warmup N] [--clock wall|cpu] [--layers L] [--embd E] [--heads H]
+//                  [--ctx T] [--batch B] [--vocab V] [--rank R] [--targets q,v] [--mode lora|full|both]
+//                  [--dtype f32|f64]
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -25,10 +29,21 @@ using namespace lowrank;
 
 namespace {
 
-double cpu_seconds() {
+double seconds(clockid_t clock) {
   timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  clock_gettime(clock, &ts);
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+// The process's peak resident set so far: VmHWM of /proc/self/status (KiB). Not getrusage's
+// ru_maxrss, which survives execve and so reports the parent's peak when a large process (a Python
+// with torch loaded) starts this one. 0 where /proc is not available.
+std::size_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return static_cast<std::size_t>(std::strtoull(line.c_str() + 6, nullptr, 10)) * 1024;
+  return 0;
 }
 
 std::vector<std::string> split(const std::string& s) {
@@ -45,6 +60,8 @@ std::vector<std::string> split(const std::string& s) {
 
 struct Options {
   int steps = 5;
+  int warmup = 2;
+  bool cpu_clock = false;
   nn::GPTConfig config;
   std::int64_t batch = 8;
   std::int64_t rank = 8;
@@ -77,29 +94,38 @@ void run(const Options& o, bool lora) {
     opt.step();
     return loss;
   };
+  const std::size_t rss_before = peak_rss_bytes();
   // Warm-up: the first step allocates the optimizer state from blocks the second step would reuse.
-  step();
-  step();
-  std::vector<double> wall;
-  double cpu = 0, loss = 0;
+  for (int i = 0; i < o.warmup; ++i) step();
+  const clockid_t clock = o.cpu_clock ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC;
+  std::vector<double> times;
+  double loss = 0;
   const auto allocations = memory_stats().system_allocations;
+  reset_peak_memory();
   for (int i = 0; i < o.steps; ++i) {
-    const double c0 = cpu_seconds();
-    const auto w0 = std::chrono::steady_clock::now();
+    const double t0 = seconds(clock);
     loss = step();
-    wall.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - w0).count());
-    cpu += cpu_seconds() - c0;
+    times.push_back(seconds(clock) - t0);
   }
-  std::sort(wall.begin(), wall.end());
-  const double median = wall[wall.size() / 2];
+  const std::size_t tensor_peak = memory_stats().peak;
+  const std::size_t rss_peak = peak_rss_bytes();
+  std::sort(times.begin(), times.end());
+  const double best = times.front(), median = times[times.size() / 2];
   const double tokens = static_cast<double>(o.batch * t);
   const auto count = model.parameter_count();
-  fmt::print("{:<14} {:>9.1f} ms/step {:>9.0f} tokens/s   cpu {:>7.1f} ms/step   saved activations {:>8.1f} MiB   "
-             "loss {:.4f}   system allocations in timed steps {}\n",
-             lora ? fmt::format("lora({})", fmt::join(o.targets, ",")) : std::string("full"), 1e3 * median,
-             tokens / median, 1e3 * cpu / o.steps, static_cast<double>(model.saved_activation_bytes()) / (1 << 20), loss,
+  const std::string name = lora ? fmt::format("lora({})", fmt::join(o.targets, ",")) : std::string("full");
+  fmt::print("{:<14} {:>9.1f} ms/step min {:>9.1f} median {:>9.0f} tokens/s   saved activations {:>7.1f} MiB   "
+             "tensor peak {:>7.1f} MiB   peak RSS {:>7.1f} MiB   loss {:.4f}   system allocations in timed steps {}\n",
+             name, 1e3 * best, 1e3 * median, tokens / best, static_cast<double>(model.saved_activation_bytes()) / (1 << 20),
+             static_cast<double>(tensor_peak) / (1 << 20), static_cast<double>(rss_peak) / (1 << 20), loss,
              memory_stats().system_allocations - allocations);
   fmt::print("{:<14} {}\n", "", count.summary());
+  fmt::print(R"({{"bench": "gpt_step", "name": "gpt_{}", "ms": {:.4f}, "median_ms": {:.4f}, "tokens_per_s": {:.1f}, )"
+             R"("trainable": {}, "saved_activation_bytes": {}, "tensor_peak_bytes": {}, "peak_rss_bytes": {}, )"
+             R"("rss_growth_bytes": {}, "clock": "{}", "steps": {}}})"
+             "\n",
+             lora ? "lora" : "full", 1e3 * best, 1e3 * median, tokens / best, count.trainable, model.saved_activation_bytes(),
+             tensor_peak, rss_peak, rss_peak - rss_before, o.cpu_clock ? "cpu" : "wall", o.steps);
 }
 
 }  // namespace
@@ -115,6 +141,8 @@ int main(int argc, char** argv) {
     const std::string key = argv[i];
     const char* value = argv[i + 1];
     if (key == "--steps") o.steps = std::atoi(value);
+    else if (key == "--warmup") o.warmup = std::atoi(value);
+    else if (key == "--clock") o.cpu_clock = std::strcmp(value, "cpu") == 0;
     else if (key == "--layers") o.config.n_layer = std::atoll(value);
     else if (key == "--embd") o.config.n_embd = std::atoll(value);
     else if (key == "--heads") o.config.n_head = std::atoll(value);
@@ -130,9 +158,14 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  fmt::print("GPT step: {} layers, {} heads, n_embd {}, context {}, batch {}, vocab {}, {}, {} steps timed\n",
+  if (o.steps < 1 || o.warmup < 0) {
+    fmt::print(stderr, "bench/gpt_step: --steps {} must be >= 1 and --warmup {} >= 0\n", o.steps, o.warmup);
+    return 2;
+  }
+  fmt::print("GPT step: {} layers, {} heads, n_embd {}, context {}, batch {}, vocab {}, {}, {} steps timed after {} warm-up, "
+             "{} clock\n",
              o.config.n_layer, o.config.n_head, o.config.n_embd, o.config.n_positions, o.batch, o.config.vocab_size,
-             o.dtype, o.steps);
+             o.dtype, o.steps, o.warmup, o.cpu_clock ? "CPU" : "wall");
   try {
     if (o.mode != "full") run(o, true);
     if (o.mode != "lora") run(o, false);

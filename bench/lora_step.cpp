@@ -9,8 +9,10 @@
 // Every row: warm-up runs, then the minimum and median wall time of --repeats runs. Prints a table,
 // then one JSON object per row (bench/compare_pytorch.py reads them).
 //
-//   bench/lora_step [--repeats N] [--warmup N] [--tokens T] [--clock wall|cpu]
+//   bench/lora_step [--repeats N] [--warmup N] [--tokens T] [--clock wall|cpu] [--only ROWS]
 //     --clock  wall (default) or cpu: process CPU time, repeatable on a busy machine with one thread
+//     --only   run only the rows named in the comma-separated list ROWS (to profile one workload with
+//              perf); "infer" names the three inference rows
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -40,6 +42,11 @@ struct Settings {
   int repeats = 10;
   int warmup = 3;
   std::int64_t tokens = 2048;
+  std::string only;  // comma-separated row names to run ("" = all)
+  bool wants(const std::string& row) const {
+    if (only.empty()) return true;
+    return ("," + only + ",").find("," + row + ",") != std::string::npos;
+  }
 };
 
 struct Timing {
@@ -109,10 +116,11 @@ int main(int argc, char** argv) try {
     if (arg == "--repeats") s.repeats = value();
     else if (arg == "--warmup") s.warmup = value();
     else if (arg == "--tokens") s.tokens = value();
+    else if (arg == "--only" && i + 1 < argc) s.only = argv[++i];
     else if (arg == "--clock" && i + 1 < argc && (std::string(argv[i + 1]) == "cpu" || std::string(argv[i + 1]) == "wall"))
       use_cpu_clock = std::string(argv[++i]) == "cpu";
     else {
-      std::fprintf(stderr, "usage: %s [--repeats N] [--warmup N] [--tokens T] [--clock wall|cpu]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--repeats N] [--warmup N] [--tokens T] [--clock wall|cpu] [--only ROWS]\n", argv[0]);
       return 2;
     }
   }
@@ -133,23 +141,33 @@ int main(int argc, char** argv) try {
   Tensor y = Tensor::zeros({s.tokens, width}), dx = Tensor::zeros({s.tokens, width}), dw = Tensor::zeros({width, width});
   const Tensor dy = Tensor::uniform({s.tokens, width}, -1, 1, rng);
   const double big_gemm = 2.0 * static_cast<double>(s.tokens * width * width);
-  Timing floor_forward = time_runs(s, [&] { blis_sgemm(x, w.t(), y); });
-  Timing floor_dx = time_runs(s, [&] {
-    blis_sgemm(x, w.t(), y);
-    blis_sgemm(dy, w, dx);
-  });
-  Timing floor_full = time_runs(s, [&] {
-    blis_sgemm(x, w.t(), y);
-    blis_sgemm(dy.t(), x, dw);
-  });
-  floor_forward.gemm_flops = big_gemm;
-  floor_dx.gemm_flops = floor_full.gemm_flops = 2 * big_gemm;
-  rows.push_back({"floor_xWt", floor_forward, "", 0});
-  rows.push_back({"floor_xWt_dyW", floor_dx, "", 0});
-  rows.push_back({"floor_full", floor_full, "", 0});
+  // A floor that is not run (--only) stays at zero and its ratios are left out.
+  Timing floor_forward, floor_dx, floor_full;
+  if (s.wants("floor_xWt")) {
+    floor_forward = time_runs(s, [&] { blis_sgemm(x, w.t(), y); });
+    floor_forward.gemm_flops = big_gemm;
+    rows.push_back({"floor_xWt", floor_forward, "", 0});
+  }
+  if (s.wants("floor_xWt_dyW")) {
+    floor_dx = time_runs(s, [&] {
+      blis_sgemm(x, w.t(), y);
+      blis_sgemm(dy, w, dx);
+    });
+    floor_dx.gemm_flops = 2 * big_gemm;
+    rows.push_back({"floor_xWt_dyW", floor_dx, "", 0});
+  }
+  if (s.wants("floor_full")) {
+    floor_full = time_runs(s, [&] {
+      blis_sgemm(x, w.t(), y);
+      blis_sgemm(dy.t(), x, dw);
+    });
+    floor_full.gemm_flops = 2 * big_gemm;
+    rows.push_back({"floor_full", floor_full, "", 0});
+  }
 
   // ---- LoRA training steps ---------------------------------------------------------------------------
   auto lora_step = [&](double dropout, bool x_grad, const char* name) {
+    if (!s.wants(name)) return Timing{};
     lora::Config config;
     config.rank = rank;
     config.alpha = alpha;
@@ -168,10 +186,11 @@ int main(int argc, char** argv) try {
       }
       adam.step();
       adam.zero_grad();
-      x_param->zero_grad();
+      if (x_grad) x_param->zero_grad();
     });
     const Timing& floor = x_grad ? floor_dx : floor_forward;
-    rows.push_back({name, timing, "step_over_floor", timing.min_ms / floor.min_ms});
+    if (floor.min_ms > 0) rows.push_back({name, timing, "step_over_floor", timing.min_ms / floor.min_ms});
+    else rows.push_back({name, timing, "", 0});
     return timing;
   };
   const Timing lora0 = lora_step(0.0, false, "lora_step_p0");
@@ -179,7 +198,7 @@ int main(int argc, char** argv) try {
   lora_step(0.0, true, "lora_step_dx_p0");
 
   // ---- full fine-tuning of the same layer -------------------------------------------------------------
-  {
+  if (s.wants("full_step")) {
     auto w_param = make_parameter("weight", w.clone());
     AdamW adam({w_param}, adam_options);
     Timing timing = time_runs(s, [&] {
@@ -188,11 +207,12 @@ int main(int argc, char** argv) try {
       adam.step();
       adam.zero_grad();
     });
-    rows.push_back({"full_step", timing, "full_over_lora", timing.min_ms / lora0.min_ms});
+    if (lora0.min_ms > 0) rows.push_back({"full_step", timing, "full_over_lora", timing.min_ms / lora0.min_ms});
+    else rows.push_back({"full_step", timing, "", 0});
   }
 
   // ---- batch-1 inference --------------------------------------------------------------------------------
-  {
+  if (s.wants("infer")) {
     const Tensor x1 = Tensor::uniform({1, width}, -1, 1, rng);
     lora::Config config;
     config.rank = rank;

@@ -51,6 +51,53 @@ LOWRANK_HD inline float uniform(std::uint32_t x) {
 
 LOWRANK_HD inline float uniform(std::uint64_t seed, std::uint64_t e) { return uniform(bits(seed, e)); }
 
+// out[j] = uniform(seed, first + j) for j < count, on the host. Each 4-lane counter block is computed
+// once (not once per element), and the rounds run over a batch of blocks at a time in separate arrays
+// so that the compiler vectorises the 32×32→64-bit products across blocks.
+inline void uniforms(std::uint64_t seed, std::uint64_t first, std::int64_t count, float* out) {
+  constexpr std::uint32_t m0 = 0xD2511F53u, m1 = 0xCD9E8D57u;
+  constexpr std::uint32_t w0 = 0x9E3779B9u, w1 = 0xBB67AE85u;
+  constexpr std::uint64_t batch = 64;
+  if (count <= 0) return;
+  const std::uint64_t end = first + static_cast<std::uint64_t>(count);
+  const std::uint64_t first_block = first >> 2, last_block = (end - 1) >> 2;
+  for (std::uint64_t start = first_block; start <= last_block; start += batch) {
+    const std::uint64_t blocks = last_block - start + 1 < batch ? last_block - start + 1 : batch;
+    std::uint32_t x0[batch], x1[batch], x2[batch], x3[batch];
+    for (std::uint64_t b = 0; b < blocks; ++b) {
+      x0[b] = static_cast<std::uint32_t>(start + b);
+      x1[b] = static_cast<std::uint32_t>((start + b) >> 32);
+      x2[b] = x3[b] = 0u;
+    }
+    std::uint32_t k0 = static_cast<std::uint32_t>(seed), k1 = static_cast<std::uint32_t>(seed >> 32);
+    for (int round = 0; round < 10; ++round) {
+      for (std::uint64_t b = 0; b < blocks; ++b) {  // one Philox round, as in philox4x32_10
+        const std::uint64_t p0 = static_cast<std::uint64_t>(m0) * x0[b];
+        const std::uint64_t p1 = static_cast<std::uint64_t>(m1) * x2[b];
+        const std::uint32_t y0 = static_cast<std::uint32_t>(p1 >> 32) ^ x1[b] ^ k0;
+        const std::uint32_t y2 = static_cast<std::uint32_t>(p0 >> 32) ^ x3[b] ^ k1;
+        x1[b] = static_cast<std::uint32_t>(p1);
+        x3[b] = static_cast<std::uint32_t>(p0);
+        x0[b] = y0;
+        x2[b] = y2;
+      }
+      k0 += w0;
+      k1 += w1;
+    }
+    // Lanes back in element order, then the part of them that lies in [first, end).
+    float drawn[4 * batch];
+    for (std::uint64_t b = 0; b < blocks; ++b) {
+      drawn[4 * b] = uniform(x0[b]);
+      drawn[4 * b + 1] = uniform(x1[b]);
+      drawn[4 * b + 2] = uniform(x2[b]);
+      drawn[4 * b + 3] = uniform(x3[b]);
+    }
+    const std::uint64_t e0 = start << 2, from = e0 > first ? e0 : first;
+    const std::uint64_t to = e0 + 4 * blocks < end ? e0 + 4 * blocks : end;
+    for (std::uint64_t e = from; e < to; ++e) out[e - first] = drawn[e - e0];
+  }
+}
+
 }  // namespace lowrank::philox
 
 namespace lowrank {

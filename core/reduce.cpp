@@ -55,12 +55,7 @@ Tensor sum_all(const Tensor& x) {
     fail("sum_all: lowrank was built without CUDA");
 #endif
   } else {
-    const Tensor xc = x.contiguous();
-    dispatch(x.dtype(), [&]<class T>() {
-      const T* p = xc.data<T>();
-      const std::int64_t n = xc.numel();
-      for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(p[i]);
-    });
+    s = map_sum("sum_all", functors::Identity{}, x);
   }
   out.fill(s);
   return out.to(x.device());

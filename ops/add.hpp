@@ -21,6 +21,9 @@ struct AddOp {
     return y;
   }
   static constexpr Reads<2> reads(Needs<2>) { return {}; }
+  // When one side alone needs a gradient, d(that side) += dy is all of backward (AliasesGradient).
+  template <Needs<2> need> int gradient_alias() const { return need[0] && need[1] ? -1 : (need[0] ? 0 : 1); }
+  Tensor gradient_view(const Tensor& input_grad) const { return input_grad; }
   template <Needs<2> need> void backward(const Tensor& dy, Inputs<2>, const Tensor&, Grads<2> dx) const {
     if constexpr (need[0]) map("add backward", functors::Add{}, *dx[0], *dx[0], dy);
     if constexpr (need[1]) map("add backward", functors::Add{}, *dx[1], *dx[1], dy);

@@ -38,6 +38,9 @@ struct BiasAdd {
     });
   }
   static constexpr Reads<2> reads(Needs<2>) { return {}; }
+  // With a frozen bias, dx += dy is all of backward: dy can be dx's buffer itself (AliasesGradient).
+  template <Needs<2> need> int gradient_alias() const { return need[1] ? -1 : 0; }
+  Tensor gradient_view(const Tensor& input_grad) const { return input_grad; }
   template <Needs<2> need> void backward(const Tensor& dy, Inputs<2>, const Tensor&, Grads<2> dx) const {
     if constexpr (need[0]) map("bias_add backward", functors::Add{}, *dx[0], *dx[0], dy);
     if constexpr (need[1]) sum_rows(dy, *dx[1], /*accumulate=*/true);

@@ -7,10 +7,10 @@ namespace lowrank::functors {
 struct SquaredDifference {
   template <class T> LOWRANK_HD T operator()(T p, T t) const { return (p - t) * (p - t); }
 };
-// g + c·(p - t)·dy, with c = ±2/n
+// g + c·(p - t), with c = ±(2/n)·dy (dy, the scalar output gradient, folded into the constant)
 struct MseGrad {
   double c;
-  template <class T> LOWRANK_HD T operator()(T g, T p, T t, T dy) const { return g + static_cast<T>(c) * (p - t) * dy; }
+  template <class T> LOWRANK_HD T operator()(T g, T p, T t) const { return g + static_cast<T>(c) * (p - t); }
 };
 }  // namespace lowrank::functors
 
@@ -29,10 +29,13 @@ struct Mse {
     check_same_dtype("mse", prediction, target);
     check_same_device("mse", prediction, target);
     if (prediction.numel() == 0) fail("mse: empty tensors of shape {}", prediction.shape());
+    const double n = static_cast<double>(prediction.numel());
+    if (prediction.device().is_cpu())  // one pass, no tensor of squares
+      return Tensor::full(Shape{}, map_sum("mse", functors::SquaredDifference{}, prediction, target) / n, prediction.dtype());
     Tensor squares = Tensor::empty(prediction.shape(), prediction.dtype(), prediction.device());
     map("mse", functors::SquaredDifference{}, squares, prediction, target);
     Tensor s = sum_all(squares);
-    map("mse", functors::Scale{1.0 / static_cast<double>(prediction.numel())}, s, s);
+    map("mse", functors::Scale{1.0 / n}, s, s);
     return s;
   }
   static constexpr Reads<2> reads(Needs<2> need) {
@@ -40,10 +43,10 @@ struct Mse {
     return {{any, any}, false};
   }
   template <Needs<2> need> void backward(const Tensor& dy, Inputs<2> in, const Tensor&, Grads<2> dx) const {
-    const double c = 2.0 / static_cast<double>(in[0]->numel());
-    const Tensor g = dy.expand(in[0]->shape());
-    if constexpr (need[0]) map("mse backward", functors::MseGrad{c}, *dx[0], *dx[0], *in[0], *in[1], g);
-    if constexpr (need[1]) map("mse backward", functors::MseGrad{-c}, *dx[1], *dx[1], *in[0], *in[1], g);
+    // dy has one element: read it once (one value copied from a device) rather than broadcast it.
+    const double c = 2.0 / static_cast<double>(in[0]->numel()) * dy.item();
+    if constexpr (need[0]) map("mse backward", functors::MseGrad{c}, *dx[0], *dx[0], *in[0], *in[1]);
+    if constexpr (need[1]) map("mse backward", functors::MseGrad{-c}, *dx[1], *dx[1], *in[0], *in[1]);
   }
 };
 

@@ -28,7 +28,7 @@ LOWRANK_CUDA_MAP(1, lowrank::functors::GeluTanh);
 LOWRANK_CUDA_MAP(3, lowrank::functors::GeluTanhBackward);
 // ops/mse.hpp
 LOWRANK_CUDA_MAP(2, lowrank::functors::SquaredDifference);
-LOWRANK_CUDA_MAP(4, lowrank::functors::MseGrad);
+LOWRANK_CUDA_MAP(3, lowrank::functors::MseGrad);
 // ops/relu.hpp
 LOWRANK_CUDA_MAP(1, lowrank::functors::ReluForward);
 LOWRANK_CUDA_MAP(3, lowrank::functors::ReluBackward);

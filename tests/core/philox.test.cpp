@@ -129,3 +129,19 @@ TEST_CASE("philox: an element's bits depend only on (seed, element), not on how 
   CHECK(philox::bits(5, 3) == early);
   CHECK(philox::bits(5, 3) != philox::bits(6, 3));
 }
+
+TEST_CASE("philox: uniforms draws element by element what uniform draws, from any start") {
+  const std::uint64_t seeds[] = {0, 42, 0x123456789abcdef0ull};
+  // Starts inside a 4-lane block, and near 2^34 where the block counter's high word becomes nonzero.
+  const std::uint64_t starts[] = {0, 1, 2, 3, 7, 1021, (std::uint64_t{1} << 34) - 6};
+  for (const std::uint64_t seed : seeds)
+    for (const std::uint64_t first : starts)
+      for (const std::int64_t count : {1, 2, 5, 255, 256, 257, 1000}) {
+        std::vector<float> drawn(static_cast<std::size_t>(count), -1.0f);
+        philox::uniforms(seed, first, count, drawn.data());
+        for (std::int64_t j = 0; j < count; ++j) {
+          INFO("seed ", seed, " first ", first, " j ", j);
+          REQUIRE(drawn[static_cast<std::size_t>(j)] == philox::uniform(seed, first + static_cast<std::uint64_t>(j)));
+        }
+      }
+}
