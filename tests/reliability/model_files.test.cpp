@@ -81,12 +81,16 @@ TEST_CASE("reliability: GPT-2 config sizes whose tensors would have more than 2^
   // 4·2^60 elements fit in 64 bits: the size passes, and the weights are found not to match it.
   CHECK(message.find("tensor 'wte.weight' has shape [8, 4], expected [8, 1073741824]") != std::string::npos);
 
-  nlohmann::json config = nn::config_to_json(tiny());
-  config["vocab_size"] = 2'000'000'000;
-  config["n_embd"] = std::int64_t{1} << 34;
-  config["n_head"] = 1;
-  std::ofstream(dir.path() / nn::gpt2_config_file_name) << config.dump();
-  message = error_of([&] { nn::load_gpt2(dir.path()); });
-  CHECK(message.find("vocab_size = 2000000000 and n_embd = 17179869184 give a token table of more than 2^63 elements") !=
-        std::string::npos);
+  // 2^40 rows of 2^24: the MLP's 4·2^48 elements fit, the tables' 2^64 do not.
+  for (const char* rows : {"vocab_size", "n_positions"}) {
+    nlohmann::json config = nn::config_to_json(tiny());
+    config[rows] = std::int64_t{1} << 40;
+    config["n_embd"] = std::int64_t{1} << 24;
+    config["n_head"] = 1;
+    std::ofstream(dir.path() / nn::gpt2_config_file_name) << config.dump();
+    message = error_of([&] { nn::load_gpt2(dir.path()); });
+    INFO(message);
+    CHECK(message.find(std::string(rows) + " = 1099511627776 and n_embd = 16777216 give a") != std::string::npos);
+    CHECK(message.find("table of more than 2^63 elements") != std::string::npos);
+  }
 }
