@@ -271,6 +271,7 @@ def adapter_seeds():
     write(t, "bad_weights_empty", two_files(peft_config(2, 4.0, ["attn.c_attn"]), b""))
     for name, settings in (("bad_settings_rank_too_large", {"rank": 1_000_000_000_000}),
                            ("bad_settings_unknown_target", {"targets": ["q", "x"]}),
+                           ("bad_settings_rank_float", {"rank": 1e300}),
                            ("bad_settings_not_json", None)):
         seed = qv_adapter()
         meta = json.dumps({"targets": ["q", "v"], "rank": 1, "alpha": 2.0, "dropout": 0.0, "scaling": "alpha/r",

@@ -1,17 +1,22 @@
-// GPT-2 directories whose config.json gives sizes the weights cannot back: refused with a
-// lowrank::Error before anything is sized by them (tests/fuzz/corpus/gpt2_checkpoint/bad_n_layer_* and
-// bad_n_embd_* are the same inputs as fuzz seeds).
+// GPT-2 directories whose config.json gives sizes the weights cannot back, and adapter settings of the
+// wrong type: refused with a lowrank::Error before anything is sized by them (the fuzz seeds
+// gpt2_checkpoint/bad_n_layer_past_the_file, bad_n_embd_overflows and adapter/bad_settings_rank_float
+// are the same inputs).
 #include <doctest/doctest.h>
 
 #include <cstdint>
 #include <fstream>
 #include <functional>
 #include <string>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
 #include "lowrank/core/error.hpp"
 #include "lowrank/core/philox.hpp"
+#include "lowrank/io/safetensors.hpp"
+#include "lowrank/nn/adapter_files.hpp"
+#include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "lowrank/tests/reliability/scratch.hpp"
 
@@ -92,5 +97,31 @@ TEST_CASE("reliability: GPT-2 config sizes whose tensors would have more than 2^
     INFO(message);
     CHECK(message.find(std::string(rows) + " = 1099511627776 and n_embd = 16777216 give a") != std::string::npos);
     CHECK(message.find("table of more than 2^63 elements") != std::string::npos);
+  }
+}
+
+TEST_CASE("reliability: an adapter whose lowrank.lora_settings give a float rank is refused by type") {
+  // Before the fix the rank was read with json::get<int64_t>, a plain float-to-integer cast: undefined
+  // behaviour for 1e300.
+  const ScratchDir dir("settings_rank_float");
+  RandomStream rng{1, 0};
+  nn::GPT model(nn::GPTWeights::random(tiny(), rng));
+  nn::LoraSettings lora;
+  lora.config.rank = 2;
+  model.enable_lora(lora, rng);
+  nn::save_adapter(dir.path(), model);
+  const fs::path weights = dir.path() / "adapter_model.safetensors";
+  auto metadata = SafetensorsFile::open(weights).metadata();
+  auto settings = nlohmann::json::parse(metadata.at(nn::lora_settings_metadata_key));
+  const auto tensors = load_safetensors(weights);
+  for (const auto& [rank, shown] : {std::pair{nlohmann::json(1e300), std::string("1e+300")}, {nlohmann::json(2.5), "2.5"},
+                                    {nlohmann::json("8"), "\"8\""}}) {
+    settings["rank"] = rank;
+    metadata[nn::lora_settings_metadata_key] = settings.dump();
+    save_safetensors(weights, NamedTensors(tensors.begin(), tensors.end()), SafetensorsMetadata(metadata.begin(), metadata.end()));
+    nn::GPT fresh(nn::GPTWeights::random(tiny(), rng));
+    const std::string message = error_of([&] { nn::load_adapter(dir.path(), fresh); });
+    INFO(message);
+    CHECK(message == weights.string() + ": metadata \"lowrank.lora_settings\" has rank " + shown + ", expected an integer");
   }
 }
