@@ -60,7 +60,7 @@ TEST_CASE("reliability: a GPT-2 config whose n_layer its weights cannot hold is 
   // Before the fix, load_gpt2 resized its block table to n_layer first: 10^12 layers asked for
   // ~1.5 · 10^15 bytes (std::length_error or bad_alloc escaped, or the process was killed for memory).
   const ScratchDir dir("n_layer_past_the_file");
-  for (const std::int64_t n_layer : {std::int64_t{2}, std::int64_t{1'000'000'000'000}, std::int64_t{9'223'372'036'854'775'807}}) {
+  for (const std::int64_t n_layer : {std::int64_t{17}, std::int64_t{1'000'000'000'000}, std::int64_t{9'223'372'036'854'775'807}}) {
     write_model_with(dir.path(), "n_layer", n_layer);
     const std::string message = error_of([&] { nn::load_gpt2(dir.path()); });
     INFO(message);
@@ -68,6 +68,9 @@ TEST_CASE("reliability: a GPT-2 config whose n_layer its weights cannot hold is 
                        std::to_string(n_layer)) != std::string::npos);
     CHECK(message.find("12·n_layer + 4") != std::string::npos);
   }
+  // A few layers too many: the first missing tensor is named.
+  write_model_with(dir.path(), "n_layer", 16);
+  CHECK(error_of([&] { nn::load_gpt2(dir.path()); }).find("missing tensor 'h.1.ln_1.weight'") != std::string::npos);
   write_model_with(dir.path(), "n_layer", 1);
   CHECK(nn::load_gpt2(dir.path()).blocks.size() == 1);
 }

@@ -132,7 +132,7 @@ TEST_CASE("cli: a corrupt model directory names the file and what is wrong") {
   CHECK(run_cli({"generate", "--model", (dir / "model").string(), "--prompt", "x", "--tokens", "2"}).status == 0);
   write_text(dir / "model" / "config.json", R"({"vocab_size": 256, "n_positions": 16, "n_embd": 16, "n_layer": 2, "n_head": 2})");
   check_user_error(run_cli({"generate", "--model", (dir / "model").string(), "--prompt", "x"}),
-                   {weights.string(), "holds 16 tensors", "n_layer = 2", "12·n_layer + 4"});
+                   {weights.string(), "missing tensor 'h.1.ln_1.weight'"});
 }
 
 TEST_CASE("cli: an adapter for another model is refused by merge and generate, naming the tensor and both shapes") {
