@@ -330,7 +330,7 @@ AdapterDirectory read_adapter_directory(const fs::path& directory, const std::ve
       if (rank_dim_differs)
         fail("{}: tensor '{}' has shape {} but adapter_config.json says r = {} (expected {})", name, key,
              fmt::format("[{}]", fmt::join(info.shape, ", ")), config.r, fmt::format("[{}]", fmt::join(shape, ", ")));
-      fail("{}: tensor '{}' has shape {} but the base layer needs {}", name, key, fmt::format("[{}]", fmt::join(info.shape, ", ")),
+      fail("{}: tensor '{}' has shape {} but the base layer needs {} (an adapter trained for another model?)", name, key, fmt::format("[{}]", fmt::join(info.shape, ", ")),
            fmt::format("[{}]", fmt::join(shape, ", ")));
     }
     return file.load(key, DType::f32);

@@ -92,7 +92,14 @@ LoraSettings settings_from_json(const json& j, const std::string& source) {
   try {
     LoraSettings s;
     s.targets = j.at("targets").get<std::vector<std::string>>();
-    s.config.rank = j.at("rank").get<std::int64_t>();
+    // nlohmann converts a float to an integer with a plain cast, undefined for 1e300: check the type.
+    const json& rank = j.at("rank");
+    if (!rank.is_number_integer())
+      fail("{}: metadata \"{}\" has rank {}, expected an integer", source, lora_settings_metadata_key, rank.dump());
+    s.config.rank = rank.get<std::int64_t>();
+    for (const char* key : {"alpha", "dropout"})
+      if (!j.at(key).is_number())
+        fail("{}: metadata \"{}\" has {} {}, expected a number", source, lora_settings_metadata_key, key, j.at(key).dump());
     s.config.alpha = j.at("alpha").get<double>();
     s.config.dropout = j.at("dropout").get<double>();
     const std::string scaling = j.at("scaling").get<std::string>();

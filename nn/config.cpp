@@ -19,6 +19,17 @@ void GPTConfig::validate() const {
   if (n_embd % n_head != 0)
     fail("GPTConfig: n_embd = {} is not divisible by n_head = {} (each head gets n_embd / n_head features)", n_embd,
          n_head);
+  // Every tensor's element count must be a 64-bit number: sizes from a file can be anything.
+  auto fits = [](std::int64_t a, std::int64_t b) {
+    std::int64_t product = 0;
+    return !__builtin_mul_overflow(a, b, &product);
+  };
+  if (!fits(4, n_embd) || !fits(4 * n_embd, n_embd))
+    fail("GPTConfig: n_embd = {} is too large: the MLP weight [n_embd, 4·n_embd] would have more than 2^63 elements", n_embd);
+  if (!fits(vocab_size, n_embd))
+    fail("GPTConfig: vocab_size = {} and n_embd = {} give a token table of more than 2^63 elements", vocab_size, n_embd);
+  if (!fits(n_positions, n_embd))
+    fail("GPTConfig: n_positions = {} and n_embd = {} give a position table of more than 2^63 elements", n_positions, n_embd);
   if (vocab_size > std::numeric_limits<std::int32_t>::max())
     fail("GPTConfig: vocab_size = {} does not fit the 32-bit token ids", vocab_size);
   if (!(layer_norm_epsilon > 0.0) || !std::isfinite(layer_norm_epsilon))
@@ -58,6 +69,12 @@ GPTConfig config_from_json(const nlohmann::json& j, const std::string& source) {
     if (!eps.is_number()) fail("{}: config key 'layer_norm_epsilon' must be a number, got {}", source, eps.dump());
     c.layer_norm_epsilon = eps.get<double>();
   }
+  // Before the checks below compute with the sizes (4·n_embd).
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail("{}: {}", source, e.what());
+  }
 
   // Keys whose non-default values change the computation.
   if (j.contains("activation_function") && j["activation_function"] != "gelu_new")
@@ -76,12 +93,6 @@ GPTConfig config_from_json(const nlohmann::json& j, const std::string& source) {
   if (j.contains("tie_word_embeddings") && j["tie_word_embeddings"] != true)
     fail("{}: config key 'tie_word_embeddings' is {}; nn::GPT's LM head is the token table", source,
          j["tie_word_embeddings"].dump());
-
-  try {
-    c.validate();
-  } catch (const Error& e) {
-    fail("{}: {}", source, e.what());
-  }
   return c;
 }
 

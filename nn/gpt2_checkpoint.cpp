@@ -98,6 +98,14 @@ GPTWeights load_gpt2(const fs::path& directory, DType dtype) {
 
   const SafetensorsFile file = SafetensorsFile::open(weights_path);
   const std::string source = weights_path.string();
+  // The table of expected tensors grows with n_layer, which the config can set to anything: bounded by
+  // the file's own tensor count, it stays proportional to the header. (A few layers too many still reach
+  // the per-tensor check below, which names the first missing tensor.)
+  const auto held = static_cast<std::int64_t>(file.tensors().size());
+  if (weights.config.n_layer > held)
+    fail("{}: holds {} tensors, too few for n_layer = {} in {} (a GPT-2 has 12·n_layer + 4 tensors); the config and the "
+         "weights describe different models",
+         source, held, weights.config.n_layer, config_path.string());
   // File name (as stored) for each HF name without prefix.
   std::map<std::string, std::string> stored;
   std::string lm_head;

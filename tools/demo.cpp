@@ -198,29 +198,45 @@ PhaseResult train_phase(const std::string& phase, nn::GPT& model, Task task, con
   return result;
 }
 
-// Bytes the LoRA phase needs by our own count: every weight, the adapters' gradients and AdamW's two
-// moments, and the activations a step keeps for backward. The activation term is an estimate (per
-// layer, float32: the block's inputs to layernorms, q/k/v, attention probabilities, the MLP's hidden
-// pre- and post-activation, the LoRA branches' rank-r products; plus logits and their softmax).
-nlohmann::json planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::int64_t columns, std::size_t measured_activations) {
+// The LoRA phase's peak host memory by our own count, made before it runs: what stays allocated
+// (every weight, the adapters' gradients, AdamW's two moments), what one forward_backward adds, and
+// what the demo itself holds meanwhile. Per step, with N = batch·T rows, E = n_embd, H heads, V the
+// vocabulary, L layers, k adapted projections of rank r (float32 values, 4 bytes):
+//   saved for backward  per layer 10·N·E + B·H·T² + k·N·r values (layernorm outputs, q/k/v, the
+//                       attention probabilities and output, the residual, the MLP's activations, the
+//                       rank-r products x·Aᵀ) and N·V + N·E for the head (logits, final layernorm):
+//                       what the tapes keep (Tape::memory(); checked against the measurement below)
+//   step buffers        the gradient of each block's input, (L+1)·N·E values, zeroed in forward; the
+//                       per-row float64 mean and 1/std of 2L+1 layernorms and the loss's [N, 2]
+//                       log-sum-exp: 16·N·(2L+2) bytes
+//   backward working    the larger of the head's (the logits' gradient N·V and the final layernorm's
+//                       output gradient N·E, with the head's tape alive) and a block's (the MLP's
+//                       gradients: 4E + 4E + E per row, after the head released its logits: 9·N·E − N·V)
+// Without LoRA dropout (the demo trains without it): with dropout each adapter input is a masked copy.
+nlohmann::json planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::int64_t columns, std::size_t held_by_demo) {
   const auto count = model.parameter_count();
   const auto& c = model.config();
-  const double B = static_cast<double>(plan.batch), T = static_cast<double>(columns), E = static_cast<double>(c.n_embd);
-  const double H = static_cast<double>(c.n_head), V = static_cast<double>(c.vocab_size), r = static_cast<double>(plan.lora_rank);
-  const double targets = static_cast<double>(model.lora_settings().targets.size());
-  const double per_layer = B * T * (16 * E + targets * r) + 2 * B * H * T * T;
-  const double activations = 4.0 * (static_cast<double>(c.n_layer) * per_layer + 2 * B * T * V + 2 * B * T * E);
-  const auto adapters = static_cast<double>(model.trainable_parameters().size());
+  const double B = static_cast<double>(plan.batch), T = static_cast<double>(columns), N = B * T;
+  const double E = static_cast<double>(c.n_embd), H = static_cast<double>(c.n_head), V = static_cast<double>(c.vocab_size);
+  const double L = static_cast<double>(c.n_layer), r = static_cast<double>(plan.lora_rank);
+  const double k = static_cast<double>(model.lora_settings().targets.size());
+  constexpr double value = 4.0;  // float32
+  const double saved = value * (L * (10 * N * E + B * H * T * T + k * N * r) + N * V + N * E);
+  const double step_buffers = value * (L + 1) * N * E + 16.0 * N * (2 * L + 2);
+  const double working = value * std::max(N * V + N * E, 9 * N * E - N * V);
   const double parameters = static_cast<double>(count.total_bytes());
   const double gradients = static_cast<double>(count.trainable_bytes);
-  const double optimizer = 2.0 * static_cast<double>(count.trainable_bytes) + 8.0 * adapters;  // + one step counter each
+  const double optimizer = 2.0 * static_cast<double>(count.trainable_bytes);
+  const double held = static_cast<double>(held_by_demo);
   auto bytes = [](double b) { return static_cast<std::uint64_t>(b); };
   return {{"parameters", bytes(parameters)},
           {"gradients", bytes(gradients)},
           {"optimizer_state", bytes(optimizer)},
-          {"activations_estimate", bytes(activations)},
-          {"activations_measured", measured_activations},
-          {"total", bytes(parameters + gradients + optimizer + activations)}};
+          {"saved_activations", bytes(saved)},
+          {"step_buffers", bytes(step_buffers)},
+          {"backward_working_set", bytes(working)},
+          {"held_by_demo", bytes(held)},
+          {"total", bytes(parameters + gradients + optimizer + saved + step_buffers + working + held)}};
 }
 
 void run_demo(const DemoOptions& options) {
@@ -280,9 +296,22 @@ void run_demo(const DemoOptions& options) {
   fmt::print("3. LoRA on q and v (rank {}, alpha {}): {} of {} parameters train ({:.2f}%, {:.1f}x fewer)\n", plan.lora_rank,
              plan.lora_alpha, count.trainable, count.total(), 100 * count.trainable_fraction(),
              static_cast<double>(count.total()) / static_cast<double>(count.trainable));
+  // The probe's base logits (host memory) stay allocated through the LoRA phase.
+  nlohmann::json planned = planned_bytes(model, plan, columns, device.type == DeviceType::cpu ? base_logits.nbytes() : 0);
+  fmt::print("   planned peak memory of a step: {} (weights {}, gradients {}, AdamW {}, saved activations {}, step buffers {}, "
+             "backward working set {}, held by the demo {})\n",
+             lora::format_bytes(planned["total"].get<std::size_t>()), lora::format_bytes(planned["parameters"].get<std::size_t>()),
+             lora::format_bytes(planned["gradients"].get<std::size_t>()),
+             lora::format_bytes(planned["optimizer_state"].get<std::size_t>()),
+             lora::format_bytes(planned["saved_activations"].get<std::size_t>()),
+             lora::format_bytes(planned["step_buffers"].get<std::size_t>()),
+             lora::format_bytes(planned["backward_working_set"].get<std::size_t>()),
+             lora::format_bytes(planned["held_by_demo"].get<std::size_t>()));
   const PhaseResult tune = train_phase("lora", model, Task::reverse, plan, plan.lora_steps, plan.lora_lr,
                                        RandomStream{derive_seed(options.seed, 5), 0}, held_out, metrics, options.nonfinite, device.type);
-  const nlohmann::json planned = planned_bytes(model, plan, columns, tune.saved_activation_bytes);
+  planned["saved_activations_measured"] = tune.saved_activation_bytes;
+  const double plan_error = (static_cast<double>(planned["total"].get<std::size_t>()) - static_cast<double>(tune.peak_bytes)) /
+                            static_cast<double>(std::max<std::size_t>(tune.peak_bytes, 1));
 
   fmt::print("4. scoring the tuned model\n");
   const auto reverse_after_answers = greedy_answers(model, reverse_eval, "reverse (LoRA)");
@@ -356,7 +385,7 @@ void run_demo(const DemoOptions& options) {
         {"unmerge_restores_max_abs_logit_diff", restored_difference}}},
       {"memory",
        {{"device", fmt::format("{}", device)}, {"pretrain_peak_bytes", pretrain.peak_bytes}, {"lora_peak_bytes", tune.peak_bytes},
-        {"lora_planned_bytes", planned}}},
+        {"lora_planned_bytes", planned}, {"lora_plan_error", plan_error}}},
       {"throughput", {{"pretrain_tokens_per_second", pretrain.tokens_per_second}, {"lora_tokens_per_second", tune.tokens_per_second}}},
       {"training", {{"pretrain", phase_json(pretrain, plan.pretrain_steps, plan.pretrain_lr)},
                     {"lora", phase_json(tune, plan.lora_steps, plan.lora_lr)}}},
@@ -378,11 +407,9 @@ void run_demo(const DemoOptions& options) {
              100 * copy_adapter_off.exact_match, 100 * copy_adapter_on.exact_match);
   fmt::print("  base untouched max |logit diff| adapter off vs before: {:.3g}\n", base_logit_difference);
   fmt::print("  merged vs unmerged max |logit diff|: {:.3g} (after unmerge: {:.3g})\n", merged_difference, restored_difference);
-  fmt::print("  memory         LoRA phase peak {} vs planned {} (parameters {}, gradients {}, AdamW {}, activations ~{}; measured {})\n",
-             lora::format_bytes(tune.peak_bytes), lora::format_bytes(planned["total"].get<std::size_t>()),
-             lora::format_bytes(planned["parameters"].get<std::size_t>()), lora::format_bytes(planned["gradients"].get<std::size_t>()),
-             lora::format_bytes(planned["optimizer_state"].get<std::size_t>()),
-             lora::format_bytes(planned["activations_estimate"].get<std::size_t>()), lora::format_bytes(tune.saved_activation_bytes));
+  fmt::print("  memory         LoRA phase peak {} vs planned {} ({:+.1f}%; saved activations planned {}, measured {})\n",
+             lora::format_bytes(tune.peak_bytes), lora::format_bytes(planned["total"].get<std::size_t>()), 100 * plan_error,
+             lora::format_bytes(planned["saved_activations"].get<std::size_t>()), lora::format_bytes(tune.saved_activation_bytes));
   fmt::print("  throughput     pretrain {:.0f} tokens/s, LoRA {:.0f} tokens/s\n", pretrain.tokens_per_second, tune.tokens_per_second);
   fmt::print("  samples (reverse: prompt -> base model | with LoRA)\n");
   for (const auto& s : samples)

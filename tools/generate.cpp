@@ -35,6 +35,10 @@ void run_generate(const GenerateOptions& options) {
   std::vector<std::int32_t> prompt = tokenizer->encode(options.prompt);
   if (prompt.empty()) fail("--prompt: the prompt is empty; generation needs at least one token");
   const auto context = model.config().n_positions;
+  if (static_cast<std::int64_t>(prompt.size()) >= context)
+    fail("--prompt: the prompt is {} tokens, but the model's context is {} tokens (n_positions in {}), and at least one "
+         "new token must fit",
+         prompt.size(), context, (std::filesystem::path(options.model) / "config.json").string());
   if (static_cast<std::int64_t>(prompt.size()) + options.tokens > context)
     fail("--tokens {}: the prompt's {} tokens and {} new ones exceed the model's context of {} tokens (n_positions)", options.tokens,
          prompt.size(), options.tokens, context);

@@ -112,6 +112,7 @@ std::vector<std::int32_t> read_tokens(const fs::path& file, const text::Tokenize
   std::ifstream in(file, std::ios::binary);
   if (!in) fail("--text {}: cannot be opened for reading", file.string());
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.empty()) fail("--text {}: the file is empty; training needs text", file.string());
   return tokenizer.encode(text);
 }
 
@@ -200,7 +201,7 @@ void run_train(const CLI::App& command, TrainOptions options) {
   Progress progress("train", s.steps, "steps");
   progress.update(state.step);
   double seconds = 0.0;
-  std::int64_t steps_run = 0;
+  std::int64_t steps_run = 0, steps_skipped = 0;
   while (state.step < last) {
     std::vector<std::int32_t> inputs, targets;
     inputs.reserve(static_cast<std::size_t>(s.batch * s.seq));
@@ -218,6 +219,7 @@ void run_train(const CLI::App& command, TrainOptions options) {
     const double step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
     seconds += step_seconds;
     ++steps_run;
+    steps_skipped += outcome.skipped;
     ++state.step;
     const double rate = static_cast<double>(s.batch * s.seq) / step_seconds;
     metrics.add({state.step, "train", outcome.loss, outcome.lr, rate, outcome.skipped});
@@ -227,6 +229,10 @@ void run_train(const CLI::App& command, TrainOptions options) {
   progress.finish();
   if (steps_run == 0) save();
   const bool plotted = plot_losses(out / "metrics.csv", out / "loss.png");
+  if (steps_skipped > 0)
+    fmt::print("skipped {} of the {} steps run: their loss or gradients were not finite (--skip-nonfinite; the 'skipped' "
+               "column of {})\n",
+               steps_skipped, steps_run, (out / "metrics.csv").string());
   if (state.step < s.steps) {
     fmt::print("stopped after step {} of {} (--stop-at); continue with: lowrank train --out {} --resume\n", state.step, s.steps,
                out.string());

@@ -120,7 +120,11 @@ StepOutcome training_step(nn::GPT& model, Optimizer& optimizer, LrScheduler& sch
   {
     std::optional<AnomalyMode> anomaly;
     if (policy.detect_anomaly) anomaly.emplace();
-    outcome.loss = model.forward_backward(inputs, targets);
+    try {
+      outcome.loss = model.forward_backward(inputs, targets);
+    } catch (const NumericalError& e) {
+      fail("step {}: {} (--detect-anomaly)", step + 1, e.what());
+    }
   }
   // clip_grad_norm leaves non-finite gradients as they are and returns a non-finite norm.
   const double norm = clip_grad_norm(model.trainable_parameters(), clip > 0 ? clip : INFINITY);

@@ -116,6 +116,179 @@ def bpe_seeds():
     write(t, "bad_empty", b"")
 
 
+# ---- GPT-2 directories and PEFT adapters -------------------------------------------------------
+# Both targets read a directory of two files; an input is the first file, a 0x00 byte, the second.
+
+def small_floats(n, seed):
+    """n deterministic float32 values in (-0.5, 0.5)."""
+    values, state = [], seed
+    for _ in range(n):
+        state = (state * 6364136223846793005 + 1442695040888963407) % 2**64
+        values.append(((state >> 40) / 2**24) - 0.5)
+    return values
+
+
+def numel(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def f32_tensors(named_shapes, seed=1, dtype="F32"):
+    """name -> shape, in order; returns (entries, data) with consecutive offsets."""
+    entries, data = {}, b""
+    for i, (name, shape) in enumerate(named_shapes):
+        count = numel(shape)
+        if dtype == "F16":
+            blob = struct.pack("<%de" % count, *small_floats(count, seed + i))
+        else:
+            blob = f32(*small_floats(count, seed + i))
+        entries[name] = (dtype, shape, [len(data), len(data) + len(blob)])
+        data += blob
+    return entries, data
+
+
+def two_files(first, second):
+    first = first if isinstance(first, bytes) else first.encode("utf-8")
+    return first + b"\x00" + second
+
+
+TINY_GPT2 = {"vocab_size": 8, "n_positions": 4, "n_embd": 4, "n_layer": 1, "n_head": 2}
+
+
+def gpt2_shapes(c, prefix=""):
+    e, shapes = c["n_embd"], []
+    shapes += [(prefix + "wte.weight", [c["vocab_size"], e]), (prefix + "wpe.weight", [c["n_positions"], e])]
+    for i in range(c["n_layer"]):
+        h = f"{prefix}h.{i}."
+        shapes += [(h + "ln_1.weight", [e]), (h + "ln_1.bias", [e]), (h + "attn.c_attn.weight", [e, 3 * e]),
+                   (h + "attn.c_attn.bias", [3 * e]), (h + "attn.c_proj.weight", [e, e]), (h + "attn.c_proj.bias", [e]),
+                   (h + "ln_2.weight", [e]), (h + "ln_2.bias", [e]), (h + "mlp.c_fc.weight", [e, 4 * e]),
+                   (h + "mlp.c_fc.bias", [4 * e]), (h + "mlp.c_proj.weight", [4 * e, e]), (h + "mlp.c_proj.bias", [e])]
+    shapes += [(prefix + "ln_f.weight", [e]), (prefix + "ln_f.bias", [e])]
+    return shapes
+
+
+def gpt2_input(config=None, shapes=None, dtype="F32", extra=None, config_text=None):
+    config = dict(TINY_GPT2 if config is None else config)
+    shapes = gpt2_shapes(config) if shapes is None else shapes
+    entries, data = f32_tensors(shapes + (extra or []), dtype=dtype)
+    text = config_text if config_text is not None else json.dumps(dict(config, model_type="gpt2"))
+    return two_files(text, safetensors(entries, data, metadata={"format": "pt"}))
+
+
+def gpt2_seeds():
+    t = "gpt2_checkpoint"
+    write(t, "valid_tiny", gpt2_input())
+    write(t, "valid_transformer_prefix_f16", gpt2_input(shapes=gpt2_shapes(TINY_GPT2, "transformer."), dtype="F16"))
+    write(t, "valid_mask_buffers_n_ctx",
+          gpt2_input(config_text=json.dumps({k: v for k, v in TINY_GPT2.items() if k != "n_positions"} | {"n_ctx": 4}),
+                     extra=[("h.0.attn.bias", [1, 1, 4, 4]), ("h.0.attn.masked_bias", [])]))
+    write(t, "bad_missing_tensor", gpt2_input(shapes=gpt2_shapes(TINY_GPT2)[:-1]))
+    wrong = [(n, [5, 4] if n == "wpe.weight" else s) for n, s in gpt2_shapes(TINY_GPT2)]
+    write(t, "bad_wrong_shape", gpt2_input(shapes=wrong))
+    write(t, "bad_unexpected_tensor", gpt2_input(extra=[("h.1.ln_1.weight", [4])]))
+    write(t, "bad_lm_head_not_tied", gpt2_input(extra=[("lm_head.weight", [8, 4])]))
+    write(t, "bad_n_layer_past_the_file", gpt2_input(config_text=json.dumps(dict(TINY_GPT2, n_layer=1_000_000_000_000))))
+    write(t, "bad_n_embd_overflows", gpt2_input(config_text=json.dumps(dict(TINY_GPT2, n_embd=2**62, n_head=1))))
+    write(t, "bad_heads_do_not_divide", gpt2_input(config_text=json.dumps(dict(TINY_GPT2, n_head=3))))
+    write(t, "bad_activation", gpt2_input(config_text=json.dumps(dict(TINY_GPT2, activation_function="relu"))))
+    write(t, "bad_config_not_json", gpt2_input(config_text='{"vocab_size": 8,'))
+    write(t, "bad_config_not_object", gpt2_input(config_text="[8, 4]"))
+    write(t, "bad_config_missing_key", gpt2_input(config_text=json.dumps({"vocab_size": 8})))
+    write(t, "bad_weights_empty", two_files(json.dumps(TINY_GPT2), b""))
+
+
+# The GPT the adapter target loads onto (tests/fuzz/adapter.fuzz.cpp): n_embd 4, n_layer 2.
+ADAPTER_E, ADAPTER_LAYERS = 4, 2
+
+
+def peft_config(r, alpha, targets, **extra):
+    config = {"peft_type": "LORA", "r": r, "lora_alpha": alpha, "lora_dropout": 0.0, "target_modules": targets,
+              "use_rslora": False, "bias": "none", "fan_in_fan_out": True, "task_type": "CAUSAL_LM",
+              "init_lora_weights": True}
+    config.update(extra)
+    return json.dumps(config)
+
+
+def qv_adapter(settings=True, b_leak=False, r_file=2, shapes=None, config=None):
+    """q and v adapters of rank 1 (alpha 2), as nn::save_adapter writes them: fused c_attn of rank 2."""
+    e, tensors = ADAPTER_E, []
+    for layer in range(ADAPTER_LAYERS):
+        module = f"base_model.model.transformer.h.{layer}.attn.c_attn."
+        tensors += [(module + "lora_A.weight", [r_file, e]), (module + "lora_B.weight", [3 * e, r_file])]
+    if shapes is not None:
+        tensors = shapes(tensors)
+    entries, data = f32_tensors(tensors)
+    # B's blocks: q rows [0, e) use column 0, v rows [2e, 3e) column 1; everything else must be zero.
+    data = bytearray(data)
+    for name, (_, shape, (begin, _end)) in entries.items():
+        if name.endswith("lora_B.weight") and len(shape) == 2 and shape == [3 * e, r_file]:
+            for row in range(shape[0]):
+                for col in range(shape[1]):
+                    inside = (row < e and col == 0) or (2 * e <= row < 3 * e and col == 1)
+                    if not inside and not (b_leak and row == e and col == 0):
+                        struct.pack_into("<f", data, begin + 4 * (row * shape[1] + col), 0.0)
+    metadata = {"format": "pt"}
+    if settings:
+        metadata["lowrank.lora_settings"] = json.dumps({"targets": ["q", "v"], "rank": 1, "alpha": 2.0, "dropout": 0.0,
+                                                        "scaling": "alpha/r", "init": "rank_scaled_normal"})
+    text = config if config is not None else peft_config(r_file, 4.0, ["attn.c_attn"])
+    return two_files(text, safetensors(entries, bytes(data), metadata=metadata))
+
+
+def mlp_adapter(extra_tensor=None):
+    """PEFT-style adapters of rank 2 on mlp.c_fc and mlp.c_proj, no lowrank metadata."""
+    e, tensors = ADAPTER_E, []
+    for layer in range(ADAPTER_LAYERS):
+        for module, (fan_in, fan_out) in (("mlp.c_fc", (e, 4 * e)), ("mlp.c_proj", (4 * e, e))):
+            prefix = f"base_model.model.transformer.h.{layer}.{module}."
+            tensors += [(prefix + "lora_A.weight", [2, fan_in]), (prefix + "lora_B.weight", [fan_out, 2])]
+    if extra_tensor:
+        tensors.append(extra_tensor)
+    entries, data = f32_tensors(tensors)
+    return two_files(peft_config(2, 8.0, ["mlp.c_fc", "mlp.c_proj"]), safetensors(entries, data, metadata={"format": "pt"}))
+
+
+def adapter_seeds():
+    t = "adapter"
+    write(t, "valid_qv_as_saved", qv_adapter())
+    write(t, "valid_mlp_peft_without_settings", mlp_adapter())
+    write(t, "bad_fused_without_settings", qv_adapter(settings=False))
+    write(t, "bad_b_outside_blocks", qv_adapter(b_leak=True))
+    write(t, "bad_rank_mismatch", qv_adapter(config=peft_config(3, 6.0, ["attn.c_attn"])))
+    write(t, "bad_scale_mismatch", qv_adapter(config=peft_config(2, 5.0, ["attn.c_attn"])))
+    write(t, "bad_wrong_shape", qv_adapter(shapes=lambda ts: [(n, [2, 5] if n.endswith("h.1.attn.c_attn.lora_A.weight") else s)
+                                                               for n, s in ts]))
+    write(t, "bad_missing_tensor", qv_adapter(shapes=lambda ts: ts[:-1]))
+    write(t, "bad_unexpected_tensor", mlp_adapter(extra_tensor=("base_model.model.lm_head.lora_A.weight", [2, 4])))
+    write(t, "bad_targets_select_nothing", qv_adapter(config=peft_config(2, 4.0, ["c_fc_typo"])))
+    write(t, "bad_not_lora", qv_adapter(config=peft_config(2, 4.0, ["attn.c_attn"], peft_type="IA3")))
+    write(t, "bad_dora", qv_adapter(config=peft_config(2, 4.0, ["attn.c_attn"], use_dora=True)))
+    write(t, "bad_r_zero", qv_adapter(config=peft_config(0, 4.0, ["attn.c_attn"])))
+    write(t, "bad_config_not_json", qv_adapter(config='{"peft_type": "LORA", '))
+    write(t, "bad_weights_empty", two_files(peft_config(2, 4.0, ["attn.c_attn"]), b""))
+    for name, settings in (("bad_settings_rank_too_large", {"rank": 1_000_000_000_000}),
+                           ("bad_settings_unknown_target", {"targets": ["q", "x"]}),
+                           ("bad_settings_rank_float", {"rank": 1e300}),
+                           ("bad_settings_not_json", None)):
+        seed = qv_adapter()
+        meta = json.dumps({"targets": ["q", "v"], "rank": 1, "alpha": 2.0, "dropout": 0.0, "scaling": "alpha/r",
+                           "init": "rank_scaled_normal"} | (settings or {}))
+        write(t, name, rewrite_settings(seed, meta if settings is not None else "{not json"))
+
+
+def rewrite_settings(seed, settings_text):
+    """The same adapter with its "lowrank.lora_settings" metadata replaced."""
+    config, weights = seed.split(b"\x00", 1)
+    length = struct.unpack("<Q", weights[:8])[0]
+    header = json.loads(weights[8:8 + length])
+    header["__metadata__"]["lowrank.lora_settings"] = settings_text
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    return two_files(config, safetensors({}, weights[8 + length:], raw_header=raw))
+
+
 # ---- UTF-8 and pre-tokenizer ---------------------------------------------------------------------
 
 def utf8_seeds():
@@ -139,5 +312,7 @@ if __name__ == "__main__":
     safetensors_seeds()
     bpe_seeds()
     utf8_seeds()
+    gpt2_seeds()
+    adapter_seeds()
     for target in sorted(os.listdir(CORPUS)):
         print(f"{target}: {len(os.listdir(os.path.join(CORPUS, target)))} seeds")

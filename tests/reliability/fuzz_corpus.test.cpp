@@ -2,6 +2,8 @@
 // the same code paths in every build, not only the clang fuzz build. A seed's name says what it must do:
 // valid_* parses and loads, listed_* parses but its tensors refuse to load, bad_* is refused with a
 // lowrank::Error. An input a fuzzer once crashed on is kept as regression_* and must end in either.
+// The GPT-2 and adapter seeds are two files cut at the first 0x00 byte, written into a directory and
+// loaded as the fuzz targets load them (for adapters: onto the tiny GPT without LoRA).
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -12,11 +14,17 @@
 
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/safetensors.hpp"
+#include "lowrank/lora/adapter_file.hpp"
+#include "lowrank/nn/adapter_files.hpp"
+#include "lowrank/nn/gpt.hpp"
+#include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "lowrank/tests/reliability/scratch.hpp"
 #include "lowrank/text/bpe_tokenizer.hpp"
 #include "lowrank/text/byte_tokenizer.hpp"
 #include "lowrank/text/pretokenizer.hpp"
 
 using namespace lowrank;
+namespace nn = lowrank::nn;
 namespace fs = std::filesystem;
 
 namespace {
@@ -67,6 +75,48 @@ Outcome run_bpe(const std::string& bytes) {
   }
 }
 
+// The seed's two files in `directory` under the given names.
+void write_two_files(const fs::path& directory, const std::string& bytes, const char* first, const char* second) {
+  const std::size_t cut = bytes.find('\0');
+  std::ofstream(directory / first, std::ios::binary) << bytes.substr(0, cut);
+  std::ofstream(directory / second, std::ios::binary) << (cut == std::string::npos ? std::string() : bytes.substr(cut + 1));
+}
+
+Outcome run_gpt2(const std::string& bytes, const fs::path& directory) {
+  write_two_files(directory, bytes, nn::gpt2_config_file_name, nn::gpt2_weights_file_name);
+  try {
+    nn::GPT model(nn::load_gpt2(directory));
+    model.logits(TokenIds(Shape{1, 1}, {0}));
+    return Outcome::loaded;
+  } catch (const Error&) {
+    return Outcome::error;
+  }
+}
+
+// The GPT of tests/fuzz/adapter.fuzz.cpp.
+nn::GPTWeights adapter_base() {
+  nn::GPTConfig config;
+  config.vocab_size = 8;
+  config.n_positions = 4;
+  config.n_embd = 4;
+  config.n_layer = 2;
+  config.n_head = 1;
+  RandomStream rng{3, 0};
+  return nn::GPTWeights::random(config, rng);
+}
+
+Outcome run_adapter(const std::string& bytes, const fs::path& directory) {
+  write_two_files(directory, bytes, lora::adapter_config_file_name, lora::adapter_weights_file_name);
+  try {
+    nn::GPT model(adapter_base());
+    nn::load_adapter(directory, model);
+    model.logits(TokenIds(Shape{1, 2}, {1, 7}));
+    return Outcome::loaded;
+  } catch (const Error&) {
+    return Outcome::error;
+  }
+}
+
 void check_seed(const Seed& seed, Outcome outcome) {
   INFO("seed " << seed.name);
   if (seed.name.starts_with("valid_")) CHECK(outcome == Outcome::loaded);
@@ -99,4 +149,18 @@ TEST_CASE("reliability: UTF-8 fuzz seeds pre-tokenize and round-trip") {
     CHECK(joined == seed.bytes);
     CHECK(tokenizer.decode(tokenizer.encode(seed.bytes, text::SpecialTokens::recognize)) == seed.bytes);
   }
+}
+
+TEST_CASE("reliability: GPT-2 directory fuzz seeds load or fail as their names say") {
+  const reliability::ScratchDir dir("gpt2_seeds");
+  const auto all = seeds("gpt2_checkpoint");
+  CHECK(all.size() >= 12);
+  for (const Seed& seed : all) check_seed(seed, run_gpt2(seed.bytes, dir.path()));
+}
+
+TEST_CASE("reliability: adapter directory fuzz seeds load or fail as their names say") {
+  const reliability::ScratchDir dir("adapter_seeds");
+  const auto all = seeds("adapter");
+  CHECK(all.size() >= 12);
+  for (const Seed& seed : all) check_seed(seed, run_adapter(seed.bytes, dir.path()));
 }

@@ -1,0 +1,90 @@
+// One input holds a PEFT adapter directory's adapter_config.json and adapter_model.safetensors, cut at
+// the first 0x00 byte (fuzz_directory.hpp), loaded with nn::load_adapter onto a tiny fixed GPT twice:
+// once without LoRA (the adapter's own settings enable it: the "lowrank.lora_settings" metadata, or
+// adapter_config.json alone) and once with q/v adapters of rank 1 already in place (the file is checked
+// against them). Each load succeeds or throws lowrank::Error. A load that succeeds must have taken the
+// file's lora_B exactly (peft_export gives back the file's B, zero blocks included), and the model then
+// runs a forward pass.
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "lowrank/core/error.hpp"
+#include "lowrank/io/safetensors.hpp"
+#include "lowrank/lora/adapter_file.hpp"
+#include "lowrank/nn/adapter_files.hpp"
+#include "lowrank/nn/gpt.hpp"
+#include "lowrank/tests/fuzz/fuzz_check.hpp"
+#include "lowrank/tests/fuzz/fuzz_directory.hpp"
+
+using lowrank::fuzz::require;
+namespace nn = lowrank::nn;
+
+namespace {
+
+// The model the seeds in tests/fuzz/corpus/adapter/ were written for (make_corpus.py: TINY_GPT).
+const nn::GPTWeights& base_weights() {
+  static const nn::GPTWeights weights = [] {
+    nn::GPTConfig config;
+    config.vocab_size = 8;
+    config.n_positions = 4;
+    config.n_embd = 4;
+    config.n_layer = 2;
+    config.n_head = 1;
+    lowrank::RandomStream rng{3, 0};
+    return nn::GPTWeights::random(config, rng);
+  }();
+  return weights;
+}
+
+bool same_values(const lowrank::Tensor& a, const lowrank::Tensor& b) {
+  if (a.shape() != b.shape()) return false;
+  const std::vector<double> x = a.to_vector(), y = b.to_vector();
+  for (std::size_t i = 0; i < x.size(); ++i)
+    if (std::bit_cast<std::uint64_t>(x[i]) != std::bit_cast<std::uint64_t>(y[i]) && !(x[i] != x[i] && y[i] != y[i])) return false;
+  return true;
+}
+
+void check_loaded(nn::GPT& model, const std::filesystem::path& directory) {
+  const auto file = lowrank::load_safetensors(directory / lowrank::lora::adapter_weights_file_name);
+  for (const auto& module : nn::peft_export(model).modules) {
+    const auto b = file.find(std::string(lowrank::lora::peft_key_prefix) + module.module + ".lora_B.weight");
+    require(b != file.end(), "every module the model exports was in the file");
+    require(same_values(module.lora_B, b->second), "a loaded adapter exports the file's lora_B exactly");
+  }
+  const lowrank::Tensor logits = model.logits(lowrank::TokenIds(lowrank::Shape{1, 2}, {1, 7}));
+  require(logits.shape() == lowrank::Shape{1, 2, 8}, "logits are [1, T, vocab_size]");
+}
+
+void load_onto(nn::GPT model, const std::filesystem::path& directory) {
+  try {
+    nn::load_adapter(directory, model);
+  } catch (const lowrank::Error&) {
+    return;
+  }
+  check_loaded(model, directory);
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  static const lowrank::fuzz::ScratchDirectory directory("adapter");
+  const auto files = lowrank::fuzz::split_at_nul({reinterpret_cast<const char*>(data), size});
+  directory.write(lowrank::lora::adapter_config_file_name, files.first);
+  directory.write(lowrank::lora::adapter_weights_file_name, files.second);
+
+  load_onto(nn::GPT(base_weights()), directory.path());
+
+  nn::GPT with_lora(base_weights());
+  nn::LoraSettings settings;
+  settings.config.rank = 1;
+  settings.config.alpha = 2.0;
+  settings.targets = {"q", "v"};
+  lowrank::RandomStream init{5, 0};
+  with_lora.enable_lora(settings, init);
+  load_onto(std::move(with_lora), directory.path());
+  return 0;
+}

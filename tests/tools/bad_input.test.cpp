@@ -1,0 +1,244 @@
+// Bad input to the `lowrank` command, run as a user runs it: each case must end with exit status 2 and
+// one line `lowrank: <message>` that names the flag or file and the offending value
+// (docs/reliability.md, "Bad input: what the user sees").
+#if defined(LOWRANK_CLI_WITH_GPT)
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "lowrank/core/philox.hpp"
+#include "lowrank/io/safetensors.hpp"
+#include "lowrank/nn/adapter_files.hpp"
+#include "lowrank/nn/gpt.hpp"
+#include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "run_cli.hpp"
+
+using lowrank::test::CliResult;
+using lowrank::test::run_cli;
+using lowrank::test::ScratchDir;
+namespace fs = std::filesystem;
+namespace nn = lowrank::nn;
+
+namespace {
+
+nn::GPTConfig tiny_config(std::int64_t n_embd = 16) {
+  nn::GPTConfig config;
+  config.vocab_size = 256;
+  config.n_positions = 16;
+  config.n_embd = n_embd;
+  config.n_layer = 1;
+  config.n_head = 2;
+  return config;
+}
+
+nn::GPTWeights tiny_weights(std::int64_t n_embd = 16) {
+  lowrank::RandomStream rng{21, 0};
+  return nn::GPTWeights::random(tiny_config(n_embd), rng);
+}
+
+void write_text(const fs::path& file, const std::string& text) {
+  std::ofstream out(file, std::ios::binary);
+  out << text;
+}
+
+std::string sample_text() {
+  std::string text;
+  for (int i = 0; i < 10; ++i) text += "the quick brown fox jumps over the lazy dog\n";
+  return text;
+}
+
+// The PEFT adapter of a model with q/v adapters of rank 2 (file rank 4).
+void write_adapter(const fs::path& directory, nn::GPTWeights weights) {
+  nn::GPT model(std::move(weights));
+  nn::LoraSettings settings;
+  settings.config.rank = 2;
+  settings.config.alpha = 4;
+  lowrank::RandomStream init{7, 0};
+  model.enable_lora(settings, init);
+  nn::save_adapter(directory, model);
+}
+
+bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+// Exit status 2 and one error line "lowrank: ...", with every part named in it. (train prints what it
+// loaded on stdout before a step fails; that is not part of the error.)
+void check_user_error(const CliResult& result, const std::vector<std::string>& parts) {
+  INFO("output: " << result.output);
+  CHECK(result.status == 2);
+  std::vector<std::string> errors;
+  std::istringstream lines(result.output);
+  for (std::string line; std::getline(lines, line);)
+    if (line.starts_with("lowrank: ")) errors.push_back(line);
+  REQUIRE(errors.size() == 1);
+  for (const std::string& part : parts) CHECK_MESSAGE(contains(errors[0], part), "missing '" << part << "'");
+}
+
+std::vector<std::string> train_args(const fs::path& model, const fs::path& text, const fs::path& out) {
+  return {"train", "--model", model.string(), "--text", text.string(), "--out", out.string(), "--rank", "2",
+          "--steps", "3", "--batch", "2", "--seq", "8", "--checkpoint-every", "3"};
+}
+
+}  // namespace
+
+TEST_CASE("cli: an unknown flag or command is named") {
+  check_user_error(run_cli({"train", "--out", "x", "--learning-rate", "3"}), {"--learning-rate", "lowrank train --help"});
+  check_user_error(run_cli({"generate", "--model", "m", "--prompt", "p", "--top_k", "3"}), {"--top_k"});
+  check_user_error(run_cli({"trian", "--out", "x"}), {"unknown command 'trian'", "train"});
+}
+
+TEST_CASE("cli: a bad flag value is named with the flag") {
+  check_user_error(run_cli({"train", "--out", "x", "--steps", "-3"}), {"--steps", "'-3'", "positive integer"});
+  check_user_error(run_cli({"train", "--out", "x", "--lr", "fast"}), {"--lr", "'fast'"});
+  check_user_error(run_cli({"train", "--out", "x", "--targets", "q,w"}), {"--targets", "w"});
+  check_user_error(run_cli({"generate", "--model", "m", "--prompt", "p", "--temperature", "nan"}), {"--temperature", "'nan'"});
+  check_user_error(run_cli({"demo", "--threads", "0"}), {"--threads", "'0'"});
+}
+
+TEST_CASE("cli: a missing file or directory is named") {
+  ScratchDir dir("cli_bad_missing");
+  nn::save_gpt2(dir / "model", tiny_weights());
+  const fs::path nowhere = dir / "nowhere";
+  check_user_error(run_cli({"generate", "--model", nowhere.string(), "--prompt", "x"}),
+                   {"--model", nowhere.string(), "no such file or directory"});
+  check_user_error(run_cli(train_args(dir / "model", dir / "missing.txt", dir / "run")),
+                   {"--text", (dir / "missing.txt").string(), "cannot be opened"});
+  check_user_error(run_cli({"generate", "--model", (dir / "model").string(), "--adapter", nowhere.string(), "--prompt", "x"}),
+                   {nowhere.string(), "does not exist"});
+  fs::remove(dir / "model" / "model.safetensors");
+  check_user_error(run_cli({"generate", "--model", (dir / "model").string(), "--prompt", "x"}),
+                   {(dir / "model" / "model.safetensors").string(), "missing"});
+}
+
+TEST_CASE("cli: a corrupt model directory names the file and what is wrong") {
+  ScratchDir dir("cli_bad_corrupt_model");
+  nn::save_gpt2(dir / "model", tiny_weights());
+  const fs::path weights = dir / "model" / "model.safetensors";
+  const auto full_size = fs::file_size(weights);
+  fs::resize_file(weights, full_size - 100);
+  check_user_error(run_cli({"generate", "--model", (dir / "model").string(), "--prompt", "x"}),
+                   {weights.string(), "truncated file"});
+
+  nn::save_gpt2(dir / "model", tiny_weights());
+  write_text(dir / "model" / "config.json", R"({"vocab_size": 256, "n_positions": 16, "n_embd": 16, "n_layer": 1, "n_head": 3})");
+  check_user_error(run_cli({"generate", "--model", (dir / "model").string(), "--prompt", "x"}),
+                   {(dir / "model" / "config.json").string(), "n_embd = 16", "n_head = 3"});
+  write_text(dir / "model" / "config.json", R"({"vocab_size": 256, "n_positions": 16, "n_embd": 16, "n_layer": 1, "n_head": 2})");
+  CHECK(run_cli({"generate", "--model", (dir / "model").string(), "--prompt", "x", "--tokens", "2"}).status == 0);
+  write_text(dir / "model" / "config.json", R"({"vocab_size": 256, "n_positions": 16, "n_embd": 16, "n_layer": 2, "n_head": 2})");
+  check_user_error(run_cli({"generate", "--model", (dir / "model").string(), "--prompt", "x"}),
+                   {weights.string(), "missing tensor 'h.1.ln_1.weight'"});
+}
+
+TEST_CASE("cli: an adapter for another model is refused by merge and generate, naming the tensor and both shapes") {
+  ScratchDir dir("cli_bad_other_adapter");
+  nn::save_gpt2(dir / "model", tiny_weights(16));
+  write_adapter(dir / "adapter_e32", tiny_weights(32));
+  const std::string file = (dir / "adapter_e32" / "adapter_model.safetensors").string();
+  const std::vector<std::string> named = {file, "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight", "[4, 32]", "[4, 16]",
+                                          "another model"};
+  check_user_error(run_cli({"merge", "--model", (dir / "model").string(), "--adapter", (dir / "adapter_e32").string(), "--out",
+                            (dir / "merged").string()}),
+                   named);
+  CHECK_FALSE(fs::exists(dir / "merged" / "model.safetensors"));
+  check_user_error(run_cli({"generate", "--model", (dir / "model").string(), "--adapter", (dir / "adapter_e32").string(),
+                            "--prompt", "x"}),
+                   named);
+
+  // The comparison can pass: the adapter of the same model size loads.
+  write_adapter(dir / "adapter_e16", tiny_weights(16));
+  CHECK(run_cli({"generate", "--model", (dir / "model").string(), "--adapter", (dir / "adapter_e16").string(), "--prompt", "x",
+                 "--tokens", "2"})
+            .status == 0);
+}
+
+TEST_CASE("cli: a wrong-shaped adapter tensor is named with its shape and the rank the config gives") {
+  ScratchDir dir("cli_bad_wrong_shape_adapter");
+  nn::save_gpt2(dir / "model", tiny_weights());
+  write_adapter(dir / "adapter", tiny_weights());
+  const fs::path file = dir / "adapter" / "adapter_model.safetensors";
+  const std::string key = "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight";
+  auto tensors = lowrank::load_safetensors(file);
+  const auto metadata = lowrank::SafetensorsFile::open(file).metadata();
+  tensors[key] = lowrank::Tensor::zeros({6, 16});
+  lowrank::save_safetensors(file, lowrank::NamedTensors(tensors.begin(), tensors.end()),
+                            lowrank::SafetensorsMetadata(metadata.begin(), metadata.end()));
+  check_user_error(run_cli({"generate", "--model", (dir / "model").string(), "--adapter", (dir / "adapter").string(), "--prompt", "x"}),
+                   {file.string(), key, "[6, 16]", "r = 4"});
+}
+
+TEST_CASE("cli: train on an empty text file names the file") {
+  ScratchDir dir("cli_bad_empty_text");
+  nn::save_gpt2(dir / "model", tiny_weights());
+  write_text(dir / "empty.txt", "");
+  check_user_error(run_cli(train_args(dir / "model", dir / "empty.txt", dir / "run")), {"--text", (dir / "empty.txt").string(), "empty"});
+  CHECK_FALSE(fs::exists(dir / "run" / "checkpoint.safetensors"));
+  // Text, but less than one window: the count and --seq are named.
+  write_text(dir / "short.txt", "abc");
+  check_user_error(run_cli(train_args(dir / "model", dir / "short.txt", dir / "run")), {"--text", "3 tokens", "--seq 8"});
+}
+
+TEST_CASE("cli: a prompt or window longer than the context names both lengths") {
+  ScratchDir dir("cli_bad_context");
+  nn::save_gpt2(dir / "model", tiny_weights());
+  const std::string long_prompt(20, 'a');  // byte tokenizer: 20 tokens, context 16
+  check_user_error(run_cli({"generate", "--model", (dir / "model").string(), "--prompt", long_prompt}),
+                   {"--prompt", "20 tokens", "context is 16 tokens", "config.json"});
+  check_user_error(run_cli({"generate", "--model", (dir / "model").string(), "--prompt", "abcd", "--tokens", "13"}),
+                   {"--tokens 13", "4 tokens", "16 tokens"});
+  CHECK(run_cli({"generate", "--model", (dir / "model").string(), "--prompt", "abcd", "--tokens", "12"}).status == 0);
+  write_text(dir / "text.txt", sample_text());
+  auto args = train_args(dir / "model", dir / "text.txt", dir / "run");
+  *(std::find(args.begin(), args.end(), "--seq") + 1) = "17";
+  check_user_error(run_cli(args), {"--seq 17", "context of 16 tokens"});
+}
+
+// Anomaly mode through the CLI: a model file with one NaN in a frozen weight.
+namespace {
+
+void write_model_with_nan(const fs::path& directory) {
+  nn::GPTWeights weights = tiny_weights();
+  weights.blocks[0].ln_1_weight.data<float>()[3] = std::nanf("");
+  nn::save_gpt2(directory, weights);
+}
+
+}  // namespace
+
+TEST_CASE("cli: a NaN weight stops train, and --detect-anomaly names the op and tape position") {
+  ScratchDir dir("cli_nan_anomaly");
+  write_model_with_nan(dir / "model");
+  write_text(dir / "text.txt", sample_text());
+
+  const auto plain = run_cli(train_args(dir / "model", dir / "text.txt", dir / "plain"));
+  check_user_error(plain, {"step 1", "loss is nan", "--detect-anomaly", "--skip-nonfinite"});
+
+  auto args = train_args(dir / "model", dir / "text.txt", dir / "anomaly");
+  args.push_back("--detect-anomaly");
+  const auto anomaly = run_cli(args);
+  // The first op to see the NaN is the first block's layernorm, whose gain holds it.
+  check_user_error(anomaly, {"step 1", "anomaly: forward output of op 'layernorm' (tape position 3)", "non-finite value nan at element 3"});
+}
+
+TEST_CASE("cli: train --skip-nonfinite skips every non-finite step and says how many") {
+  ScratchDir dir("cli_nan_skip");
+  write_model_with_nan(dir / "model");
+  write_text(dir / "text.txt", sample_text());
+  auto args = train_args(dir / "model", dir / "text.txt", dir / "run");
+  args.push_back("--skip-nonfinite");
+  const auto result = run_cli(args);
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  CHECK(contains(result.output, "skipped 3 of the 3 steps run"));
+  CHECK(contains(result.output, "step 1: loss nan"));
+  std::ifstream metrics(dir / "run" / "metrics.csv");
+  std::string line;
+  int skipped_rows = 0;
+  while (std::getline(metrics, line)) skipped_rows += line.ends_with(",1");
+  CHECK(skipped_rows == 3);
+}
+#endif
