@@ -2,9 +2,11 @@
 // small GPT-2-shaped model (defaults: 4 layers, 4 heads, n_embd 256, context 256, batch 8, vocab 96).
 // Prints ms per step (median), tokens per second, the activation bytes kept for backward and the
 // process CPU time per step (which, on a shared machine, says how much of the wall time was ours).
+// With --device cuda the model, its gradients and AdamW's state live on the GPU and each timed step
+// ends with a device synchronisation; "allocations" then counts cudaMalloc calls of the caching allocator.
 //
 //   bench/gpt_step [--steps N] [--layers L] [--embd E] [--heads H] [--ctx T] [--batch B] [--vocab V]
-//                  [--rank R] [--targets q,v] [--mode lora|full|both] [--dtype f32|f64]
+//                  [--rank R] [--targets q,v] [--mode lora|full|both] [--dtype f32|f64] [--device cpu|cuda]
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -17,6 +19,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "lowrank/core/cuda/runtime.hpp"
 #include "lowrank/lora/accounting.hpp"
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/optim/optim.hpp"
@@ -51,11 +54,17 @@ struct Options {
   std::vector<std::string> targets = {"q", "v"};
   std::string mode = "both";
   DType dtype = DType::f32;
+  Device device = Device::cpu();
 };
+
+// Allocations that reached the system: malloc'd host blocks, or cudaMalloc calls on the device.
+std::size_t system_allocations(Device device) {
+  return device.is_cuda() ? cuda::allocator_stats(device.index).device_allocations : memory_stats().system_allocations;
+}
 
 void run(const Options& o, bool lora) {
   RandomStream rng{1, 0};
-  nn::GPT model(nn::GPTWeights::random(o.config, rng, o.dtype));
+  nn::GPT model(nn::GPTWeights::random(o.config, rng, o.dtype).to(o.device));
   if (lora) {
     nn::LoraSettings s;
     s.config.rank = o.rank;
@@ -75,6 +84,7 @@ void run(const Options& o, bool lora) {
     opt.zero_grad();
     const double loss = model.forward_backward(ids, targets);
     opt.step();
+    if (o.device.is_cuda()) cuda::synchronize(o.device.index);  // the update's kernels are part of the step
     return loss;
   };
   // Warm-up: the first step allocates the optimizer state from blocks the second step would reuse.
@@ -82,7 +92,7 @@ void run(const Options& o, bool lora) {
   step();
   std::vector<double> wall;
   double cpu = 0, loss = 0;
-  const auto allocations = memory_stats().system_allocations;
+  const auto allocations = system_allocations(o.device);
   for (int i = 0; i < o.steps; ++i) {
     const double c0 = cpu_seconds();
     const auto w0 = std::chrono::steady_clock::now();
@@ -98,7 +108,7 @@ void run(const Options& o, bool lora) {
              "loss {:.4f}   system allocations in timed steps {}\n",
              lora ? fmt::format("lora({})", fmt::join(o.targets, ",")) : std::string("full"), 1e3 * median,
              tokens / median, 1e3 * cpu / o.steps, static_cast<double>(model.saved_activation_bytes()) / (1 << 20), loss,
-             memory_stats().system_allocations - allocations);
+             system_allocations(o.device) - allocations);
   fmt::print("{:<14} {}\n", "", count.summary());
 }
 
@@ -125,12 +135,22 @@ int main(int argc, char** argv) {
     else if (key == "--targets") o.targets = split(value);
     else if (key == "--mode") o.mode = value;
     else if (key == "--dtype") o.dtype = std::strcmp(value, "f64") == 0 ? DType::f64 : DType::f32;
+    else if (key == "--device" && std::strcmp(value, "cpu") == 0) o.device = Device::cpu();
+    else if (key == "--device" && std::strcmp(value, "cuda") == 0) o.device = Device::cuda();
+    else if (key == "--device") {
+      fmt::print(stderr, "--device {}: expected cpu or cuda\n", value);
+      return 2;
+    }
     else {
       fmt::print(stderr, "unknown option {}\n", key);
       return 2;
     }
   }
-  fmt::print("GPT step: {} layers, {} heads, n_embd {}, context {}, batch {}, vocab {}, {}, {} steps timed\n",
+  if (o.device.is_cuda() && !cuda_available()) {
+    fmt::print(stderr, "--device cuda: no CUDA device is available\n");
+    return 1;
+  }
+  fmt::print("GPT step on {}: {} layers, {} heads, n_embd {}, context {}, batch {}, vocab {}, {}, {} steps timed\n", o.device,
              o.config.n_layer, o.config.n_head, o.config.n_embd, o.config.n_positions, o.batch, o.config.vocab_size,
              o.dtype, o.steps);
   try {
