@@ -48,7 +48,7 @@ TEST_CASE("cuda: layernorm forward and backward match the CPU backend") {
       const Tensor dy = uniform(shape, -1, 1, 40 + s, dtype);
       // scale(x, 1) hands layernorm a buffer it owns alone, so y is written into it (the aliasing path).
       auto build = [](const std::vector<ParameterPtr>& p) { return layernorm(scale(param(p[0]), 1.0), param(p[1]), param(p[2])); };
-      const Run on_cpu = run_on(cpu, inputs, dy, build), on_cuda = run_on(gpu, inputs, dy, build);
+      const Run on_cpu = run_on(host, inputs, dy, build), on_cuda = run_on(gpu, inputs, dy, build);
       check_close("layernorm y", on_cuda.y, on_cpu.y, 8);
       check_close("layernorm dx", on_cuda.grads[0], on_cpu.grads[0], 8);
       check_close("layernorm dgamma", on_cuda.grads[1], on_cpu.grads[1], 8);
@@ -70,8 +70,8 @@ TEST_CASE("cuda: layernorm backward with some gradients frozen matches the CPU b
     const Device d = p[0]->value.device();
     return layernorm(input(x.to(d)), frozen(gamma.to(d)), param(p[0]));
   };
-  check_close("layernorm dgamma alone", run_on(gpu, {gamma}, dy, only_gamma).grads[0], run_on(cpu, {gamma}, dy, only_gamma).grads[0], 8);
-  check_close("layernorm dbeta alone", run_on(gpu, {beta}, dy, only_beta).grads[0], run_on(cpu, {beta}, dy, only_beta).grads[0], 8);
+  check_close("layernorm dgamma alone", run_on(gpu, {gamma}, dy, only_gamma).grads[0], run_on(host, {gamma}, dy, only_gamma).grads[0], 8);
+  check_close("layernorm dbeta alone", run_on(gpu, {beta}, dy, only_beta).grads[0], run_on(host, {beta}, dy, only_beta).grads[0], 8);
 }
 
 TEST_CASE("cuda: softmax and causal_softmax forward and backward match the CPU backend") {
@@ -81,7 +81,7 @@ TEST_CASE("cuda: softmax and causal_softmax forward and backward match the CPU b
     for (const Shape shape : {Shape{6, 20}, Shape{3, 700}}) {
       const Tensor x = uniform(shape, -50, 50, 60, dtype), dy = uniform(shape, -1, 1, 61, dtype);
       auto build = [](const std::vector<ParameterPtr>& p) { return softmax(param(p[0])); };
-      const Run on_cpu = run_on(cpu, {x}, dy, build), on_cuda = run_on(gpu, {x}, dy, build);
+      const Run on_cpu = run_on(host, {x}, dy, build), on_cuda = run_on(gpu, {x}, dy, build);
       check_close("softmax y", on_cuda.y, on_cpu.y, 16);
       check_close("softmax dx", on_cuda.grads[0], on_cpu.grads[0], 64, std::max(1.0, max_abs(on_cpu.grads[0])));
     }
@@ -89,7 +89,7 @@ TEST_CASE("cuda: softmax and causal_softmax forward and backward match the CPU b
     for (const Shape shape : {Shape{2, 3, 5, 9}, Shape{8, 16, 16}, Shape{1, 40, 300}}) {
       const Tensor x = uniform(shape, -8, 8, 62, dtype), dy = uniform(shape, -1, 1, 63, dtype);
       auto build = [](const std::vector<ParameterPtr>& p) { return causal_softmax(param(p[0]), 0.37); };
-      const Run on_cpu = run_on(cpu, {x}, dy, build), on_cuda = run_on(gpu, {x}, dy, build);
+      const Run on_cpu = run_on(host, {x}, dy, build), on_cuda = run_on(gpu, {x}, dy, build);
       check_close("causal_softmax y", on_cuda.y, on_cpu.y, 16);
       check_close("causal_softmax dx", on_cuda.grads[0], on_cpu.grads[0], 64, std::max(1.0, max_abs(on_cpu.grads[0])));
       // Masked positions are exactly 0 in y and get exactly 0 in dx, on both.
@@ -116,7 +116,7 @@ TEST_CASE("cuda: embedding gathers and scatter-adds the same bits as the CPU bac
     const TokenIds ids = ids_of({3, 7}, 11, 7);
     const Tensor table = uniform({50, 40}, -1, 1, 70, dtype), dy = uniform({3, 7, 40}, -1, 1, 71, dtype);
     auto build = [&](const std::vector<ParameterPtr>& p) { return embedding(ids, param(p[0])); };
-    const Run on_cpu = run_on(cpu, {table}, dy, build), on_cuda = run_on(gpu, {table}, dy, build);
+    const Run on_cpu = run_on(host, {table}, dy, build), on_cuda = run_on(gpu, {table}, dy, build);
     check_equal("embedding y", on_cuda.y, on_cpu.y);
     check_equal("embedding dtable", on_cuda.grads[0], on_cpu.grads[0]);
   }
@@ -152,7 +152,7 @@ TEST_CASE("cuda: cross_entropy loss and gradient match the CPU backend, ignore_i
       const Tensor logits = uniform(c.logits, -20, 20, 80 + k, dtype);
       const Tensor seed = Tensor::full({}, 1.7, dtype);
       auto build = [&](const std::vector<ParameterPtr>& p) { return cross_entropy(param(p[0]), targets); };
-      const Run on_cpu = run_on(cpu, {logits}, seed, build), on_cuda = run_on(gpu, {logits}, seed, build);
+      const Run on_cpu = run_on(host, {logits}, seed, build), on_cuda = run_on(gpu, {logits}, seed, build);
       check_close("cross_entropy loss", on_cuda.y, on_cpu.y, 16, std::max(1.0, max_abs(on_cpu.y)));
       check_close("cross_entropy dlogits", on_cuda.grads[0], on_cpu.grads[0], 32);
     }
@@ -167,11 +167,11 @@ TEST_CASE("cuda: split_heads and merge_heads move the same bits as the CPU backe
     const Tensor x = uniform(shape, -1, 1, 90, DType::f32);
     const Tensor dy_split = uniform({shape[0] * heads, shape[1], shape[2] / heads}, -1, 1, 91, DType::f32);
     auto split = [&](const std::vector<ParameterPtr>& p) { return split_heads(param(p[0]), heads); };
-    const Run split_cpu = run_on(cpu, {x}, dy_split, split), split_cuda = run_on(gpu, {x}, dy_split, split);
+    const Run split_cpu = run_on(host, {x}, dy_split, split), split_cuda = run_on(gpu, {x}, dy_split, split);
     check_equal("split_heads y", split_cuda.y, split_cpu.y);
     check_equal("split_heads dx", split_cuda.grads[0], split_cpu.grads[0]);
     auto merge = [&](const std::vector<ParameterPtr>& p) { return merge_heads(param(p[0]), heads); };
-    const Run merge_cpu = run_on(cpu, {dy_split}, x, merge), merge_cuda = run_on(gpu, {dy_split}, x, merge);
+    const Run merge_cpu = run_on(host, {dy_split}, x, merge), merge_cuda = run_on(gpu, {dy_split}, x, merge);
     check_equal("merge_heads y", merge_cuda.y, merge_cpu.y);
     check_equal("merge_heads dx", merge_cuda.grads[0], merge_cpu.grads[0]);
   }
@@ -183,7 +183,7 @@ TEST_CASE("cuda: bias_add, columns, sum, mean and gelu match the CPU backend") {
     {
       const Tensor x = uniform({4, 3, 24}, -1, 1, 100, dtype), b = uniform({24}, -1, 1, 101, dtype), dy = uniform({4, 3, 24}, -1, 1, 102, dtype);
       auto build = [](const std::vector<ParameterPtr>& p) { return bias_add(param(p[0]), param(p[1])); };
-      const Run on_cpu = run_on(cpu, {x, b}, dy, build), on_cuda = run_on(gpu, {x, b}, dy, build);
+      const Run on_cpu = run_on(host, {x, b}, dy, build), on_cuda = run_on(gpu, {x, b}, dy, build);
       check_equal("bias_add y", on_cuda.y, on_cpu.y);
       check_equal("bias_add dx", on_cuda.grads[0], on_cpu.grads[0]);
       const double rows = 12;
@@ -191,7 +191,7 @@ TEST_CASE("cuda: bias_add, columns, sum, mean and gelu match the CPU backend") {
       // A transposed x: the broadcast through map() rather than the row kernel.
       auto transposed = [](const std::vector<ParameterPtr>& p) { return bias_add(t(param(p[0])), param(p[1])); };
       const Tensor square = uniform({24, 24}, -1, 1, 103, dtype), dy_square = uniform({24, 24}, -1, 1, 104, dtype);
-      const Run t_cpu = run_on(cpu, {square, b}, dy_square, transposed), t_cuda = run_on(gpu, {square, b}, dy_square, transposed);
+      const Run t_cpu = run_on(host, {square, b}, dy_square, transposed), t_cuda = run_on(gpu, {square, b}, dy_square, transposed);
       check_equal("bias_add on a transposed x", t_cuda.y, t_cpu.y);
       check_equal("bias_add dx through a transpose", t_cuda.grads[0], t_cpu.grads[0]);
     }
@@ -199,7 +199,7 @@ TEST_CASE("cuda: bias_add, columns, sum, mean and gelu match the CPU backend") {
       // columns: a view forward, an add into a strided column window backward.
       const Tensor x = uniform({5, 12}, -1, 1, 110, dtype), dy = uniform({5, 6}, -1, 1, 111, dtype);
       auto build = [](const std::vector<ParameterPtr>& p) { return nn::columns(param(p[0]), 3, 9); };
-      const Run on_cpu = run_on(cpu, {x}, dy, build), on_cuda = run_on(gpu, {x}, dy, build);
+      const Run on_cpu = run_on(host, {x}, dy, build), on_cuda = run_on(gpu, {x}, dy, build);
       check_equal("columns y", on_cuda.y, on_cpu.y);
       check_equal("columns dx", on_cuda.grads[0], on_cpu.grads[0]);
     }
@@ -211,11 +211,11 @@ TEST_CASE("cuda: bias_add, columns, sum, mean and gelu match the CPU backend") {
         return s;
       }();
       auto summed = [](const std::vector<ParameterPtr>& p) { return sum(param(p[0])); };
-      const Run sum_cpu = run_on(cpu, {x}, seed, summed), sum_cuda = run_on(gpu, {x}, seed, summed);
+      const Run sum_cpu = run_on(host, {x}, seed, summed), sum_cuda = run_on(gpu, {x}, seed, summed);
       check_close("sum", sum_cuda.y, sum_cpu.y, n + 1, total_abs);
       check_equal("sum dx", sum_cuda.grads[0], sum_cpu.grads[0]);
       auto averaged = [](const std::vector<ParameterPtr>& p) { return mean(param(p[0])); };
-      const Run mean_cpu = run_on(cpu, {x}, seed, averaged), mean_cuda = run_on(gpu, {x}, seed, averaged);
+      const Run mean_cpu = run_on(host, {x}, seed, averaged), mean_cuda = run_on(gpu, {x}, seed, averaged);
       check_close("mean", mean_cuda.y, mean_cpu.y, n + 2, total_abs / n);
       // dx = 0 + dy/n: CUDA may fuse the multiply-add, so one rounding of dy/n apart.
       check_close("mean dx", mean_cuda.grads[0], mean_cpu.grads[0], 2);
@@ -223,7 +223,7 @@ TEST_CASE("cuda: bias_add, columns, sum, mean and gelu match the CPU backend") {
     {
       const Tensor x = uniform({300, 17}, -4, 4, 130, dtype), dy = uniform({300, 17}, -1, 1, 131, dtype);
       auto build = [](const std::vector<ParameterPtr>& p) { return gelu(param(p[0])); };
-      const Run on_cpu = run_on(cpu, {x}, dy, build), on_cuda = run_on(gpu, {x}, dy, build);
+      const Run on_cpu = run_on(host, {x}, dy, build), on_cuda = run_on(gpu, {x}, dy, build);
       check_close("gelu y", on_cuda.y, on_cpu.y, 16);
       check_close("gelu dx", on_cuda.grads[0], on_cpu.grads[0], 16);
     }
@@ -236,7 +236,7 @@ TEST_CASE("cuda: dropout and adapter_input masks are bit-for-bit the CPU's") {
     // 3·10⁵ elements: many grid-stride passes; the mask comes from Philox counters (seed, offset + i).
     const Tensor x = uniform({300, 1000}, -1, 1, 140, dtype), dy = uniform({300, 1000}, -1, 1, 141, dtype);
     RandomStream rng_cpu{77, 12}, rng_cuda{77, 12};
-    const Run on_cpu = run_on(cpu, {x}, dy, [&](const std::vector<ParameterPtr>& p) { return dropout(param(p[0]), 0.3, rng_cpu); });
+    const Run on_cpu = run_on(host, {x}, dy, [&](const std::vector<ParameterPtr>& p) { return dropout(param(p[0]), 0.3, rng_cpu); });
     const Run on_cuda = run_on(gpu, {x}, dy, [&](const std::vector<ParameterPtr>& p) { return dropout(param(p[0]), 0.3, rng_cuda); });
     check_equal("dropout y", on_cuda.y, on_cpu.y);
     check_equal("dropout dx", on_cuda.grads[0], on_cpu.grads[0]);
@@ -251,7 +251,7 @@ TEST_CASE("cuda: dropout and adapter_input masks are bit-for-bit the CPU's") {
     auto adapter = [](RandomStream& rng) {
       return [&rng](const std::vector<ParameterPtr>& p) { return nn::adapter_input(param(p[0]), true, 0.25, &rng, true); };
     };
-    const Run a_cpu = run_on(cpu, {x}, dy, adapter(adapter_cpu)), a_cuda = run_on(gpu, {x}, dy, adapter(adapter_cuda));
+    const Run a_cpu = run_on(host, {x}, dy, adapter(adapter_cpu)), a_cuda = run_on(gpu, {x}, dy, adapter(adapter_cuda));
     check_equal("adapter_input y", a_cuda.y, a_cpu.y);
     check_equal("adapter_input dx", a_cuda.grads[0], a_cpu.grads[0]);
   }

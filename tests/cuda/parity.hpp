@@ -8,12 +8,15 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "cuda_test.hpp"
 #include "lowrank/autodiff/autodiff.hpp"
 
 namespace lowrank::testing {
 
-inline const Device cpu = Device::cpu();
+// The reference backend (a plain `cpu` would clash with namespace lowrank::cpu).
+inline const Device host = Device::cpu();
 
 inline double epsilon_of(DType dtype) { return dtype == DType::f32 ? FLT_EPSILON : DBL_EPSILON; }
 
@@ -53,14 +56,14 @@ struct Run {
 template <class Build>
 Run run_on(Device device, const std::vector<Tensor>& inputs, const Tensor& cotangent, Build build) {
   std::vector<ParameterPtr> params;
-  for (std::size_t i = 0; i < inputs.size(); ++i) params.push_back(make_parameter("input" + std::to_string(i), inputs[i].to(device)));
+  for (std::size_t i = 0; i < inputs.size(); ++i) params.push_back(make_parameter(fmt::format("input{}", i), inputs[i].to(device)));
   auto tape = eval(build(params));
   Run run;
-  run.y = tape.value().to(cpu).clone();  // before backward, which may reuse the output's buffer
+  run.y = tape.value().to(host).clone();  // before backward, which may reuse the output's buffer
   tape.backward(cotangent.to(device));
   for (const auto& p : params) {
     CHECK(p->grad.device() == device);
-    run.grads.push_back(p->grad.to(cpu).clone());
+    run.grads.push_back(p->grad.to(host).clone());
   }
   return run;
 }

@@ -10,7 +10,10 @@
 // Losses: 2e-5·max(1, |loss|) at the first step, 1e-4 over six AdamW steps (each step's update differs
 // by the gradients' relative error, about 1e-5 of lr).
 #include <cmath>
+#include <string>
 #include <vector>
+
+#include <fmt/format.h>
 
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/optim/optim.hpp"
@@ -73,8 +76,9 @@ TEST_CASE("cuda: clip_grad_norm and AdamW on the device match the CPU backend") 
   for (std::uint64_t i = 0; i < 3; ++i) {
     const Shape shape = i == 0 ? Shape{300, 70} : Shape{17};
     const Tensor value = uniform(shape, -1, 1, 200 + i, DType::f32);
-    on_cpu.push_back(make_parameter("p" + std::to_string(i), value.clone()));
-    on_cuda.push_back(make_parameter("p" + std::to_string(i), value.to(gpu)));
+    const std::string name = fmt::format("p{}", i);
+    on_cpu.push_back(make_parameter(name, value.clone()));
+    on_cuda.push_back(make_parameter(name, value.to(gpu)));
   }
   AdamOptions options;
   options.lr = 0.05;
@@ -97,7 +101,7 @@ TEST_CASE("cuda: clip_grad_norm and AdamW on the device match the CPU backend") 
       check_close("AdamW parameter", on_cuda[i]->value, on_cpu[i]->value, 16);
     }
   }
-  for (const auto& [key, tensor] : adam_cuda.state()) CHECK_MESSAGE(tensor.device() == gpu || tensor.numel() == 1, key);
+  for (const auto& [key, tensor] : adam_cuda.state()) CHECK_MESSAGE((tensor.device() == gpu || tensor.numel() == 1), key);
 }
 
 TEST_CASE("cuda: GPT full-training gradients match the CPU backend") {
@@ -115,8 +119,8 @@ TEST_CASE("cuda: GPT full-training gradients match the CPU backend") {
 
 TEST_CASE("cuda: a LoRA GPT training run gives the CPU backend's losses") {
   LOWRANK_SKIP_WITHOUT_CUDA();
-  const nn::GPTWeights weights = random_weights(6);
-  nn::GPT on_cpu(weights), on_cuda(weights.to(gpu));
+  // Each model owns its weights (merging writes into them): drawn twice from one seed.
+  nn::GPT on_cpu(random_weights(6)), on_cuda(random_weights(6).to(gpu));
   nn::LoraSettings lora;
   lora.config.rank = 4;
   lora.config.alpha = 8;
@@ -161,12 +165,12 @@ TEST_CASE("cuda: a LoRA GPT training run gives the CPU backend's losses") {
   on_cpu.train(false);
   on_cuda.train(false);
   const TokenIds probe = batch(99).first;
-  const Tensor unmerged = on_cuda.logits(probe).to(cpu);
+  const Tensor unmerged = on_cuda.logits(probe).to(host);
   on_cuda.merge_adapters();
   on_cpu.merge_adapters();
-  const Tensor merged = on_cuda.logits(probe).to(cpu);
+  const Tensor merged = on_cuda.logits(probe).to(host);
   check_close("merged vs unmerged logits on CUDA", merged, unmerged, 1e-4 / FLT_EPSILON);
   check_close("merged logits, CUDA vs CPU", merged, on_cpu.logits(probe), 1e-3 / FLT_EPSILON);
   on_cuda.unmerge_adapters();
-  check_close("unmerge restores the logits", on_cuda.logits(probe).to(cpu), unmerged, 1e-5 / FLT_EPSILON);
+  check_close("unmerge restores the logits", on_cuda.logits(probe).to(host), unmerged, 1e-5 / FLT_EPSILON);
 }
