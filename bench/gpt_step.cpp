@@ -8,7 +8,10 @@
 //
 //   bench/gpt_step [--steps N] [--warmup N] [--clock wall|cpu] [--layers L] [--embd E] [--heads H]
 //                  [--ctx T] [--batch B] [--vocab V] [--rank R] [--targets q,v] [--mode lora|full|both]
-//                  [--dtype f32|f64]
+//                  [--dtype f32|f64] [--device cpu|cuda]
+// With --device cuda the model, its gradients and AdamW's state live on the GPU and each timed step
+// ends with a device synchronisation; "allocations" then counts cudaMalloc calls of the caching allocator
+// (the tensor peak and peak RSS stay host figures).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -21,6 +24,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "lowrank/core/cuda/runtime.hpp"
 #include "lowrank/lora/accounting.hpp"
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/optim/optim.hpp"
@@ -68,11 +72,17 @@ struct Options {
   std::vector<std::string> targets = {"q", "v"};
   std::string mode = "both";
   DType dtype = DType::f32;
+  Device device = Device::cpu();
 };
+
+// Allocations that reached the system: malloc'd host blocks, or cudaMalloc calls on the device.
+std::size_t system_allocations(Device device) {
+  return device.is_cuda() ? cuda::allocator_stats(device.index).device_allocations : memory_stats().system_allocations;
+}
 
 void run(const Options& o, bool lora) {
   RandomStream rng{1, 0};
-  nn::GPT model(nn::GPTWeights::random(o.config, rng, o.dtype));
+  nn::GPT model(nn::GPTWeights::random(o.config, rng, o.dtype).to(o.device));
   if (lora) {
     nn::LoraSettings s;
     s.config.rank = o.rank;
@@ -92,6 +102,7 @@ void run(const Options& o, bool lora) {
     opt.zero_grad();
     const double loss = model.forward_backward(ids, targets);
     opt.step();
+    if (o.device.is_cuda()) cuda::synchronize(o.device.index);  // the update's kernels are part of the step
     return loss;
   };
   const std::size_t rss_before = peak_rss_bytes();
@@ -100,7 +111,7 @@ void run(const Options& o, bool lora) {
   const clockid_t clock = o.cpu_clock ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC;
   std::vector<double> times;
   double loss = 0;
-  const auto allocations = memory_stats().system_allocations;
+  const auto allocations = system_allocations(o.device);
   reset_peak_memory();
   for (int i = 0; i < o.steps; ++i) {
     const double t0 = seconds(clock);
@@ -118,7 +129,7 @@ void run(const Options& o, bool lora) {
              "tensor peak {:>7.1f} MiB   peak RSS {:>7.1f} MiB   loss {:.4f}   system allocations in timed steps {}\n",
              name, 1e3 * best, 1e3 * median, tokens / best, static_cast<double>(model.saved_activation_bytes()) / (1 << 20),
              static_cast<double>(tensor_peak) / (1 << 20), static_cast<double>(rss_peak) / (1 << 20), loss,
-             memory_stats().system_allocations - allocations);
+             system_allocations(o.device) - allocations);
   fmt::print("{:<14} {}\n", "", count.summary());
   fmt::print(R"({{"bench": "gpt_step", "name": "gpt_{}", "ms": {:.4f}, "median_ms": {:.4f}, "tokens_per_s": {:.1f}, )"
              R"("trainable": {}, "saved_activation_bytes": {}, "tensor_peak_bytes": {}, "peak_rss_bytes": {}, )"
@@ -153,6 +164,12 @@ int main(int argc, char** argv) {
     else if (key == "--targets") o.targets = split(value);
     else if (key == "--mode") o.mode = value;
     else if (key == "--dtype") o.dtype = std::strcmp(value, "f64") == 0 ? DType::f64 : DType::f32;
+    else if (key == "--device" && std::strcmp(value, "cpu") == 0) o.device = Device::cpu();
+    else if (key == "--device" && std::strcmp(value, "cuda") == 0) o.device = Device::cuda();
+    else if (key == "--device") {
+      fmt::print(stderr, "--device {}: expected cpu or cuda\n", value);
+      return 2;
+    }
     else {
       fmt::print(stderr, "unknown option {}\n", key);
       return 2;
@@ -162,8 +179,13 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "bench/gpt_step: --steps {} must be >= 1 and --warmup {} >= 0\n", o.steps, o.warmup);
     return 2;
   }
-  fmt::print("GPT step: {} layers, {} heads, n_embd {}, context {}, batch {}, vocab {}, {}, {} steps timed after {} warm-up, "
+  if (o.device.is_cuda() && !cuda_available()) {
+    fmt::print(stderr, "--device cuda: no CUDA device is available\n");
+    return 1;
+  }
+  fmt::print("GPT step on {}: {} layers, {} heads, n_embd {}, context {}, batch {}, vocab {}, {}, {} steps timed after {} warm-up, "
              "{} clock\n",
+             o.device,
              o.config.n_layer, o.config.n_head, o.config.n_embd, o.config.n_positions, o.batch, o.config.vocab_size,
              o.dtype, o.steps, o.warmup, o.cpu_clock ? "CPU" : "wall");
   try {

@@ -21,7 +21,11 @@ namespace lowrank {
 // Below this many elements a parallel region costs more than it saves (measured: ~2 µs per region).
 inline constexpr std::int64_t parallel_threshold = 32768;
 
+// dst[i] = src[i] on one device, any strides, dtype converted (core/elementwise.cpp).
+void copy_strided(const Tensor& src, Tensor& dst);
+
 namespace detail {
+template <class> using AsTensor = Tensor;
 template <class... In> void check_map_operands(const char* op, const Tensor& out, const In&... in) {
   if (!out.defined()) fail("{}: output tensor is undefined", op);
   ((check_same_shape(op, out, in), check_same_dtype(op, out, in), check_same_device(op, out, in)), ...);
@@ -124,7 +128,16 @@ template <class F, class... In> void map(const char* op, F f, Tensor& out, const
   if (n == 0) return;
   if (out.device().is_cuda()) {
 #if defined(LOWRANK_WITH_CUDA)
-    if (!out.is_contiguous()) fail("{}: CUDA outputs must be contiguous (shape {})", op, out.shape());
+    // The kernel writes a contiguous array: a strided output (a column slice, a permuted head view) is
+    // computed into a contiguous stand-in and scattered back. The stand-in is a buffer of its own, so an
+    // output that aliases an input (out += x) is read before it is overwritten.
+    if (!out.is_contiguous()) {
+      Tensor staged = Tensor::empty(out.shape(), out.dtype(), out.device());
+      const std::tuple<detail::AsTensor<In>...> inputs{in.contiguous()...};
+      std::apply([&](const auto&... c) { map(op, f, staged, c...); }, inputs);
+      copy_strided(staged, out);
+      return;
+    }
     dispatch(out.dtype(), [&]<class T>() { cuda::map<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...); });
     return;
 #else
@@ -142,7 +155,15 @@ template <class F, class... In> void map_indexed(const char* op, F f, Tensor& ou
   if (n == 0) return;
   if (out.device().is_cuda()) {
 #if defined(LOWRANK_WITH_CUDA)
-    if (!out.is_contiguous()) fail("{}: CUDA outputs must be contiguous (shape {})", op, out.shape());
+    // As in map: a strided output goes through a contiguous stand-in, whose element i is still the
+    // row-major index i that f receives.
+    if (!out.is_contiguous()) {
+      Tensor staged = Tensor::empty(out.shape(), out.dtype(), out.device());
+      const std::tuple<detail::AsTensor<In>...> inputs{in.contiguous()...};
+      std::apply([&](const auto&... c) { map_indexed(op, f, staged, c...); }, inputs);
+      copy_strided(staged, out);
+      return;
+    }
     dispatch(out.dtype(), [&]<class T>() { cuda::map_indexed<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...); });
     return;
 #else
@@ -182,8 +203,6 @@ template <class F, class First, class... In> double map_sum(const char* op, F f,
 
 // out[i] = value
 void fill_value(Tensor& out, double value);
-// dst[i] = src[i] on one device, any strides, dtype converted.
-void copy_strided(const Tensor& src, Tensor& dst);
 
 
 }  // namespace lowrank

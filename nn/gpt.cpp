@@ -356,6 +356,7 @@ GPT::GPT(GPT&&) noexcept = default;
 GPT& GPT::operator=(GPT&&) noexcept = default;
 
 const GPTConfig& GPT::config() const { return state_->w.config; }
+Device GPT::device() const { return state_->w.device(); }
 const GPTWeights& GPT::weights() const { return state_->w; }
 GPTWeights& GPT::weights() { return state_->w; }
 

@@ -38,6 +38,10 @@ class GPT {
   GPT& operator=(const GPT&) = delete;
 
   const GPTConfig& config() const;
+  // Where the model runs: the device of its weights (build it from GPTWeights::to(device) to train on
+  // CUDA). Adapters, gradients and optimizer state are created there; token ids stay host values and
+  // are copied to the device by the ops that read them. Generation (nn/generate.hpp) is CPU-only.
+  Device device() const;
   // The live weights: training updates them in place, merge_adapters() changes them. In full mode the
   // parameters are handles to these tensors; replacing a tensor (same shape) rebinds its parameter at the
   // next forward.

@@ -66,6 +66,22 @@ std::vector<std::pair<std::string, Tensor>> GPTWeights::named_tensors() const {
   return named;
 }
 
+GPTWeights GPTWeights::to(Device device) const {
+  GPTWeights moved;
+  moved.config = config;
+  auto move = [device](const Tensor& t) { return t.defined() ? t.to(device) : t; };
+  moved.wte = move(wte);
+  moved.wpe = move(wpe);
+  moved.ln_f_weight = move(ln_f_weight);
+  moved.ln_f_bias = move(ln_f_bias);
+  moved.blocks.reserve(blocks.size());
+  for (const BlockWeights& b : blocks)
+    moved.blocks.push_back({move(b.ln_1_weight), move(b.ln_1_bias), move(b.attn_c_attn_weight), move(b.attn_c_attn_bias),
+                            move(b.attn_c_proj_weight), move(b.attn_c_proj_bias), move(b.ln_2_weight), move(b.ln_2_bias),
+                            move(b.mlp_c_fc_weight), move(b.mlp_c_fc_bias), move(b.mlp_c_proj_weight), move(b.mlp_c_proj_bias)});
+  return moved;
+}
+
 namespace {
 
 // The shape each named tensor must have under `c`, by the name's last two components.

@@ -43,6 +43,10 @@ struct GPTWeights {
   // differs from wte in dtype or device. Validates the config first.
   void validate() const;
   DType dtype() const { return wte.dtype(); }
+  Device device() const { return wte.device(); }
+  // The same weights on `device`: every tensor copied there (one already there is shared, not copied).
+  // nn::GPT runs where its weights are: GPT(GPTWeights::random(...).to(Device::cuda())) trains on CUDA.
+  GPTWeights to(Device device) const;
 };
 
 }  // namespace lowrank::nn

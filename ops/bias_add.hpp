@@ -5,6 +5,9 @@
 #include "lowrank/core/elementwise.hpp"
 #include "lowrank/core/reduce.hpp"
 #include "lowrank/ops/op.hpp"
+#if defined(LOWRANK_WITH_CUDA)
+#include "lowrank/ops/cuda/kernels.hpp"
+#endif
 
 namespace lowrank {
 
@@ -18,16 +21,27 @@ struct BiasAdd {
     check_same_dtype("bias_add", x, b);
     check_same_device("bias_add", x, b);
     Tensor y = sole_owner(x) ? x : Tensor::empty(x.shape(), x.dtype(), x.device());
-    if (y.device().is_cpu() && x.is_contiguous() && b.is_contiguous()) {
-      add_to_rows(x, b, y);  // the expanded bias would send map() down its per-element index walk
+    if (x.is_contiguous() && b.is_contiguous()) {
+      // The expanded bias would send map() down its per-element index walk on the CPU, and through a
+      // materialised [rows, cols] copy on CUDA.
+      add_to_rows(x, b, y);
       return y;
     }
     map("bias_add", functors::Add{}, y, x, b.expand(x.shape()));
     return y;
   }
-  // y[r, :] = x[r, :] + b for contiguous CPU tensors (y may be x).
+  // y[r, :] = x[r, :] + b for contiguous tensors (y may be x). The CUDA twin is cuda::add_rows
+  // (ops/cuda/bias_add.cu).
   static void add_to_rows(const Tensor& x, const Tensor& b, Tensor& y) {
     const std::int64_t cols = b.dim(0), rows = cols == 0 ? 0 : x.numel() / cols;
+    if (y.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+      dispatch(y.dtype(), [&]<class T>() { cuda::add_rows<T>(x.data<T>(), b.data<T>(), y.data<T>(), rows, cols); });
+      return;
+#else
+      fail("bias_add: lowrank was built without CUDA (x {} on {})", x.shape(), x.device());
+#endif
+    }
     dispatch(y.dtype(), [&]<class T>() {
       const T* in = x.data<T>();
       const T* bias = b.data<T>();

@@ -3,7 +3,7 @@
 //   scores [..., Tq, Tk] (Tq <= Tk; query i sits at key position i + Tk - Tq):
 //   y_ij = softmax_j(scale·s_ij) over j <= i + Tk - Tq, and y_ij = 0 exactly for the later positions.
 //   backward: dx_ij += scale · y_ij·(dy_ij - Σ_k dy_ik·y_ik);  masked positions get 0.  Reads only y.
-// Shares the row kernels of ops/softmax.cpp (CPU only for now: a CUDA tensor is refused with an Error).
+// Shares the row kernels of ops/softmax.cpp (CPU) and ops/cuda/softmax.cu (CUDA).
 #include <cmath>
 
 #include "lowrank/ops/softmax.hpp"

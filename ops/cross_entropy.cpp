@@ -4,15 +4,16 @@
 #include <cmath>
 
 #include "lowrank/ops/kernel_support.hpp"
+#if defined(LOWRANK_WITH_CUDA)
+#include "lowrank/ops/cuda/kernels.hpp"
+#endif
 
 namespace lowrank::kernels {
 
 using kernel_support::GradTarget;
-using kernel_support::require_cpu;
 
 double cross_entropy_forward(const Tensor& logits_in, const TokenIds& targets, std::int32_t ignore_index, Tensor& lse,
                              std::int64_t& count) {
-  require_cpu("cross_entropy", logits_in);
   const std::int64_t rows = targets.size(), classes = logits_in.dim(-1);
   count = 0;
   for (std::int64_t r = 0; r < rows; ++r) {
@@ -24,9 +25,26 @@ double cross_entropy_forward(const Tensor& logits_in, const TokenIds& targets, s
     ++count;
   }
   if (classes == 0 && count > 0) fail("cross_entropy: logits {} have no classes", logits_in.shape());
-  lse = Tensor::zeros({rows, 2}, DType::f64);
+  lse = Tensor::zeros({rows, 2}, DType::f64, logits_in.device());
   const Tensor logits = logits_in.contiguous();
   double total = 0;
+  if (logits.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    // The per-row losses come back to the host and are added there in row order: the loss is a host
+    // double either way (the op returns it as a 0-dimensional tensor).
+    const kernel_support::DeviceArray<std::int32_t> device_targets(targets.data(), rows, logits.device());
+    const Tensor row_loss = Tensor::zeros({rows}, DType::f64, logits.device());
+    if (classes > 0)
+      dispatch(logits.dtype(), [&]<class T>() {
+        cuda::cross_entropy_forward<T>(logits.data<T>(), device_targets.get(), ignore_index, lse.data<double>(),
+                                       row_loss.data<double>(), rows, classes);
+      });
+    for (const double loss : row_loss.to_vector()) total += loss;
+    return total;
+#else
+    fail("cross_entropy: lowrank was built without CUDA (logits {} on {})", logits.shape(), logits.device());
+#endif
+  }
   dispatch(logits.dtype(), [&]<class T>() {
     const T* xs = logits.data<T>();
     double* lses = lse.data<double>();
@@ -52,10 +70,23 @@ double cross_entropy_forward(const Tensor& logits_in, const TokenIds& targets, s
 
 void cross_entropy_backward(const Tensor& logits_in, const TokenIds& targets, std::int32_t ignore_index, const Tensor& lse,
                             double coefficient, Tensor& dlogits) {
-  require_cpu("cross_entropy backward", logits_in);
+  check_same_device("cross_entropy backward", logits_in, dlogits);
   const std::int64_t rows = targets.size(), classes = logits_in.dim(-1);
   const Tensor logits = logits_in.contiguous();
   GradTarget into(&dlogits);
+  if (logits.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    const kernel_support::DeviceArray<std::int32_t> device_targets(targets.data(), rows, logits.device());
+    dispatch(logits.dtype(), [&]<class T>() {
+      cuda::cross_entropy_backward<T>(logits.data<T>(), device_targets.get(), ignore_index, lse.data<double>(), coefficient,
+                                      into.template data<T>(), rows, classes);
+    });
+    into.commit("cross_entropy backward");
+    return;
+#else
+    fail("cross_entropy backward: lowrank was built without CUDA (logits {} on {})", logits.shape(), logits.device());
+#endif
+  }
   dispatch(logits.dtype(), [&]<class T>() {
     const T* xs = logits.data<T>();
     const double* lses = lse.data<double>();

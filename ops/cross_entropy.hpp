@@ -6,7 +6,8 @@
 // Memory: backward reads the logits (alive anyway as the LM head's output) and a saved row maximum and
 // log Σ (float64, 16 bytes a row) rather than keeping a second [N, V] log-softmax buffer.
 // A batch whose targets are all ignore_index has loss 0 and gives a zero gradient (not 0/0 = NaN).
-// CPU kernel (ops/cross_entropy.cpp); a CUDA tensor is refused with an Error for now.
+// Kernels: ops/cross_entropy.cpp (CPU), ops/cuda/cross_entropy.cu (CUDA; the targets are copied to the
+// device for each call, and the per-row losses back to the host).
 #include <cstdint>
 
 #include "lowrank/ops/op.hpp"

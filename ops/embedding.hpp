@@ -2,7 +2,9 @@
 // embedding: y[p, :] = table[ids[p], :] for every position p of ids: [N] -> [N, E], [B, T] -> [B, T, E].
 //   backward: dtable[ids[p], :] += dy[p, :] (a scatter-add: repeated ids accumulate); nothing is saved.
 // ids are a TokenIds op parameter (ops/token_ids.hpp), not a graph input: they change every step and
-// never carry a gradient. CPU kernel (ops/embedding.cpp); a CUDA table is refused with an Error for now.
+// never carry a gradient. Kernels: ops/embedding.cpp (CPU), ops/cuda/embedding.cu (CUDA: the ids are
+// copied to the device for each call; the scatter-add groups positions by id on the host and adds each
+// group in position order, without atomics, so CUDA and CPU give the same bits).
 #include <vector>
 
 #include "lowrank/ops/op.hpp"

@@ -1,14 +1,37 @@
 #pragma once
-// Shared by the row-wise CPU kernels in ops/*.cpp (embedding, layernorm, softmax, cross_entropy): the
-// CUDA refusal, and accumulation into a gradient buffer that may be a strided view.
+// Shared by the row-wise kernels' wrappers in ops/*.cpp (embedding, layernorm, softmax, cross_entropy):
+// accumulation into a gradient buffer that may be a strided view, and host values (ids, targets) copied
+// to the device for one kernel call.
+#include <cstdint>
+#include <vector>
+
+#include "lowrank/core/cuda/runtime.hpp"
 #include "lowrank/core/elementwise.hpp"
 
 namespace lowrank::kernel_support {
 
-// These kernels exist for the CPU only until the CUDA backend provides them.
-inline void require_cpu(const char* op, const Tensor& t) {
-  if (!t.device().is_cpu()) fail("{}: CUDA kernel not available (tensor {} on {})", op, t.shape(), t.device());
-}
+// A device copy of host values for the kernels of one call, returned to the caching allocator at scope
+// exit. Releasing it before the kernels have run is safe: only later work on the same stream can reuse
+// the block (docs/gpu.md, caching allocator).
+template <class V> class DeviceArray {
+ public:
+  DeviceArray(const V* values, std::int64_t n, Device device)
+      : bytes_(static_cast<std::size_t>(n > 0 ? n : 1) * sizeof(V)), device_(device.index),
+        data_(cuda::allocate(bytes_, device_)) {
+    if (n > 0) cuda::copy_host_to_device(data_, values, static_cast<std::size_t>(n) * sizeof(V), device_);
+  }
+  DeviceArray(const std::vector<V>& values, Device device)
+      : DeviceArray(values.data(), static_cast<std::int64_t>(values.size()), device) {}
+  ~DeviceArray() { cuda::release(data_, bytes_, device_); }
+  DeviceArray(const DeviceArray&) = delete;
+  DeviceArray& operator=(const DeviceArray&) = delete;
+  const V* get() const { return static_cast<const V*>(data_); }
+
+ private:
+  std::size_t bytes_;
+  int device_;
+  void* data_;
+};
 
 // A contiguous stand-in for a gradient buffer that a kernel adds into through a raw pointer: the
 // buffer itself when it is contiguous (the usual case), otherwise a zeroed temporary that commit() adds

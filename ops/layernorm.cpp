@@ -4,20 +4,32 @@
 #include <vector>
 
 #include "lowrank/ops/kernel_support.hpp"
+#if defined(LOWRANK_WITH_CUDA)
+#include "lowrank/ops/cuda/kernels.hpp"
+#endif
 
 namespace lowrank::kernels {
 
 using kernel_support::GradTarget;
-using kernel_support::require_cpu;
 using kernel_support::rows_of;
 
 void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps, Tensor& y, Tensor& mean,
                        Tensor& rstd) {
-  require_cpu("layernorm", x);
   const std::int64_t rows = rows_of(x), width = x.dim(-1);
-  mean = Tensor::empty({rows}, DType::f64);
-  rstd = Tensor::empty({rows}, DType::f64);
+  mean = Tensor::empty({rows}, DType::f64, x.device());
+  rstd = Tensor::empty({rows}, DType::f64, x.device());
   const Tensor g = gamma.contiguous(), b = beta.contiguous();
+  if (x.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    dispatch(x.dtype(), [&]<class T>() {
+      cuda::layernorm_forward<T>(x.data<T>(), g.data<T>(), b.data<T>(), eps, y.data<T>(), mean.data<double>(), rstd.data<double>(),
+                                 rows, width);
+    });
+    return;
+#else
+    fail("layernorm: lowrank was built without CUDA (x {} on {})", x.shape(), x.device());
+#endif
+  }
   dispatch(x.dtype(), [&]<class T>() {
     const T* xs = x.data<T>();
     const T* gs = g.data<T>();
@@ -50,12 +62,29 @@ void layernorm_forward(const Tensor& x, const Tensor& gamma, const Tensor& beta,
 
 void layernorm_backward(const Tensor& dy_in, const Tensor& x_in, const Tensor& gamma_in, const Tensor& mean, const Tensor& rstd,
                         Tensor* dx, Tensor* dgamma, Tensor* dbeta) {
-  require_cpu("layernorm backward", dy_in);
   const std::int64_t rows = rows_of(dy_in), width = dy_in.dim(-1);
   const Tensor dy = dy_in.contiguous();
   const Tensor x = (dx || dgamma) ? x_in.contiguous() : Tensor();
   const Tensor gamma = dx ? gamma_in.contiguous() : Tensor();
   GradTarget into_x(dx), into_gamma(dgamma), into_beta(dbeta);
+  if (dy.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    dispatch(dy.dtype(), [&]<class T>() {
+      const T* xs = x.defined() ? x.data<T>() : nullptr;
+      if (into_x)
+        cuda::layernorm_backward_input<T>(dy.data<T>(), xs, gamma.data<T>(), mean.data<double>(), rstd.data<double>(),
+                                          into_x.template data<T>(), rows, width);
+      cuda::layernorm_backward_params<T>(dy.data<T>(), xs, mean.data<double>(), rstd.data<double>(),
+                                         into_gamma.template data<T>(), into_beta.template data<T>(), rows, width);
+    });
+    into_x.commit("layernorm backward (dx)");
+    into_gamma.commit("layernorm backward (dgamma)");
+    into_beta.commit("layernorm backward (dbeta)");
+    return;
+#else
+    fail("layernorm backward: lowrank was built without CUDA (dy {} on {})", dy.shape(), dy.device());
+#endif
+  }
   // Column sums for dγ and dβ: each thread sums its rows in double, then the partials are added once.
   std::vector<double> column_sums(static_cast<std::size_t>(2 * width), 0.0);
   dispatch(dy.dtype(), [&]<class T>() {

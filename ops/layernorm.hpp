@@ -2,7 +2,7 @@
 // layernorm over the last dimension: y = γ ⊙ (x - μ)·r + β, μ = mean(x), r = 1/√(var(x) + eps) per row.
 //   backward: with x̂ = (x - μ)·r, g = dy ⊙ γ:  dx += r·(g - mean(g) - x̂·mean(g ⊙ x̂)),
 //   dγ += Σ_rows dy ⊙ x̂,  dβ += Σ_rows dy.  Saves μ and r (float64, one each per row); reads x and γ.
-// CPU kernel (ops/layernorm.cpp); a CUDA tensor is refused with an Error for now.
+// Kernels: ops/layernorm.cpp (CPU), ops/cuda/layernorm.cu (CUDA); μ and r live on x's device.
 #include "lowrank/ops/op.hpp"
 
 namespace lowrank {

@@ -4,11 +4,13 @@
 #include <cmath>
 
 #include "lowrank/ops/kernel_support.hpp"
+#if defined(LOWRANK_WITH_CUDA)
+#include "lowrank/ops/cuda/kernels.hpp"
+#endif
 
 namespace lowrank::kernels {
 
 using kernel_support::GradTarget;
-using kernel_support::require_cpu;
 using kernel_support::rows_of;
 
 namespace {
@@ -31,11 +33,21 @@ RowExtent extent_of(const Tensor& t, bool causal) {
 }  // namespace
 
 void softmax_forward(const Tensor& x, double scale, bool causal, Tensor& y, const char* op) {
-  require_cpu(op, x);
   check_same_shape(op, x, y);
   check_same_dtype(op, x, y);
+  check_same_device(op, x, y);
   const std::int64_t rows = rows_of(x), n = x.dim(-1);
   const RowExtent extent = extent_of(x, causal);
+  if (x.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    dispatch(x.dtype(), [&]<class T>() {
+      cuda::softmax_forward<T>(x.data<T>(), scale, causal, extent.queries, y.data<T>(), rows, n);
+    });
+    return;
+#else
+    fail("{}: lowrank was built without CUDA (x {} on {})", op, x.shape(), x.device());
+#endif
+  }
   dispatch(x.dtype(), [&]<class T>() {
     const T* xs = x.data<T>();
     T* ys = y.data<T>();
@@ -62,13 +74,25 @@ void softmax_forward(const Tensor& x, double scale, bool causal, Tensor& y, cons
 }
 
 void softmax_backward(const Tensor& y_in, const Tensor& dy_in, double scale, bool causal, Tensor& dx, const char* op) {
-  require_cpu(op, y_in);
   check_same_shape(op, y_in, dy_in);
   check_same_shape(op, y_in, dx);
+  check_same_device(op, y_in, dy_in);
+  check_same_device(op, y_in, dx);
   const Tensor y = y_in.contiguous(), dy = dy_in.contiguous();
   const std::int64_t rows = rows_of(y), n = y.dim(-1);
   const RowExtent extent = extent_of(y, causal);
   GradTarget into(&dx);
+  if (y.device().is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    dispatch(y.dtype(), [&]<class T>() {
+      cuda::softmax_backward<T>(y.data<T>(), dy.data<T>(), scale, causal, extent.queries, into.template data<T>(), rows, n);
+    });
+    into.commit(op);
+    return;
+#else
+    fail("{}: lowrank was built without CUDA (y {} on {})", op, y.shape(), y.device());
+#endif
+  }
   dispatch(y.dtype(), [&]<class T>() {
     const T* ys = y.data<T>();
     const T* dys = dy.data<T>();

@@ -1,8 +1,8 @@
 #pragma once
 // softmax over the last dimension: y_j = exp(x_j - m) / Σ_k exp(x_k - m), m = max_k x_k (per row).
 //   backward: dx += y ⊙ (dy - Σ_j dy_j·y_j);  reads only the output y, saves nothing else.
-// The row kernels (ops/softmax.cpp) also serve causal_softmax (ops/causal_softmax.hpp). CPU only for
-// now: a CUDA tensor is refused with an Error.
+// The row kernels (ops/softmax.cpp for the CPU, ops/cuda/softmax.cu for CUDA) also serve causal_softmax
+// (ops/causal_softmax.hpp).
 #include "lowrank/ops/op.hpp"
 
 namespace lowrank {

@@ -4,6 +4,7 @@
 
 #include "lowrank/core/cpu/strided.hpp"
 #include "lowrank/core/elementwise.hpp"
+#include "lowrank/core/reduce.hpp"
 
 namespace lowrank {
 
@@ -25,6 +26,15 @@ double sum_of_squares(const Tensor& t) {
   });
 }
 
+// Sum of squares of one device tensor, in double: squared in a float64 copy on the device and summed
+// there (cuda::sum_all, a fixed tree order), so only one number crosses to the host.
+double device_sum_of_squares(const Tensor& t) {
+  Tensor wide = Tensor::empty(t.shape(), DType::f64, t.device());
+  copy_strided(t, wide);
+  map("grad_norm", functors::Mul{}, wide, wide, wide);
+  return sum_all(wide).item();
+}
+
 }  // namespace
 
 double grad_norm(const Parameters& params) {
@@ -32,9 +42,7 @@ double grad_norm(const Parameters& params) {
   for (const auto& p : params) {
     if (!p) fail("grad_norm: null parameter");
     if (!p->grad.defined()) fail("grad_norm: parameter '{}' has no gradient tensor", p->name);
-    // A device gradient is summed on the host: one copy per parameter, and the same double
-    // accumulation as for CPU gradients.
-    sum += sum_of_squares(p->grad.device().is_cpu() ? p->grad : p->grad.to(Device::cpu()));
+    sum += p->grad.device().is_cpu() ? sum_of_squares(p->grad) : device_sum_of_squares(p->grad);
   }
   return std::sqrt(sum);
 }

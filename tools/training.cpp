@@ -37,21 +37,7 @@ Device parse_device(const std::string& name) {
   fail("--device {}: expected cpu or cuda", name);
 }
 
-void move_to(nn::GPTWeights& weights, Device device) {
-  auto move = [device](Tensor& t) {
-    if (t.defined()) t = t.to(device);
-  };
-  move(weights.wte);
-  move(weights.wpe);
-  move(weights.ln_f_weight);
-  move(weights.ln_f_bias);
-  for (auto& b : weights.blocks) {
-    for (Tensor* t : {&b.ln_1_weight, &b.ln_1_bias, &b.attn_c_attn_weight, &b.attn_c_attn_bias, &b.attn_c_proj_weight,
-                      &b.attn_c_proj_bias, &b.ln_2_weight, &b.ln_2_bias, &b.mlp_c_fc_weight, &b.mlp_c_fc_bias,
-                      &b.mlp_c_proj_weight, &b.mlp_c_proj_bias})
-      move(*t);
-  }
-}
+void move_to(nn::GPTWeights& weights, Device device) { weights = weights.to(device); }
 
 void set_cpu_threads(int threads) {
   if (threads < 1) fail("--threads {}: must be at least 1", threads);

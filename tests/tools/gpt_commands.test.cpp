@@ -109,6 +109,33 @@ TEST_CASE("cli: demo rejects a bad --device naming the flag and the accepted val
   CHECK(result.output.find("cuda") != std::string::npos);
 }
 
+// Without a CUDA device (every CPU-only build, and a CUDA build on a machine without a GPU), asking for
+// one stops before any work with an error that names the flag and the device, and writes nothing.
+TEST_CASE("cli: demo and train --device cuda without a device name the flag and the missing device") {
+  if (lowrank::cuda_available()) {
+    MESSAGE("a CUDA device is present here, so the refusal cannot be shown (tests/cuda covers training on it)");
+    return;
+  }
+  ScratchDir dir("cli_device_cuda");
+  write_tiny_model_and_text(dir.path());
+  const auto demo = run_cli({"demo", "--quick", "--device", "cuda", "--out", (dir / "demo").string()});
+  auto train_cuda = train_args(dir.path(), "train");
+  train_cuda.insert(train_cuda.end(), {"--device", "cuda"});
+  const auto train = run_cli(train_cuda);
+  for (const auto* result : {&demo, &train}) {
+    INFO(result->output);
+    CHECK(result->status == 2);
+    CHECK(result->output.rfind("lowrank: --device cuda: no CUDA device is available", 0) == 0);
+#if defined(LOWRANK_WITH_CUDA)
+    CHECK(result->output.find("this build has CUDA") != std::string::npos);
+#else
+    CHECK(result->output.find("configured without CUDA") != std::string::npos);
+#endif
+  }
+  CHECK_FALSE(fs::exists(dir / "demo"));
+  CHECK_FALSE(fs::exists(dir / "train" / "checkpoint.safetensors"));
+}
+
 // Trains 6 steps in one go and as 3 + 3 with --stop-at and --resume; the losses and the adapters must
 // be the same bits.
 namespace {
