@@ -86,6 +86,19 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
            run_file.string());
     result[key] = value;
   }
+  // run.json is a file users can edit: a number must have the kind and bounds its flag accepts before it
+  // is converted (a float such as 1e300 read into an integer would be undefined behaviour).
+  const auto require = [&](const char* key, bool ok, const char* expected) {
+    if (!ok) fail("{}: setting '{}' is {}, expected {}", run_file.string(), key, result[key].dump(), expected);
+  };
+  for (const char* key : {"rank", "steps", "batch", "seq"})
+    require(key, result[key].is_number_integer() && result[key].get<double>() >= 1, "an integer >= 1");
+  require("warmup", result["warmup"].is_number_integer() && result["warmup"].get<double>() >= -1, "an integer >= -1");
+  require("seed", result["seed"].is_number_unsigned(), "a non-negative integer");
+  for (const char* key : {"alpha", "lr"})
+    require(key, result[key].is_number() && result[key].get<double>() > 0, "a number > 0");
+  for (const char* key : {"dropout", "weight_decay", "clip"})
+    require(key, result[key].is_number() && result[key].get<double>() >= 0, "a number >= 0");
   try {
     merged.model = result["model"];
     merged.text = result["text"];

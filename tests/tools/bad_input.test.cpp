@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "lowrank/core/philox.hpp"
@@ -181,6 +182,39 @@ TEST_CASE("cli: train on an empty text file names the file") {
   // Text, but less than one window: the count and --seq are named.
   write_text(dir / "short.txt", "abc");
   check_user_error(run_cli(train_args(dir / "model", dir / "short.txt", dir / "run")), {"--text", "3 tokens", "--seq 8"});
+}
+
+TEST_CASE("cli: train --resume refuses a run.json setting of the wrong kind or out of bounds, naming it") {
+  ScratchDir dir("cli_bad_run_json");
+  nn::save_gpt2(dir / "model", tiny_weights());
+  write_text(dir / "text.txt", sample_text());
+  auto args = train_args(dir / "model", dir / "text.txt", dir / "run");
+  args.insert(args.end(), {"--stop-at", "1"});
+  REQUIRE(run_cli(args).status == 0);
+  const fs::path run_json = dir / "run" / "run.json";
+  const auto edit = [&](const std::string& key, const std::string& value) {
+    std::ifstream in(run_json);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.close();
+    const std::string quoted = "\"" + key + "\":";
+    const auto at = text.find(quoted);
+    REQUIRE(at != std::string::npos);
+    const auto begin = at + quoted.size(), end = text.find_first_of(",}", begin);
+    const std::string original = text.substr(begin, end - begin);
+    text.replace(begin, end - begin, value);
+    write_text(run_json, text);
+    return original;
+  };
+  const std::vector<std::string> resume = {"train", "--out", (dir / "run").string(), "--resume"};
+  // {setting, value written, value as the message shows it}
+  for (const auto& [key, value, shown] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"rank", "1e300", "1e+300"}, {"rank", "2.5", "2.5"}, {"steps", "-4", "-4"}, {"seed", "-1", "-1"},
+           {"lr", "0", "0"}, {"dropout", "\"x\"", "\"x\""}}) {
+    const std::string original = edit(key, value);
+    check_user_error(run_cli(resume), {run_json.string(), "'" + key + "'", shown});
+    edit(key, original);
+  }
+  CHECK(run_cli(resume).status == 0);  // restored: the run continues
 }
 
 TEST_CASE("cli: a prompt or window longer than the context names both lengths") {
