@@ -120,57 +120,47 @@ template <class F, class... P> double sum_block(const F& fn, std::int64_t count,
   for (; i < count; ++i) partial[0] += static_cast<double>(fn(p[i]...));
   return ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5]) + (partial[6] + partial[7]));
 }
-}  // namespace detail
 
-template <class F, class... In> void map(const char* op, F f, Tensor& out, const In&... in) {
-  detail::check_map_operands(op, out, in...);
+// map and map_indexed: Indexed says whether f receives the row-major element index first.
+template <bool Indexed, class F, class... In> void map_any(const char* op, const F& f, Tensor& out, const In&... in) {
+  check_map_operands(op, out, in...);
   const std::int64_t n = out.numel();
   if (n == 0) return;
   if (out.device().is_cuda()) {
 #if defined(LOWRANK_WITH_CUDA)
     // The kernel writes a contiguous array: a strided output (a column slice, a permuted head view) is
-    // computed into a contiguous stand-in and scattered back. The stand-in is a buffer of its own, so an
-    // output that aliases an input (out += x) is read before it is overwritten.
+    // computed into a contiguous stand-in and scattered back; the stand-in's element i is still the
+    // row-major index i. It is a buffer of its own, so an output that aliases an input (out += x) is read
+    // before it is overwritten.
     if (!out.is_contiguous()) {
       Tensor staged = Tensor::empty(out.shape(), out.dtype(), out.device());
-      const std::tuple<detail::AsTensor<In>...> inputs{in.contiguous()...};
-      std::apply([&](const auto&... c) { map(op, f, staged, c...); }, inputs);
+      const std::tuple<AsTensor<In>...> inputs{in.contiguous()...};
+      std::apply([&](const auto&... c) { map_any<Indexed>(op, f, staged, c...); }, inputs);
       copy_strided(staged, out);
       return;
     }
-    dispatch(out.dtype(), [&]<class T>() { cuda::map<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...); });
+    dispatch(out.dtype(), [&]<class T>() {
+      if constexpr (Indexed) cuda::map_indexed<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...);
+      else cuda::map<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...);
+    });
     return;
 #else
     fail("{}: lowrank was built without CUDA", op);
 #endif
   }
-  dispatch(out.dtype(), [&]<class T>() { detail::map_cpu<false, T>(f, out, in...); });
+  dispatch(out.dtype(), [&]<class T>() { map_cpu<Indexed, T>(f, out, in...); });
+}
+}  // namespace detail
+
+// out[i] = f(in0[i], in1[i], ...) over same-shaped tensors on one device.
+template <class F, class... In> void map(const char* op, F f, Tensor& out, const In&... in) {
+  detail::map_any<false>(op, f, out, in...);
 }
 
 // out[i] = f(i, in0[i], in1[i], ...) where i is the row-major element index: for element-wise work
 // that depends on the position, such as dropout's counter-based mask.
 template <class F, class... In> void map_indexed(const char* op, F f, Tensor& out, const In&... in) {
-  detail::check_map_operands(op, out, in...);
-  const std::int64_t n = out.numel();
-  if (n == 0) return;
-  if (out.device().is_cuda()) {
-#if defined(LOWRANK_WITH_CUDA)
-    // As in map: a strided output goes through a contiguous stand-in, whose element i is still the
-    // row-major index i that f receives.
-    if (!out.is_contiguous()) {
-      Tensor staged = Tensor::empty(out.shape(), out.dtype(), out.device());
-      const std::tuple<detail::AsTensor<In>...> inputs{in.contiguous()...};
-      std::apply([&](const auto&... c) { map_indexed(op, f, staged, c...); }, inputs);
-      copy_strided(staged, out);
-      return;
-    }
-    dispatch(out.dtype(), [&]<class T>() { cuda::map_indexed<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...); });
-    return;
-#else
-    fail("{}: lowrank was built without CUDA", op);
-#endif
-  }
-  dispatch(out.dtype(), [&]<class T>() { detail::map_cpu<true, T>(f, out, in...); });
+  detail::map_any<true>(op, f, out, in...);
 }
 
 // Σ_i f(in0[i], in1[i], ...) over same-shaped CPU tensors, accumulated in double without writing the
