@@ -28,30 +28,22 @@ std::int64_t in_features(Target t, std::int64_t e) { return t == proj_target ? 4
 std::int64_t out_features(Target t, std::int64_t e) { return t == fc_target ? 4 * e : e; }
 
 // The Conv1D weight [in, out] (a column range of c_attn for q, k, v) and bias an adapter attaches to.
-Tensor target_weight(const BlockWeights& b, Target t, std::int64_t e) {
+struct TargetTensors {
+  Tensor weight, bias;
+};
+TargetTensors target_tensors(const BlockWeights& b, Target t, std::int64_t e) {
   switch (t) {
-    case q_target: return b.attn_c_attn_weight.slice(1, 0, e);
-    case k_target: return b.attn_c_attn_weight.slice(1, e, 2 * e);
-    case v_target: return b.attn_c_attn_weight.slice(1, 2 * e, 3 * e);
-    case o_target: return b.attn_c_proj_weight;
-    case fc_target: return b.mlp_c_fc_weight;
-    case proj_target: return b.mlp_c_proj_weight;
+    case q_target: return {b.attn_c_attn_weight.slice(1, 0, e), b.attn_c_attn_bias.slice(0, 0, e)};
+    case k_target: return {b.attn_c_attn_weight.slice(1, e, 2 * e), b.attn_c_attn_bias.slice(0, e, 2 * e)};
+    case v_target: return {b.attn_c_attn_weight.slice(1, 2 * e, 3 * e), b.attn_c_attn_bias.slice(0, 2 * e, 3 * e)};
+    case o_target: return {b.attn_c_proj_weight, b.attn_c_proj_bias};
+    case fc_target: return {b.mlp_c_fc_weight, b.mlp_c_fc_bias};
+    case proj_target: return {b.mlp_c_proj_weight, b.mlp_c_proj_bias};
     case target_count: break;
   }
   fail("nn::GPT: unknown target {}", static_cast<int>(t));
 }
-Tensor target_bias(const BlockWeights& b, Target t, std::int64_t e) {
-  switch (t) {
-    case q_target: return b.attn_c_attn_bias.slice(0, 0, e);
-    case k_target: return b.attn_c_attn_bias.slice(0, e, 2 * e);
-    case v_target: return b.attn_c_attn_bias.slice(0, 2 * e, 3 * e);
-    case o_target: return b.attn_c_proj_bias;
-    case fc_target: return b.mlp_c_fc_bias;
-    case proj_target: return b.mlp_c_proj_bias;
-    case target_count: break;
-  }
-  fail("nn::GPT: unknown target {}", static_cast<int>(t));
-}
+Tensor target_weight(const BlockWeights& b, Target t, std::int64_t e) { return target_tensors(b, t, e).weight; }
 
 // lora::Linear's initialisation of A (lora/config.hpp lists the policies).
 Tensor initial_a(const lora::Config& config, std::int64_t in, RandomStream& rng, DType dtype) {
@@ -232,8 +224,9 @@ struct GPT::State {
     const BlockWeights& bw = w.blocks[i];
     const std::int64_t e = w.config.n_embd;
     block::LoraProjection p;
-    p.weight = target_weight(bw, t, e);
-    p.bias = target_bias(bw, t, e);
+    auto [weight, bias] = target_tensors(bw, t, e);
+    p.weight = std::move(weight);
+    p.bias = std::move(bias);
     p.training = training;
     if (adapter_active(t)) {
       AdapterState& a = adapters[i][t];
