@@ -5,6 +5,7 @@
 #include <string>
 
 #include "lowrank/autodiff/autodiff.hpp"
+#include "../support/checks.hpp"
 
 namespace lowrank::nn_test {
 
@@ -18,23 +19,8 @@ inline ParameterPtr random_param(std::string name, Shape shape, std::uint64_t se
   return make_parameter(std::move(name), random_tensor(shape, seed, low, high, dtype));
 }
 
-inline void require_passed(const GradcheckResult& r) {
-  INFO(r.message());
-  CHECK(r.checked > 0);
-  CHECK(r.passed);
-}
-
-// Runs f, which must throw lowrank::Error, and returns the message.
-template <class F> std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("expected a lowrank::Error");
-  return {};
-}
-
-inline bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using test::contains;
+using test::error_message;
+using test::require_passed;
 
 }  // namespace lowrank::nn_test
