@@ -14,6 +14,7 @@
 #include "lowrank/io/safetensors.hpp"
 #include "lowrank/lora/adapter_file.hpp"
 #include "lowrank/lora/linear.hpp"
+#include "../support/temp_dir.hpp"
 
 using namespace lowrank;
 namespace fs = std::filesystem;
@@ -21,20 +22,7 @@ using nlohmann::json;
 
 namespace {
 
-// A fresh directory under the system temp dir, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    static int counter = 0;
-    path = fs::temp_directory_path() / fmt::format("lowrank-adapter-{}-{}-{}", tag, getpid(), counter++);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using lowrank::test::TempDir;
 
 Tensor random_tensor(Shape shape, std::uint64_t seed, double scale = 1.0) {
   RandomStream rng{seed, 0};

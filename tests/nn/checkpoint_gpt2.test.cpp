@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "../support/temp_dir.hpp"
 
 using namespace lowrank;
 using namespace lowrank::nn;
@@ -22,19 +23,7 @@ using nlohmann::json;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    static int counter = 0;
-    path = fs::temp_directory_path() / fmt::format("lowrank-gpt2-{}-{}-{}", tag, getpid(), counter++);
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using lowrank::test::TempDir;
 
 GPTConfig tiny_config() {
   GPTConfig c;

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "lowrank/nn/gpt.hpp"
+#include "../support/temp_dir.hpp"
 
 namespace nn_test {
 
@@ -57,19 +58,7 @@ inline LoraSettings lora_settings(std::vector<std::string> targets, std::int64_t
   return s;
 }
 
-struct TempDir {
-  std::filesystem::path path;
-  explicit TempDir(const std::string& tag) {
-    static int counter = 0;
-    path = std::filesystem::temp_directory_path() / fmt::format("lowrank-nn-{}-{}-{}", tag, getpid(), counter++);
-    std::filesystem::remove_all(path);
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
+using lowrank::test::TempDir;
 
 inline bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.shape() == b.shape() && a.to_vector() == b.to_vector(); }
 
