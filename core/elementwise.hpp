@@ -121,6 +121,11 @@ template <class F, class... P> double sum_block(const F& fn, std::int64_t count,
   return ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5]) + (partial[6] + partial[7]));
 }
 
+// A functor runs on CUDA when core/cuda/instantiate_map.cu instantiates its kernel; it says so with
+// `static constexpr bool has_cuda_kernel = true`. Any other functor (a lambda, a test's own struct)
+// still works on the CPU, and on a CUDA tensor it is refused at run time, naming the op.
+template <class F> concept HasCudaKernel = requires { requires F::has_cuda_kernel; };
+
 // map and map_indexed: Indexed says whether f receives the row-major element index first.
 template <bool Indexed, class F, class... In> void map_any(const char* op, const F& f, Tensor& out, const In&... in) {
   check_map_operands(op, out, in...);
@@ -128,21 +133,23 @@ template <bool Indexed, class F, class... In> void map_any(const char* op, const
   if (n == 0) return;
   if (out.device().is_cuda()) {
 #if defined(LOWRANK_WITH_CUDA)
-    // The kernel writes a contiguous array: a strided output (a column slice, a permuted head view) is
-    // computed into a contiguous stand-in and scattered back; the stand-in's element i is still the
-    // row-major index i. It is a buffer of its own, so an output that aliases an input (out += x) is read
-    // before it is overwritten.
-    if (!out.is_contiguous()) {
+    if constexpr (!HasCudaKernel<F>) {
+      fail("{}: this functor has no CUDA kernel (shape {}); docs/gpu.md says how to add one", op, out.shape());
+    } else if (!out.is_contiguous()) {
+      // The kernel writes a contiguous array: a strided output (a column slice, a permuted head view) is
+      // computed into a contiguous stand-in and scattered back; the stand-in's element i is still the
+      // row-major index i. It is a buffer of its own, so an output that aliases an input (out += x) is
+      // read before it is overwritten.
       Tensor staged = Tensor::empty(out.shape(), out.dtype(), out.device());
       const std::tuple<AsTensor<In>...> inputs{in.contiguous()...};
       std::apply([&](const auto&... c) { map_any<Indexed>(op, f, staged, c...); }, inputs);
       copy_strided(staged, out);
-      return;
+    } else {
+      dispatch(out.dtype(), [&]<class T>() {
+        if constexpr (Indexed) cuda::map_indexed<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...);
+        else cuda::map<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...);
+      });
     }
-    dispatch(out.dtype(), [&]<class T>() {
-      if constexpr (Indexed) cuda::map_indexed<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...);
-      else cuda::map<T>(f, out.data<T>(), n, in.contiguous().template data<T>()...);
-    });
     return;
 #else
     fail("{}: lowrank was built without CUDA", op);

@@ -7,24 +7,30 @@ namespace lowrank {
 // Functors shared by several ops and by the core.
 namespace functors {
 struct Identity {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   template <class T> LOWRANK_HD T operator()(T x) const { return x; }
 };
 struct Add {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   template <class T> LOWRANK_HD T operator()(T a, T b) const { return a + b; }
 };
 struct Sub {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   template <class T> LOWRANK_HD T operator()(T a, T b) const { return a - b; }
 };
 struct Mul {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   template <class T> LOWRANK_HD T operator()(T a, T b) const { return a * b; }
 };
 // a * x
 struct Scale {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   double a;
   template <class T> LOWRANK_HD T operator()(T x) const { return static_cast<T>(a) * x; }
 };
 // y + a * x: accumulation of a scaled gradient.
 struct Axpy {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   double a;
   template <class T> LOWRANK_HD T operator()(T y, T x) const { return y + static_cast<T>(a) * x; }
 };

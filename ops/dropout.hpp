@@ -14,6 +14,7 @@
 namespace lowrank::functors {
 // apply(u, ...) is the math given element i's uniform u; operator() draws u itself (CUDA, strided).
 struct DropoutForward {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   float p;
   double scale;  // 1 / (1 - p)
   std::uint64_t seed, offset;
@@ -24,6 +25,7 @@ struct DropoutForward {
   template <class T> LOWRANK_HD T operator()(std::uint64_t i, T x) const { return apply(philox::uniform(seed, offset + i), x); }
 };
 struct DropoutBackward {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   float p;
   double scale;
   std::uint64_t seed, offset;

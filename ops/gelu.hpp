@@ -10,6 +10,7 @@
 // Device-safe part: CUDA translation units include this header with LOWRANK_DEVICE_ONLY defined.
 namespace lowrank::functors {
 struct GeluTanh {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   template <class T> LOWRANK_HD T operator()(T x) const {
     const T u = T(0.7978845608028654) * (x + T(0.044715) * x * x * x);
     return x / (T(1) + std::exp(T(-2) * u));
@@ -17,6 +18,7 @@ struct GeluTanh {
 };
 // dx + dy · gelu'(x), with s = σ(2u): gelu' = s + 2x·s(1 - s)·u'
 struct GeluTanhBackward {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   template <class T> LOWRANK_HD T operator()(T dx, T x, T dy) const {
     const T c = T(0.7978845608028654);
     const T s = T(1) / (T(1) + std::exp(T(-2) * c * (x + T(0.044715) * x * x * x)));

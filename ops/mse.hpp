@@ -5,10 +5,12 @@
 
 namespace lowrank::functors {
 struct SquaredDifference {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   template <class T> LOWRANK_HD T operator()(T p, T t) const { return (p - t) * (p - t); }
 };
 // g + c·(p - t), with c = ±(2/n)·dy (dy, the scalar output gradient, folded into the constant)
 struct MseGrad {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   double c;
   template <class T> LOWRANK_HD T operator()(T g, T p, T t) const { return g + static_cast<T>(c) * (p - t); }
 };

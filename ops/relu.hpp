@@ -6,9 +6,11 @@
 // Device-safe part: the element-wise math, shared by the CPU and CUDA backends.
 namespace lowrank::functors {
 struct ReluForward {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   template <class T> LOWRANK_HD T operator()(T x) const { return x > T(0) ? x : T(0); }
 };
 struct ReluBackward {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   template <class T> LOWRANK_HD T operator()(T dx, T x, T dy) const { return x > T(0) ? dx + dy : dx; }
 };
 }  // namespace lowrank::functors

@@ -19,12 +19,14 @@ template <class T> LOWRANK_HD T decayed_gradient(T g, T p, double weight_decay) 
 
 // The momentum buffer on its first step: a copy of the (decayed) gradient, without dampening.
 struct SgdFirstMomentum {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   double weight_decay;
   template <class T> LOWRANK_HD T operator()(T g, T p) const { return decayed_gradient(g, p, weight_decay); }
 };
 
 // buf = mu * buf + (1 - dampening) * d
 struct SgdMomentum {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   double momentum, dampening, weight_decay;
   template <class T> LOWRANK_HD T operator()(T buf, T g, T p) const {
     return static_cast<T>(momentum) * buf + static_cast<T>(1.0 - dampening) * decayed_gradient(g, p, weight_decay);
@@ -33,6 +35,7 @@ struct SgdMomentum {
 
 // p = p - lr * d (no momentum)
 struct SgdPlainStep {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   double lr, weight_decay;
   template <class T> LOWRANK_HD T operator()(T p, T g) const {
     return p - static_cast<T>(lr) * decayed_gradient(g, p, weight_decay);
@@ -41,12 +44,14 @@ struct SgdPlainStep {
 
 // p = p - lr * buf (heavy-ball momentum)
 struct SgdMomentumStep {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   double lr;
   template <class T> LOWRANK_HD T operator()(T p, T buf) const { return p - static_cast<T>(lr) * buf; }
 };
 
 // p = p - lr * (d + mu * buf) (Nesterov momentum)
 struct SgdNesterovStep {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   double lr, momentum, weight_decay;
   template <class T> LOWRANK_HD T operator()(T p, T g, T buf) const {
     return p - static_cast<T>(lr) * (decayed_gradient(g, p, weight_decay) + static_cast<T>(momentum) * buf);
@@ -57,6 +62,7 @@ struct SgdNesterovStep {
 
 // m = beta1 * m + (1 - beta1) * d
 struct AdamFirstMoment {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   double beta1, weight_decay;
   template <class T> LOWRANK_HD T operator()(T m, T g, T p) const {
     return static_cast<T>(beta1) * m + static_cast<T>(1.0 - beta1) * decayed_gradient(g, p, weight_decay);
@@ -65,6 +71,7 @@ struct AdamFirstMoment {
 
 // v = beta2 * v + (1 - beta2) * d * d
 struct AdamSecondMoment {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   double beta2, weight_decay;
   template <class T> LOWRANK_HD T operator()(T v, T g, T p) const {
     const T d = decayed_gradient(g, p, weight_decay);
@@ -74,6 +81,7 @@ struct AdamSecondMoment {
 
 // max(a, b), NaN when either is NaN (a NaN in v must not be hidden by the running maximum).
 struct NanPropagatingMax {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   template <class T> LOWRANK_HD T operator()(T a, T b) const {
     if (a != a) return a;
     return a > b ? a : b;
@@ -82,6 +90,7 @@ struct NanPropagatingMax {
 
 // p = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), step_size = lr / (1 - beta1^t).
 struct AdamStep {
+  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
   double step_size, bias_correction2_sqrt, eps;
   template <class T> LOWRANK_HD T operator()(T p, T m, T v) const {
     using std::sqrt;

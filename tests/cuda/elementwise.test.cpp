@@ -117,3 +117,17 @@ TEST_CASE("cuda: device mismatch names both devices") {
     }
   }
 }
+
+TEST_CASE("cuda: a functor without a CUDA kernel works on the CPU and is refused on the device, naming the op") {
+  // No has_cuda_kernel: in a CUDA build this compiles (no kernel is referenced), the CPU runs it.
+  const auto twice = [](auto x) { return x + x; };
+  Tensor host = Tensor::from({3}, {1.0, 2.0, 3.0});
+  Tensor host_out = Tensor::empty({3});
+  map("twice", twice, host_out, host);
+  CHECK(host_out.to_vector() == std::vector<double>{2.0, 4.0, 6.0});
+  LOWRANK_SKIP_WITHOUT_CUDA();
+  Tensor device = host.to(gpu);
+  Tensor device_out = Tensor::empty({3}, DType::f32, gpu);
+  CHECK_THROWS_WITH_AS(map("twice", twice, device_out, device), doctest::Contains("twice: this functor has no CUDA kernel"),
+                       Error);
+}
