@@ -1,18 +1,12 @@
 #include <doctest/doctest.h>
 
 #include "lowrank/autodiff/autodiff.hpp"
+#include "../support/errors.hpp"
 
 using namespace lowrank;
 
 namespace {
-std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using lowrank::test::error_of;
 }  // namespace
 
 TEST_CASE("errors: a shape mismatch names the op and both shapes") {

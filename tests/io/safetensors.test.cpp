@@ -17,6 +17,7 @@
 #include "lowrank/core/tensor.hpp"
 #include "lowrank/io/float16.hpp"
 #include "lowrank/io/safetensors.hpp"
+#include "../support/errors.hpp"
 
 using namespace lowrank;
 namespace fs = std::filesystem;
@@ -51,14 +52,7 @@ std::string read_raw(const fs::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using lowrank::test::error_of;
 
 // Opening the file must fail with a message that names the file and contains `problem`.
 void check_rejected(const std::string& name, const std::string& bytes, const std::string& problem) {

@@ -15,6 +15,7 @@
 #include "lowrank/lora/adapter_file.hpp"
 #include "lowrank/lora/linear.hpp"
 #include "../support/temp_dir.hpp"
+#include "../support/errors.hpp"
 
 using namespace lowrank;
 namespace fs = std::filesystem;
@@ -51,14 +52,7 @@ Tensor output_of(lora::Linear& layer, const Tensor& x) {
 
 bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.shape() == b.shape() && a.to_vector() == b.to_vector(); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using lowrank::test::error_of;
 
 json read_json(const fs::path& path) {
   std::ifstream in(path);

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "lowrank/lora/lora.hpp"
+#include "../support/errors.hpp"
 
 namespace lora_test {
 
@@ -43,13 +44,6 @@ inline void require_passed(const GradcheckResult& r) {
   CHECK(r.passed);
 }
 
-inline std::string error_of(auto&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using lowrank::test::error_of;
 
 }  // namespace lora_test

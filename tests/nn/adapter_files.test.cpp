@@ -12,6 +12,7 @@
 #include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "checkpoint_test_support.hpp"
+#include "../support/errors.hpp"
 
 using namespace nn_test;
 namespace fs = std::filesystem;
@@ -79,14 +80,7 @@ GPTWeights apply_as_peft(const fs::path& dir, const GPTWeights& base) {
 
 TokenIds sample_tokens() { return TokenIds({2, 7}, {1, 5, 9, 2, 22, 0, 13, 4, 4, 18, 7, 3, 11, 6}); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using lowrank::test::error_of;
 
 bool contains_all(const std::string& message, std::initializer_list<std::string> parts) {
   for (const auto& p : parts)

@@ -9,6 +9,7 @@
 #include "lowrank/optim/adam.hpp"
 #include "lowrank/optim/sgd.hpp"
 #include "checkpoint_test_support.hpp"
+#include "../support/errors.hpp"
 
 using namespace nn_test;
 namespace fs = std::filesystem;
@@ -94,14 +95,7 @@ void check_resume(bool lora, double dropout) {
   CHECK(expected.front() != expected.back());
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using lowrank::test::error_of;
 
 }  // namespace
 

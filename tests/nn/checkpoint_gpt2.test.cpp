@@ -15,6 +15,7 @@
 
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "../support/temp_dir.hpp"
+#include "../support/errors.hpp"
 
 using namespace lowrank;
 using namespace lowrank::nn;
@@ -134,14 +135,7 @@ json hf_config(const GPTConfig& c) {
           {"eos_token_id", 10}, {"n_inner", nullptr}, {"summary_type", "cls_index"}};
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using lowrank::test::error_of;
 
 bool contains_all(const std::string& message, std::initializer_list<std::string> parts) {
   for (const auto& p : parts)

@@ -15,6 +15,7 @@
 #include "lowrank/io/safetensors.hpp"
 #include "lowrank/tests/reliability/scratch.hpp"
 #include "lowrank/text/bpe_trainer.hpp"
+#include "../support/errors.hpp"
 
 using namespace lowrank;
 using lowrank::reliability::ScratchDir;
@@ -22,14 +23,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using lowrank::test::error_of;
 
 std::string le64(std::uint64_t n) {
   std::string s(8, '\0');

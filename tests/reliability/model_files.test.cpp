@@ -19,6 +19,7 @@
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "lowrank/tests/reliability/scratch.hpp"
+#include "../support/errors.hpp"
 
 using namespace lowrank;
 using lowrank::reliability::ScratchDir;
@@ -26,14 +27,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using lowrank::test::error_of;
 
 nn::GPTConfig tiny() {
   nn::GPTConfig c;
