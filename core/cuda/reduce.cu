@@ -54,22 +54,6 @@ template <class T> __global__ void sum_kernel(const T* in, T* out, std::int64_t 
   if (threadIdx.x == 0) out[blockIdx.x] = accumulate ? out[blockIdx.x] + partial[0] : partial[0];
 }
 
-// Scratch device memory for partial sums, returned to the allocator's cache on scope exit. Safe to
-// release before the kernels finish: only later work on the same stream can reuse it.
-class Scratch {
- public:
-  Scratch(std::size_t bytes, int device) : bytes_(bytes), device_(device), data_(allocate(bytes, device)) {}
-  ~Scratch() { release(data_, bytes_, device_); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  template <class T> T* as() const { return static_cast<T*>(data_); }
-
- private:
-  std::size_t bytes_;
-  int device_;
-  void* data_;
-};
-
 int multiprocessors() {
   int device = 0, sms = 1;
   check(cudaGetDevice(&device), "cuda::sum_rows");

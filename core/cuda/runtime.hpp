@@ -15,6 +15,22 @@ void copy_device_to_host(void* dst, const void* src, std::size_t bytes, int devi
 void copy_device_to_device(void* dst, const void* src, std::size_t bytes, int device);
 void synchronize(int device);
 
+// Device memory for one call's intermediate values (partial sums), back to the allocator's cache at
+// scope exit. Safe before the kernels finish: only later work on the same stream can reuse the block.
+class Scratch {
+ public:
+  Scratch(std::size_t bytes, int device) : bytes_(bytes), device_(device), data_(allocate(bytes, device)) {}
+  ~Scratch() { release(data_, bytes_, device_); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  template <class T> T* as() const { return static_cast<T*>(data_); }
+
+ private:
+  std::size_t bytes_;
+  int device_;
+  void* data_;
+};
+
 // The caching allocator keeps released blocks in per-device free lists keyed by a rounded size, so a
 // training loop that allocates the same shapes every step stops calling cudaMalloc after step one.
 struct AllocatorStats {

@@ -141,7 +141,7 @@ void layernorm_backward_params(const T* dy, const T* x, const double* mean, cons
   std::int64_t row_blocks = (rows + 255) / 256;
   row_blocks = row_blocks < 1 ? 1 : (row_blocks > 256 ? 256 : row_blocks);
   const std::int64_t rows_per_block = (rows + row_blocks - 1) / row_blocks;
-  const row_kernels::Scratch partial(static_cast<std::size_t>(row_blocks * 2 * width) * sizeof(double), device);
+  const Scratch partial(static_cast<std::size_t>(row_blocks * 2 * width) * sizeof(double), device);
   const dim3 grid(static_cast<unsigned>(column_blocks), static_cast<unsigned>(row_blocks));
   params_partial_kernel<T><<<grid, dim3(tile_cols, tile_rows)>>>(dy, x, mean, rstd, dgamma != nullptr, partial.as<double>(),
                                                                   rows, width, rows_per_block > 0 ? rows_per_block : 1);

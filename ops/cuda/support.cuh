@@ -47,20 +47,4 @@ template <class V, class Op> __device__ V block_reduce(V value, Op op, V* shared
 __device__ inline float exp_of(float x) { return expf(x); }
 __device__ inline double exp_of(double x) { return exp(x); }
 
-// Device memory for one call's intermediate values, back to the allocator's cache at scope exit. Safe
-// before the kernels finish: only later work on the same stream can reuse the block.
-class Scratch {
- public:
-  Scratch(std::size_t bytes, int device) : bytes_(bytes), device_(device), data_(allocate(bytes, device)) {}
-  ~Scratch() { release(data_, bytes_, device_); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  template <class V> V* as() const { return static_cast<V*>(data_); }
-
- private:
-  std::size_t bytes_;
-  int device_;
-  void* data_;
-};
-
 }  // namespace lowrank::cuda::row_kernels
