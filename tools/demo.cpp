@@ -81,7 +81,9 @@ DemoPlan make_plan(const DemoOptions& options) {
     plan.language.min_letters = plan.language.max_letters = 6;
     plan.batch = 64;
     plan.pretrain_steps = 300;
-    plan.lora_steps = 800;
+    // 800 steps sufficed once, but the reversal sits on a plateau (loss ~0.5) for several hundred steps
+    // and a rounding change in the kernels left one seed at 4% after 800; 1200 reached 100% on seeds 0-3.
+    plan.lora_steps = 1200;
   }
   if (options.pretrain_steps > 0) plan.pretrain_steps = options.pretrain_steps;
   if (options.lora_steps > 0) plan.lora_steps = options.lora_steps;
