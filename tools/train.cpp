@@ -86,19 +86,20 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
            run_file.string());
     result[key] = value;
   }
-  // run.json is a file users can edit: a number must have the kind and bounds its flag accepts before it
-  // is converted (a float such as 1e300 read into an integer would be undefined behaviour).
-  const auto require = [&](const char* key, bool ok, const char* expected) {
-    if (!ok) fail("{}: setting '{}' is {}, expected {}", run_file.string(), key, result[key].dump(), expected);
+  // run.json is a file users can edit: each number passes its flag's check (tools/validators.hpp) before
+  // it is converted (a float such as 1e300 read into an integer would be undefined behaviour). warmup
+  // may also hold -1 ("5% of the steps"); the seed, unchecked as a flag, must be a non-negative integer.
+  const auto check = [&](const char* key, const CLI::Validator& validator) {
+    std::string text = result[key].dump();
+    if (const std::string problem = validator(text); !problem.empty())
+      fail("{}: setting '{}' {}", run_file.string(), key, problem);
   };
-  for (const char* key : {"rank", "steps", "batch", "seq"})
-    require(key, result[key].is_number_integer() && result[key].get<double>() >= 1, "an integer >= 1");
-  require("warmup", result["warmup"].is_number_integer() && result["warmup"].get<double>() >= -1, "an integer >= -1");
-  require("seed", result["seed"].is_number_unsigned(), "a non-negative integer");
-  for (const char* key : {"alpha", "lr"})
-    require(key, result[key].is_number() && result[key].get<double>() > 0, "a number > 0");
-  for (const char* key : {"dropout", "weight_decay", "clip"})
-    require(key, result[key].is_number() && result[key].get<double>() >= 0, "a number >= 0");
+  for (const char* key : {"rank", "steps", "batch", "seq"}) check(key, positive_integer);
+  for (const char* key : {"alpha", "lr"}) check(key, positive_number);
+  for (const char* key : {"dropout", "weight_decay", "clip"}) check(key, non_negative_number);
+  if (result["warmup"] != -1) check("warmup", non_negative_integer);
+  if (!result["seed"].is_number_unsigned())
+    fail("{}: setting 'seed' must be a non-negative integer, not '{}'", run_file.string(), result["seed"].dump());
   try {
     merged.model = result["model"];
     merged.text = result["text"];
