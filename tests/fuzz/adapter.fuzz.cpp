@@ -17,6 +17,7 @@
 #include "lowrank/lora/adapter_file.hpp"
 #include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/gpt.hpp"
+#include "lowrank/tests/fuzz/adapter_base.hpp"
 #include "lowrank/tests/fuzz/fuzz_check.hpp"
 #include "lowrank/tests/fuzz/fuzz_directory.hpp"
 
@@ -27,16 +28,7 @@ namespace {
 
 // The model the seeds in tests/fuzz/corpus/adapter/ were written for (make_corpus.py: TINY_GPT).
 const nn::GPTWeights& base_weights() {
-  static const nn::GPTWeights weights = [] {
-    nn::GPTConfig config;
-    config.vocab_size = 8;
-    config.n_positions = 4;
-    config.n_embd = 4;
-    config.n_layer = 2;
-    config.n_head = 1;
-    lowrank::RandomStream rng{3, 0};
-    return nn::GPTWeights::random(config, rng);
-  }();
+  static const nn::GPTWeights weights = lowrank::fuzz::adapter_base_weights();
   return weights;
 }
 

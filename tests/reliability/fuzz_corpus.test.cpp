@@ -18,6 +18,7 @@
 #include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "lowrank/tests/fuzz/adapter_base.hpp"
 #include "lowrank/tests/reliability/scratch.hpp"
 #include "lowrank/text/bpe_tokenizer.hpp"
 #include "lowrank/text/byte_tokenizer.hpp"
@@ -93,22 +94,10 @@ Outcome run_gpt2(const std::string& bytes, const fs::path& directory) {
   }
 }
 
-// The GPT of tests/fuzz/adapter.fuzz.cpp.
-nn::GPTWeights adapter_base() {
-  nn::GPTConfig config;
-  config.vocab_size = 8;
-  config.n_positions = 4;
-  config.n_embd = 4;
-  config.n_layer = 2;
-  config.n_head = 1;
-  RandomStream rng{3, 0};
-  return nn::GPTWeights::random(config, rng);
-}
-
 Outcome run_adapter(const std::string& bytes, const fs::path& directory) {
   write_two_files(directory, bytes, lora::adapter_config_file_name, lora::adapter_weights_file_name);
   try {
-    nn::GPT model(adapter_base());
+    nn::GPT model(lowrank::fuzz::adapter_base_weights());
     nn::load_adapter(directory, model);
     model.logits(TokenIds(Shape{1, 2}, {1, 7}));
     return Outcome::loaded;

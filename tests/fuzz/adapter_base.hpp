@@ -1,0 +1,20 @@
+#pragma once
+// The base GPT of the adapter fuzz target and of its seed corpus (tests/fuzz/corpus/adapter/, written by
+// make_corpus.py for this shape): the target and the corpus regression test load adapters onto it.
+#include "lowrank/core/philox.hpp"
+#include "lowrank/nn/weights.hpp"
+
+namespace lowrank::fuzz {
+
+inline nn::GPTWeights adapter_base_weights() {
+  nn::GPTConfig config;
+  config.vocab_size = 8;
+  config.n_positions = 4;
+  config.n_embd = 4;
+  config.n_layer = 2;
+  config.n_head = 1;
+  RandomStream rng{3, 0};
+  return nn::GPTWeights::random(config, rng);
+}
+
+}  // namespace lowrank::fuzz
