@@ -68,6 +68,14 @@ std::string key_of(const std::string& module, std::string_view local) {
   return std::string(peft_key_prefix) + module + "." + std::string(local);
 }
 
+// A trained bias of an adapted module. PEFT wraps the adapted layer and keeps the original one as its
+// `base_layer`, so the bias's state_dict key, which save_pretrained writes, is <module>.base_layer.bias.
+// PEFT before that wrapper (< 0.7) wrote <module>.bias; the reader accepts both.
+constexpr std::string_view bias_key = "base_layer.bias";
+constexpr std::string_view legacy_bias_key = "bias";
+
+std::string targets_text(const std::vector<std::string>& targets) { return fmt::format("[{}]", fmt::join(targets, ", ")); }
+
 json config_json(const PeftConfig& c) {
   json j;
   j["peft_type"] = "LORA";
@@ -239,13 +247,17 @@ void write_adapter_directory(const fs::path& directory, PeftConfig config, const
     if (!seen.insert(m.module).second) fail("{}: module '{}' appears twice", who, m.module);
     tensors.emplace_back(key_of(m.module, "lora_A.weight"), m.lora_A);
     tensors.emplace_back(key_of(m.module, "lora_B.weight"), m.lora_B);
-    if (m.bias.defined()) tensors.emplace_back(key_of(m.module, "bias"), m.bias);
+    if (m.bias.defined()) tensors.emplace_back(key_of(m.module, bias_key), m.bias);
   }
   if (config.target_modules.empty()) {
     std::set<std::string> targets;
     for (const AdapterTensors& m : modules) targets.insert(last_component(m.module));
     config.target_modules.assign(targets.begin(), targets.end());
   }
+  for (const AdapterTensors& m : modules)
+    if (!peft_target_matches(m.module, config.target_modules))
+      fail("{}: module '{}' is not selected by target_modules {}, so PEFT would not load its tensors ({})", who, m.module,
+           targets_text(config.target_modules), directory.string());
   std::error_code ec;
   fs::create_directories(directory, ec);
   if (ec) fail("{}: cannot create directory {}: {}", who, directory.string(), ec.message());
@@ -299,6 +311,12 @@ bool peft_target_matches(const std::string& module, const std::vector<std::strin
 AdapterDirectory read_adapter_directory(const fs::path& directory, const std::vector<ExpectedModule>& expected) {
   AdapterDirectory result{read_adapter_config(directory), {}, {}};
   const PeftConfig& config = result.config;
+  const std::string config_file = (directory / adapter_config_file_name).string();
+  for (const ExpectedModule& m : expected)
+    if (!peft_target_matches(m.module, config.target_modules))
+      fail("{}: module '{}' is not selected by target_modules {} (PEFT would not adapt it: an adapter for another model "
+           "or other modules?)",
+           config_file, m.module, targets_text(config.target_modules));
   const fs::path path = directory / adapter_weights_file_name;
   const SafetensorsFile file = open_weights(directory);
   result.metadata = file.metadata();
@@ -308,7 +326,10 @@ AdapterDirectory read_adapter_directory(const fs::path& directory, const std::ve
   for (const ExpectedModule& m : expected) {
     wanted.insert(key_of(m.module, "lora_A.weight"));
     wanted.insert(key_of(m.module, "lora_B.weight"));
-    if (m.bias) wanted.insert(key_of(m.module, "bias"));
+    if (m.bias) {
+      wanted.insert(key_of(m.module, bias_key));
+      wanted.insert(key_of(m.module, legacy_bias_key));
+    }
   }
   for (const TensorInfo& t : file.tensors()) {
     if (wanted.contains(t.name)) continue;
@@ -335,12 +356,24 @@ AdapterDirectory read_adapter_directory(const fs::path& directory, const std::ve
     }
     return file.load(key, DType::f32);
   };
+  // The bias under PEFT's current key or its legacy one, never both.
+  auto bias_key_of = [&](const std::string& module) {
+    const std::string current = key_of(module, bias_key), legacy = key_of(module, legacy_bias_key);
+    const bool has_current = file.contains(current), has_legacy = file.contains(legacy);
+    if (has_current && has_legacy) fail("{}: module '{}' has two trained biases, '{}' and '{}'", name, module, current, legacy);
+    if (has_legacy) return legacy;
+    if (!has_current)
+      fail("{}: missing tensor '{}' (or '{}'): bias = \"{}\" in adapter_config.json and module '{}' has a bias{}", name, current,
+           legacy, peft_name(config.bias), module,
+           config.bias == Bias::lora_only ? "; some PEFT versions do not save lora_only biases (huggingface/peft issue 3306)" : "");
+    return current;
+  };
   for (const ExpectedModule& m : expected) {
     AdapterTensors t;
     t.module = m.module;
     t.lora_A = load(key_of(m.module, "lora_A.weight"), {config.r, m.in_features}, "lora_A");
     t.lora_B = load(key_of(m.module, "lora_B.weight"), {m.out_features, config.r}, "lora_B");
-    if (m.bias) t.bias = load(key_of(m.module, "bias"), {m.out_features}, "bias");
+    if (m.bias) t.bias = load(bias_key_of(m.module), {m.out_features}, "bias");
     result.modules.push_back(std::move(t));
   }
   return result;

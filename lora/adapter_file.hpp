@@ -3,7 +3,9 @@
 // reads): adapter_config.json plus adapter_model.safetensors, whose keys are
 //   base_model.model.<module>.lora_A.weight   [r, in]
 //   base_model.model.<module>.lora_B.weight   [out, r]
-//   base_model.model.<module>.bias            [out]   (only when the bias trained: bias "all"/"lora_only")
+//   base_model.model.<module>.base_layer.bias [out]   (only when the bias trained: bias "all"/"lora_only")
+// PEFT keeps the adapted layer as `base_layer` inside its LoRA wrapper, hence the bias key; PEFT before
+// that wrapper (< 0.7) wrote <module>.bias, which the reader accepts too.
 // This file knows nothing about any model: callers name the modules and give the tensors; nn/ maps a GPT
 // onto it (nn/adapter_files.hpp). Both files are written atomically (io/atomic_file.hpp), tensors first.
 //
@@ -83,7 +85,7 @@ struct AdapterDirectory {
 
 // Writes `directory` (created if missing). target_modules, when empty, becomes the distinct last
 // components of the module paths. Checks that every module's A and B have rank config.r and agree
-// with each other, and that module names are distinct. `metadata` goes into the safetensors header next
+// with each other, that module names are distinct and that target_modules selects every module. `metadata` goes into the safetensors header next
 // to {"format": "pt"}; PEFT ignores it, so it can carry what adapter_config.json has no field for.
 void write_adapter_directory(const std::filesystem::path& directory, PeftConfig config,
                              const std::vector<AdapterTensors>& modules,
@@ -98,8 +100,9 @@ std::map<std::string, std::string> read_adapter_metadata(const std::filesystem::
 // equals it or ends with "." + target.
 bool peft_target_matches(const std::string& module, const std::vector<std::string>& target_modules);
 
-// Reads both files and checks them against `expected`: every expected module has its A and B (and bias
-// when expected), no other tensor is in the file, A is [r, in] and B is [out, r] with r from the config.
+// Reads both files and checks them against `expected`: the config's target_modules select every expected
+// module, every expected module has its A and B (and bias when expected), no other tensor is in the
+// file, A is [r, in] and B is [out, r] with r from the config.
 // Every failure is a lowrank::Error naming the file and the key. Tensors load as float32.
 AdapterDirectory read_adapter_directory(const std::filesystem::path& directory, const std::vector<ExpectedModule>& expected);
 
@@ -123,10 +126,11 @@ struct AdapterMetadata {
 
 void save_adapter(const std::filesystem::path& directory, const std::vector<NamedLinear>& layers,
                   const AdapterMetadata& metadata = {});
-// Copies A, B (and trained biases) into the layers, which must not be merged. Beyond the file checks,
-// each layer's rank and scale must equal the file's (a different scale would change what the adapter
-// computes) and a bias in the file needs a layer whose bias trains. Nothing is changed unless
-// everything checks out.
+// Copies A, B (and trained biases) into the layers, which must not be merged. Beyond the file checks
+// (target_modules must select every module path given), each layer's rank and scale must equal the
+// file's (a different scale would change what the adapter computes) and a bias in the file needs a
+// layer whose bias trains. lora_dropout is not compared: dropout acts only in training, and a layer
+// keeps its own (0 for inference is common). Nothing is changed unless everything checks out.
 void load_adapter(const std::filesystem::path& directory, const std::vector<NamedLinearMut>& layers);
 
 }  // namespace lowrank::lora

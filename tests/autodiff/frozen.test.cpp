@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "lowrank/autodiff/autodiff.hpp"
+#include "lowrank/core/storage.hpp"
 
 using namespace lowrank;
 
@@ -36,6 +37,34 @@ template <class E> std::pair<std::int64_t, std::int64_t> gemm_calls(E expression
   return {forward, gemm_counters().calls};
 }
 
+// What a probe's backward was handed for its second input.
+struct ProbeRecord {
+  int backward_calls = 0;
+  bool second_needs_grad = false;
+  bool second_has_buffer = false;
+};
+
+// y = a + b; backward records the compile-time need and the buffer pointer of b, then adds as `add` does.
+struct GradientProbe {
+  static constexpr std::string_view name = "gradient_probe";
+  static constexpr std::size_t arity = 2;
+  ProbeRecord* seen = nullptr;
+
+  Tensor forward(const Tensor& a, const Tensor& b) const {
+    Tensor y = Tensor::empty(a.shape(), a.dtype(), a.device());
+    map("gradient_probe", functors::Add{}, y, a, b);
+    return y;
+  }
+  static constexpr Reads<2> reads(Needs<2>) { return {}; }
+  template <Needs<2> need> void backward(const Tensor& dy, Inputs<2>, const Tensor&, Grads<2> dx) const {
+    ++seen->backward_calls;
+    seen->second_needs_grad = need[1];
+    seen->second_has_buffer = dx[1] != nullptr;
+    if constexpr (need[0]) map("gradient_probe backward", functors::Add{}, *dx[0], *dx[0], dy);
+    if constexpr (need[1]) map("gradient_probe backward", functors::Add{}, *dx[1], *dx[1], dy);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("frozen: LoRA subgraph with x input and W frozen runs 3 forward and 3 backward GEMMs") {
@@ -63,19 +92,59 @@ TEST_CASE("frozen: LoRA subgraph with W a param runs 6 backward GEMMs") {
   CHECK(backward_input == 4);  // dB, d(x·Aᵀ), dA, dW
 }
 
-TEST_CASE("frozen: a frozen leaf gets no gradient buffer and its parameter twin is untouched") {
+TEST_CASE("frozen: the LoRA subgraph's frozen slots need no gradient, A and B get one") {
   LoraLeaves l;
   auto tape = eval(lora_subgraph(l, input(l.x), frozen(l.w)));
   using T = decltype(tape);
-  // Slot order: x, W, t(W), x·Wᵀ, b, +b, x, dropout, A, t(A), ·Aᵀ, B, t(B), ·Bᵀ, scale, +
+  // Slot order: x, W, t(W), x·Wᵀ, b, +b, x, dropout, A, t(A), ·Aᵀ, B, t(B), accumulate(·Bᵀ, alpha = s)
+  static_assert(T::size == 14);
   static_assert(!T::slot_needs_grad(1), "frozen W needs no gradient");
   static_assert(!T::slot_needs_grad(3), "x·Wᵀ needs no gradient when x is an input and W frozen");
   static_assert(T::slot_needs_grad(T::root), "the output needs a gradient through A and B");
   tape.backward(Tensor::ones(tape.value().shape()));
-  CHECK(max_abs_diff(l.w_param->grad, Tensor::zeros({d_out, d_in})) == 0.0);  // never touched
-  double a_norm = 0;
-  for (double v : l.a->grad.to_vector()) a_norm += v * v;
-  CHECK(a_norm > 0);
+  for (const auto& p : {l.a, l.bb}) {
+    double norm = 0;
+    for (double v : p->grad.to_vector()) norm += v * v;
+    CHECK(norm > 0);
+  }
+}
+
+TEST_CASE("frozen: a frozen leaf is handed no gradient buffer and none is allocated for it") {
+  // 1. What backward is handed: a probe op records whether its second input got a gradient buffer.
+  RandomStream rng{5, 0};
+  const Tensor w = Tensor::uniform({3, 4}, -1, 1, rng);
+  auto x = make_parameter("x", Tensor::uniform({3, 4}, -1, 1, rng));
+  auto w_param = make_parameter("W", w.clone());
+  ProbeRecord frozen_seen, param_seen;
+  auto frozen_tape = eval(sum(make_node(GradientProbe{&frozen_seen}, param(x), frozen(w))));
+  frozen_tape.backward();
+  CHECK(frozen_seen.backward_calls == 1);
+  CHECK_FALSE(frozen_seen.second_needs_grad);
+  CHECK_FALSE(frozen_seen.second_has_buffer);
+  // Control: the same graph with W a param is handed W's buffer (so the probe can see one).
+  auto param_tape = eval(sum(make_node(GradientProbe{&param_seen}, param(x), param(w_param))));
+  param_tape.backward();
+  CHECK(param_seen.second_needs_grad);
+  CHECK(param_seen.second_has_buffer);
+
+  // 2. What backward allocates: with a large frozen W the peak during backward stays below one W, since
+  //    only dx [8, 512] is computed. Control: a scale of a trainable W gives the scale slot a zero-filled
+  //    W-sized gradient buffer, and the same measurement sees it.
+  const std::int64_t big = 512;
+  const Tensor w_big = Tensor::uniform({big, big}, -1, 1, rng);
+  auto x_big = make_parameter("x", Tensor::uniform({8, big}, -1, 1, rng));
+  auto w_big_param = make_parameter("W", w_big.clone());
+  const std::size_t w_bytes = static_cast<std::size_t>(big * big) * sizeof(float);
+  auto backward_peak = [](auto& tape) {
+    const std::size_t before = memory_stats().current;
+    reset_peak_memory();
+    tape.backward();
+    return memory_stats().peak - before;
+  };
+  auto frozen_big = eval(sum(matmul(param(x_big), t(frozen(w_big)))));
+  CHECK(backward_peak(frozen_big) < w_bytes);
+  auto trainable_big = eval(sum(matmul(param(x_big), t(scale(param(w_big_param), 1.0)))));
+  CHECK(backward_peak(trainable_big) >= w_bytes);
 }
 
 TEST_CASE("frozen: matmul with a frozen W keeps no activation for dW") {

@@ -270,6 +270,7 @@ TEST_CASE("lora adapter file: errors name the file and the key") {
     CHECK(contains(error_of(load), {"adapter_config.json", "scale", "h.0.q", "4", "2"}));
   }
   SUBCASE("a module is missing from the file") {
+    with_config([](json& j) { j["target_modules"] = json::array({"q", "fc", "o"}); });  // selected, but not in the file
     auto o = make_layer(8, 8, false, config, 3);
     const std::string e = error_of([&] { lora::load_adapter(dir.path, {{"h.0.q", &fresh_q}, {"h.0.fc", &fresh_fc}, {"h.0.o", &o}}); });
     CHECK(contains(e, {"adapter_model.safetensors", "missing tensor", "base_model.model.h.0.o.lora_A.weight"}));
@@ -290,6 +291,17 @@ TEST_CASE("lora adapter file: errors name the file and the key") {
     lora::save_adapter(other.path, {{"h.0.q", &biased_q}, {"h.0.fc", &biased_fc}});
     const std::string e = error_of([&] { lora::load_adapter(other.path, {{"h.0.q", &fresh_q}, {"h.0.fc", &fresh_fc}}); });
     CHECK(contains(e, {"adapter_config.json", "lora_only", "h.0.q", "bias"}));
+  }
+  SUBCASE("a module that target_modules does not select") {
+    with_config([](json& j) { j["target_modules"] = json::array({"q", "k"}); });
+    const std::string e = error_of(load);
+    CHECK(contains(e, {"adapter_config.json", "module 'h.0.fc'", "not selected by target_modules", "[q, k]"}));
+    // PEFT matches whole path components: "c" is not a suffix match for "h.0.fc".
+    with_config([](json& j) { j["target_modules"] = "c"; });
+    CHECK(contains(error_of(load), {"adapter_config.json", "module 'h.0.q'", "[c]"}));
+    // A dotted target selects by path suffix, as in PEFT.
+    with_config([](json& j) { j["target_modules"] = json::array({"0.q", "h.0.fc"}); });
+    CHECK(error_of(load) == "(no error)");
   }
   SUBCASE("a failed load changes nothing") {
     const Tensor a_before = fresh_q.lora_A()->value.clone();
@@ -313,7 +325,76 @@ TEST_CASE("lora adapter file: writer refuses inconsistent modules") {
                                                      {{"m", random_tensor({2, 8}, 1), random_tensor({8, 2}, 2), {}},
                                                       {"m", random_tensor({2, 8}, 1), random_tensor({8, 2}, 2), {}}}),
                        doctest::Contains("'m' appears twice"), Error);
+  lora::PeftConfig only_q = rank(2);
+  only_q.target_modules = {"q"};
+  CHECK_THROWS_WITH_AS(lora::write_adapter_directory(dir.path, only_q,
+                                                     {{"h.0.q", random_tensor({2, 8}, 1), random_tensor({8, 2}, 2), {}},
+                                                      {"h.0.fc", random_tensor({2, 8}, 3), random_tensor({8, 2}, 4), {}}}),
+                       doctest::Contains("module 'h.0.fc' is not selected by target_modules [q]"), Error);
   auto q = make_layer(8, 8, false, config_with(lora::Scaling::alpha_over_rank, 4, 8.0), 1);
   auto v = make_layer(8, 8, false, config_with(lora::Scaling::alpha_over_rank, 2, 8.0), 1);
   CHECK_THROWS_WITH_AS(lora::save_adapter(dir.path, {{"q", &q}, {"v", &v}}), doctest::Contains("one setting for all modules"), Error);
+}
+
+TEST_CASE("lora adapter file: trained biases use PEFT's base_layer.bias key, and the legacy key loads too") {
+  const auto config = config_with(lora::Scaling::alpha_over_rank, 4, 8.0, lora::Bias::lora_only);
+  TempDir dir("bias_keys");
+  auto q = make_layer(8, 8, true, config, 1);
+  auto fc = make_layer(8, 16, false, config, 2);  // no bias: nothing to train or write
+  pretend_trained(q, 7);
+  lora::save_adapter(dir.path, {{"h.0.q", &q}, {"h.0.fc", &fc}});
+  const fs::path weights_file = dir.path / "adapter_model.safetensors";
+  const auto file = SafetensorsFile::open(weights_file);
+  std::set<std::string> keys;
+  for (const auto& t : file.tensors()) keys.insert(t.name);
+  CHECK(keys == std::set<std::string>{"base_model.model.h.0.q.lora_A.weight", "base_model.model.h.0.q.lora_B.weight",
+                                      "base_model.model.h.0.q.base_layer.bias", "base_model.model.h.0.fc.lora_A.weight",
+                                      "base_model.model.h.0.fc.lora_B.weight"});
+  NamedTensors tensors;
+  for (const auto& t : file.tensors()) tensors.emplace_back(t.name, file.load(t.name, DType::f32));
+  const Tensor trained_bias = file.load("base_model.model.h.0.q.base_layer.bias", DType::f32);
+  CHECK(bitwise_equal(trained_bias, q.bias()));
+
+  auto rewrite = [&](const std::function<void(NamedTensors&)>& edit) {
+    NamedTensors edited = tensors;
+    edit(edited);
+    save_safetensors(weights_file, edited, {{"format", "pt"}});
+  };
+  auto fresh_q = make_layer(8, 8, true, config, 11);
+  auto fresh_fc = make_layer(8, 16, false, config, 12);
+  auto load = [&] { lora::load_adapter(dir.path, {{"h.0.q", &fresh_q}, {"h.0.fc", &fresh_fc}}); };
+  auto rename_bias = [](NamedTensors& t) {
+    for (auto& [name, value] : t)
+      if (name == "base_model.model.h.0.q.base_layer.bias") name = "base_model.model.h.0.q.bias";
+  };
+
+  SUBCASE("the current key") {
+    CHECK(error_of(load) == "(no error)");
+    CHECK(bitwise_equal(fresh_q.bias(), trained_bias));
+  }
+  SUBCASE("the legacy key (PEFT before the base_layer wrapper)") {
+    rewrite(rename_bias);
+    CHECK(error_of(load) == "(no error)");
+    CHECK(bitwise_equal(fresh_q.bias(), trained_bias));
+  }
+  SUBCASE("both keys") {
+    rewrite([&](NamedTensors& t) {
+      t.emplace_back("base_model.model.h.0.q.bias", trained_bias);
+    });
+    const std::string e = error_of(load);
+    CHECK(e.find("adapter_model.safetensors") != std::string::npos);
+    CHECK(e.find("two trained biases") != std::string::npos);
+    CHECK(e.find("h.0.q.base_layer.bias") != std::string::npos);
+  }
+  SUBCASE("no bias although the config says lora_only") {
+    rewrite([](NamedTensors& t) { std::erase_if(t, [](const auto& named) { return named.first.ends_with(".bias"); }); });
+    const std::string e = error_of(load);
+    CHECK(e.find("missing tensor 'base_model.model.h.0.q.base_layer.bias'") != std::string::npos);
+    CHECK(e.find("lora_only") != std::string::npos);
+  }
+  SUBCASE("a bias key of a module without a bias") {
+    rewrite([&](NamedTensors& t) { t.emplace_back("base_model.model.h.0.fc.base_layer.bias", random_tensor({16}, 3)); });
+    const std::string e = error_of(load);
+    CHECK(e.find("unexpected tensor 'base_model.model.h.0.fc.base_layer.bias'") != std::string::npos);
+  }
 }
