@@ -206,15 +206,13 @@ LoraSettings adapter_settings(const fs::path& directory) {
     }
     return settings_from_json(j, weights);
   }
-  // A PEFT adapter written elsewhere: only unfused modules can become our targets.
+  // A PEFT adapter written elsewhere. A c_attn adapter becomes q, k and v adapters of the file's rank that
+  // share its A (load_adapter's shared layout), which reproduce B·A exactly.
   const std::string config_file = (directory / lora::adapter_config_file_name).string();
   LoraSettings s;
   s.config = lora::config_of(peft);
   s.targets.clear();
-  if (lora::peft_target_matches("transformer.h.0.attn.c_attn", peft.target_modules))
-    fail("{}: target_modules {} select the fused attn.c_attn, and the file does not record how it splits into q, k and v "
-         "(no \"{}\" metadata); such an adapter cannot be loaded as separate q/k/v adapters",
-         config_file, fmt::format("{}", fmt::join(peft.target_modules, ", ")), lora_settings_metadata_key);
+  if (lora::peft_target_matches(module_path(0, Module::c_attn), peft.target_modules)) s.targets = {"q", "k", "v"};
   const std::pair<Module, const char*> candidates[] = {{Module::attn_c_proj, "o"}, {Module::mlp_c_fc, "fc"}, {Module::mlp_c_proj, "proj"}};
   for (const auto& [m, target] : candidates)
     if (lora::peft_target_matches(module_path(0, m), peft.target_modules)) s.targets.emplace_back(target);
@@ -234,7 +232,7 @@ void load_adapter(const fs::path& directory, GPT& model) {
   const LoraSettings& settings = model.lora_settings();
   const std::int64_t e = model.config().n_embd, r = settings.config.rank;
   const std::vector<std::string> fused = fused_targets(settings.targets);
-  const std::int64_t file_rank = r * std::max<std::int64_t>(1, static_cast<std::int64_t>(fused.size()));
+  const std::int64_t block_rank = r * std::max<std::int64_t>(1, static_cast<std::int64_t>(fused.size()));
   const std::string config_file = (directory / lora::adapter_config_file_name).string();
   const std::string weights_file = (directory / lora::adapter_weights_file_name).string();
 
@@ -247,9 +245,13 @@ void load_adapter(const fs::path& directory, GPT& model) {
            selected ? "select" : "do not select", suffix_of(m), fmt::join(settings.targets, ", "),
            selected ? "do not use it" : "need it");
   }
-  if (peft.r != file_rank)
-    fail("{}: r = {}, but the model's rank {} with {} fused q/k/v target(s) exports as r = {}", config_file, peft.r, r,
-         fused.size(), file_rank);
+  // The file's c_attn adapter holds our q/k/v adapters in one of two layouts (nn/adapter_files.hpp): the
+  // block layout save_adapter writes (r = m·r_model), or one A shared by all of them (r = r_model).
+  const bool shared_a = fused.size() > 1 && peft.r == r;
+  if (peft.r != block_rank && !shared_a)
+    fail("{}: r = {}, but the model's rank {} with {} fused q/k/v target(s) exports as r = {}{}", config_file, peft.r, r,
+         fused.size(), block_rank,
+         fused.size() > 1 ? fmt::format(" (or is read from r = {} with one A shared by q/k/v)", r) : std::string());
   const double scale = lora::scale_of(settings.config);
   if (std::abs(peft.scaling() - scale) > 1e-12 * scale)
     fail("{}: the adapter's scale is {} (lora_alpha {}, r {}, use_rslora {}), the model's {}", config_file, peft.scaling(),
@@ -278,7 +280,7 @@ void load_adapter(const fs::path& directory, GPT& model) {
     const std::int64_t out_rows = m == Module::c_attn ? e : features_of(m, e).second;
     std::int64_t block = 0, row = 0;
     if (m == Module::c_attn) {
-      block = std::find(fused.begin(), fused.end(), a.target) - fused.begin();
+      block = shared_a ? 0 : std::find(fused.begin(), fused.end(), a.target) - fused.begin();
       row = qkv_row_offset(a.target, e);
     }
     pieces.emplace_back(t.lora_A.slice(0, block * r, (block + 1) * r),
@@ -292,10 +294,11 @@ void load_adapter(const fs::path& directory, GPT& model) {
     const std::int64_t columns = mask.dim(1);
     for (std::size_t k = 0; k < b.size(); ++k)
       if (keep[k] == 0.0 && b[k] != 0.0)
-        fail("{}: '{}{}.lora_B.weight' has a non-zero entry {} at [{}, {}], outside the blocks of the model's separate "
-             "adapters (an adapter trained on the fused module mixes q, k and v and cannot be split)",
+        fail("{}: '{}{}.lora_B.weight' has a non-zero entry {} at [{}, {}], outside the blocks of the model's adapters "
+             "on [{}] (an adapter trained on the fused c_attn uses all its rows and columns: load it into a model whose "
+             "targets include q, k and v at rank {}, which shares its A)",
              weights_file, lora::peft_key_prefix, file.modules[i].module, b[k], static_cast<std::int64_t>(k) / columns,
-             static_cast<std::int64_t>(k) % columns);
+             static_cast<std::int64_t>(k) % columns, fmt::join(settings.targets, ", "), peft.r);
   }
   for (std::size_t k = 0; k < adapters.size(); ++k) {
     adapters[k].A->value.copy_from(pieces[k].first);

@@ -32,15 +32,20 @@ void save_adapter(const std::filesystem::path& directory, const GPT& model);
 void save_adapter(const std::filesystem::path& directory, const GPT& model, const std::string& base_model_name_or_path);
 
 // Loads the adapter into the model's adapters (which must not be merged). A model without LoRA gets it
-// enabled first with adapter_settings(directory). Checks, each an Error naming the file and key: the
-// target modules select exactly the model's targets, every layer's tensors are present with the shapes of
-// rank m·r, the scale equals the model's, and the fused/padded blocks that our separate adapters cannot
-// represent are zero (a c_attn adapter trained by PEFT itself mixes q, k and v and is refused).
+// enabled first with adapter_settings(directory). A c_attn adapter of rank R is read in one of two layouts:
+//   block  (R = m·r, what save_adapter writes): q/k/v adapter j takes rows j·r.. of A, its own rows and
+//          columns j·r.. of B;
+//   shared (R = r, m >= 2, what PEFT trains on the fused module): every q/k/v adapter takes all of A and
+//          its own rows of B. B_q·A, B_k·A, B_v·A are exactly the q, k and v rows of PEFT's B·A, so the
+//          outputs are PEFT's; training on afterwards gives each its own copy of A.
+// Checks, each an Error naming the file and key: the target modules select exactly the model's targets,
+// every layer's tensors are present with the file rank's shapes, the scale equals the model's, and every
+// entry of B that the model's adapters do not take is zero (e.g. k rows for targets q and v).
 void load_adapter(const std::filesystem::path& directory, GPT& model);
 
 // The LoRA settings an adapter directory was written with: from "lowrank.lora_settings" when present,
-// else inferred from adapter_config.json (possible only without a fused c_attn adapter, whose q/k/v
-// split PEFT does not record).
+// else inferred from adapter_config.json: a c_attn module becomes targets q, k and v at the file's r
+// (the shared layout), attn.c_proj o, mlp.c_fc fc, mlp.c_proj proj.
 LoraSettings adapter_settings(const std::filesystem::path& directory);
 
 // The PEFT modules (module paths, fused/padded A and B) and configuration save_adapter writes.

@@ -365,14 +365,18 @@ void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
     fail("nn::GPT::enable_lora: bias option {} is not supported; only none (biases stay frozen)", config.bias);
   if (settings.targets.empty())
     fail("nn::GPT::enable_lora: no targets given (choose from {})", fmt::join(lora_target_names(), ", "));
+  const std::vector<std::string> targets = expand_lora_targets(settings.targets);
+  const bool has_shorthand = targets.size() != settings.targets.size();
   std::array<bool, target_count> chosen{};
-  for (const std::string& name : settings.targets) {
+  for (const std::string& name : targets) {
     const auto& names = lora_target_names();
     const auto it = std::find(names.begin(), names.end(), name);
     if (it == names.end())
-      fail("nn::GPT::enable_lora: unknown target '{}' (choose from {})", name, fmt::join(names, ", "));
+      fail("nn::GPT::enable_lora: unknown target '{}' (choose from {}, or mlp for fc and proj)", name, fmt::join(names, ", "));
     const auto t = static_cast<std::size_t>(it - names.begin());
-    if (chosen[t]) fail("nn::GPT::enable_lora: target '{}' is listed twice", name);
+    if (chosen[t])
+      fail("nn::GPT::enable_lora: target '{}' is listed twice{}", name,
+           has_shorthand ? fmt::format(" (targets [{}]; mlp stands for fc and proj)", fmt::join(settings.targets, ", ")) : "");
     chosen[t] = true;
   }
   const std::int64_t e = s.w.config.n_embd;
@@ -406,6 +410,7 @@ void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
   s.adapters = std::move(adapters);
   s.chosen = chosen;
   s.settings = settings;
+  s.settings.targets = targets;
   s.lora = true;
   s.adapters_on = true;
   // The base no longer trains: drop its parameters and with them their gradient buffers.

@@ -16,7 +16,8 @@
 
 namespace lowrank::nn {
 
-// LoRA targets: any of "q", "k", "v", "o" (attn.c_proj), "fc" (mlp.c_fc), "proj" (mlp.c_proj).
+// LoRA targets: any of "q", "k", "v", "o" (attn.c_proj), "fc" (mlp.c_fc), "proj" (mlp.c_proj), and "mlp"
+// as shorthand for "fc" and "proj" (expand_lora_targets).
 struct LoraSettings {
   lora::Config config;  // rank, alpha, dropout, scaling, init (lora/config.hpp); mode adapter, bias none
   std::vector<std::string> targets = {"q", "v"};
@@ -26,6 +27,22 @@ struct LoraSettings {
 inline const std::vector<std::string>& lora_target_names() {
   static const std::vector<std::string> names = {"q", "k", "v", "o", "fc", "proj"};
   return names;
+}
+
+// Targets with the shorthand "mlp" replaced, in place, by "fc" and "proj"; other names pass unchanged (so
+// that the caller's check still reports unknown ones). enable_lora stores the expanded list, so
+// lora_settings().targets and the files written from it hold only lora_target_names().
+inline std::vector<std::string> expand_lora_targets(const std::vector<std::string>& targets) {
+  std::vector<std::string> expanded;
+  for (const std::string& t : targets) {
+    if (t == "mlp") {
+      expanded.emplace_back("fc");
+      expanded.emplace_back("proj");
+    } else {
+      expanded.push_back(t);
+    }
+  }
+  return expanded;
 }
 
 class GPT {

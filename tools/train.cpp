@@ -31,6 +31,13 @@
 namespace lowrank::tools {
 namespace {
 
+// --targets accepts the six projections and the shorthand mlp (= fc,proj; nn::expand_lora_targets).
+std::vector<std::string> accepted_target_names() {
+  std::vector<std::string> names = nn::lora_target_names();
+  names.emplace_back("mlp");
+  return names;
+}
+
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
@@ -143,9 +150,10 @@ void run_train(const CLI::App& command, TrainOptions options) {
   }
   if (options.threads > 0) set_cpu_threads(options.threads);
   const TrainSettings& s = options.settings;
-  for (const auto& target : s.targets)
+  for (const auto& target : nn::expand_lora_targets(s.targets))
     if (std::find(nn::lora_target_names().begin(), nn::lora_target_names().end(), target) == nn::lora_target_names().end())
-      fail("--targets {}: unknown target '{}' (accepted: {})", fmt::join(s.targets, ","), target, fmt::join(nn::lora_target_names(), ", "));
+      fail("--targets {}: unknown target '{}' (accepted: {}, and mlp for fc,proj)", fmt::join(s.targets, ","), target,
+           fmt::join(nn::lora_target_names(), ", "));
   if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::lora_target_names(), ", "));
   const Device device = parse_device(options.device);
 
@@ -271,9 +279,9 @@ void add_train_command(CLI::App& app) {
   command->add_option("--rank", s.rank, "LoRA rank r")->check(positive_integer)->capture_default_str();
   command->add_option("--alpha", s.alpha, "LoRA alpha")->check(positive_number)->capture_default_str();
   command->add_option("--dropout", s.dropout, "dropout on the LoRA branch's input")->check(non_negative_number)->capture_default_str();
-  command->add_option("--targets", s.targets, "comma-separated projections to adapt, of: q, k, v, o, fc, proj")
+  command->add_option("--targets", s.targets, "comma-separated projections to adapt, of: q, k, v, o, fc, proj; mlp = fc,proj")
       ->delimiter(',')
-      ->check(CLI::IsMember(nn::lora_target_names()))
+      ->check(CLI::IsMember(accepted_target_names()))
       ->capture_default_str();
   command->add_option("--scaling", s.scaling, "s = alpha/r (alpha_over_r), alpha, or alpha/sqrt(r) (rslora)")
       ->check(CLI::IsMember({"alpha_over_r", "alpha", "rslora"}))

@@ -237,24 +237,41 @@ TEST_CASE("adapter files: errors name the file, the key and the mismatch") {
   CHECK(contains_all(load_into(lora_settings({"q", "v"}, 2, 8.0)), {"adapter_config.json", "scale is 2", "model's 4"}));
   CHECK(contains_all(load_into(lora_settings({"q", "k", "v"}, 2, 4.0)), {"adapter_config.json", "r = 4", "r = 6"}));
 
-  SUBCASE("a fused c_attn adapter trained by PEFT (k rows in use) cannot be split") {
+  SUBCASE("a fused c_attn adapter trained by PEFT (k rows in use) does not fit separate q and v adapters") {
     const fs::path weights = dir.path / "adapter_model.safetensors";
     auto tensors = load_safetensors(weights);
     const std::string key = "base_model.model.transformer.h.1.attn.c_attn.lora_B.weight";
     tensors.at(key).set({20, 1}, 0.5);  // row 20 is a k row (16..31)
     save_safetensors(weights, tensors, SafetensorsFile::open(weights).metadata());
-    CHECK(contains_all(load_into(lora_settings({"q", "v"}, 2, 4.0)), {"adapter_model.safetensors", key, "[20, 1]", "cannot be split"}));
+    CHECK(contains_all(load_into(lora_settings({"q", "v"}, 2, 4.0)),
+                       {"adapter_model.safetensors", key, "[20, 1]", "non-zero", "q, k and v at rank 4"}));
+    // ...and it does fit q, k and v at the file's rank 4, sharing A (same scale: 8/4 = 4/2).
+    CHECK(load_into(lora_settings({"q", "k", "v"}, 4, 8.0)) == "(no error)");
   }
   SUBCASE("a merged model is refused") {
     model.merge_adapters();
     CHECK(contains_all(error_of([&] { load_adapter(dir.path, model); }), {"merged"}));
     model.unmerge_adapters();
   }
-  SUBCASE("a PEFT adapter on c_attn without our metadata cannot be loaded into a plain model") {
+  SUBCASE("without our metadata, a c_attn adapter loads into a plain model as q, k and v sharing its A") {
     const fs::path weights = dir.path / "adapter_model.safetensors";
     save_safetensors(weights, load_safetensors(weights), {{"format", "pt"}});
     GPT plain(deep_copy(base));
-    CHECK(contains_all(error_of([&] { load_adapter(dir.path, plain); }), {"adapter_config.json", "attn.c_attn", "q, k and v"}));
+    load_adapter(dir.path, plain);
+    CHECK(plain.lora_settings().targets == std::vector<std::string>{"q", "k", "v"});
+    CHECK(plain.lora_settings().config.rank == 4);
+    CHECK(lora::scale_of(plain.lora_settings().config) == lora::scale_of(model.lora_settings().config));
+    // Each takes all of A and its own rows of B: q gets [B_q 0], k zeros, v [0 B_v], so B·A is unchanged.
+    for (const GPT::Adapter& a : plain.adapters()) {
+      CAPTURE(a.layer);
+      CAPTURE(a.target);
+      CHECK(a.A->value.shape() == Shape{4, 16});
+      CHECK(a.B->value.shape() == Shape{16, 4});
+      if (a.target == "k") CHECK(max_abs_diff(a.B->value, Tensor::zeros({16, 4})) == 0.0);
+    }
+    model.train(false);
+    plain.train(false);
+    CHECK(max_abs_diff(model.logits(sample_tokens()), plain.logits(sample_tokens())) < 1e-6);
   }
   SUBCASE("a model without adapters cannot be saved") {
     GPT plain(deep_copy(base));

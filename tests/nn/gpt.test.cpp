@@ -456,6 +456,35 @@ TEST_CASE("gpt: errors name the problem") {
   CHECK(contains(error_message([&] { model.enable_lora(s, init); }), "already enabled"));
 }
 
+TEST_CASE("gpt: the target mlp stands for fc and proj") {
+  const GPTConfig c = tiny_config(2);
+  RandomStream init{41, 0};
+  GPT model(random_weights(c, 40));
+  LoraSettings s;
+  s.config.rank = 2;
+  s.targets = {"q", "mlp"};
+  model.enable_lora(s, init);
+  // Expanded in place: the settings (and the adapter and checkpoint files written from them) hold only
+  // the six projection names.
+  CHECK(model.lora_settings().targets == std::vector<std::string>{"q", "fc", "proj"});
+  std::vector<std::string> adapted;
+  for (const GPT::Adapter& a : model.adapters())
+    if (a.layer == 0) adapted.push_back(a.target);
+  CHECK(adapted == std::vector<std::string>{"q", "fc", "proj"});
+  CHECK(model.adapters().size() == 6);  // 2 layers × 3 targets
+  // Parameters: q's A [2, 8] and B [8, 2], fc's A [2, 8] and B [32, 2], proj's A [2, 32] and B [8, 2].
+  CHECK(model.parameter_count().trainable == 2 * (32 + 80 + 80));
+
+  GPT other(random_weights(c, 40));
+  s.targets = {"fc", "mlp"};
+  const std::string m = error_message([&] { other.enable_lora(s, init); });
+  CHECK(contains(m, "target 'fc' is listed twice"));
+  CHECK(contains(m, "mlp stands for fc and proj"));
+  s.targets = {"attn"};
+  CHECK(contains(error_message([&] { other.enable_lora(s, init); }), "or mlp for fc and proj"));
+  CHECK(expand_lora_targets({"mlp", "v"}) == std::vector<std::string>{"fc", "proj", "v"});
+}
+
 TEST_CASE("gpt: steady-state training allocates nothing from the system") {
   const GPTConfig c = tiny_config(2);
   const TokenIds ids = random_ids(2, 6, c.vocab_size, 37);

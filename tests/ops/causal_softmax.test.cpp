@@ -57,13 +57,48 @@ TEST_CASE("causal_softmax: masked positions are exactly 0, visible ones a scaled
     for (std::int64_t h = 0; h < 2; ++h) check_block(s4, y4, 2.0, {b, h});
 }
 
-TEST_CASE("causal_softmax: scores around +-1e4 stay finite") {
-  const Tensor s = Tensor::from({1, 3, 3}, {1e4, 5e4, -1e4, 1e4 + 1, 1e4, 3e4, -1e4, -1e4 - 2, -1e4 + 1}, DType::f32);
-  const Tensor y = eval(causal_softmax(input(s), 1.0)).value();
-  for (double v : y.to_vector()) CHECK(std::isfinite(v));
-  CHECK(y.at(0, 0, 0) == 1.0);
-  CHECK(y.at(0, 1, 0) == doctest::Approx(1.0 / (1.0 + std::exp(-1.0))));
-  CHECK(y.at(0, 2, 2) == doctest::Approx(std::exp(1.0) / (std::exp(1.0) + 1.0 + std::exp(-2.0))));
+TEST_CASE("causal_softmax: scores around +-1e4 stay finite, forward and backward") {
+  // Masked entries (5e4, 3e4) would overflow even long double's exp; the reference never touches them.
+  const std::vector<double> scores = {1e4, 5e4, -1e4, 1e4 + 1, 1e4, 3e4, -1e4, -1e4 - 2, -1e4 + 1};
+  const std::vector<double> seed = {0.8, -3.0, 2.0, -1.5, 0.6, 4.0, 1.25, -0.7, 0.4};
+  for (const DType dtype : {DType::f64, DType::f32}) {
+    CAPTURE(dtype);
+    const double scale = 0.5;
+    auto p = make_parameter("scores", Tensor::from({1, 3, 3}, scores, dtype));
+    auto tape = eval(causal_softmax(param(p), scale));
+    const Tensor y = tape.value();
+    for (double v : y.to_vector()) CHECK(std::isfinite(v));
+    CHECK(y.at(0, 0, 0) == 1.0);
+    CHECK(y.at(0, 1, 0) == doctest::Approx(1.0 / (1.0 + std::exp(-0.5))));
+    CHECK(y.at(0, 2, 2) == doctest::Approx(std::exp(0.5) / (std::exp(0.5) + 1.0 + std::exp(-1.0))));
+    tape.backward(Tensor::from({1, 3, 3}, seed, dtype));
+
+    // Reference in long double from the definition: y_ij = e^{c·s_ij} / Σ_{k<=i} e^{c·s_ik} over the visible
+    // keys, and d s_ij = c·y_ij·(g_ij - Σ_{k<=i} g_ik·y_ik), 0 where masked. The probabilities and
+    // gradients are O(1), so absolute tolerances near each dtype's epsilon apply.
+    const double tolerance = dtype == DType::f64 ? 1e-14 : 1e-6;
+    for (std::int64_t i = 0; i < 3; ++i) {
+      long double total = 0, dot = 0;
+      std::vector<long double> yi(3, 0.0L);
+      for (std::int64_t j = 0; j <= i; ++j) total += std::exp(static_cast<long double>(scale) * p->value.at(0, i, j));
+      for (std::int64_t j = 0; j <= i; ++j) {
+        yi[j] = std::exp(static_cast<long double>(scale) * p->value.at(0, i, j)) / total;
+        dot += static_cast<long double>(seed[i * 3 + j]) * yi[j];
+      }
+      for (std::int64_t j = 0; j < 3; ++j) {
+        CAPTURE(i);
+        CAPTURE(j);
+        const double grad = p->grad.at(0, i, j);
+        REQUIRE(std::isfinite(grad));
+        if (j > i) {
+          CHECK(grad == 0.0);
+        } else {
+          const long double expected = static_cast<long double>(scale) * yi[j] * (static_cast<long double>(seed[i * 3 + j]) - dot);
+          CHECK(std::abs(grad - static_cast<double>(expected)) < tolerance);
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("causal_softmax: more queries than keys is an error naming the shape") {

@@ -188,6 +188,22 @@ TEST_CASE("cli: train resumes with identical losses") { check_resume("0"); }
 // The adapters' dropout streams advance every step, so the checkpoint must carry them.
 TEST_CASE("cli: train with LoRA dropout resumes with identical losses") { check_resume("0.1"); }
 
+TEST_CASE("cli: train --targets mlp adapts both MLP projections") {
+  ScratchDir dir("cli_train_mlp");
+  write_tiny_model_and_text(dir.path());
+  auto args = train_args(dir.path(), "run");
+  args.insert(args.end(), {"--targets", "v,mlp"});
+  const auto run = run_cli(args);
+  INFO(run.output);
+  REQUIRE(run.status == 0);
+  const auto config = read_report(dir / "run" / "adapter" / "adapter_config.json");
+  CHECK(config.at("target_modules") == nlohmann::json::array({"attn.c_attn", "mlp.c_fc", "mlp.c_proj"}));
+  const auto tensors = lowrank::load_safetensors(dir / "run" / "adapter" / "adapter_model.safetensors");
+  CHECK(tensors.contains("base_model.model.transformer.h.0.mlp.c_fc.lora_A.weight"));
+  CHECK(tensors.contains("base_model.model.transformer.h.0.mlp.c_proj.lora_B.weight"));
+  CHECK_FALSE(tensors.contains("base_model.model.transformer.h.0.attn.c_proj.lora_A.weight"));
+}
+
 TEST_CASE("cli: generate and merge agree on the tuned model") {
   ScratchDir dir("cli_generate_merge");
   write_tiny_model_and_text(dir.path());
