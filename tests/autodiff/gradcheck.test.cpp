@@ -4,21 +4,15 @@
 #include <type_traits>
 
 #include "lowrank/autodiff/autodiff.hpp"
+#include "../support/checks.hpp"
+#include "../support/random.hpp"
 
 using namespace lowrank;
 
 namespace {
 
-ParameterPtr random_param(const char* name, Shape shape, std::uint64_t seed, DType dtype = DType::f64) {
-  RandomStream rng{seed, 0};
-  return make_parameter(name, Tensor::uniform(shape, -1.0, 1.0, rng, dtype));
-}
-
-void require_passed(const GradcheckResult& r) {
-  INFO(r.message());
-  CHECK(r.checked > 0);
-  CHECK(r.passed);
-}
+using lowrank::test::random_param;
+using lowrank::test::require_passed;
 
 // A deliberately wrong op: forward doubles, backward claims the factor is 3.
 struct WrongScale {

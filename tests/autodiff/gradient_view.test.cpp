@@ -5,26 +5,21 @@
 
 #include "lowrank/autodiff/autodiff.hpp"
 #include "lowrank/core/storage.hpp"
+#include "../support/checks.hpp"
+#include "../support/random.hpp"
 
 using namespace lowrank;
 
 namespace {
 
-ParameterPtr random_param(const char* name, Shape shape, std::uint64_t seed) {
-  RandomStream rng{seed, 0};
-  return make_parameter(name, Tensor::uniform(std::move(shape), -1.0, 1.0, rng, DType::f64));
-}
+using lowrank::test::random_param;
+using lowrank::test::require_passed;
 
 Tensor random_tensor(Shape shape, std::uint64_t seed) {
   RandomStream rng{seed, 0};
   return Tensor::uniform(std::move(shape), -1.0, 1.0, rng, DType::f64);
 }
 
-void require_passed(const GradcheckResult& r) {
-  INFO(r.message());
-  CHECK(r.checked > 0);
-  CHECK(r.passed);
-}
 
 }  // namespace
 

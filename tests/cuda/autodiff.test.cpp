@@ -5,18 +5,14 @@
 
 #include "parity.hpp"
 #include "../support/errors.hpp"
+#include "../support/checks.hpp"
 
 using namespace lowrank;
 using namespace lowrank::testing;
 
 namespace {
 
-bool contains_all(const std::string& message, std::initializer_list<std::string> parts) {
-  for (const auto& part : parts)
-    if (message.find(part) == std::string::npos) return false;
-  return true;
-}
-
+using lowrank::test::contains_all;
 }  // namespace
 
 TEST_CASE("cuda: a device mismatch at evaluation names the op, both devices and both shapes") {

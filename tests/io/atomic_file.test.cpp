@@ -7,22 +7,20 @@
 
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/atomic_file.hpp"
+#include "../support/files.hpp"
 
 using namespace lowrank;
 namespace fs = std::filesystem;
 
 namespace {
 
+using lowrank::test::read_raw;
+
 fs::path scratch_dir(const std::string& name) {
   const fs::path dir = fs::path(LOWRANK_BINARY_DIR) / "test-scratch" / "io" / (name + "-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir;
-}
-
-std::string read_raw(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 std::size_t entries_in(const fs::path& dir) {

@@ -18,11 +18,14 @@
 #include "lowrank/io/float16.hpp"
 #include "lowrank/io/safetensors.hpp"
 #include "../support/errors.hpp"
+#include "../support/files.hpp"
 
 using namespace lowrank;
 namespace fs = std::filesystem;
 
 namespace {
+
+using lowrank::test::read_raw;
 
 fs::path scratch(const std::string& name) {
   const fs::path dir = fs::path(LOWRANK_BINARY_DIR) / "test-scratch" / "io";
@@ -45,11 +48,6 @@ fs::path write_raw(const std::string& name, const std::string& bytes) {
   const fs::path path = scratch(name);
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   return path;
-}
-
-std::string read_raw(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 using lowrank::test::error_of;

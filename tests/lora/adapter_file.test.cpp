@@ -16,6 +16,8 @@
 #include "lowrank/lora/linear.hpp"
 #include "../support/temp_dir.hpp"
 #include "../support/errors.hpp"
+#include "../support/files.hpp"
+#include "support.hpp"
 
 using namespace lowrank;
 namespace fs = std::filesystem;
@@ -24,25 +26,27 @@ using nlohmann::json;
 namespace {
 
 using lowrank::test::TempDir;
+using lowrank::test::write_text;
+using lora_test::bitwise_equal;
 
-Tensor random_tensor(Shape shape, std::uint64_t seed, double scale = 1.0) {
+Tensor scaled_random(Shape shape, std::uint64_t seed, double scale = 1.0) {
   RandomStream rng{seed, 0};
   return Tensor::uniform(shape, -scale, scale, rng);
 }
 
-lora::Linear make_layer(std::int64_t in, std::int64_t out, bool bias, const lora::Config& config, std::uint64_t seed,
+lora::Linear make_named_layer(std::int64_t in, std::int64_t out, bool bias, const lora::Config& config, std::uint64_t seed,
                         const std::string& name = {}) {
   RandomStream init{seed, 0};
-  return lora::Linear(random_tensor({out, in}, 1000 + in * 7 + out), bias ? random_tensor({out}, 2000 + out) : Tensor(),
+  return lora::Linear(scaled_random({out, in}, 1000 + in * 7 + out), bias ? scaled_random({out}, 2000 + out) : Tensor(),
                       config, init, name);
 }
 
 // Gives A and B values a trained adapter would have (B is zero at init, which would hide a lost B).
 void pretend_trained(lora::Linear& layer, std::uint64_t seed) {
-  layer.lora_A()->value.copy_from(random_tensor(layer.lora_A()->value.shape(), seed));
-  layer.lora_B()->value.copy_from(random_tensor(layer.lora_B()->value.shape(), seed + 1));
+  layer.lora_A()->value.copy_from(scaled_random(layer.lora_A()->value.shape(), seed));
+  layer.lora_B()->value.copy_from(scaled_random(layer.lora_B()->value.shape(), seed + 1));
   for (const auto& p : layer.named_parameters())
-    if (p.name == "bias") p.parameter->value.copy_from(random_tensor(p.parameter->value.shape(), seed + 2));
+    if (p.name == "bias") p.parameter->value.copy_from(scaled_random(p.parameter->value.shape(), seed + 2));
 }
 
 Tensor output_of(lora::Linear& layer, const Tensor& x) {
@@ -50,7 +54,6 @@ Tensor output_of(lora::Linear& layer, const Tensor& x) {
   return layer(input(x), [](auto expression) { return eval(std::move(expression)).value(); });
 }
 
-bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.shape() == b.shape() && a.to_vector() == b.to_vector(); }
 
 using lowrank::test::error_of;
 
@@ -59,10 +62,6 @@ json read_json(const fs::path& path) {
   return json::parse(in);
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-}
 
 lora::Config config_with(lora::Scaling scaling, std::int64_t rank, double alpha, lora::Bias bias = lora::Bias::none) {
   lora::Config c;
@@ -86,9 +85,9 @@ TEST_CASE("lora adapter file: lora::Linear layers round trip (same A, B, bias an
     CAPTURE(config.scaling);
     CAPTURE(config.bias);
     TempDir dir("roundtrip");
-    auto q = make_layer(12, 12, true, config, 1, "q");
-    auto v = make_layer(12, 12, true, config, 2, "v");
-    auto fc = make_layer(12, 20, false, config, 3, "fc");
+    auto q = make_named_layer(12, 12, true, config, 1, "q");
+    auto v = make_named_layer(12, 12, true, config, 2, "v");
+    auto fc = make_named_layer(12, 20, false, config, 3, "fc");
     pretend_trained(q, 10);
     pretend_trained(v, 20);
     pretend_trained(fc, 30);
@@ -98,13 +97,13 @@ TEST_CASE("lora adapter file: lora::Linear layers round trip (same A, B, bias an
     lora::save_adapter(dir.path, {{"model.layers.0.q", &q}, {"model.layers.0.v", &v}, {"model.layers.0.fc", &fc}}, metadata);
 
     // Fresh layers over the same base weights, different init streams: A differs until loaded.
-    auto q2 = make_layer(12, 12, true, config, 101, "q");
-    auto v2 = make_layer(12, 12, true, config, 102, "v");
-    auto fc2 = make_layer(12, 20, false, config, 103, "fc");
+    auto q2 = make_named_layer(12, 12, true, config, 101, "q");
+    auto v2 = make_named_layer(12, 12, true, config, 102, "v");
+    auto fc2 = make_named_layer(12, 20, false, config, 103, "fc");
     CHECK_FALSE(bitwise_equal(q2.lora_A()->value, q.lora_A()->value));
     lora::load_adapter(dir.path, {{"model.layers.0.q", &q2}, {"model.layers.0.v", &v2}, {"model.layers.0.fc", &fc2}});
 
-    const Tensor x = random_tensor({5, 12}, 77);
+    const Tensor x = scaled_random({5, 12}, 77);
     for (auto [a, b] : {std::pair{&q, &q2}, std::pair{&v, &v2}, std::pair{&fc, &fc2}}) {
       CHECK(bitwise_equal(b->lora_A()->value, a->lora_A()->value));
       CHECK(bitwise_equal(b->lora_B()->value, a->lora_B()->value));
@@ -118,8 +117,8 @@ TEST_CASE("lora adapter file: lora::Linear layers round trip (same A, B, bias an
 TEST_CASE("lora adapter file: keys and adapter_config.json follow PEFT") {
   TempDir dir("format");
   const auto config = config_with(lora::Scaling::alpha_over_rank, 4, 8.0);
-  auto q = make_layer(8, 8, true, config, 1);
-  auto fc = make_layer(8, 16, true, config, 2);
+  auto q = make_named_layer(8, 8, true, config, 1);
+  auto fc = make_named_layer(8, 16, true, config, 2);
   lora::AdapterMetadata metadata;
   metadata.task_type = "CAUSAL_LM";
   metadata.fan_in_fan_out = true;
@@ -169,7 +168,7 @@ TEST_CASE("lora adapter file: each scaling exports a lora_alpha that gives PEFT 
                         Case{lora::Scaling::alpha, 1.5, 1.5, false}}) {
     CAPTURE(c.scaling);
     TempDir dir("scaling");
-    auto layer = make_layer(8, 8, false, config_with(c.scaling, 4, c.alpha), 1);
+    auto layer = make_named_layer(8, 8, false, config_with(c.scaling, 4, c.alpha), 1);
     CHECK(layer.scaling() == doctest::Approx(c.expected_scale));
     lora::save_adapter(dir.path, {{"m", &layer}});
     const json j = read_json(dir.path / "adapter_config.json");
@@ -184,8 +183,8 @@ TEST_CASE("lora adapter file: each scaling exports a lora_alpha that gives PEFT 
 TEST_CASE("lora adapter file: errors name the file and the key") {
   const auto config = config_with(lora::Scaling::alpha_over_rank, 4, 8.0);
   TempDir dir("errors");
-  auto q = make_layer(8, 8, true, config, 1);
-  auto fc = make_layer(8, 16, false, config, 2);
+  auto q = make_named_layer(8, 8, true, config, 1);
+  auto fc = make_named_layer(8, 16, false, config, 2);
   pretend_trained(q, 5);
   pretend_trained(fc, 6);
   lora::save_adapter(dir.path, {{"h.0.q", &q}, {"h.0.fc", &fc}});
@@ -197,8 +196,8 @@ TEST_CASE("lora adapter file: errors name the file and the key") {
   }();
   const json good = json::parse(good_config);
 
-  auto fresh_q = make_layer(8, 8, true, config, 11);
-  auto fresh_fc = make_layer(8, 16, false, config, 12);
+  auto fresh_q = make_named_layer(8, 8, true, config, 11);
+  auto fresh_fc = make_named_layer(8, 16, false, config, 12);
   auto load = [&] { lora::load_adapter(dir.path, {{"h.0.q", &fresh_q}, {"h.0.fc", &fresh_fc}}); };
   auto with_config = [&](const std::function<void(json&)>& edit) {
     json j = good;
@@ -259,8 +258,8 @@ TEST_CASE("lora adapter file: errors name the file and the key") {
   }
   SUBCASE("r in the config differs from the tensors' rank") {
     // Layers of rank 2 with the same scale, and a config that says 2, over tensors of rank 4.
-    auto q2 = make_layer(8, 8, true, config_with(lora::Scaling::alpha_over_rank, 2, 4.0), 1);
-    auto fc2 = make_layer(8, 16, false, config_with(lora::Scaling::alpha_over_rank, 2, 4.0), 2);
+    auto q2 = make_named_layer(8, 8, true, config_with(lora::Scaling::alpha_over_rank, 2, 4.0), 1);
+    auto fc2 = make_named_layer(8, 16, false, config_with(lora::Scaling::alpha_over_rank, 2, 4.0), 2);
     with_config([](json& j) { j["r"] = 2; j["lora_alpha"] = 4.0; });
     const std::string e = error_of([&] { lora::load_adapter(dir.path, {{"h.0.q", &q2}, {"h.0.fc", &fc2}}); });
     CHECK(contains(e, {"adapter_model.safetensors", "base_model.model.h.0.q.lora_A.weight", "[4, 8]", "r = 2"}));
@@ -271,7 +270,7 @@ TEST_CASE("lora adapter file: errors name the file and the key") {
   }
   SUBCASE("a module is missing from the file") {
     with_config([](json& j) { j["target_modules"] = json::array({"q", "fc", "o"}); });  // selected, but not in the file
-    auto o = make_layer(8, 8, false, config, 3);
+    auto o = make_named_layer(8, 8, false, config, 3);
     const std::string e = error_of([&] { lora::load_adapter(dir.path, {{"h.0.q", &fresh_q}, {"h.0.fc", &fresh_fc}, {"h.0.o", &o}}); });
     CHECK(contains(e, {"adapter_model.safetensors", "missing tensor", "base_model.model.h.0.o.lora_A.weight"}));
   }
@@ -280,13 +279,13 @@ TEST_CASE("lora adapter file: errors name the file and the key") {
     CHECK(contains(e, {"adapter_model.safetensors", "unexpected tensor", "base_model.model.h.0.fc.lora_"}));
   }
   SUBCASE("shape does not match the base layer") {
-    auto wide = make_layer(10, 16, false, config, 4);
+    auto wide = make_named_layer(10, 16, false, config, 4);
     const std::string e = error_of([&] { lora::load_adapter(dir.path, {{"h.0.q", &fresh_q}, {"h.0.fc", &wide}}); });
     CHECK(contains(e, {"adapter_model.safetensors", "base_model.model.h.0.fc.lora_A.weight", "[4, 8]", "[4, 10]"}));
   }
   SUBCASE("trained biases in the file but not in the layer") {
-    auto biased_q = make_layer(8, 8, true, config_with(lora::Scaling::alpha_over_rank, 4, 8.0, lora::Bias::lora_only), 1);
-    auto biased_fc = make_layer(8, 16, false, config_with(lora::Scaling::alpha_over_rank, 4, 8.0, lora::Bias::lora_only), 2);
+    auto biased_q = make_named_layer(8, 8, true, config_with(lora::Scaling::alpha_over_rank, 4, 8.0, lora::Bias::lora_only), 1);
+    auto biased_fc = make_named_layer(8, 16, false, config_with(lora::Scaling::alpha_over_rank, 4, 8.0, lora::Bias::lora_only), 2);
     TempDir other("bias");
     lora::save_adapter(other.path, {{"h.0.q", &biased_q}, {"h.0.fc", &biased_fc}});
     const std::string e = error_of([&] { lora::load_adapter(other.path, {{"h.0.q", &fresh_q}, {"h.0.fc", &fresh_fc}}); });
@@ -305,7 +304,7 @@ TEST_CASE("lora adapter file: errors name the file and the key") {
   }
   SUBCASE("a failed load changes nothing") {
     const Tensor a_before = fresh_q.lora_A()->value.clone();
-    auto wide = make_layer(10, 16, false, config, 4);
+    auto wide = make_named_layer(10, 16, false, config, 4);
     CHECK(error_of([&] { lora::load_adapter(dir.path, {{"h.0.q", &fresh_q}, {"h.0.fc", &wide}}); }) != "(no error)");
     CHECK(bitwise_equal(fresh_q.lora_A()->value, a_before));
   }
@@ -319,28 +318,28 @@ TEST_CASE("lora adapter file: writer refuses inconsistent modules") {
     return c;
   };
   CHECK_THROWS_WITH_AS(lora::write_adapter_directory(dir.path, rank(4),
-                                                     {{"m", random_tensor({3, 8}, 1), random_tensor({8, 3}, 2), {}}}),
+                                                     {{"m", scaled_random({3, 8}, 1), scaled_random({8, 3}, 2), {}}}),
                        doctest::Contains("do not have rank r = 4"), Error);
   CHECK_THROWS_WITH_AS(lora::write_adapter_directory(dir.path, rank(2),
-                                                     {{"m", random_tensor({2, 8}, 1), random_tensor({8, 2}, 2), {}},
-                                                      {"m", random_tensor({2, 8}, 1), random_tensor({8, 2}, 2), {}}}),
+                                                     {{"m", scaled_random({2, 8}, 1), scaled_random({8, 2}, 2), {}},
+                                                      {"m", scaled_random({2, 8}, 1), scaled_random({8, 2}, 2), {}}}),
                        doctest::Contains("'m' appears twice"), Error);
   lora::PeftConfig only_q = rank(2);
   only_q.target_modules = {"q"};
   CHECK_THROWS_WITH_AS(lora::write_adapter_directory(dir.path, only_q,
-                                                     {{"h.0.q", random_tensor({2, 8}, 1), random_tensor({8, 2}, 2), {}},
-                                                      {"h.0.fc", random_tensor({2, 8}, 3), random_tensor({8, 2}, 4), {}}}),
+                                                     {{"h.0.q", scaled_random({2, 8}, 1), scaled_random({8, 2}, 2), {}},
+                                                      {"h.0.fc", scaled_random({2, 8}, 3), scaled_random({8, 2}, 4), {}}}),
                        doctest::Contains("module 'h.0.fc' is not selected by target_modules [q]"), Error);
-  auto q = make_layer(8, 8, false, config_with(lora::Scaling::alpha_over_rank, 4, 8.0), 1);
-  auto v = make_layer(8, 8, false, config_with(lora::Scaling::alpha_over_rank, 2, 8.0), 1);
+  auto q = make_named_layer(8, 8, false, config_with(lora::Scaling::alpha_over_rank, 4, 8.0), 1);
+  auto v = make_named_layer(8, 8, false, config_with(lora::Scaling::alpha_over_rank, 2, 8.0), 1);
   CHECK_THROWS_WITH_AS(lora::save_adapter(dir.path, {{"q", &q}, {"v", &v}}), doctest::Contains("one setting for all modules"), Error);
 }
 
 TEST_CASE("lora adapter file: trained biases use PEFT's base_layer.bias key, and the legacy key loads too") {
   const auto config = config_with(lora::Scaling::alpha_over_rank, 4, 8.0, lora::Bias::lora_only);
   TempDir dir("bias_keys");
-  auto q = make_layer(8, 8, true, config, 1);
-  auto fc = make_layer(8, 16, false, config, 2);  // no bias: nothing to train or write
+  auto q = make_named_layer(8, 8, true, config, 1);
+  auto fc = make_named_layer(8, 16, false, config, 2);  // no bias: nothing to train or write
   pretend_trained(q, 7);
   lora::save_adapter(dir.path, {{"h.0.q", &q}, {"h.0.fc", &fc}});
   const fs::path weights_file = dir.path / "adapter_model.safetensors";
@@ -360,8 +359,8 @@ TEST_CASE("lora adapter file: trained biases use PEFT's base_layer.bias key, and
     edit(edited);
     save_safetensors(weights_file, edited, {{"format", "pt"}});
   };
-  auto fresh_q = make_layer(8, 8, true, config, 11);
-  auto fresh_fc = make_layer(8, 16, false, config, 12);
+  auto fresh_q = make_named_layer(8, 8, true, config, 11);
+  auto fresh_fc = make_named_layer(8, 16, false, config, 12);
   auto load = [&] { lora::load_adapter(dir.path, {{"h.0.q", &fresh_q}, {"h.0.fc", &fresh_fc}}); };
   auto rename_bias = [](NamedTensors& t) {
     for (auto& [name, value] : t)
@@ -393,7 +392,7 @@ TEST_CASE("lora adapter file: trained biases use PEFT's base_layer.bias key, and
     CHECK(e.find("lora_only") != std::string::npos);
   }
   SUBCASE("a bias key of a module without a bias") {
-    rewrite([&](NamedTensors& t) { t.emplace_back("base_model.model.h.0.fc.base_layer.bias", random_tensor({16}, 3)); });
+    rewrite([&](NamedTensors& t) { t.emplace_back("base_model.model.h.0.fc.base_layer.bias", scaled_random({16}, 3)); });
     const std::string e = error_of(load);
     CHECK(e.find("unexpected tensor 'base_model.model.h.0.fc.base_layer.bias'") != std::string::npos);
   }

@@ -1,10 +1,9 @@
 #pragma once
 // Shared by the lora tests: random tensors, layers with a non-zero B, comparisons and error capture.
-#include <cstring>
-
 #include <doctest/doctest.h>
 
 #include "lowrank/lora/lora.hpp"
+#include "../support/checks.hpp"
 #include "../support/errors.hpp"
 
 namespace lora_test {
@@ -30,20 +29,9 @@ inline void randomize_b(lora::Linear& layer, std::uint64_t seed) {
   layer.lora_B()->value.copy_from(random_tensor(b.shape(), seed, b.dtype()));
 }
 
-inline bool bitwise_equal(const Tensor& a, const Tensor& b) {
-  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
-  const auto va = a.to_vector(), vb = b.to_vector();
-  for (std::size_t i = 0; i < va.size(); ++i)
-    if (std::memcmp(&va[i], &vb[i], sizeof(double)) != 0) return false;
-  return true;
-}
+using lowrank::test::bitwise_equal;
 
-inline void require_passed(const GradcheckResult& r) {
-  INFO(r.message());
-  CHECK(r.checked > 0);
-  CHECK(r.passed);
-}
-
+using lowrank::test::require_passed;
 using lowrank::test::error_of;
 
 }  // namespace lora_test

@@ -13,8 +13,9 @@
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "checkpoint_test_support.hpp"
 #include "../support/errors.hpp"
+#include "../support/checks.hpp"
 
-using namespace nn_test;
+using namespace checkpoint_test;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -82,12 +83,7 @@ TokenIds sample_tokens() { return TokenIds({2, 7}, {1, 5, 9, 2, 22, 0, 13, 4, 4,
 
 using lowrank::test::error_of;
 
-bool contains_all(const std::string& message, std::initializer_list<std::string> parts) {
-  for (const auto& p : parts)
-    if (message.find(p) == std::string::npos) return false;
-  return true;
-}
-
+using lowrank::test::contains_all;
 }  // namespace
 
 TEST_CASE("adapter files: the exported PEFT adapter merged into the base weights gives the LoRA model's logits") {

@@ -6,6 +6,7 @@
 
 #include "lowrank/autodiff/autodiff.hpp"
 #include "../support/checks.hpp"
+#include "lowrank/nn/config.hpp"
 
 namespace lowrank::nn_test {
 
@@ -22,5 +23,16 @@ inline ParameterPtr random_param(std::string name, Shape shape, std::uint64_t se
 using test::contains;
 using test::error_message;
 using test::require_passed;
+
+// The smallest GPT the tests compare against the reference: 11 tokens, 6 positions, width 8, 2 heads.
+inline nn::GPTConfig small_config(std::int64_t layers = 2) {
+  nn::GPTConfig c;
+  c.vocab_size = 11;
+  c.n_positions = 6;
+  c.n_embd = 8;
+  c.n_layer = layers;
+  c.n_head = 2;
+  return c;
+}
 
 }  // namespace lowrank::nn_test

@@ -15,7 +15,9 @@
 
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "../support/temp_dir.hpp"
+#include "block_test_support.hpp"
 #include "../support/errors.hpp"
+#include "../support/checks.hpp"
 
 using namespace lowrank;
 using namespace lowrank::nn;
@@ -26,15 +28,7 @@ namespace {
 
 using lowrank::test::TempDir;
 
-GPTConfig tiny_config() {
-  GPTConfig c;
-  c.vocab_size = 11;
-  c.n_positions = 6;
-  c.n_embd = 8;
-  c.n_layer = 2;
-  c.n_head = 2;
-  return c;
-}
+using lowrank::nn_test::small_config;
 
 // A tensor of a raw safetensors file: values are stored in `dtype` ("F32", "F16", "BF16").
 struct RawTensor {
@@ -137,16 +131,11 @@ json hf_config(const GPTConfig& c) {
 
 using lowrank::test::error_of;
 
-bool contains_all(const std::string& message, std::initializer_list<std::string> parts) {
-  for (const auto& p : parts)
-    if (message.find(p) == std::string::npos) return false;
-  return true;
-}
-
+using lowrank::test::contains_all;
 }  // namespace
 
 TEST_CASE("gpt2 checkpoint: a Hugging Face layout (prefix, F16/BF16, mask buffers, tied lm_head, n_ctx) loads") {
-  const GPTConfig c = tiny_config();
+  const GPTConfig c = small_config();
   for (const std::string prefix : {"transformer.", ""}) {
     CAPTURE(prefix);
     TempDir dir("hf");
@@ -183,7 +172,7 @@ TEST_CASE("gpt2 checkpoint: a Hugging Face layout (prefix, F16/BF16, mask buffer
 }
 
 TEST_CASE("gpt2 checkpoint: save then load gives the same weights and config, float64 on request") {
-  const GPTConfig c = tiny_config();
+  const GPTConfig c = small_config();
   RandomStream rng{3, 0};
   const GPTWeights w = GPTWeights::random(c, rng);
   TempDir dir("roundtrip");
@@ -210,7 +199,7 @@ TEST_CASE("gpt2 checkpoint: save then load gives the same weights and config, fl
 
 TEST_CASE("gpt2 checkpoint: our slot list names exactly the tensors GPTWeights names") {
   RandomStream rng{4, 0};
-  GPTWeights w = GPTWeights::random(tiny_config(), rng);
+  GPTWeights w = GPTWeights::random(small_config(), rng);
   const auto named = w.named_tensors();
   const auto slots = gpt2_tensor_slots(w);
   REQUIRE(named.size() == slots.size());
@@ -222,7 +211,7 @@ TEST_CASE("gpt2 checkpoint: our slot list names exactly the tensors GPTWeights n
 }
 
 TEST_CASE("gpt2 checkpoint: errors name the file, the tensor and the shapes") {
-  const GPTConfig c = tiny_config();
+  const GPTConfig c = small_config();
   TempDir dir("errors");
   auto write = [&](const std::function<void(std::vector<RawTensor>&)>& edit) {
     std::vector<RawTensor> t = hf_tensors(c, "transformer.");

@@ -9,9 +9,10 @@
 #include <fmt/format.h>
 
 #include "lowrank/nn/gpt.hpp"
+#include "../support/checks.hpp"
 #include "../support/temp_dir.hpp"
 
-namespace nn_test {
+namespace checkpoint_test {
 
 using namespace lowrank;
 using namespace lowrank::nn;
@@ -60,6 +61,6 @@ inline LoraSettings lora_settings(std::vector<std::string> targets, std::int64_t
 
 using lowrank::test::TempDir;
 
-inline bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.shape() == b.shape() && a.to_vector() == b.to_vector(); }
+using lowrank::test::bitwise_equal;
 
-}  // namespace nn_test
+}  // namespace checkpoint_test

@@ -8,7 +8,7 @@
 #include "lowrank/nn/generate.hpp"
 #include "checkpoint_test_support.hpp"
 
-using namespace nn_test;
+using namespace checkpoint_test;
 
 namespace {
 

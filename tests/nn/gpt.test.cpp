@@ -10,6 +10,7 @@
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/optim/optim.hpp"
 #include "reference_gpt.hpp"
+#include "../support/checks.hpp"
 
 using namespace lowrank;
 using namespace lowrank::nn;
@@ -17,15 +18,7 @@ using namespace lowrank::nn_test;
 
 namespace {
 
-GPTConfig tiny_config(std::int64_t layers = 2) {
-  GPTConfig c;
-  c.vocab_size = 11;
-  c.n_positions = 6;
-  c.n_embd = 8;
-  c.n_layer = layers;
-  c.n_head = 2;
-  return c;
-}
+using lowrank::nn_test::small_config;
 
 // GPT-2's initialisation with every bias and gain randomised too, so that none of them is a no-op.
 GPTWeights random_weights(const GPTConfig& c, std::uint64_t seed, DType dtype = DType::f64) {
@@ -85,23 +78,23 @@ void randomise_b(GPT& model, std::uint64_t seed) {
   for (const auto& a : model.adapters()) a.B->value.copy_from(random_tensor(a.B->value.shape(), ++seed, -0.5, 0.5, a.B->value.dtype()));
 }
 
-bool bitwise_equal(const Tensor& a, const Tensor& b) { return a.shape() == b.shape() && max_abs_diff(a, b) == 0.0; }
+using lowrank::test::bitwise_equal;
 
 }  // namespace
 
 TEST_CASE("gpt: config validation and the Hugging Face config.json form") {
-  GPTConfig c = tiny_config();
+  GPTConfig c = small_config();
   CHECK_NOTHROW(c.validate());
   c.n_head = 3;
   CHECK(contains(error_message([&] { c.validate(); }), "n_embd = 8 is not divisible by n_head = 3"));
-  c = tiny_config();
+  c = small_config();
   c.n_layer = 0;
   CHECK(contains(error_message([&] { c.validate(); }), "n_layer = 0 must be positive"));
-  c = tiny_config();
+  c = small_config();
   c.layer_norm_epsilon = 0.0;
   CHECK(contains(error_message([&] { c.validate(); }), "layer_norm_epsilon"));
 
-  c = tiny_config();
+  c = small_config();
   c.layer_norm_epsilon = 1e-6;
   const nlohmann::json j = config_to_json(c);
   CHECK(j["model_type"] == "gpt2");
@@ -134,7 +127,7 @@ TEST_CASE("gpt: config validation and the Hugging Face config.json form") {
 }
 
 TEST_CASE("gpt: random weights follow GPT-2's initialisation and Hugging Face names") {
-  GPTConfig c = tiny_config(3);
+  GPTConfig c = small_config(3);
   c.vocab_size = 500;
   c.n_embd = 32;
   c.n_head = 4;
@@ -177,7 +170,7 @@ TEST_CASE("gpt: random weights follow GPT-2's initialisation and Hugging Face na
 }
 
 TEST_CASE("gpt: logits match an independent reference implementation") {
-  const GPTConfig c = tiny_config(2);
+  const GPTConfig c = small_config(2);
   GPT model(random_weights(c, 3));
   const TokenIds ids = random_ids(2, 5, c.vocab_size, 4);
   const Tensor logits = model.logits(ids);
@@ -195,7 +188,7 @@ TEST_CASE("gpt: logits match an independent reference implementation") {
 }
 
 TEST_CASE("gpt: logits with LoRA adapters (nonzero B) match the reference") {
-  const GPTConfig c = tiny_config(2);
+  const GPTConfig c = small_config(2);
   const TokenIds ids = random_ids(2, 4, c.vocab_size, 6);
   struct Case {
     std::vector<std::string> targets;
@@ -225,7 +218,7 @@ TEST_CASE("gpt: logits with LoRA adapters (nonzero B) match the reference") {
 }
 
 TEST_CASE("gpt: adapters disabled compute the base model bit for bit") {
-  const GPTConfig c = tiny_config(2);
+  const GPTConfig c = small_config(2);
   const GPTWeights w = random_weights(c, 10, DType::f32);
   GPT base(clone(w));
   GPT adapted(clone(w));
@@ -253,7 +246,7 @@ TEST_CASE("gpt: adapters disabled compute the base model bit for bit") {
 }
 
 TEST_CASE("gpt: merge and unmerge adapters") {
-  const GPTConfig c = tiny_config(2);
+  const GPTConfig c = small_config(2);
   GPT model(random_weights(c, 14));
   LoraSettings s;
   s.config.rank = 2;
@@ -295,7 +288,7 @@ TEST_CASE("gpt: merge and unmerge adapters") {
 }
 
 TEST_CASE("gpt: LoRA training changes only A and B") {
-  const GPTConfig c = tiny_config(2);
+  const GPTConfig c = small_config(2);
   GPT model(random_weights(c, 19, DType::f32));
   const Parameters base = model.trainable_parameters();  // full mode: every weight
   std::vector<Tensor> kept;
@@ -336,7 +329,7 @@ TEST_CASE("gpt: LoRA training changes only A and B") {
 }
 
 TEST_CASE("gpt: forward_backward accumulates gradients and agrees with loss()") {
-  const GPTConfig c = tiny_config(2);
+  const GPTConfig c = small_config(2);
   GPT model(random_weights(c, 23));
   const TokenIds ids = random_ids(2, 4, c.vocab_size, 24);
   std::vector<std::int32_t> t = values(random_ids(2, 4, c.vocab_size, 25));
@@ -359,7 +352,7 @@ TEST_CASE("gpt: forward_backward accumulates gradients and agrees with loss()") 
 
 TEST_CASE("gradcheck: gpt") {
   // Central differences of loss() against forward_backward()'s gradients, through the chain of block tapes.
-  const GPTConfig c = tiny_config(2);
+  const GPTConfig c = small_config(2);
   const TokenIds ids = random_ids(2, 4, c.vocab_size, 26);
   std::vector<std::int32_t> t = values(random_ids(2, 4, c.vocab_size, 27));
   t[5] = -100;
@@ -420,7 +413,7 @@ TEST_CASE("gradcheck: gpt") {
 }
 
 TEST_CASE("gpt: errors name the problem") {
-  const GPTConfig c = tiny_config(1);
+  const GPTConfig c = small_config(1);
   GPT model(random_weights(c, 32));
   const TokenIds too_long = random_ids(1, 7, c.vocab_size, 33);
   std::string m = error_message([&] { model.logits(too_long); });
@@ -457,7 +450,7 @@ TEST_CASE("gpt: errors name the problem") {
 }
 
 TEST_CASE("gpt: the target mlp stands for fc and proj") {
-  const GPTConfig c = tiny_config(2);
+  const GPTConfig c = small_config(2);
   RandomStream init{41, 0};
   GPT model(random_weights(c, 40));
   LoraSettings s;
@@ -486,7 +479,7 @@ TEST_CASE("gpt: the target mlp stands for fc and proj") {
 }
 
 TEST_CASE("gpt: steady-state training allocates nothing from the system") {
-  const GPTConfig c = tiny_config(2);
+  const GPTConfig c = small_config(2);
   const TokenIds ids = random_ids(2, 6, c.vocab_size, 37);
   const TokenIds targets = random_ids(2, 6, c.vocab_size, 38);
   for (const bool use_lora : {false, true}) {
@@ -544,7 +537,7 @@ TEST_CASE("gpt: a 2-layer model learns a repeating sequence") {
 }
 
 TEST_CASE("gpt: LoRA dropout streams can be saved and restored") {
-  const GPTConfig c = tiny_config(2);
+  const GPTConfig c = small_config(2);
   GPT model(random_weights(c, 42));
   LoraSettings s;
   s.config.rank = 2;

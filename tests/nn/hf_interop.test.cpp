@@ -16,7 +16,7 @@
 #include "checkpoint_test_support.hpp"
 #include "../support/errors.hpp"
 
-using namespace nn_test;
+using namespace checkpoint_test;
 namespace fs = std::filesystem;
 using nlohmann::json;
 

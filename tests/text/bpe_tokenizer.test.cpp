@@ -14,6 +14,7 @@
 #include "lowrank/text/bpe_tokenizer.hpp"
 #include "lowrank/text/bpe_trainer.hpp"
 #include "lowrank/text/byte_unicode.hpp"
+#include "space_mark.hpp"
 
 using namespace lowrank;
 using namespace lowrank::text;
@@ -28,7 +29,7 @@ BpeTokenizer::Vocab vocab_with(const std::vector<std::string>& extra) {
   return vocab;
 }
 
-const std::string G = "\xC4\xA0";  // 'Ġ', the stand-in for a space
+using lowrank::text_test::G;  // 'Ġ', the stand-in for a space
 
 class TempDir {
  public:

@@ -5,12 +5,13 @@
 #include "lowrank/core/error.hpp"
 #include "lowrank/text/bpe_trainer.hpp"
 #include "lowrank/text/byte_unicode.hpp"
+#include "space_mark.hpp"
 
 using namespace lowrank;
 using namespace lowrank::text;
 
 namespace {
-const std::string G = "\xC4\xA0";  // 'Ġ', the stand-in for a space
+using lowrank::text_test::G;  // 'Ġ', the stand-in for a space
 }
 
 TEST_CASE("tokenizer: train_bpe learns the most frequent pairs, ties by smaller ids") {

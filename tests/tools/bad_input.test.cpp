@@ -19,6 +19,7 @@
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "run_cli.hpp"
+#include "../support/files.hpp"
 
 using lowrank::test::CliResult;
 using lowrank::test::run_cli;
@@ -27,6 +28,8 @@ namespace fs = std::filesystem;
 namespace nn = lowrank::nn;
 
 namespace {
+
+using lowrank::test::write_text;
 
 nn::GPTConfig tiny_config(std::int64_t n_embd = 16) {
   nn::GPTConfig config;
@@ -41,11 +44,6 @@ nn::GPTConfig tiny_config(std::int64_t n_embd = 16) {
 nn::GPTWeights tiny_weights(std::int64_t n_embd = 16) {
   lowrank::RandomStream rng{21, 0};
   return nn::GPTWeights::random(tiny_config(n_embd), rng);
-}
-
-void write_text(const fs::path& file, const std::string& text) {
-  std::ofstream out(file, std::ios::binary);
-  out << text;
 }
 
 std::string sample_text() {

@@ -8,15 +8,14 @@
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/safetensors.hpp"
 #include "run_cli.hpp"
+#include "../support/files.hpp"
 
 using lowrank::test::run_cli;
 using lowrank::test::ScratchDir;
 
 namespace {
 
-void write_text(const std::filesystem::path& file, const std::string& text) {
-  std::ofstream(file, std::ios::binary) << text;
-}
+using lowrank::test::write_text;
 
 bool one_error_line(const std::string& output) {
   return output.rfind("lowrank: ", 0) == 0 && output.find('\n') == output.size() - 1;

@@ -1,0 +1,9 @@
+#pragma once
+// GPT-2's byte-level alphabet writes a space as 'Ġ' (U+0120); the BPE tests spell tokens with it.
+#include <string>
+
+namespace lowrank::text_test {
+
+inline const std::string G = "\xC4\xA0";
+
+}  // namespace lowrank::text_test
