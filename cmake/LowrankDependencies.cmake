@@ -1,8 +1,25 @@
 # Third-party dependencies, all from Debian packages (scripts/setup installs them).
-find_package(OpenMP REQUIRED COMPONENTS CXX)
-find_package(Boost 1.74 REQUIRED)  # Hana is header-only
-find_package(fmt REQUIRED)
-find_package(nlohmann_json 3.10 REQUIRED)
+#
+# Read by the build and, installed next to it, by lowrankConfig.cmake. There the config sets
+# LOWRANK_PACKAGE_CONFIG and each dependency goes through find_dependency: a missing one makes the
+# consumer's find_package(lowrank) report lowrank as not found (with the reason, and quietly under QUIET)
+# instead of stopping the consumer's configure with a FATAL_ERROR. find_dependency returns from this file
+# on failure, so the config checks lowrank_FOUND after including it.
+if(LOWRANK_PACKAGE_CONFIG)
+  include(CMakeFindDependencyMacro)
+  macro(lowrank_find_dependency)
+    find_dependency(${ARGV})
+  endmacro()
+else()
+  macro(lowrank_find_dependency)
+    find_package(${ARGV} REQUIRED)
+  endmacro()
+endif()
+
+lowrank_find_dependency(OpenMP COMPONENTS CXX)
+lowrank_find_dependency(Boost 1.74)  # Hana is header-only
+lowrank_find_dependency(fmt)
+lowrank_find_dependency(nlohmann_json 3.10)
 
 # BLIS (libblis-openmp-dev). The static archive is preferred: it exports bli_gks_lookup_id, which lets
 # lowrank pick BLIS's kernel set per GEMM shape (docs/building.md); the shared library hides it.
@@ -13,12 +30,18 @@ find_library(BLIS_STATIC_LIBRARY NAMES libblis.a PATH_SUFFIXES blis-openmp x86_6
 find_library(BLIS_SHARED_LIBRARY NAMES blis PATH_SUFFIXES blis-openmp x86_64-linux-gnu/blis-openmp
              PATHS /usr/lib /usr/lib/x86_64-linux-gnu /usr/local/lib)
 if(NOT BLIS_INCLUDE_DIR OR (NOT BLIS_STATIC_LIBRARY AND NOT BLIS_SHARED_LIBRARY))
-  message(FATAL_ERROR "BLIS not found: install libblis-openmp-dev (scripts/setup does)")
+  set(blis_missing "BLIS not found: install libblis-openmp-dev (scripts/setup does)")
+  if(LOWRANK_PACKAGE_CONFIG)
+    set(lowrank_NOT_FOUND_MESSAGE "${blis_missing}")
+    set(lowrank_FOUND FALSE)
+    return()
+  endif()
+  message(FATAL_ERROR "${blis_missing}")
 endif()
 if(NOT TARGET lowrank::blis)
   add_library(lowrank::blis INTERFACE IMPORTED)
   set_target_properties(lowrank::blis PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${BLIS_INCLUDE_DIR}")
-  find_package(Threads REQUIRED)
+  lowrank_find_dependency(Threads)
   if(BLIS_STATIC_LIBRARY)
     set_target_properties(lowrank::blis PROPERTIES
       INTERFACE_LINK_LIBRARIES "${BLIS_STATIC_LIBRARY};OpenMP::OpenMP_CXX;Threads::Threads;m"

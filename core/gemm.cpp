@@ -1,5 +1,7 @@
 #include "lowrank/core/gemm.hpp"
 
+#include <fmt/ranges.h>
+
 #include "lowrank/core/cpu/blis_gemm.hpp"
 #if defined(LOWRANK_WITH_CUDA)
 #include "lowrank/core/cuda/gemm.hpp"
@@ -28,6 +30,12 @@ void check(const char* op, const Tensor& a, const Tensor& b, const Tensor& c) {
   bool ok = b.dim(-2) == k && c.dim(-2) == m && c.dim(-1) == n;
   if (batched) ok = ok && c.dim(0) == a.dim(0) && (b.rank() == 2 || b.dim(0) == a.dim(0));
   if (!ok) fail("{}: shape mismatch: A {} · B {} -> C {}", op, a.shape(), b.shape(), c.shape());
+  // A broadcast output (stride 0 along a dimension of size > 1) would receive every result of that
+  // dimension in one element: refused rather than left to whichever write lands last.
+  for (int d = 0; d < c.rank(); ++d)
+    if (c.dim(d) > 1 && c.stride(d) == 0)
+      fail("{}: output C {} has strides [{}]: dimension {} is a broadcast (stride 0) and cannot be written", op, c.shape(),
+           fmt::join(c.strides().begin(), c.strides().begin() + c.rank(), ", "), d);
 }
 
 }  // namespace

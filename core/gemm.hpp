@@ -9,7 +9,9 @@
 namespace lowrank {
 
 // A [m,k], B [k,n], C [m,n]; or batched: A [b,m,k], B [b,m,k] or [k,n] (shared), C [b,m,n].
-// Shapes, dtypes and devices are checked; `op` names the caller in error messages.
+// Shapes, dtypes and devices are checked; `op` names the caller in error messages. A broadcast A or B
+// (stride 0 along a dimension of size > 1, from expand) is read through a contiguous copy; a broadcast
+// C is an Error.
 void gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c, const char* op = "gemm");
 
 // Counters for tests and benchmarks (thread-local: one test's GEMMs are its own).

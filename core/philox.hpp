@@ -3,6 +3,14 @@
 // generator. The value of element e of a stream is a pure function of (seed, e), so the CPU and CUDA
 // backends draw identical dropout masks, and backward recomputes a mask instead of storing it.
 // Device-safe: includable by nvcc with no other project header.
+//
+// Mapping from (seed, element) to values:
+//   bits(seed, e)     lane e % 4 of philox4x32_10(counter {lo(e/4), hi(e/4), 0, 0}, key {lo(seed), hi(seed)});
+//   uniform(seed, e)  ((bits >> 9) + 0.5) / 2^23, in the open interval (0, 1);
+//   normal(seed, e)   Box-Muller's cosine branch on the uniforms of elements 2e and 2e + 1 (lanes 0-1 or
+//                     2-3 of block e/2): sqrt(-2 ln u1) · cos(2π u2) with u1 = uniform(seed, 2e),
+//                     u2 = uniform(seed, 2e + 1). Standard normal, |z| < 5.8 (u1 >= 2^-24).
+#include <cmath>
 #include <cstdint>
 
 #include "lowrank/core/hd.hpp"
@@ -50,6 +58,23 @@ LOWRANK_HD inline float uniform(std::uint32_t x) {
 }
 
 LOWRANK_HD inline float uniform(std::uint64_t seed, std::uint64_t e) { return uniform(bits(seed, e)); }
+
+// Box-Muller, cosine branch only: the sine branch would make element e's value depend on its pair.
+// In double: the float uniforms convert exactly, and the host's and CUDA's double log, cos and sqrt
+// agree to an ulp or two, so a float result rounds to the same value on both nearly always.
+LOWRANK_HD inline double box_muller(float u1, float u2) {
+  constexpr double two_pi = 6.283185307179586476925286766559;
+  return std::sqrt(-2.0 * std::log(static_cast<double>(u1))) * std::cos(two_pi * static_cast<double>(u2));
+}
+
+// Standard normal element `e` of the stream `seed` (the mapping is at the top of this file). It uses
+// uniform elements 2e and 2e + 1, so a consumer of n normals reserves 2n stream elements. e < 2^63.
+LOWRANK_HD inline double normal(std::uint64_t seed, std::uint64_t e) {
+  const std::uint64_t block = e >> 1;
+  const Block c{{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32), 0u, 0u}};
+  const Block r = philox4x32_10(c, static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
+  return (e & 1) ? box_muller(uniform(r.v[2]), uniform(r.v[3])) : box_muller(uniform(r.v[0]), uniform(r.v[1]));
+}
 
 // out[j] = uniform(seed, first + j) for j < count, on the host. Each 4-lane counter block is computed
 // once (not once per element), and the rounds run over a batch of blocks at a time in separate arrays

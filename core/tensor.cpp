@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <numbers>
 
 #include "lowrank/core/cpu/strided.hpp"
 #include "lowrank/core/cuda/runtime.hpp"
@@ -72,18 +71,15 @@ Tensor Tensor::uniform(Shape shape, double low, double high, RandomStream& rng, 
 }
 
 Tensor Tensor::normal(Shape shape, double mean, double std, RandomStream& rng, DType dtype) {
-  // Box-Muller on pairs of uniforms from the stream.
   Tensor t = empty(shape, dtype);
   const auto n = static_cast<std::uint64_t>(shape.numel());
-  const std::uint64_t first = rng.reserve(2 * n);
+  // philox::normal(seed, e) takes uniform elements 2e and 2e + 1, so the range starts on an even element
+  // (it always does unless the stream was positioned by hand at an odd one, which then skips one).
+  rng.offset += rng.offset & 1;
+  const std::uint64_t first_normal = rng.reserve(2 * n) / 2;
   dispatch(dtype, [&]<class T>() {
     T* p = t.data<T>();
-    for (std::uint64_t i = 0; i < n; ++i) {
-      const double u1 = philox::uniform(rng.seed, first + 2 * i);
-      const double u2 = philox::uniform(rng.seed, first + 2 * i + 1);
-      const double z = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
-      p[i] = static_cast<T>(mean + std * z);
-    }
+    for (std::uint64_t i = 0; i < n; ++i) p[i] = static_cast<T>(mean + std * philox::normal(rng.seed, first_normal + i));
   });
   return t;
 }
@@ -174,7 +170,8 @@ Tensor Tensor::select(int dim, std::int64_t index) const {
 
 Tensor Tensor::unsqueeze(int dim) const {
   const int d = dim < 0 ? dim + rank() + 1 : dim;
-  if (d < 0 || d > rank() || rank() == max_rank) fail("unsqueeze: dimension {} invalid for shape {}", dim, shape_);
+  if (rank() == max_rank) fail("unsqueeze: shape {} already has the maximum rank {}", shape_, max_rank);
+  if (d < 0 || d > rank()) fail("unsqueeze: dimension {} invalid for shape {}", dim, shape_);
   std::vector<std::int64_t> dims(shape_.begin(), shape_.end());
   dims.insert(dims.begin() + d, 1);
   Tensor v = *this;

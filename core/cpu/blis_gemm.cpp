@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <string_view>
 #include <thread>
 
@@ -19,10 +20,13 @@ namespace {
 // skx always packs. Measured with bench/gemm on the 2-core development VM, one thread, CPU time
 // (docs/building.md has the table):
 //   - m and n >= 128: skx wins 1.2-1.5x at any k (up to 7x at small k with B a transposed view);
-//   - m or n of rank size (8-16) with k large: sup wins 2-4x;
+//   - m or n of rank size (8-16) with k large: haswell's sup wins 2-4x;
 //   - m or n of 32-64: with k large sup wins up to 25% (by layout); with k = 8 skx wins 4-6x when B is a
 //     transposed view (sup's dot-product kernels of length k are slow) and loses up to 22% when not.
 // Only the shape is consulted, not the layout, so the rule takes the large wins and the small losses.
+// The other shapes name haswell explicitly rather than "whatever BLIS detected": on a host where the
+// detection works, native is skx, the set those shapes must avoid. Native is the fallback only when
+// the haswell set cannot be looked up (shared BLIS, or a CPU without AVX2 and FMA).
 // LOWRANK_BLIS_KERNELS=native|skx|haswell|auto overrides.
 enum class Choice { automatic, native, skx, haswell };
 
@@ -62,6 +66,27 @@ const Contexts& contexts() {
   return c;
 }
 
+struct BlisStrides {
+  inc_t rs, cs;
+};
+
+// Row and column strides in the form BLIS's typed API checks (bli_check_matrix_strides): both nonzero, and
+// the two dimensions must not overlap (the larger stride spans the other dimension's extent). A size-1
+// dimension is never stepped along, so it gets the stride that makes the pair consistent. No value when a
+// dimension of size > 1 has stride 0 (a broadcast view) or the dimensions overlap: that operand has to
+// be copied. Clamping such a stride to 1 instead would read neighbouring elements (a wrong product).
+std::optional<BlisStrides> blis_strides(const Tensor& t) {
+  const std::int64_t rows = t.dim(0), cols = t.dim(1);
+  const std::int64_t rs = t.stride(0), cs = t.stride(1);
+  if (rows <= 1 && cols <= 1) return BlisStrides{1, 1};
+  if (rows <= 1) return cs > 0 ? std::optional(BlisStrides{cols * cs, cs}) : std::nullopt;
+  if (cols <= 1) return rs > 0 ? std::optional(BlisStrides{rs, rows * rs}) : std::nullopt;
+  if (rs <= 0 || cs <= 0) return std::nullopt;
+  const bool disjoint = rs < cs ? rows * rs <= cs : rs > cs ? cols * cs <= rs : false;
+  if (!disjoint) return std::nullopt;
+  return BlisStrides{rs, cs};
+}
+
 // Below this many flops a GEMM runs single-threaded (about 0.1 ms of work for one core).
 constexpr double small_gemm_flops = 4.0e6;
 
@@ -73,7 +98,7 @@ bool skx_pays_off(std::int64_t m, std::int64_t n, std::int64_t k) {
 cntx_t* context_for(std::int64_t m, std::int64_t n, std::int64_t k, const char** name) {
   const Contexts& c = contexts();
   Choice choice = c.choice;
-  if (choice == Choice::automatic) choice = skx_pays_off(m, n, k) ? Choice::skx : Choice::native;
+  if (choice == Choice::automatic) choice = skx_pays_off(m, n, k) ? Choice::skx : Choice::haswell;
   if (choice == Choice::skx && c.skx) return *name = "skx", c.skx;
   if (choice == Choice::haswell && c.haswell) return *name = "haswell", c.haswell;
   *name = "native";
@@ -90,6 +115,12 @@ int cpu_threads() {
 void blis_gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c) {
   const std::int64_t m = a.dim(0), k = a.dim(1), n = b.dim(1);
   if (m == 0 || n == 0) return;
+  // Operands BLIS cannot read in place (broadcast views) are copied. An output cannot be: gemm() refuses
+  // a broadcast C, and no other view makes two dimensions overlap.
+  const Tensor a_usable = blis_strides(a) ? a : a.contiguous();
+  const Tensor b_usable = blis_strides(b) ? b : b.contiguous();
+  const std::optional<BlisStrides> c_strides = blis_strides(c);
+  if (!c_strides) fail("gemm (cpu): output C {} has strides ({}, {}) that overlap", c.shape(), c.stride(0), c.stride(1));
   const char* name = nullptr;
   cntx_t* cntx = context_for(m, n, k, &name);
   // Small products run on one thread: waking a thread team costs more than the work (measured: a 64×64
@@ -98,19 +129,18 @@ void blis_gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tens
   bli_rntm_init(&single_thread);
   bli_rntm_set_num_threads(1, &single_thread);
   rntm_t* rntm = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < small_gemm_flops ? &single_thread : nullptr;
-  // BLIS wants positive strides even for size-1 dimensions.
-  auto s = [](const Tensor& t, int d) { return static_cast<inc_t>(std::max<std::int64_t>(t.stride(d), 1)); };
+  const BlisStrides sa = *blis_strides(a_usable), sb = *blis_strides(b_usable), sc = *c_strides;
   dispatch(a.dtype(), [&]<class T>() {
     T alpha_t = static_cast<T>(alpha), beta_t = static_cast<T>(beta);
-    T* pa = a.data<T>();
-    T* pb = b.data<T>();
+    T* pa = a_usable.data<T>();
+    T* pb = b_usable.data<T>();
     T* pc = c.data<T>();
     if constexpr (std::is_same_v<T, float>) {
-      bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &alpha_t, pa, s(a, 0), s(a, 1), pb, s(b, 0), s(b, 1), &beta_t,
-                   pc, s(c, 0), s(c, 1), cntx, rntm);
+      bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &alpha_t, pa, sa.rs, sa.cs, pb, sb.rs, sb.cs, &beta_t,
+                   pc, sc.rs, sc.cs, cntx, rntm);
     } else {
-      bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &alpha_t, pa, s(a, 0), s(a, 1), pb, s(b, 0), s(b, 1), &beta_t,
-                   pc, s(c, 0), s(c, 1), cntx, rntm);
+      bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &alpha_t, pa, sa.rs, sa.cs, pb, sb.rs, sb.cs, &beta_t,
+                   pc, sc.rs, sc.cs, cntx, rntm);
     }
   });
 }

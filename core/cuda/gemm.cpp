@@ -51,7 +51,9 @@ struct Layout {
 
 std::optional<Layout> layout_of(const Tensor& t) {
   const std::int64_t rows = t.dim(-2), cols = t.dim(-1), row_stride = t.stride(-2), col_stride = t.stride(-1);
-  // A dimension of size 1 is never stepped along, so its stride may be anything.
+  // A dimension of size 1 is never stepped along, so its stride may be anything. A broadcast view (stride
+  // 0 along a dimension of size > 1) fits neither layout: prepare() copies it, and a broadcast C never
+  // gets here (lowrank::gemm refuses it).
   if ((cols == 1 || col_stride == 1) && (rows == 1 || row_stride >= cols))
     return Layout{true, rows == 1 ? std::max<std::int64_t>(cols, 1) : row_stride};
   if ((rows == 1 || row_stride == 1) && (cols == 1 || col_stride >= rows))

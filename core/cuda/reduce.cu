@@ -1,5 +1,6 @@
-// Column sums and full sums in two passes: per-block partial sums into a scratch buffer from the
-// caching allocator, then one more pass over the partials. Each pass adds in a fixed order.
+// Row sums in one pass (a warp per row). Column sums and full sums in two passes: per-block partial
+// sums into a scratch buffer from the caching allocator, then one more pass over the partials. Each
+// pass adds in a fixed order.
 #include <algorithm>
 
 #include "lowrank/core/cuda/launch.hpp"
@@ -54,6 +55,22 @@ template <class T> __global__ void sum_kernel(const T* in, T* out, std::int64_t 
   if (threadIdx.x == 0) out[blockIdx.x] = accumulate ? out[blockIdx.x] + partial[0] : partial[0];
 }
 
+// Rows of sum_last_dim per block: one warp each.
+constexpr unsigned rows_per_block = 8;
+
+// Warp threadIdx.y of block b sums row b·8 + threadIdx.y: lane l adds columns l, l + 32, ... in order,
+// then the 32 partials are added pairwise in a fixed order by halving shuffles (lane 0 gets the total).
+template <class T>
+__global__ void sum_last_dim_kernel(const T* in, T* out, std::int64_t rows, std::int64_t cols, bool accumulate) {
+  const std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * rows_per_block + threadIdx.y;
+  if (r >= rows) return;  // the whole warp leaves together, so the shuffles below see all 32 lanes
+  const T* row = in + r * cols;
+  T sum = 0;
+  for (std::int64_t c = threadIdx.x; c < cols; c += 32) sum += row[c];
+  for (unsigned offset = 16; offset > 0; offset /= 2) sum += __shfl_down_sync(0xffffffffu, sum, offset);
+  if (threadIdx.x == 0) out[r] = accumulate ? out[r] + sum : sum;
+}
+
 int multiprocessors() {
   int device = 0, sms = 1;
   check(cudaGetDevice(&device), "cuda::sum_rows");
@@ -91,6 +108,16 @@ template <class T> void sum_rows(const T* in, T* out, std::int64_t rows, std::in
   check(cudaGetLastError(), "cuda::sum_rows: kernel launch");
 }
 
+template <class T> void sum_last_dim(const T* in, T* out, std::int64_t rows, std::int64_t cols, bool accumulate) {
+  if (rows < 0 || cols < 0) raise_error("cuda::sum_last_dim", "negative matrix size");
+  if (rows == 0) return;
+  const std::int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
+  if (blocks > 2147483647) raise_error("cuda::sum_last_dim", "too many rows for one grid");
+  const DeviceGuard guard(device_of(out));
+  sum_last_dim_kernel<T><<<static_cast<unsigned>(blocks), dim3(32, rows_per_block)>>>(in, out, rows, cols, accumulate);
+  check(cudaGetLastError(), "cuda::sum_last_dim: kernel launch");
+}
+
 template <class T> void sum_all(const T* in, T* out, std::int64_t n, bool accumulate) {
   if (n < 0) raise_error("cuda::sum_all", "negative element count");
   const int device = device_of(out);
@@ -108,6 +135,8 @@ template <class T> void sum_all(const T* in, T* out, std::int64_t n, bool accumu
 
 template void sum_rows<float>(const float*, float*, std::int64_t, std::int64_t, bool);
 template void sum_rows<double>(const double*, double*, std::int64_t, std::int64_t, bool);
+template void sum_last_dim<float>(const float*, float*, std::int64_t, std::int64_t, bool);
+template void sum_last_dim<double>(const double*, double*, std::int64_t, std::int64_t, bool);
 template void sum_all<float>(const float*, float*, std::int64_t, bool);
 template void sum_all<double>(const double*, double*, std::int64_t, bool);
 

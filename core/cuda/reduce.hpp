@@ -10,6 +10,10 @@ namespace lowrank::cuda {
 // sum of column c, written or added (accumulate) to out, a device array of cols elements.
 template <class T> void sum_rows(const T* in, T* out, std::int64_t rows, std::int64_t cols, bool accumulate);
 
+// in is a contiguous [rows, cols] matrix; out[r] is the sum of row r, written or added (accumulate) to
+// out, a device array of rows elements. One warp per row, lanes combined in a fixed shuffle order.
+template <class T> void sum_last_dim(const T* in, T* out, std::int64_t rows, std::int64_t cols, bool accumulate);
+
 // *out = sum of in[0..n), written or added (accumulate) to the device scalar out.
 template <class T> void sum_all(const T* in, T* out, std::int64_t n, bool accumulate);
 

@@ -1,8 +1,11 @@
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <array>
-#include <cstdlib>
+#include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <numbers>
 #include <vector>
 
 #include "lowrank/core/philox.hpp"
@@ -144,4 +147,77 @@ TEST_CASE("philox: uniforms draws element by element what uniform draws, from an
           REQUIRE(drawn[static_cast<std::size_t>(j)] == philox::uniform(seed, first + static_cast<std::uint64_t>(j)));
         }
       }
+}
+
+namespace {
+
+// Box-Muller by hand, from raw Philox bits: the uniform is the top 23 bits centred in their bucket.
+double hand_normal(std::uint32_t bits1, std::uint32_t bits2) {
+  const double u1 = (static_cast<double>(bits1 >> 9) + 0.5) / 8388608.0;
+  const double u2 = (static_cast<double>(bits2 >> 9) + 0.5) / 8388608.0;
+  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2);
+}
+
+}  // namespace
+
+TEST_CASE("philox: normal() is Box-Muller on the uniforms of the Random123 known-answer bits") {
+  // Random123's vector for counter 0 and key 0 is block 0 of seed 0: normal element 0 takes lanes 0-1,
+  // element 1 lanes 2-3.
+  const KnownAnswer& zero = known_answers[0];
+  REQUIRE(zero.counter == std::array<std::uint32_t, 4>{0, 0, 0, 0});
+  REQUIRE(zero.key == std::array<std::uint32_t, 2>{0, 0});
+  CHECK(philox::normal(0, 0) == doctest::Approx(hand_normal(zero.expected[0], zero.expected[1])).epsilon(1e-14));
+  CHECK(philox::normal(0, 1) == doctest::Approx(hand_normal(zero.expected[2], zero.expected[3])).epsilon(1e-14));
+  // The same two values from Python's math module on those bits (u1 = 0.39904648..., u2 = 0.88052016...).
+  CHECK(philox::normal(0, 0) == doctest::Approx(0.9911374751458971).epsilon(1e-13));
+  CHECK(philox::normal(0, 1) == doctest::Approx(-0.6176090549848544).epsilon(1e-13));
+
+  // Any seed and element: the bits of uniform elements 2e and 2e + 1, including past 2^32 blocks.
+  const std::uint64_t seeds[] = {1, 0x0123456789abcdefULL, ~std::uint64_t{0}};
+  const std::uint64_t elements[] = {0, 1, 2, 3, 12345, (std::uint64_t{1} << 33) + 1, (std::uint64_t{1} << 62) - 1};
+  for (const std::uint64_t seed : seeds)
+    for (const std::uint64_t e : elements) {
+      CAPTURE(seed);
+      CAPTURE(e);
+      CHECK(philox::normal(seed, e) == doctest::Approx(hand_normal(philox::bits(seed, 2 * e), philox::bits(seed, 2 * e + 1))).epsilon(1e-14));
+    }
+}
+
+TEST_CASE("philox: normal() draws are standard normal") {
+  const int draws = 200000;
+  double mean = 0, second = 0, within_one = 0, largest = 0;
+  for (int e = 0; e < draws; ++e) {
+    const double z = philox::normal(31, static_cast<std::uint64_t>(e));
+    mean += z / draws;
+    second += z * z / draws;
+    within_one += std::abs(z) < 1.0 ? 1.0 / draws : 0.0;
+    largest = std::max(largest, std::abs(z));
+  }
+  // Standard errors: mean 1/sqrt(n) = 0.0022, variance sqrt(2/n) = 0.0032, P(|z| < 1) 0.001.
+  CHECK(std::abs(mean) < 0.011);
+  CHECK(std::abs(second - 1.0) < 0.016);
+  CHECK(std::abs(within_one - 0.682689) < 0.005);
+  CHECK(largest < 5.8);   // u1 >= 2^-24 bounds sqrt(-2 ln u1)
+  CHECK(largest > 3.5);   // 200000 draws reach past 3.5 sigma (P(none) ~ 1e-40)
+}
+
+TEST_CASE("philox: Tensor::normal is mean + std · philox::normal over the reserved stream range") {
+  for (const DType dtype : {DType::f64, DType::f32}) {
+    CAPTURE(name_of(dtype));
+    auto in_dtype = [&](double x) { return dtype == DType::f64 ? x : static_cast<double>(static_cast<float>(x)); };
+    RandomStream stream{21, 8};
+    const Tensor t = Tensor::normal({3, 5}, 1.5, 0.25, stream, dtype);
+    CHECK(stream.offset == 8 + 32);  // 2 uniforms per value, 30 rounded up to whole blocks
+    const std::vector<double> values = t.to_vector();
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      const double expected = 1.5 + 0.25 * philox::normal(21, 4 + i);
+      CHECK(values[i] == in_dtype(expected));
+    }
+    // A stream positioned by hand at an odd element starts at the next even one.
+    RandomStream odd{21, 9};
+    const Tensor u = Tensor::normal({2}, 0.0, 1.0, odd, dtype);
+    CHECK(odd.offset == 10 + 4);
+    CHECK(u.at(0) == in_dtype(philox::normal(21, 5)));
+    CHECK(u.at(1) == in_dtype(philox::normal(21, 6)));
+  }
 }

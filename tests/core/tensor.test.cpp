@@ -1,5 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
 #include "lowrank/core/elementwise.hpp"
 #include "lowrank/core/format.hpp"
 #include "lowrank/core/tensor.hpp"
@@ -165,4 +169,63 @@ TEST_CASE("elementwise: broadcast scalars and rows take the fast path and give t
   map("test", functors::Add{}, a, sq, sq.t());
   map("test", functors::Add{}, b, sq, sq.t().contiguous());
   CHECK(max_abs_diff(a, b) == 0.0);
+}
+
+TEST_CASE("tensor: a rank-4 tensor has row-major strides, permutes as a view and reads element by element") {
+  const Tensor t = Tensor::arange(120, DType::f64).reshape({2, 3, 4, 5});
+  CHECK(t.rank() == 4);
+  CHECK(t.strides() == Strides{60, 20, 5, 1});
+  CHECK(t.at(1, 2, 3, 4) == 119);
+  CHECK(t.at(1, 0, 2, 1) == 60 + 10 + 1);
+  // order (3, 1, 0, 2): new dimension i is old dimension order[i].
+  const Tensor p = t.permute({3, 1, 0, 2});
+  CHECK(p.shape() == Shape{5, 3, 2, 4});
+  CHECK(p.strides() == Strides{1, 20, 60, 5});
+  CHECK(p.shares_storage(t));
+  CHECK_FALSE(p.is_contiguous());
+  std::int64_t mismatches = 0;
+  for (std::int64_t l = 0; l < 5; ++l)
+    for (std::int64_t j = 0; j < 3; ++j)
+      for (std::int64_t i = 0; i < 2; ++i)
+        for (std::int64_t k = 0; k < 4; ++k) mismatches += p.at(l, j, i, k) != static_cast<double>(60 * i + 20 * j + 5 * k + l);
+  CHECK(mismatches == 0);
+  // Its contiguous copy holds the same elements in the permuted row-major order.
+  const std::vector<double> copied = p.contiguous().to_vector();
+  CHECK(copied[1] == 5.0);   // p[0, 0, 0, 1] = t[0, 0, 1, 0]
+  CHECK(copied[4] == 60.0);  // p[0, 0, 1, 0] = t[1, 0, 0, 0]
+  CHECK(copied[8] == 20.0);  // p[0, 1, 0, 0] = t[0, 1, 0, 0]
+  CHECK(copied[24] == 1.0);  // p[1, 0, 0, 0] = t[0, 0, 0, 1]
+  // A slice of a rank-4 tensor keeps the strides and moves the offset.
+  const Tensor s = t.slice(2, 1, 3);
+  CHECK(s.shape() == Shape{2, 3, 2, 5});
+  CHECK(s.offset() == 5);
+  CHECK(s.at(1, 1, 1, 2) == 60 + 20 + 10 + 2);
+}
+
+TEST_CASE("tensor: rank 5 is refused with an Error naming the rank and the limit") {
+  CHECK_THROWS_WITH_AS(Shape({1, 2, 3, 4, 5}), "Shape: rank 5 exceeds the maximum rank 4", Error);
+  const std::vector<std::int64_t> dims{2, 1, 1, 1, 3};
+  CHECK_THROWS_WITH_AS(Shape::from(dims.begin(), dims.end()), "Shape: rank exceeds the maximum rank 4", Error);
+  const Tensor t = Tensor::zeros({2, 3, 4, 5});
+  CHECK_THROWS_WITH_AS(t.unsqueeze(0), "unsqueeze: shape [2, 3, 4, 5] already has the maximum rank 4", Error);
+  CHECK_THROWS_WITH_AS(Tensor::zeros({1, 2, 3, 4, 5}), "Shape: rank 5 exceeds the maximum rank 4", Error);
+}
+
+TEST_CASE("tensor: fmt prints a float64 tensor in full and a large 2-D tensor with three edge items per dimension") {
+  // Values in %.6g form, dimensions as nested brackets.
+  const Tensor small = Tensor::from({2, 3}, {1.5, -2, 0.125, 1e-7, 1234567, 3.0}, DType::f64);
+  CHECK(fmt::format("{}", small) ==
+        "Tensor(shape=[2, 3], dtype=float64, device=cpu, values=[[1.5, -2, 0.125], [1e-07, 1.23457e+06, 3]])");
+  // 8 × 7: rows 0-2 and 5-7, columns 0-2 and 4-6, "..." where the rest is left out.
+  const Tensor large = Tensor::arange(56).reshape({8, 7});
+  CHECK(fmt::format("{}", large) ==
+        "Tensor(shape=[8, 7], dtype=float32, device=cpu, values=["
+        "[0, 1, 2, ..., 4, 5, 6], [7, 8, 9, ..., 11, 12, 13], [14, 15, 16, ..., 18, 19, 20], ..., "
+        "[35, 36, 37, ..., 39, 40, 41], [42, 43, 44, ..., 46, 47, 48], [49, 50, 51, ..., 53, 54, 55]])");
+  // Exactly 2 × 3 entries per dimension: nothing to leave out.
+  CHECK(fmt::format("{}", Tensor::arange(6).reshape({1, 6})) ==
+        "Tensor(shape=[1, 6], dtype=float32, device=cpu, values=[[0, 1, 2, 3, 4, 5]])");
+  // A transposed view prints its own (logical) order.
+  CHECK(fmt::format("{}", Tensor::arange(4, DType::f64).reshape({2, 2}).t()) ==
+        "Tensor(shape=[2, 2], dtype=float64, device=cpu, values=[[0, 2], [1, 3]])");
 }

@@ -6,6 +6,7 @@
 
 #include "cuda_test.hpp"
 #include "lowrank/core/cuda/reduce.hpp"
+#include "lowrank/core/reduce.hpp"
 
 using namespace lowrank;
 using namespace lowrank::testing;
@@ -77,6 +78,47 @@ TEST_CASE("cuda: sum_all matches the total and repeats bit for bit") {
         }
         CHECK(std::abs(first.item() - exact) <= sum_bound(dtype, n + 1, magnitude));
         CHECK(first.item() == second.item());
+      }
+    }
+  }
+}
+
+TEST_CASE("cuda: sum_last_dim matches row sums, strided input and accumulation included") {
+  LOWRANK_SKIP_WITHOUT_CUDA();
+  struct Case {
+    std::int64_t rows, cols;
+  };
+  for (DType dtype : {DType::f32, DType::f64}) {
+    for (Case shape : {Case{1, 5}, Case{9, 1000}, Case{4096, 768}, Case{100003, 3}, Case{5, 0}}) {
+      for (bool accumulate : {false, true}) {
+        for (bool transposed : {false, true}) {
+          CAPTURE(shape.rows);
+          CAPTURE(shape.cols);
+          CAPTURE(accumulate);
+          CAPTURE(transposed);
+          // Transposed: a [cols, rows] device tensor viewed as [rows, cols] (sum_last_dim copies it).
+          const Tensor base = random_tensor(transposed ? Shape{shape.cols, shape.rows} : Shape{shape.rows, shape.cols}, 121, dtype);
+          const Tensor x = transposed ? base.t() : base;
+          const Tensor x_gpu = transposed ? base.to(gpu).t() : base.to(gpu);
+          const Tensor start = random_tensor({shape.rows}, 122, dtype);
+          Tensor out = start.to(gpu), again = start.to(gpu);
+          sum_last_dim(x_gpu, out, accumulate);
+          sum_last_dim(x_gpu, again, accumulate);
+          const std::vector<double> values = x.to_vector(), initial = start.to_vector(), got = out.to_vector();
+          std::size_t failures = 0;
+          for (std::int64_t r = 0; r < shape.rows; ++r) {
+            double exact = accumulate ? initial[static_cast<std::size_t>(r)] : 0.0;
+            double magnitude = std::abs(exact);
+            for (std::int64_t c = 0; c < shape.cols; ++c) {
+              const double v = values[static_cast<std::size_t>(r * shape.cols + c)];
+              exact += v;
+              magnitude += std::abs(v);
+            }
+            if (!(std::abs(got[static_cast<std::size_t>(r)] - exact) <= sum_bound(dtype, shape.cols + 1, magnitude))) ++failures;
+          }
+          CHECK(failures == 0);
+          CHECK(max_abs_diff(out, again) == 0.0);
+        }
       }
     }
   }
