@@ -15,10 +15,7 @@ namespace {
 using lowrank::test::random_param;
 using lowrank::test::require_passed;
 
-Tensor random_tensor(Shape shape, std::uint64_t seed) {
-  RandomStream rng{seed, 0};
-  return Tensor::uniform(std::move(shape), -1.0, 1.0, rng, DType::f64);
-}
+using lowrank::test::random_tensor;
 
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include "lowrank/core/elementwise.hpp"
 #include "lowrank/core/philox.hpp"
+#include "../support/random.hpp"
 
 using namespace lowrank;
 
@@ -16,10 +17,7 @@ struct Mix {
   template <class T> T operator()(T a, T b, T c, T d) const { return a * T(2) + b - T(3) * c + d; }
 };
 
-Tensor random_tensor(Shape shape, std::uint64_t seed, DType dtype = DType::f64) {
-  RandomStream rng{seed, 0};
-  return Tensor::uniform(std::move(shape), -1.0, 1.0, rng, dtype);
-}
+using lowrank::test::random_tensor;
 
 }  // namespace
 

@@ -8,15 +8,13 @@
 
 #include "lowrank/core/reduce.hpp"
 #include "lowrank/core/tensor.hpp"
+#include "../support/random.hpp"
 
 using namespace lowrank;
 
 namespace {
 
-Tensor random_tensor(Shape shape, std::uint64_t seed, DType dtype) {
-  RandomStream rng{seed, 0};
-  return Tensor::uniform(shape, -1.0, 1.0, rng, dtype);
-}
+using lowrank::test::random_tensor;
 
 // The layouts a reduction must read: contiguous, a transposed view, a slice inside a larger tensor,
 // and a rank-3 permuted view; all of logical shape [rows, cols] (rank 3: [2, rows / 2, cols]).

@@ -16,6 +16,7 @@
 #include "lowrank/core/gemm.hpp"
 #include "lowrank/core/reduce.hpp"
 #include "lowrank/core/tensor.hpp"
+#include "../support/random.hpp"
 
 using namespace lowrank;
 
@@ -46,10 +47,7 @@ class Threads {
 constexpr std::int64_t rows = 331, cols = 307;
 static_assert(rows * cols > parallel_threshold);
 
-Tensor random_tensor(Shape shape, std::uint64_t seed, DType dtype = DType::f64) {
-  RandomStream rng{seed, 0};
-  return Tensor::uniform(shape, -1.0, 1.0, rng, dtype);
-}
+using lowrank::test::random_tensor;
 
 // Which OpenMP threads ran a map: bit t is set when thread t computed an element.
 unsigned threads_seen_by_map(const Tensor& x) {

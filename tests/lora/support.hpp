@@ -5,15 +5,13 @@
 #include "lowrank/lora/lora.hpp"
 #include "../support/checks.hpp"
 #include "../support/errors.hpp"
+#include "../support/random.hpp"
 
 namespace lora_test {
 
 using namespace lowrank;
 
-inline Tensor random_tensor(Shape shape, std::uint64_t seed, DType dtype = DType::f64) {
-  RandomStream rng{seed, 0};
-  return Tensor::uniform(shape, -1.0, 1.0, rng, dtype);
-}
+using lowrank::test::random_tensor;
 
 // A layer with W [out, in] (and a bias when asked) drawn from `seed`.
 inline lora::Linear make_layer(std::int64_t in, std::int64_t out, bool with_bias, const lora::Config& config,

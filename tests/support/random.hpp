@@ -7,6 +7,12 @@
 
 namespace lowrank::test {
 
+inline Tensor random_tensor(Shape shape, std::uint64_t seed, DType dtype = DType::f64, double low = -1.0,
+                            double high = 1.0) {
+  RandomStream rng{seed, 0};
+  return Tensor::uniform(shape, low, high, rng, dtype);
+}
+
 inline ParameterPtr random_param(const char* name, Shape shape, std::uint64_t seed, DType dtype = DType::f64,
                                  double low = -1.0, double high = 1.0) {
   RandomStream rng{seed, 0};
