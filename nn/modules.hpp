@@ -19,6 +19,7 @@
 // a Block needs one tag. Reusing a tag for a second, different value silently reads the first one's slot.
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <type_traits>
 #include <utility>
 
