@@ -1,5 +1,5 @@
 #pragma once
-// One GPT-2 block as ONE expression (pre-LN):
+// One GPT-2 block as ONE expression (pre-LN), composed from the modules of nn/modules.hpp:
 //   a   = ln_1(x)
 //   h   = x + c_proj(merge_heads(causal_softmax(q·kᵀ, 1/√D)·v)),  q|k|v = split_heads(a·W[:, range] + b[range])
 //   out = h + mlp_c_proj(gelu(c_fc(ln_2(h))))
@@ -14,22 +14,14 @@
 //
 // This header is template-heavy on purpose and meant for few translation units: nn/gpt.cpp (which
 // instantiates the tapes behind the non-template nn::GPT) and the block's own tests.
-#include <cmath>
 #include <cstdint>
 
-#include "lowrank/autodiff/autodiff.hpp"
-#include "lowrank/nn/adapter_input.hpp"
-#include "lowrank/nn/columns.hpp"
+#include "lowrank/nn/modules.hpp"
 
 namespace lowrank::nn::block {
 
-// share<> tags, one per value the block uses more than once.
-struct InputTag;      // x: ln_1 and the first residual
-struct Ln1Tag;        // ln_1(x): q, k, v (and their adapters)
-struct AttentionTag;  // merge_heads(...): c_proj and its adapter
-struct ResidualTag;   // h: ln_2 and the second residual
-struct Ln2Tag;        // ln_2(h): c_fc and its adapter
-struct GeluTag;       // gelu(c_fc(...)): mlp.c_proj and its adapter
+// The block's one use in its tape: each layer is its own tape, so every layer can use the same tag.
+struct BlockTag;
 
 // Full training: the projection's weight and bias are (column ranges of) trainable tensors.
 struct FullProjection {
@@ -48,17 +40,15 @@ struct LoraProjection {
   bool training = true;
 };
 
-template <bool Sliced, Expression X> auto project(const FullProjection& p, X x) {
+// The projections as nn::Linear modules.
+template <bool Sliced> auto linear(const FullProjection& p) {
   if constexpr (Sliced)
-    return bias_add(matmul(std::move(x), columns(param(p.weight), p.begin, p.end)), columns(param(p.bias), p.begin, p.end));
+    return Linear{columns(param(p.weight), p.begin, p.end), columns(param(p.bias), p.begin, p.end)};
   else
-    return bias_add(matmul(std::move(x), param(p.weight)), param(p.bias));
+    return Linear{param(p.weight), param(p.bias)};
 }
-
-template <bool Sliced, Expression X> auto project(const LoraProjection& p, X x) {
-  auto update = matmul(matmul(adapter_input(x, p.active, p.dropout, p.stream, p.training), t(param(p.a))), t(param(p.b)));
-  // `+` with a product is one GEMM with beta = 1 into the base output (ops/matmul_accumulate.hpp).
-  return bias_add(matmul(x, frozen(p.weight)), frozen(p.bias)) + scale(std::move(update), p.scaling);
+template <bool Sliced> Linear<Frozen, Frozen, LoraAdapter> linear(const LoraProjection& p) {
+  return {frozen(p.weight), frozen(p.bias), {p.a, p.b, p.scaling, p.active, p.dropout, p.stream, p.training}};
 }
 
 struct FullBlock {
@@ -73,20 +63,17 @@ struct LoraBlock {
   static Frozen leaf(const Tensor& t) { return frozen(t); }
 };
 
+// The block as an nn::Block module over these weights.
+template <class Weights> auto module(const Weights& w, std::int64_t heads, double eps) {
+  return Block{LayerNorm{Weights::leaf(w.ln_1_weight), Weights::leaf(w.ln_1_bias), eps},
+               MultiHeadSelfAttention{linear<true>(w.q), linear<true>(w.k), linear<true>(w.v), linear<false>(w.o), heads},
+               LayerNorm{Weights::leaf(w.ln_2_weight), Weights::leaf(w.ln_2_bias), eps},
+               MLP{linear<false>(w.fc), linear<false>(w.proj)}};
+}
+
 // The block's expression; `input` holds the block's input [B, T, E] as its value.
 template <class Weights> auto expression(const ParameterPtr& input, const Weights& w, std::int64_t heads, double eps) {
-  auto x = share<InputTag>(param(input));
-  auto a = share<Ln1Tag>(layernorm(x, Weights::leaf(w.ln_1_weight), Weights::leaf(w.ln_1_bias), eps));
-  auto q = split_heads(project<true>(w.q, a), heads);
-  auto k = split_heads(project<true>(w.k, a), heads);
-  auto v = split_heads(project<true>(w.v, a), heads);
-  const double d = static_cast<double>(input->value.dim(-1) / heads);
-  auto attention = share<AttentionTag>(merge_heads(matmul(causal_softmax(matmul(q, t(k)), 1.0 / std::sqrt(d)), v), heads));
-  // The branch comes first in each residual add: it dies there, so the sum is written into its buffer.
-  auto h = share<ResidualTag>(add(project<false>(w.o, attention), x));
-  auto m = share<Ln2Tag>(layernorm(h, Weights::leaf(w.ln_2_weight), Weights::leaf(w.ln_2_bias), eps));
-  auto g = share<GeluTag>(gelu(project<false>(w.fc, m)));
-  return add(project<false>(w.proj, g), h);
+  return module(w, heads, eps)(param(input), tag<BlockTag>);
 }
 
 }  // namespace lowrank::nn::block

@@ -1,0 +1,225 @@
+#pragma once
+// Transformer modules as expression builders. A module holds its weights as leaves — param(p) for a
+// trainable ParameterPtr, frozen(t) for a fixed Tensor, or any expression over them such as
+// columns(param(c_attn), 0, E) — and its call builds an expression from an input expression. Nothing is
+// evaluated: a model written from modules is still one expression whose type is the graph, and eval()
+// makes one tape of it.
+//
+//   Linear{W, b, adapter}       y = x·W + b (+ s·(u·Aᵀ)·Bᵀ): GPT-2's Conv1D layout, W [in, out]
+//   LayerNorm{γ, β, eps}        y = layernorm(x)
+//   Embedding{W}                y = W[ids]; logits(x) = x·Wᵀ (a tied LM head)
+//   MultiHeadSelfAttention{q, k, v, o, heads}   causal, pre-softmax scale 1/√D
+//   MLP{fc, proj}               y = proj(gelu(fc(x)))
+//   Block{ln_1, attn, ln_2, mlp}                h = x + attn(ln_1(x)); y = h + mlp(ln_2(h))   (pre-LN)
+//
+// The modules that read a value more than once (attention, MLP, block) name it with share<Tag>, and a tag
+// is one tape slot for the whole expression. Their call therefore takes a tag naming the USE:
+// `attn(x, nn::tag<struct Layer0>)`. Two uses in one expression need two tags — also when they are the
+// same module applied twice. A module that uses a submodule derives the submodule's tag from its own, so
+// a Block needs one tag. Reusing a tag for a second, different value silently reads the first one's slot.
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "lowrank/autodiff/autodiff.hpp"
+#include "lowrank/lora/linear.hpp"
+#include "lowrank/nn/adapter_input.hpp"
+#include "lowrank/nn/columns.hpp"
+
+namespace lowrank::nn {
+
+// ---- tags -------------------------------------------------------------------------------------------
+template <class Use> struct Tag {};
+template <class Use> inline constexpr Tag<Use> tag{};
+
+// The values a module shares, one tag each per use.
+template <class Use> struct AttentionInput;   // the input q, k and v read
+template <class Use> struct AttentionHeads;   // the merged heads o reads
+template <class Use> struct MlpInput;         // the input fc reads
+template <class Use> struct MlpHidden;        // gelu(fc(x)), which proj reads
+template <class Use> struct BlockInput;       // x: ln_1 and the first residual
+template <class Use> struct BlockResidual;    // h: ln_2 and the second residual
+template <class Use> struct BlockAttention;   // the use of a block's attention
+template <class Use> struct BlockMlp;         // the use of a block's MLP
+
+namespace detail {
+template <class X> struct is_shared : std::false_type {};
+template <class T, class E> struct is_shared<Shared<T, E>> : std::true_type {};
+// A leaf or a share<Tag>(...) is one tape slot however often it appears; any other expression read
+// twice would be copied and computed twice.
+template <class X> inline constexpr bool usable_twice = is_leaf<std::decay_t<X>>::value || is_shared<std::decay_t<X>>::value;
+}  // namespace detail
+
+// ---- Linear -----------------------------------------------------------------------------------------
+struct NoBias {};
+struct NoAdapter {};
+
+// A LoRA branch on a frozen weight: s·(u·Aᵀ)·Bᵀ with u = adapter_input(x) (nn/adapter_input.hpp).
+// Inactive (not a target, adapters off or merged): u is [.., 0] and A, B are rank-0 stand-ins ([0, 0] and
+// [out, 0]), so the branch adds nothing and the expression's type is the same as an active one's.
+struct LoraAdapter {
+  ParameterPtr a, b;  // [r, in] and [out, r] (PEFT layout)
+  double scaling = 1.0;
+  bool active = false;
+  double dropout = 0.0;
+  RandomStream* stream = nullptr;  // the adapter's dropout stream; draws advance it
+  bool training = true;
+
+  template <Expression X> auto operator()(X x) const {
+    // scale of a product folds into the second GEMM's alpha (ops/scale.hpp).
+    return scale(matmul(matmul(adapter_input(std::move(x), active, dropout, stream, training), t(param(a))), t(param(b))),
+                 scaling);
+  }
+};
+
+// Output features of a weight expression, known before evaluation for the leaves and a column range.
+inline std::int64_t output_width(const Param& w) { return w.parameter->value.dim(-1); }
+inline std::int64_t output_width(const Frozen& w) { return w.value.dim(-1); }
+template <class X> std::int64_t output_width(const Node<ColumnSlice, X>& w) { return w.op.end - w.op.begin; }
+
+// y = x·W + b with W [in, out] (GPT-2's Conv1D; a PyTorch [out, in] weight enters as t(...) or a
+// transposed view). B is a bias expression or NoBias; A a LoraAdapter or NoAdapter.
+template <Expression W, class B = NoBias, class A = NoAdapter> struct Linear {
+  W weight;
+  B bias{};
+  A adapter{};
+
+  template <Expression X> auto operator()(X x) const {
+    if constexpr (std::is_same_v<A, NoAdapter>) {
+      return affine(std::move(x));
+    } else {
+      static_assert(detail::usable_twice<X>,
+                    "nn::Linear with an adapter reads x twice (base and LoRA branch): pass a leaf or share<Tag>(x)");
+      // `+` with the scaled product is one GEMM with beta = 1 into the base output (ops/matmul_accumulate.hpp).
+      // Both operands copy x: the order in which they are evaluated is unspecified.
+      return affine(x) + adapter(x);
+    }
+  }
+  std::int64_t out_features() const { return output_width(weight); }
+
+  template <class X> auto affine(X x) const {
+    if constexpr (std::is_same_v<B, NoBias>) return matmul(std::move(x), weight);
+    else return bias_add(matmul(std::move(x), weight), bias);
+  }
+};
+template <Expression W> Linear(W) -> Linear<W>;
+template <Expression W, class B> Linear(W, B) -> Linear<W, B>;
+template <Expression W, class B, class A> Linear(W, B, A) -> Linear<W, B, A>;
+
+// A frozen Conv1D view of a lora::Linear with its adapter: the layer's weight [out, in] enters as the
+// transposed view (no copy), its A, B, scaling, dropout stream and train/eval flag drive the branch, so the
+// layer's init, merge()/unmerge(), parameters and PEFT names serve the module. While the layer is merged
+// the branch is inactive (its update is in the weight). K says whether the layer has a bias; it must match
+// the layer (a bias that trains, lora::Bias all/lora_only, and mode weight_merge are refused).
+template <lora::BiasTerm K = lora::BiasTerm::frozen> auto lora_linear(lora::Linear& layer) {
+  static_assert(K != lora::BiasTerm::trainable, "nn::lora_linear: the bias of nn::Linear's LoRA form is frozen");
+  const std::string who = layer.name().empty() ? std::string("lora::Linear") : "lora::Linear '" + layer.name() + "'";
+  if (layer.config().mode != lora::Mode::adapter)
+    fail("nn::lora_linear: {} has mode {}; nn::Linear computes the adapter path (merge with merge())", who, layer.config().mode);
+  if (layer.bias_term() != K)
+    fail("nn::lora_linear<{}>: {} has bias term {}", K, who, layer.bias_term());
+  LoraAdapter adapter{layer.lora_A(), layer.lora_B(), layer.scaling(), !layer.merged(), layer.config().dropout,
+                      &layer.dropout_stream(), layer.training()};
+  if (layer.merged()) {
+    const Tensor& w = layer.weight();
+    const std::string prefix = layer.name().empty() ? std::string() : layer.name() + ".";
+    adapter.a = make_parameter(prefix + "inactive.lora_A", Tensor::zeros({0, 0}, w.dtype(), w.device()));
+    adapter.b = make_parameter(prefix + "inactive.lora_B", Tensor::zeros({layer.out_features(), 0}, w.dtype(), w.device()));
+  }
+  if constexpr (K == lora::BiasTerm::absent) return Linear{frozen(layer.weight().t()), NoBias{}, std::move(adapter)};
+  else return Linear{frozen(layer.weight().t()), frozen(layer.bias()), std::move(adapter)};
+}
+
+// ---- LayerNorm, Embedding ---------------------------------------------------------------------------
+template <Expression G, Expression B> struct LayerNorm {
+  G weight;
+  B bias;
+  double eps = 1e-5;
+  template <Expression X> auto operator()(X x) const { return layernorm(std::move(x), weight, bias, eps); }
+};
+template <Expression G, Expression B> LayerNorm(G, B) -> LayerNorm<G, B>;
+template <Expression G, Expression B> LayerNorm(G, B, double) -> LayerNorm<G, B>;
+
+// W [V, E]: ids [..] -> [.., E]; logits(x) = x·Wᵀ, GPT-2's LM head tied to the token embedding.
+template <Expression W> struct Embedding {
+  W weight;
+  auto operator()(TokenIds ids) const { return embedding(std::move(ids), weight); }
+  template <Expression X> auto logits(X x) const { return matmul(std::move(x), t(weight)); }
+};
+template <Expression W> Embedding(W) -> Embedding<W>;
+
+// ---- attention, MLP, block ----------------------------------------------------------------------------
+// Causal multi-head self-attention on x [B, T, E]: q|k|v = split_heads(proj(x)) to [B·H, T, D],
+// o(merge_heads(causal_softmax(q·kᵀ, 1/√D)·v)). q, k and v are Linear modules; GPT-2's fused c_attn is
+// three column ranges of one weight (fused_attention below).
+template <class Q, class K, class V, class O> struct MultiHeadSelfAttention {
+  Q q;
+  K k;
+  V v;
+  O o;
+  std::int64_t heads = 1;
+
+  template <Expression X, class Use> auto operator()(X x, Tag<Use>) const {
+    const std::int64_t width = q.out_features();
+    if (heads <= 0 || width % heads != 0 || k.out_features() != width || v.out_features() != width)
+      fail("nn::MultiHeadSelfAttention: q, k, v have {}, {}, {} output features and {} heads; they must be equal and "
+           "divisible by the heads",
+           width, k.out_features(), v.out_features(), heads);
+    auto a = share<AttentionInput<Use>>(std::move(x));
+    auto qh = split_heads(q(a), heads);
+    auto kh = split_heads(k(a), heads);
+    auto vh = split_heads(v(a), heads);
+    const double d = static_cast<double>(width / heads);
+    auto merged = share<AttentionHeads<Use>>(merge_heads(matmul(causal_softmax(matmul(qh, t(kh)), 1.0 / std::sqrt(d)), vh), heads));
+    return o(merged);
+  }
+};
+template <class Q, class K, class V, class O>
+MultiHeadSelfAttention(Q, K, V, O, std::int64_t) -> MultiHeadSelfAttention<Q, K, V, O>;
+
+// Trainable attention in GPT-2's layout: c_attn [E, 3E] + [3E] with columns q | k | v, c_proj [E, E] + [E].
+// Each of q, k, v reads its column range of the one c_attn tensor, so their gradients land in its one
+// gradient buffer.
+inline auto fused_attention(const ParameterPtr& c_attn_weight, const ParameterPtr& c_attn_bias, const ParameterPtr& c_proj_weight,
+                            const ParameterPtr& c_proj_bias, std::int64_t heads) {
+  const Tensor& w = c_attn_weight->value;
+  if (w.rank() != 2 || w.dim(1) % 3 != 0 || w.dim(1) != 3 * w.dim(0))
+    fail("nn::fused_attention: c_attn weight {} must be [E, 3E]", w.shape());
+  const std::int64_t e = w.dim(0);
+  auto range = [&](std::int64_t i) {
+    return Linear{columns(param(c_attn_weight), i * e, (i + 1) * e), columns(param(c_attn_bias), i * e, (i + 1) * e)};
+  };
+  return MultiHeadSelfAttention{range(0), range(1), range(2), Linear{param(c_proj_weight), param(c_proj_bias)}, heads};
+}
+
+template <class Fc, class Proj> struct MLP {
+  Fc fc;
+  Proj proj;
+
+  template <Expression X, class Use> auto operator()(X x, Tag<Use>) const {
+    auto m = share<MlpInput<Use>>(std::move(x));
+    auto g = share<MlpHidden<Use>>(gelu(fc(m)));
+    return proj(g);
+  }
+};
+template <class Fc, class Proj> MLP(Fc, Proj) -> MLP<Fc, Proj>;
+
+// GPT-2's pre-LN block. The residual branch comes first in each add: it dies there, so the sum is
+// written into its buffer.
+template <class Ln1, class Attention, class Ln2, class Mlp> struct Block {
+  Ln1 ln_1;
+  Attention attn;
+  Ln2 ln_2;
+  Mlp mlp;
+
+  template <Expression X, class Use> auto operator()(X x, Tag<Use>) const {
+    auto in = share<BlockInput<Use>>(std::move(x));
+    auto h = share<BlockResidual<Use>>(add(attn(ln_1(in), tag<BlockAttention<Use>>), in));
+    return add(mlp(ln_2(h), tag<BlockMlp<Use>>), h);
+  }
+};
+template <class Ln1, class Attention, class Ln2, class Mlp> Block(Ln1, Attention, Ln2, Mlp) -> Block<Ln1, Attention, Ln2, Mlp>;
+
+}  // namespace lowrank::nn
