@@ -12,7 +12,6 @@ using namespace lowrank::nn_test;
 
 namespace {
 
-constexpr std::int64_t batch = 2, steps = 3, embd = 8, heads = 2;
 
 // One block's weights as trainable float64 tensors, random (layernorm gains near 1).
 struct RandomBlock {

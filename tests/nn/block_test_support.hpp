@@ -10,6 +10,10 @@
 
 namespace lowrank::nn_test {
 
+// The block and module tests' sizes: small enough for finite differences, two heads so that head
+// split and merge are exercised.
+inline constexpr std::int64_t batch = 2, steps = 3, embd = 8, heads = 2;
+
 inline Tensor random_tensor(Shape shape, std::uint64_t seed, double low = -1.0, double high = 1.0, DType dtype = DType::f64) {
   RandomStream rng{seed, 0};
   return Tensor::uniform(shape, low, high, rng, dtype);

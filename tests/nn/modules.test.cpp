@@ -18,7 +18,6 @@ using namespace lowrank::nn_test;
 
 namespace {
 
-constexpr std::int64_t batch = 2, steps = 3, embd = 8, heads = 2;
 
 // max |a - b| / max |b|
 double relative_error(const Tensor& a, const Tensor& b) {
@@ -89,11 +88,11 @@ std::vector<double> reference_attention(const AttentionWeights& w, const Tensor&
 }
 
 // A LoRA adapter with random A and B (so that it changes the output) and its own dropout stream.
-struct Adapter {
+struct RandomAdapter {
   ParameterPtr a, b;
   RandomStream stream;
   double dropout = 0.0;
-  Adapter(const std::string& name, std::int64_t in, std::int64_t out, std::uint64_t seed, double p = 0.0)
+  RandomAdapter(const std::string& name, std::int64_t in, std::int64_t out, std::uint64_t seed, double p = 0.0)
       : a(random_param(name + ".lora_A", {2, in}, seed)), b(random_param(name + ".lora_B", {out, 2}, seed + 1)), stream{seed + 2, 0},
         dropout(p) {}
   nn::LoraAdapter module() { return {a, b, 1.5, true, dropout, &stream, true}; }
@@ -118,7 +117,7 @@ TEST_CASE("gradcheck: nn::MultiHeadSelfAttention") {
   SUBCASE("frozen base, LoRA on q and v (v with dropout)") {
     const Tensor& wa = w.c_attn_weight->value;
     const Tensor& ba = w.c_attn_bias->value;
-    Adapter q("q", embd, embd, 120), v("v", embd, embd, 130, 0.3);
+    RandomAdapter q("q", embd, embd, 120), v("v", embd, embd, 130, 0.3);
     auto range = [&](std::int64_t i) { return std::pair{wa.slice(1, i * embd, (i + 1) * embd), ba.slice(0, i * embd, (i + 1) * embd)}; };
     require_passed(gradcheck(
         [&] {
@@ -165,7 +164,7 @@ TEST_CASE("gradcheck: nn::MLP") {
     CHECK(max_abs_diff(eval(mlp(input(x->value), nn::tag<struct Use>)).value(), expected) == 0.0);
   }
   SUBCASE("frozen base, LoRA on both projections") {
-    Adapter fc("fc", embd, 4 * embd, 210, 0.2), proj("proj", 4 * embd, embd, 220);
+    RandomAdapter fc("fc", embd, 4 * embd, 210, 0.2), proj("proj", 4 * embd, embd, 220);
     require_passed(gradcheck(
         [&] {
           fc.stream.offset = 0;
