@@ -3,6 +3,7 @@
 #if defined(LOWRANK_WITH_CUDA)
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "cuda_test.hpp"
 #include "lowrank/core/cuda/reduce.hpp"
@@ -17,6 +18,27 @@ namespace {
 double sum_bound(DType dtype, std::int64_t terms, double magnitude) {
   const double unit = dtype == DType::f32 ? std::ldexp(1.0, -24) : std::ldexp(1.0, -53);
   return static_cast<double>(terms + 1) * unit * magnitude + 1e-300;
+}
+
+enum class Along { rows, columns };
+
+// How many entries of `got` miss the exact sum of their line of the [rows, cols] matrix `values` (a
+// column when summing along rows, a row when summing along columns), plus `initial` when accumulating.
+std::size_t wrong_sums(DType dtype, const std::vector<double>& values, std::int64_t rows, std::int64_t cols, Along along,
+                       const std::vector<double>& initial, const std::vector<double>& got, bool accumulate) {
+  const std::int64_t lines = along == Along::rows ? cols : rows, length = along == Along::rows ? rows : cols;
+  std::size_t failures = 0;
+  for (std::int64_t i = 0; i < lines; ++i) {
+    double exact = accumulate ? initial[static_cast<std::size_t>(i)] : 0.0;
+    double magnitude = std::abs(exact);
+    for (std::int64_t j = 0; j < length; ++j) {
+      const double v = values[static_cast<std::size_t>(along == Along::rows ? j * cols + i : i * cols + j)];
+      exact += v;
+      magnitude += std::abs(v);
+    }
+    if (!(std::abs(got[static_cast<std::size_t>(i)] - exact) <= sum_bound(dtype, length + 1, magnitude))) ++failures;
+  }
+  return failures;
 }
 
 }  // namespace
@@ -39,19 +61,7 @@ TEST_CASE("cuda: sum_rows matches column sums") {
         dispatch(dtype, [&]<class T>() {
           cuda::sum_rows<T>(x_gpu.data<T>(), out.data<T>(), shape.rows, shape.cols, accumulate);
         });
-        const std::vector<double> values = x.to_vector(), initial = start.to_vector(), got = out.to_vector();
-        std::size_t failures = 0;
-        for (std::int64_t c = 0; c < shape.cols; ++c) {
-          double exact = accumulate ? initial[static_cast<std::size_t>(c)] : 0.0;
-          double magnitude = std::abs(exact);
-          for (std::int64_t r = 0; r < shape.rows; ++r) {
-            const double v = values[static_cast<std::size_t>(r * shape.cols + c)];
-            exact += v;
-            magnitude += std::abs(v);
-          }
-          if (!(std::abs(got[static_cast<std::size_t>(c)] - exact) <= sum_bound(dtype, shape.rows + 1, magnitude))) ++failures;
-        }
-        CHECK(failures == 0);
+        CHECK(wrong_sums(dtype, x.to_vector(), shape.rows, shape.cols, Along::rows, start.to_vector(), out.to_vector(), accumulate) == 0);
       }
     }
   }
@@ -104,19 +114,7 @@ TEST_CASE("cuda: sum_last_dim matches row sums, strided input and accumulation i
           Tensor out = start.to(gpu), again = start.to(gpu);
           sum_last_dim(x_gpu, out, accumulate);
           sum_last_dim(x_gpu, again, accumulate);
-          const std::vector<double> values = x.to_vector(), initial = start.to_vector(), got = out.to_vector();
-          std::size_t failures = 0;
-          for (std::int64_t r = 0; r < shape.rows; ++r) {
-            double exact = accumulate ? initial[static_cast<std::size_t>(r)] : 0.0;
-            double magnitude = std::abs(exact);
-            for (std::int64_t c = 0; c < shape.cols; ++c) {
-              const double v = values[static_cast<std::size_t>(r * shape.cols + c)];
-              exact += v;
-              magnitude += std::abs(v);
-            }
-            if (!(std::abs(got[static_cast<std::size_t>(r)] - exact) <= sum_bound(dtype, shape.cols + 1, magnitude))) ++failures;
-          }
-          CHECK(failures == 0);
+          CHECK(wrong_sums(dtype, x.to_vector(), shape.rows, shape.cols, Along::columns, start.to_vector(), out.to_vector(), accumulate) == 0);
           CHECK(max_abs_diff(out, again) == 0.0);
         }
       }
