@@ -30,7 +30,7 @@ namespace tape_detail {
 
 // ---- compile-time layout --------------------------------------------------------------------------
 template <class... T> struct list {};
-template <class Tag, std::size_t I> struct definition {};
+template <class Tag, std::size_t I, class E> struct definition {};  // share<Tag>(E) is slot I
 
 template <class Leaf> struct LeafSlot {
   using leaf = Leaf;
@@ -53,21 +53,23 @@ template <class... Slots, class Definitions, class Slot> struct push<state<list<
   static constexpr std::size_t index = sizeof...(Slots);
 };
 
-template <class State, class Tag, std::size_t I> struct define;
-template <class Slots, class... Definitions, class Tag, std::size_t I> struct define<state<Slots, list<Definitions...>>, Tag, I> {
-  using type = state<Slots, list<Definitions..., definition<Tag, I>>>;
+template <class State, class Tag, std::size_t I, class E> struct define;
+template <class Slots, class... Definitions, class Tag, std::size_t I, class E> struct define<state<Slots, list<Definitions...>>, Tag, I, E> {
+  using type = state<Slots, list<Definitions..., definition<Tag, I, E>>>;
 };
 
 // Where a Tag is defined, if it is.
 template <class Tag, class Definitions> struct lookup {
   static constexpr bool found = false;
   static constexpr std::size_t index = 0;
+  using expression = void;
 };
-template <class Tag, std::size_t I, class... Rest> struct lookup<Tag, list<definition<Tag, I>, Rest...>> {
+template <class Tag, std::size_t I, class E, class... Rest> struct lookup<Tag, list<definition<Tag, I, E>, Rest...>> {
   static constexpr bool found = true;
   static constexpr std::size_t index = I;
+  using expression = E;
 };
-template <class Tag, class Other, std::size_t I, class... Rest> struct lookup<Tag, list<definition<Other, I>, Rest...>>
+template <class Tag, class Other, std::size_t I, class E, class... Rest> struct lookup<Tag, list<definition<Other, I, E>, Rest...>>
     : lookup<Tag, list<Rest...>> {};
 
 template <std::size_t I, class Seq> struct prepend;
@@ -104,10 +106,15 @@ template <class Op, class... Args, class State> struct flatten<Node<Op, Args...>
 template <bool Found, class Tag, class E, class State> struct flatten_shared;
 template <class Tag, class E, class State> struct flatten_shared<false, Tag, E, State> {  // first use: define it
   using inner = flatten<E, State>;
-  using type = typename define<typename inner::type, Tag, inner::index>::type;
+  using type = typename define<typename inner::type, Tag, inner::index, E>::type;
   static constexpr std::size_t index = inner::index;
 };
 template <class Tag, class E, class Slots, class Definitions> struct flatten_shared<true, Tag, E, state<Slots, Definitions>> {
+  // A later use reads the first use's slot, so it must name the same computation. Two different
+  // expression types under one tag are a mistake the type shows (two values of one type are not: see
+  // docs/autodiff.md).
+  static_assert(std::is_same_v<E, typename lookup<Tag, Definitions>::expression>,
+                "share<Tag>: this tag already names a different expression in this graph; give each shared value its own tag");
   using type = state<Slots, Definitions>;  // later uses: the same slot
   static constexpr std::size_t index = lookup<Tag, Definitions>::index;
 };

@@ -16,7 +16,9 @@
 // is one tape slot for the whole expression. Their call therefore takes a tag naming the USE:
 // `attn(x, nn::tag<struct Layer0>)`. Two uses in one expression need two tags — also when they are the
 // same module applied twice. A module that uses a submodule derives the submodule's tag from its own, so
-// a Block needs one tag. Reusing a tag for a second, different value silently reads the first one's slot.
+// a Block needs one tag. A tag reused for an expression of another type does not compile (autodiff/tape.hpp);
+// reused for another value of the SAME type (two blocks of one type under one tag), the second use reads
+// the first one's slot: the type cannot tell the two apart.
 #include <cmath>
 #include <cstdint>
 #include <string>
