@@ -24,15 +24,7 @@ using namespace lowrank::testing;
 
 namespace {
 
-nn::GPTConfig small_config() {
-  nn::GPTConfig c;
-  c.vocab_size = 40;
-  c.n_positions = 12;
-  c.n_embd = 32;
-  c.n_layer = 2;
-  c.n_head = 4;
-  return c;
-}
+nn::GPTConfig small_config() { return {.vocab_size = 40, .n_positions = 12, .n_embd = 32, .n_layer = 2, .n_head = 4}; }
 
 // GPT-2's initialisation with visible attention (weights up to 0.3) and every gain and bias random,
 // so that none of them is a no-op. Drawn on the CPU: both backends start from the same bits.

@@ -7,14 +7,8 @@
 namespace lowrank::fuzz {
 
 inline nn::GPTWeights adapter_base_weights() {
-  nn::GPTConfig config;
-  config.vocab_size = 8;
-  config.n_positions = 4;
-  config.n_embd = 4;
-  config.n_layer = 2;
-  config.n_head = 1;
   RandomStream rng{3, 0};
-  return nn::GPTWeights::random(config, rng);
+  return nn::GPTWeights::random({.vocab_size = 8, .n_positions = 4, .n_embd = 4, .n_layer = 2, .n_head = 1}, rng);
 }
 
 }  // namespace lowrank::fuzz

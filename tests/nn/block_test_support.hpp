@@ -30,13 +30,7 @@ using test::require_passed;
 
 // The smallest GPT the tests compare against the reference: 11 tokens, 6 positions, width 8, 2 heads.
 inline nn::GPTConfig small_config(std::int64_t layers = 2) {
-  nn::GPTConfig c;
-  c.vocab_size = 11;
-  c.n_positions = 6;
-  c.n_embd = 8;
-  c.n_layer = layers;
-  c.n_head = 2;
-  return c;
+  return {.vocab_size = 11, .n_positions = 6, .n_embd = embd, .n_layer = layers, .n_head = heads};
 }
 
 }  // namespace lowrank::nn_test

@@ -17,15 +17,7 @@ namespace checkpoint_test {
 using namespace lowrank;
 using namespace lowrank::nn;
 
-inline GPTConfig tiny_config() {
-  GPTConfig c;
-  c.vocab_size = 23;
-  c.n_positions = 16;
-  c.n_embd = 16;
-  c.n_layer = 2;
-  c.n_head = 4;
-  return c;
-}
+inline GPTConfig tiny_config() { return {.vocab_size = 23, .n_positions = 16, .n_embd = 16, .n_layer = 2, .n_head = 4}; }
 
 inline GPTWeights spread_weights(const GPTConfig& c, std::uint64_t seed, DType dtype = DType::f32) {
   RandomStream rng{seed, 0};

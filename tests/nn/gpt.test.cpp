@@ -506,12 +506,7 @@ TEST_CASE("gpt: steady-state training allocates nothing from the system") {
 }
 
 TEST_CASE("gpt: a 2-layer model learns a repeating sequence") {
-  GPTConfig c;
-  c.vocab_size = 8;
-  c.n_positions = 16;
-  c.n_embd = 32;
-  c.n_layer = 2;
-  c.n_head = 4;
+  const GPTConfig c{.vocab_size = 8, .n_positions = 16, .n_embd = 32, .n_layer = 2, .n_head = 4};
   RandomStream rng{41, 0};
   GPT model(GPTWeights::random(c, rng));
   // Every row is the cycle 0 1 2 ... 7 from a different phase; the target is the next token.

@@ -273,12 +273,7 @@ TEST_CASE("modules: two attention modules in one expression") {
 }
 
 TEST_CASE("modules: a model written from the modules equals nn::GPT") {
-  nn::GPTConfig c;
-  c.vocab_size = 11;
-  c.n_positions = 6;
-  c.n_embd = embd;
-  c.n_layer = 2;
-  c.n_head = heads;
+  const nn::GPTConfig c = small_config();  // the module tests' width and head count (block_test_support.hpp)
   RandomStream rng{500, 0};
   nn::GPTWeights weights = nn::GPTWeights::random(c, rng, DType::f64);
   // Larger than GPT-2's 0.02 initialisation, so that attention and the MLP shape the logits.

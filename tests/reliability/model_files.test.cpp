@@ -29,15 +29,7 @@ namespace {
 
 using lowrank::test::error_of;
 
-nn::GPTConfig tiny() {
-  nn::GPTConfig c;
-  c.vocab_size = 8;
-  c.n_positions = 4;
-  c.n_embd = 4;
-  c.n_layer = 1;
-  c.n_head = 2;
-  return c;
-}
+nn::GPTConfig tiny() { return {.vocab_size = 8, .n_positions = 4, .n_embd = 4, .n_layer = 1, .n_head = 2}; }
 
 // A valid one-layer directory whose config.json then gets `key` = `value`.
 void write_model_with(const fs::path& dir, const char* key, const nlohmann::json& value) {

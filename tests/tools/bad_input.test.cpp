@@ -32,13 +32,7 @@ namespace {
 using lowrank::test::write_text;
 
 nn::GPTConfig tiny_config(std::int64_t n_embd = 16) {
-  nn::GPTConfig config;
-  config.vocab_size = 256;
-  config.n_positions = 16;
-  config.n_embd = n_embd;
-  config.n_layer = 1;
-  config.n_head = 2;
-  return config;
+  return {.vocab_size = 256, .n_positions = 16, .n_embd = n_embd, .n_layer = 1, .n_head = 2};
 }
 
 nn::GPTWeights tiny_weights(std::int64_t n_embd = 16) {

@@ -29,12 +29,7 @@ nlohmann::json read_report(const fs::path& file) {
 
 // A tiny random GPT-2 directory and a text to train it on.
 void write_tiny_model_and_text(const fs::path& dir) {
-  lowrank::nn::GPTConfig config;
-  config.vocab_size = 256;
-  config.n_positions = 16;
-  config.n_embd = 16;
-  config.n_layer = 1;
-  config.n_head = 2;
+  const lowrank::nn::GPTConfig config{.vocab_size = 256, .n_positions = 16, .n_embd = 16, .n_layer = 1, .n_head = 2};
   lowrank::RandomStream rng{11, 0};
   lowrank::nn::save_gpt2(dir / "model", lowrank::nn::GPTWeights::random(config, rng));
   std::ofstream text(dir / "text.txt", std::ios::binary);
