@@ -3,44 +3,34 @@
 // into one scratch directory per process and load that: the bytes then take the same path a user's
 // files take, file opening and size checks included. Plain writes, no fsync: nothing here must survive
 // a crash, and a fuzzer runs thousands of inputs a second.
-#include <unistd.h>
-
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <string_view>
-#include <system_error>
+
+#include "../support/temp_dir.hpp"
 
 namespace lowrank::fuzz {
 
 class ScratchDirectory {
  public:
-  explicit ScratchDirectory(const std::string& target)
-      : path_(std::filesystem::temp_directory_path() / ("lowrank-fuzz-" + target + "-" + std::to_string(::getpid()))) {
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~ScratchDirectory() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  ScratchDirectory(const ScratchDirectory&) = delete;
-  ScratchDirectory& operator=(const ScratchDirectory&) = delete;
+  explicit ScratchDirectory(const std::string& target) : dir_("fuzz-" + target) {}
 
-  const std::filesystem::path& path() const { return path_; }
+  const std::filesystem::path& path() const { return dir_.path; }
 
   void write(const char* name, std::string_view bytes) const {
-    std::ofstream out(path_ / name, std::ios::binary | std::ios::trunc);
+    std::ofstream out(dir_.path / name, std::ios::binary | std::ios::trunc);
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     if (!out) {
-      std::fprintf(stderr, "fuzz: cannot write %s in %s\n", name, path_.c_str());
+      std::fprintf(stderr, "fuzz: cannot write %s in %s\n", name, dir_.path.c_str());
       std::abort();
     }
   }
 
  private:
-  std::filesystem::path path_;
+  test::TempDir dir_;
 };
 
 // "<first file>\0<second file>": the two files of one input, cut at the first NUL. A JSON file has no

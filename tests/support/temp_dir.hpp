@@ -1,6 +1,7 @@
 #pragma once
-// A fresh directory under the system temp dir, removed with its contents when the test ends. The name
-// holds the process id and a per-process counter, so tests running in parallel never share one.
+// A fresh directory, removed with its contents when the test ends: under the system temp dir, or under
+// `root` (the build tree, for tests whose files are kept beside the build). The name holds the process
+// id and a per-process counter, so tests running in parallel never share one.
 #include <unistd.h>
 
 #include <atomic>
@@ -12,10 +13,9 @@ namespace lowrank::test {
 
 struct TempDir {
   std::filesystem::path path;
-  explicit TempDir(const std::string& tag) {
+  explicit TempDir(const std::string& tag, const std::filesystem::path& root = std::filesystem::temp_directory_path()) {
     static std::atomic<int> counter{0};
-    path = std::filesystem::temp_directory_path() /
-           ("lowrank-test-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    path = root / ("lowrank-test-" + tag + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
     std::filesystem::remove_all(path);
     std::filesystem::create_directories(path);
   }

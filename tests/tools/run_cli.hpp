@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "../support/temp_dir.hpp"
+
 namespace lowrank::test {
 
 struct CliResult {
@@ -41,19 +43,12 @@ inline CliResult run_cli(const std::vector<std::string>& args) {
 // A fresh empty directory under the build tree, removed with its contents when the test ends.
 class ScratchDir {
  public:
-  explicit ScratchDir(const std::string& name) : path_(std::filesystem::path(LOWRANK_BINARY_DIR) / "tests-scratch" / name) {
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~ScratchDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
-  std::filesystem::path operator/(const std::string& name) const { return path_ / name; }
+  explicit ScratchDir(const std::string& name) : dir_(name, std::filesystem::path(LOWRANK_BINARY_DIR) / "tests-scratch") {}
+  const std::filesystem::path& path() const { return dir_.path; }
+  std::filesystem::path operator/(const std::string& name) const { return dir_.path / name; }
 
  private:
-  std::filesystem::path path_;
+  TempDir dir_;
 };
 
 }  // namespace lowrank::test
