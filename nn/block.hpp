@@ -29,15 +29,11 @@ struct FullProjection {
   std::int64_t begin = 0, end = 0;  // output columns taken from weight and bias when sliced
 };
 
-// LoRA: frozen weight and bias (already cut to the projection's columns) plus an adapter.
+// LoRA: frozen weight and bias (already cut to the projection's columns) plus an adapter (inactive: A, B
+// of rank 0, see nn::LoraAdapter).
 struct LoraProjection {
   Tensor weight, bias;
-  ParameterPtr a, b;  // [r, in] and [out, r] (PEFT layout); [0, 0] and [out, 0] when inactive
-  double scaling = 1.0;
-  bool active = false;
-  double dropout = 0.0;
-  RandomStream* stream = nullptr;
-  bool training = true;
+  LoraAdapter adapter;
 };
 
 // The projections as nn::Linear modules.
@@ -48,7 +44,7 @@ template <bool Sliced> auto linear(const FullProjection& p) {
     return Linear{param(p.weight), param(p.bias)};
 }
 template <bool Sliced> Linear<Frozen, Frozen, LoraAdapter> linear(const LoraProjection& p) {
-  return {frozen(p.weight), frozen(p.bias), {p.a, p.b, p.scaling, p.active, p.dropout, p.stream, p.training}};
+  return {frozen(p.weight), frozen(p.bias), p.adapter};
 }
 
 struct FullBlock {

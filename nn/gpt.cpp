@@ -227,18 +227,19 @@ struct GPT::State {
     auto [weight, bias] = target_tensors(bw, t, e);
     p.weight = std::move(weight);
     p.bias = std::move(bias);
-    p.training = training;
+    LoraAdapter& adapter = p.adapter;
+    adapter.training = training;
     if (adapter_active(t)) {
       AdapterState& a = adapters[i][t];
-      p.a = a.a;
-      p.b = a.b;
-      p.scaling = a.scaling;
-      p.active = true;
-      p.dropout = settings.config.dropout;
-      p.stream = &a.stream;
+      adapter.a = a.a;
+      adapter.b = a.b;
+      adapter.scaling = a.scaling;
+      adapter.active = true;
+      adapter.dropout = settings.config.dropout;
+      adapter.stream = &a.stream;
     } else {
-      p.a = off_a[t];
-      p.b = off_b[t];
+      adapter.a = off_a[t];
+      adapter.b = off_b[t];
     }
     return p;
   }
