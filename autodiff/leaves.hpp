@@ -56,6 +56,13 @@ template <> struct is_leaf<Input> : std::true_type {};
 template <> struct is_leaf<Frozen> : std::true_type {};
 template <> struct is_leaf<Param> : std::true_type {};
 
+template <class E> struct is_shared : std::false_type {};
+template <class Tag, class E> struct is_shared<Shared<Tag, E>> : std::true_type {};
+
+// An expression a module may read more than once: a leaf or a share<Tag>(...) is one tape slot however
+// often it appears; any other expression would be copied and computed once per read.
+template <class X> inline constexpr bool usable_twice = is_leaf<std::decay_t<X>>::value || is_shared<std::decay_t<X>>::value;
+
 // needs_grad<E>: computed bottom-up at compile time.
 template <class E> struct needs_grad_trait;
 template <class E> inline constexpr bool needs_grad = needs_grad_trait<std::decay_t<E>>::value;

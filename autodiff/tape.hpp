@@ -518,8 +518,6 @@ template <class E> class Tape {
   template <class... S> struct tuple_of<tape_detail::list<S...>> {
     using type = std::tuple<S...>;
   };
-  template <class X> struct is_shared : std::false_type {};
-  template <class Tag, class X> struct is_shared<Shared<Tag, X>> : std::true_type {};
   template <class State> struct definitions_of_t;
   template <class S, class D> struct definitions_of_t<tape_detail::state<S, D>> {
     using type = D;

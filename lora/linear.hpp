@@ -16,6 +16,10 @@
 // knows the structure (composing a model), `layer(x, use)` to let the layer's runtime state pick the
 // expression and hand it to `use` (a generic lambda; every branch must return the same type).
 //
+// The update itself — A, B, s, A's init, the dropout stream, merge/unmerge — is the layer's lora::Adapter
+// (lora/adapter.hpp), the same type every model projection holds; the layer adds W, the bias and the
+// choice of path.
+//
 // The layer's W shares storage with the tensor it was given: merge()/unmerge() change it in place.
 // An expression built by forward points at the layer's dropout stream: do not move the layer while
 // such an expression (or its tape) is alive.
@@ -27,6 +31,7 @@
 
 #include "lowrank/autodiff/autodiff.hpp"
 #include "lowrank/lora/accounting.hpp"
+#include "lowrank/lora/adapter.hpp"
 #include "lowrank/lora/config.hpp"
 
 namespace lowrank::lora {
@@ -35,28 +40,9 @@ namespace lowrank::lora {
 enum class Path : std::uint8_t { adapter, weight_merge, merged };
 // How the bias appears in it.
 enum class BiasTerm : std::uint8_t { absent, frozen, trainable };
-// How unmerge() brings W back: from a copy kept by merge() (bit-exact, costs one W of memory) or by
-// subtracting s·B·A again (no copy; W drifts by float rounding).
-enum class Restore : std::uint8_t { exact, recompute };
 
 std::string_view name_of(Path path);
 std::string_view name_of(BiasTerm term);
-
-// A trainable tensor under the name PEFT gives it inside its module ("lora_A.weight", ...); an adapter
-// file's key is the module path, a dot, and this name.
-struct NamedParameter {
-  std::string name;
-  ParameterPtr parameter;
-};
-
-namespace detail {
-template <class X> struct is_shared_expression : std::false_type {};
-template <class Tag, class E> struct is_shared_expression<Shared<Tag, E>> : std::true_type {};
-// The adapter path reads x twice (base GEMM and LoRA branch). A leaf or a share<Tag>(...) is one tape
-// slot however often it appears; any other expression would be copied and computed twice.
-template <class X>
-inline constexpr bool usable_twice = is_leaf<std::decay_t<X>>::value || is_shared_expression<std::decay_t<X>>::value;
-}  // namespace detail
 
 class Linear {
  public:
@@ -78,14 +64,14 @@ class Linear {
   template <Path P, BiasTerm K, Expression X> auto forward(X&& x) {
     check_forward(P, K);
     if constexpr (P == Path::adapter) {
-      static_assert(detail::usable_twice<X>,
+      // The adapter path reads x twice (base GEMM and LoRA branch).
+      static_assert(usable_twice<X>,
                     "lora::Linear adapter forward reads x twice (base and LoRA branch): pass a leaf or "
                     "share<Tag>(x) so that x is computed once");
-      auto branch = scale(matmul(matmul(dropout(x, config_.dropout, dropout_stream_, training_), t(param(a_))), t(param(b_))),
-                          scale_);
+      auto branch = adapter_(x);
       return with_bias<K>(matmul(std::forward<X>(x), t(frozen(weight_)))) + std::move(branch);
     } else if constexpr (P == Path::weight_merge) {
-      auto effective = frozen(weight_) + scale(matmul(param(b_), param(a_)), scale_);
+      auto effective = frozen(weight_) + adapter_.delta();
       return with_bias<K>(matmul(std::forward<X>(x), t(std::move(effective))));
     } else {
       static_assert(K != BiasTerm::trainable, "lora::Linear: the merged path is inference only; its bias is frozen");
@@ -108,16 +94,16 @@ class Linear {
 
   // Training mode (the default) applies dropout; eval mode does not, and is the only mode a merged
   // layer runs in.
-  void train(bool on = true) { training_ = on; }
-  void eval() { training_ = false; }
-  bool training() const { return training_; }
+  void train(bool on = true) { adapter_.train(on); }
+  void eval() { adapter_.train(false); }
+  bool training() const { return adapter_.training(); }
 
   // ---- merge ------------------------------------------------------------------------------------------
   // W ← W + s·B·A in place: one GEMM with beta = 1. Afterwards forward builds the one-GEMM merged path.
   void merge(Restore restore = Restore::exact);
   // W back to the unmerged weight, as chosen at merge().
   void unmerge();
-  bool merged() const { return merged_; }
+  bool merged() const { return adapter_.merged(); }
 
   // ---- parameters -------------------------------------------------------------------------------------
   // A, B and, with bias all/lora_only, the bias. Refused while merged (training would start from a W
@@ -129,17 +115,23 @@ class Linear {
 
   const Tensor& weight() const { return weight_; }
   const Tensor& bias() const { return bias_; }
-  const ParameterPtr& lora_A() const { return a_; }
-  const ParameterPtr& lora_B() const { return b_; }
-  const Config& config() const { return config_; }
-  double scaling() const { return scale_; }
+  const ParameterPtr& lora_A() const { return adapter_.lora_A(); }
+  const ParameterPtr& lora_B() const { return adapter_.lora_B(); }
+  const Config& config() const { return adapter_.config(); }
+  double scaling() const { return adapter_.scaling(); }
+  // The update: A, B, s, dropout stream and merge state. nn::lora_linear builds its branch from it.
+  Adapter& adapter() { return adapter_; }
+  const Adapter& adapter() const { return adapter_; }
   std::int64_t in_features() const { return weight_.dim(1); }
   std::int64_t out_features() const { return weight_.dim(0); }
   const std::string& name() const { return name_; }
   // The Philox stream dropout draws from; reset it to replay a forward (gradcheck does).
-  RandomStream& dropout_stream() { return dropout_stream_; }
+  RandomStream& dropout_stream() { return adapter_.dropout_stream(); }
 
  private:
+  // Checks weight and bias (naming the layer), then builds the adapter for weight's shape.
+  static Adapter checked_adapter(const Tensor& weight, const Tensor& bias, const Config& config, RandomStream& init,
+                                 const std::string& name);
   void check_forward(Path path, BiasTerm term) const;
   std::string describe() const;
 
@@ -159,17 +151,10 @@ class Linear {
   }
 
   std::string name_;
-  Config config_;
-  double scale_ = 1.0;
   Tensor weight_;
   Tensor bias_;               // undefined when the layer has none
   ParameterPtr bias_param_;   // bias_ as a parameter (same storage) when the bias trains
-  ParameterPtr a_, b_;
-  RandomStream dropout_stream_;
-  bool training_ = true;
-  bool merged_ = false;
-  Restore restore_ = Restore::exact;
-  Tensor unmerged_weight_;    // the copy Restore::exact keeps while merged
+  Adapter adapter_;
 };
 
 }  // namespace lowrank::lora

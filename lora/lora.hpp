@@ -1,6 +1,7 @@
 #pragma once
-// LoRA: lora::Linear (adapter, weight-merge and merged paths), its configuration and policies, and
-// parameter accounting.
+// LoRA: lora::Adapter (the low-rank update every holder shares), lora::Linear (adapter, weight-merge and
+// merged paths), their configuration and policies, and parameter accounting.
 #include "lowrank/lora/accounting.hpp"
+#include "lowrank/lora/adapter.hpp"
 #include "lowrank/lora/config.hpp"
 #include "lowrank/lora/linear.hpp"

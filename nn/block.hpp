@@ -5,10 +5,10 @@
 //   out = h + mlp_c_proj(gelu(c_fc(ln_2(h))))
 // in two kinds, which differ only in their leaves and projections:
 //   FullBlock  every weight a param (pretraining);
-//   LoraBlock  every weight frozen and every projection adaptable: y = x·W + b + s·(u·Aᵀ)·Bᵀ with
-//              u = adapter_input(x) (nn/adapter_input.hpp). A projection that is not a target, or any
-//              projection while adapters are off or merged, is inactive: u is [.., 0] and A, B are rank 0,
-//              so the compiled type is the same for every target set.
+//   LoraBlock  every weight frozen and every projection adaptable: y = x·W + b + s·(u·Aᵀ)·Bᵀ, the branch
+//              of the projection's lora::Adapter (lora/adapter.hpp) with u = adapter_input(x). A projection
+//              that is not a target, or any projection while adapters are off or merged, is inactive: u is
+//              [.., 0] and A, B are rank 0, so the compiled type is the same for every target set.
 // The block's input is a param leaf (the previous block's output, wrapped), so that backward of this
 // tape yields the gradient for the tape below it: nn::GPT runs one tape per layer, all of one type.
 //
@@ -29,11 +29,11 @@ struct FullProjection {
   std::int64_t begin = 0, end = 0;  // output columns taken from weight and bias when sliced
 };
 
-// LoRA: frozen weight and bias (already cut to the projection's columns) plus an adapter (inactive: A, B
-// of rank 0, see nn::LoraAdapter).
+// LoRA: frozen weight and bias (already cut to the projection's columns) plus the branch of its adapter
+// (lora::Adapter::branch(); inactive: A, B of rank 0, see lora::Branch).
 struct LoraProjection {
   Tensor weight, bias;
-  LoraAdapter adapter;
+  lora::Branch adapter;
 };
 
 // The projections as nn::Linear modules.
@@ -43,7 +43,7 @@ template <bool Sliced> auto linear(const FullProjection& p) {
   else
     return Linear{param(p.weight), param(p.bias)};
 }
-template <bool Sliced> Linear<Frozen, Frozen, LoraAdapter> linear(const LoraProjection& p) {
+template <bool Sliced> Linear<Frozen, Frozen, lora::Branch> linear(const LoraProjection& p) {
   return {frozen(p.weight), frozen(p.bias), p.adapter};
 }
 

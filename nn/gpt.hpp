@@ -66,16 +66,18 @@ class GPT {
   GPTWeights& weights();
 
   // Freeze the base and add adapters (B = 0, so outputs are unchanged). Only A/B are trainable after.
-  // Each adapter follows lora::Linear: A drawn from `init` by the config's init, its own dropout stream
-  // seeded from `init`. Errors: called twice, unknown or repeated targets, an invalid config (lora::validate),
+  // Each adapted projection holds a lora::Adapter (lora/adapter.hpp), named h.<i>.<module path>: A drawn
+  // from `init` by the config's init, its own dropout stream seeded from `init`, layer by layer, targets
+  // in lora_target_names() order. Errors: called twice, unknown or repeated targets, an invalid config (lora::validate),
   // mode weight_merge or a bias option other than none (not supported here).
   void enable_lora(const LoraSettings& settings, RandomStream& init);
   bool has_lora() const;
   const LoraSettings& lora_settings() const;
   void set_adapters_enabled(bool on);  // off: computes exactly the base model (not while merged)
   bool adapters_enabled() const;
-  void merge_adapters();    // W += s·(B·A)ᵀ in each adapted Conv1D weight (its columns for q, k, v)
-  void unmerge_adapters();  // exact restore from the copy merge_adapters() kept
+  void merge_adapters();    // W += s·(B·A)ᵀ in each adapted Conv1D weight (its columns for q, k, v):
+                            // lora::Adapter::merge with Layout::in_out, Restore::exact
+  void unmerge_adapters();  // exact restore from the copy each adapter kept
   bool merged() const;
 
   void train(bool on = true);  // LoRA dropout on/off (the default is on)
@@ -114,7 +116,9 @@ class GPT {
   void set_lora_dropout_streams(const std::vector<RandomStream>& streams);
 
  private:
-  struct State;  // nn/gpt.cpp
+  // nn/gpt.cpp: the weights, the full-mode parameters bound to them by name (nn/parameter_binding.hpp),
+  // the adapters (nn/adapter_set.hpp) and the tapes of a step.
+  struct State;
   std::unique_ptr<State> state_;
 };
 

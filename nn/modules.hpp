@@ -5,7 +5,7 @@
 // evaluated: a model written from modules is still one expression whose type is the graph, and eval()
 // makes one tape of it.
 //
-//   Linear{W, b, adapter}       y = x·W + b (+ s·(u·Aᵀ)·Bᵀ): GPT-2's Conv1D layout, W [in, out]
+//   Linear{W, b, branch}        y = x·W + b (+ s·(u·Aᵀ)·Bᵀ, a lora::Branch): GPT-2's Conv1D layout, W [in, out]
 //   LayerNorm{γ, β, eps}        y = layernorm(x)
 //   Embedding{W}                y = W[ids]; logits(x) = x·Wᵀ (a tied LM head)
 //   MultiHeadSelfAttention{q, k, v, o, heads}   causal, pre-softmax scale 1/√D
@@ -26,9 +26,8 @@
 #include <utility>
 
 #include "lowrank/autodiff/autodiff.hpp"
+#include "lowrank/lora/adapter.hpp"
 #include "lowrank/lora/linear.hpp"
-#include "lowrank/nn/adapter_input.hpp"
-#include "lowrank/nn/columns.hpp"
 
 namespace lowrank::nn {
 
@@ -46,35 +45,9 @@ template <class Use> struct BlockResidual;    // h: ln_2 and the second residual
 template <class Use> struct BlockAttention;   // the use of a block's attention
 template <class Use> struct BlockMlp;         // the use of a block's MLP
 
-namespace detail {
-template <class X> struct is_shared : std::false_type {};
-template <class T, class E> struct is_shared<Shared<T, E>> : std::true_type {};
-// A leaf or a share<Tag>(...) is one tape slot however often it appears; any other expression read
-// twice would be copied and computed twice.
-template <class X> inline constexpr bool usable_twice = is_leaf<std::decay_t<X>>::value || is_shared<std::decay_t<X>>::value;
-}  // namespace detail
-
 // ---- Linear -----------------------------------------------------------------------------------------
 struct NoBias {};
 struct NoAdapter {};
-
-// A LoRA branch on a frozen weight: s·(u·Aᵀ)·Bᵀ with u = adapter_input(x) (nn/adapter_input.hpp).
-// Inactive (not a target, adapters off or merged): u is [.., 0] and A, B are rank-0 stand-ins ([0, 0] and
-// [out, 0]), so the branch adds nothing and the expression's type is the same as an active one's.
-struct LoraAdapter {
-  ParameterPtr a, b;  // [r, in] and [out, r] (PEFT layout)
-  double scaling = 1.0;
-  bool active = false;
-  double dropout = 0.0;
-  RandomStream* stream = nullptr;  // the adapter's dropout stream; draws advance it
-  bool training = true;
-
-  template <Expression X> auto operator()(X x) const {
-    // scale of a product folds into the second GEMM's alpha (ops/scale.hpp).
-    return scale(matmul(matmul(adapter_input(std::move(x), active, dropout, stream, training), t(param(a))), t(param(b))),
-                 scaling);
-  }
-};
 
 // Output features of a weight expression, known before evaluation for the leaves and a column range.
 inline std::int64_t output_width(const Param& w) { return w.parameter->value.dim(-1); }
@@ -82,7 +55,8 @@ inline std::int64_t output_width(const Frozen& w) { return w.value.dim(-1); }
 template <class X> std::int64_t output_width(const Node<ColumnSlice, X>& w) { return w.op.end - w.op.begin; }
 
 // y = x·W + b with W [in, out] (GPT-2's Conv1D; a PyTorch [out, in] weight enters as t(...) or a
-// transposed view). B is a bias expression or NoBias; A a LoraAdapter or NoAdapter.
+// transposed view). B is a bias expression or NoBias; A is NoAdapter or a callable that builds the additive
+// branch from x — a lora::Branch (lora/adapter.hpp), taken from the projection's lora::Adapter.
 template <Expression W, class B = NoBias, class A = NoAdapter> struct Linear {
   W weight;
   B bias{};
@@ -92,7 +66,7 @@ template <Expression W, class B = NoBias, class A = NoAdapter> struct Linear {
     if constexpr (std::is_same_v<A, NoAdapter>) {
       return affine(std::move(x));
     } else {
-      static_assert(detail::usable_twice<X>,
+      static_assert(usable_twice<X>,
                     "nn::Linear with an adapter reads x twice (base and LoRA branch): pass a leaf or share<Tag>(x)");
       // `+` with the scaled product is one GEMM with beta = 1 into the base output (ops/matmul_accumulate.hpp).
       // Both operands copy x: the order in which they are evaluated is unspecified.
@@ -111,10 +85,11 @@ template <Expression W, class B> Linear(W, B) -> Linear<W, B>;
 template <Expression W, class B, class A> Linear(W, B, A) -> Linear<W, B, A>;
 
 // A frozen Conv1D view of a lora::Linear with its adapter: the layer's weight [out, in] enters as the
-// transposed view (no copy), its A, B, scaling, dropout stream and train/eval flag drive the branch, so the
-// layer's init, merge()/unmerge(), parameters and PEFT names serve the module. While the layer is merged
-// the branch is inactive (its update is in the weight). K says whether the layer has a bias; it must match
-// the layer (a bias that trains, lora::Bias all/lora_only, and mode weight_merge are refused).
+// transposed view (no copy) and the layer's lora::Adapter supplies the branch (its A, B, scaling, dropout
+// stream and train/eval flag), so the layer's init, merge()/unmerge(), parameters and PEFT names serve the
+// module. While the layer is merged the branch is inactive (its update is in the weight). K says whether
+// the layer has a bias; it must match the layer (a bias that trains, lora::Bias all/lora_only, and mode
+// weight_merge are refused).
 template <lora::BiasTerm K = lora::BiasTerm::frozen> auto lora_linear(lora::Linear& layer) {
   static_assert(K != lora::BiasTerm::trainable, "nn::lora_linear: the bias of nn::Linear's LoRA form is frozen");
   const std::string who = layer.name().empty() ? std::string("lora::Linear") : "lora::Linear '" + layer.name() + "'";
@@ -122,16 +97,8 @@ template <lora::BiasTerm K = lora::BiasTerm::frozen> auto lora_linear(lora::Line
     fail("nn::lora_linear: {} has mode {}; nn::Linear computes the adapter path (merge with merge())", who, layer.config().mode);
   if (layer.bias_term() != K)
     fail("nn::lora_linear<{}>: {} has bias term {}", K, who, layer.bias_term());
-  LoraAdapter adapter{layer.lora_A(), layer.lora_B(), layer.scaling(), !layer.merged(), layer.config().dropout,
-                      &layer.dropout_stream(), layer.training()};
-  if (layer.merged()) {
-    const Tensor& w = layer.weight();
-    const std::string prefix = layer.name().empty() ? std::string() : layer.name() + ".";
-    adapter.a = make_parameter(prefix + "inactive.lora_A", Tensor::zeros({0, 0}, w.dtype(), w.device()));
-    adapter.b = make_parameter(prefix + "inactive.lora_B", Tensor::zeros({layer.out_features(), 0}, w.dtype(), w.device()));
-  }
-  if constexpr (K == lora::BiasTerm::absent) return Linear{frozen(layer.weight().t()), NoBias{}, std::move(adapter)};
-  else return Linear{frozen(layer.weight().t()), frozen(layer.bias()), std::move(adapter)};
+  if constexpr (K == lora::BiasTerm::absent) return Linear{frozen(layer.weight().t()), NoBias{}, layer.adapter().branch()};
+  else return Linear{frozen(layer.weight().t()), frozen(layer.bias()), layer.adapter().branch()};
 }
 
 // ---- LayerNorm, Embedding ---------------------------------------------------------------------------

@@ -14,8 +14,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "lowrank/nn/adapter_input.hpp"
-#include "lowrank/nn/columns.hpp"
+#include "lowrank/ops/adapter_input.hpp"
+#include "lowrank/ops/columns.hpp"
 #include "parity.hpp"
 
 using namespace lowrank;
@@ -198,7 +198,7 @@ TEST_CASE("cuda: bias_add, columns, sum, mean and gelu match the CPU backend") {
     {
       // columns: a view forward, an add into a strided column window backward.
       const Tensor x = uniform({5, 12}, -1, 1, 110, dtype), dy = uniform({5, 6}, -1, 1, 111, dtype);
-      auto build = [](const std::vector<ParameterPtr>& p) { return nn::columns(param(p[0]), 3, 9); };
+      auto build = [](const std::vector<ParameterPtr>& p) { return columns(param(p[0]), 3, 9); };
       const Run on_cpu = run_on(host, {x}, dy, build), on_cuda = run_on(gpu, {x}, dy, build);
       check_equal("columns y", on_cuda.y, on_cpu.y);
       check_equal("columns dx", on_cuda.grads[0], on_cpu.grads[0]);
@@ -249,7 +249,7 @@ TEST_CASE("cuda: dropout and adapter_input masks are bit-for-bit the CPU's") {
 
     RandomStream adapter_cpu{78, 0}, adapter_cuda{78, 0};
     auto adapter = [](RandomStream& rng) {
-      return [&rng](const std::vector<ParameterPtr>& p) { return nn::adapter_input(param(p[0]), true, 0.25, &rng, true); };
+      return [&rng](const std::vector<ParameterPtr>& p) { return adapter_input(param(p[0]), true, 0.25, &rng, true); };
     };
     const Run a_cpu = run_on(host, {x}, dy, adapter(adapter_cpu)), a_cuda = run_on(gpu, {x}, dy, adapter(adapter_cuda));
     check_equal("adapter_input y", a_cuda.y, a_cpu.y);

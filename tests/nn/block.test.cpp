@@ -1,4 +1,4 @@
-// The block expression (nn/block.hpp) and its two small ops, at gradcheck size.
+// The block expression (nn/block.hpp) at gradcheck size.
 #include <doctest/doctest.h>
 
 #include <vector>
@@ -107,49 +107,6 @@ LoraAdapters all_inactive() {
 }
 
 }  // namespace
-
-TEST_CASE("gradcheck: columns") {
-  auto x = random_param("x", {3, 7}, 1), b = random_param("b", {7}, 2);
-  require_passed(gradcheck([&] { return nn::columns(param(x), 2, 5); }, {x}));
-  require_passed(gradcheck([&] { return matmul(input(random_tensor({2, 3}, 3)), nn::columns(param(x), 1, 4)); }, {x}));
-  require_passed(gradcheck([&] { return nn::columns(param(b), 0, 7); }, {b}));
-  const std::string m = error_message([&] { (void)eval(nn::columns(param(x), 4, 9)); });
-  CHECK(contains(m, "columns: range [4, 9)"));
-  CHECK(contains(m, "[3, 7]"));
-}
-
-TEST_CASE("gradcheck: adapter_input") {
-  auto x = random_param("x", {2, 3, 5}, 4);
-  RandomStream stream{77, 0};
-  SUBCASE("active, no dropout: identity") {
-    require_passed(gradcheck([&] { return adapter_input(param(x), true, 0.0, &stream, true); }, {x}));
-  }
-  SUBCASE("active with dropout (stream reset per evaluation)") {
-    require_passed(gradcheck(
-        [&] {
-          stream.offset = 0;
-          return adapter_input(param(x), true, 0.4, &stream, true);
-        },
-        {x}));
-  }
-  SUBCASE("dropout draws the same mask as the dropout op") {
-    RandomStream a{5, 0}, b{5, 0};
-    auto ours = eval(adapter_input(input(x->value), true, 0.3, &a, true));
-    auto op = eval(dropout(input(x->value), 0.3, b, true));
-    CHECK(max_abs_diff(ours.value(), op.value()) == 0.0);
-    CHECK(a.offset == b.offset);
-  }
-  SUBCASE("inactive: an empty fresh tensor, no gradient") {
-    x->zero_grad();
-    auto tape = eval(sum(matmul(adapter_input(param(x), false, 0.5, &stream, true), input(Tensor::zeros({0, 4}, DType::f64)))));
-    CHECK(tape.value().item() == 0.0);
-    tape.backward();
-    CHECK(max_abs_diff(x->grad, Tensor::zeros({2, 3, 5}, DType::f64)) == 0.0);
-    auto empty = eval(adapter_input(input(x->value), false, 0.0, &stream, true));
-    CHECK(empty.value().shape() == Shape{2, 3, 0});
-    CHECK(!empty.value().shares_storage(x->value));
-  }
-}
 
 TEST_CASE("gradcheck: attention_block") {
   RandomBlock w;

@@ -9,7 +9,7 @@
 #include "lowrank/core/elementwise.hpp"
 #include "lowrank/ops/op.hpp"
 
-namespace lowrank::nn {
+namespace lowrank {
 
 struct ColumnSlice {
   static constexpr std::string_view name = "columns";
@@ -32,4 +32,4 @@ template <Expression X> auto columns(X&& x, std::int64_t begin, std::int64_t end
   return make_node(ColumnSlice{begin, end}, std::forward<X>(x));
 }
 
-}  // namespace lowrank::nn
+}  // namespace lowrank

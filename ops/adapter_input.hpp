@@ -15,7 +15,7 @@
 #include "lowrank/ops/dropout.hpp"
 #include "lowrank/ops/op.hpp"
 
-namespace lowrank::nn {
+namespace lowrank {
 
 struct AdapterInput {
   static constexpr std::string_view name = "adapter_input";
@@ -58,4 +58,4 @@ template <Expression X> auto adapter_input(X&& x, bool active, double p, RandomS
   return make_node(AdapterInput{active, static_cast<float>(p), rng, training}, std::forward<X>(x));
 }
 
-}  // namespace lowrank::nn
+}  // namespace lowrank
