@@ -1,13 +1,12 @@
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "lowrank/io/atomic_file.hpp"
+#include "lowrank/io/text_file.hpp"
 #include "lowrank/io/safetensors.hpp"
 
 namespace lowrank::nn {
@@ -46,14 +45,6 @@ std::vector<GPT2TensorSlot> gpt2_tensor_slots(GPTWeights& w) {
 namespace {
 
 constexpr std::string_view transformer_prefix = "transformer.";
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open for reading", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
 
 // "h.<digits>.attn.bias" or "h.<digits>.attn.masked_bias": mask buffers, not weights.
 bool is_attention_mask_buffer(std::string_view name) {
