@@ -734,16 +734,24 @@ std::vector<std::int32_t> HfTokenizer::encode_text(std::string_view text, Specia
   std::vector<std::int32_t> ids;
   // Added tokens first: the leftmost match, the longest there; lstrip/rstrip take the whitespace on
   // that side into the match. The text between matches is normalized and pre-tokenized on its own.
+  // Each token's next occurrence is remembered and searched again only once the scan has passed it, so
+  // the text is read once per added token however many matches there are.
+  std::vector<std::size_t> next_at(t.added.size(), 0);
+  std::vector<bool> searched(t.added.size(), false);
   std::size_t done = 0;
   std::size_t search = 0;
   while (search < text.size()) {
     std::size_t best_pos = std::string_view::npos;
     const Impl::AddedToken* best = nullptr;
-    for (const auto& token : t.added) {
+    for (std::size_t i = 0; i < t.added.size(); ++i) {
+      const auto& token = t.added[i];
       if (token.special && specials == SpecialTokens::as_text) continue;
-      const std::size_t pos = text.find(token.content, search);
-      if (pos < best_pos) {  // ties keep the earlier, longer spelling (t.added is sorted longest first)
-        best_pos = pos;
+      if (!searched[i] || (next_at[i] != std::string_view::npos && next_at[i] < search)) {
+        next_at[i] = text.find(token.content, search);
+        searched[i] = true;
+      }
+      if (next_at[i] < best_pos) {  // ties keep the earlier, longer spelling (t.added is sorted longest first)
+        best_pos = next_at[i];
         best = &token;
       }
     }
