@@ -83,6 +83,7 @@ std::size_t whitespace_after(std::string_view text, std::size_t start) {
 
 struct HfTokenizer::Impl {
   enum class Split { none, gpt2, llama3, qwen2 };
+  enum class Digits { none, individual, contiguous };  // a Digits pre-tokenizer before the split
   enum class Prepend { never, first, always };
   struct NormalizerStep {
     enum class Kind { nfc, prepend, replace } kind;
@@ -125,6 +126,7 @@ struct HfTokenizer::Impl {
   std::vector<NormalizerStep> normalizer;
   bool byte_level = false;
   Split split = Split::none;
+  Digits digits = Digits::none;
   bool metaspace = false;
   std::string metaspace_replacement;
   Prepend metaspace_prepend = Prepend::never;
@@ -165,6 +167,7 @@ struct HfTokenizer::Impl {
 
   std::string normalize(std::string_view text) const;
   void encode_segment(std::string_view text, bool at_start, std::vector<std::int32_t>& out);
+  void encode_split(std::string_view text, std::vector<std::int32_t>& out);
   void encode_word(std::string_view word, std::vector<std::int32_t>& out);
   std::vector<std::int32_t> merge_word(std::string_view word) const;
 };
@@ -315,7 +318,7 @@ void HfTokenizer::Impl::parse_normalizer(const Json& normalizer_json) {
 void HfTokenizer::Impl::parse_pre_tokenizer(const Json& pre) {
   const std::string supported =
       "null; ByteLevel (use_regex true, add_prefix_space false); Sequence [Split (the Llama 3 or Qwen2 pattern, "
-      "Isolated), ByteLevel (use_regex false, add_prefix_space false)]; Metaspace";
+      "Isolated), ByteLevel (use_regex false, add_prefix_space false)]; either after a Digits; Metaspace";
   if (pre.is_null()) return;
   const std::string type = pre.value("type", "");
   const auto byte_level_step = [&](const Json& step, bool own_regex) {
@@ -327,9 +330,18 @@ void HfTokenizer::Impl::parse_pre_tokenizer(const Json& pre) {
     byte_level_step(pre, true);
     split = Split::gpt2;
   } else if (type == "Sequence") {
-    const Json& steps = field(pre, "pretokenizers", name + ": pre_tokenizer");
-    if (!steps.is_array() || steps.size() != 2 || steps[0].value("type", "") != "Split" ||
-        steps[1].value("type", "") != "ByteLevel")
+    Json steps = field(pre, "pretokenizers", name + ": pre_tokenizer");
+    if (!steps.is_array() || steps.empty()) refuse("pre_tokenizer", pre, supported);
+    if (steps[0].value("type", "") == "Digits") {  // SmolLM: digits cut apart before the pattern applies
+      digits = flag(steps[0], "individual_digits", false) ? Digits::individual : Digits::contiguous;
+      steps.erase(steps.begin());
+      if (steps.size() == 1 && steps[0].value("type", "") == "ByteLevel") {
+        byte_level_step(steps[0], true);
+        split = Split::gpt2;
+        return;
+      }
+    }
+    if (steps.size() != 2 || steps[0].value("type", "") != "Split" || steps[1].value("type", "") != "ByteLevel")
       refuse("pre_tokenizer", pre, supported);
     const Json& split_step = steps[0];
     const Json& pattern = field(split_step, "pattern", name + ": pre_tokenizer Split");
@@ -618,7 +630,36 @@ void HfTokenizer::Impl::encode_segment(std::string_view text, bool at_start, std
     encode_word(std::string_view(normalized).substr(start), out);
     return;
   }
+  if (digits == Digits::none) {
+    encode_split(normalized, out);
+    return;
+  }
+  // Digits cuts numbers (\p{N}, Rust's char::is_numeric) apart, one by one or in runs, and the pattern
+  // then applies within each piece.
   const std::string_view view = normalized;
+  std::size_t start = 0;
+  for (std::size_t pos = 0; pos < view.size();) {
+    const Utf8Step step = decode_utf8(view, pos);
+    const bool is_digit = step.valid && is_number(step.code_point);
+    if (is_digit) {
+      std::size_t end = pos + step.length;
+      if (digits == Digits::contiguous)
+        while (end < view.size()) {
+          const Utf8Step next = decode_utf8(view, end);
+          if (!next.valid || !is_number(next.code_point)) break;
+          end += next.length;
+        }
+      if (pos > start) encode_split(view.substr(start, pos - start), out);
+      encode_split(view.substr(pos, end - pos), out);
+      start = pos = end;
+    } else {
+      pos += step.length;
+    }
+  }
+  if (start < view.size()) encode_split(view.substr(start), out);
+}
+
+void HfTokenizer::Impl::encode_split(std::string_view view, std::vector<std::int32_t>& out) {
   switch (split) {
     case Split::none: encode_word(view, out); return;
     case Split::gpt2:

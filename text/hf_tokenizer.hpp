@@ -15,7 +15,8 @@ namespace lowrank::text {
 // A Hugging Face `tokenizer.json` (the tokenizers library's format) of the kinds the Llama-family
 // models use, with tokenizer_config.json beside it for bos/eos/pad and add_bos_token/add_eos_token:
 //   - byte-level BPE: the ByteLevel pre-tokenizer with GPT-2's pattern, or a Split with the Llama 3 or
-//     Qwen2 pattern followed by ByteLevel without its own pattern; optional NFC normalizer;
+//     Qwen2 pattern followed by ByteLevel without its own pattern, either optionally after a Digits
+//     step (SmolLM); optional NFC normalizer;
 //   - SentencePiece-style BPE (Llama 2, TinyLlama, Mistral): spaces become U+2581 by a Prepend+Replace
 //     normalizer or by a Metaspace pre-tokenizer, characters missing from the vocabulary fall back to
 //     <0xNN> byte tokens, and the decoder turns U+2581 back into spaces and drops the leading one;

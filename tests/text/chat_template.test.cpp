@@ -57,7 +57,8 @@ std::size_t check_renderings(std::string_view name, const ChatTemplate& chat_tem
 TEST_CASE("chat template: each model's template is recognised and renders as transformers does") {
   const std::pair<const char*, ChatTemplate::Format> models[] = {
       {"qwen2", ChatTemplate::Format::chatml},   {"qwen2_5", ChatTemplate::Format::chatml},
-      {"chatml_plain", ChatTemplate::Format::chatml}, {"llama3", ChatTemplate::Format::llama3},
+      {"chatml_plain", ChatTemplate::Format::chatml}, {"smollm2", ChatTemplate::Format::chatml},
+      {"llama3", ChatTemplate::Format::llama3},
       {"llama2", ChatTemplate::Format::llama2}, {"mistral", ChatTemplate::Format::mistral}};
   for (const auto& [name, format] : models) {
     CAPTURE(name);
@@ -72,6 +73,8 @@ TEST_CASE("chat template: ChatML's default system message is the template's") {
   CHECK(ChatTemplate::load(chat_fixture_dir("qwen2_5")).default_system() ==
         "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
   CHECK(ChatTemplate::load(chat_fixture_dir("chatml_plain")).default_system().empty());
+  CHECK(ChatTemplate::load(chat_fixture_dir("smollm2")).default_system() ==
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face");
 }
 
 TEST_CASE("chat template: the end-of-turn token of each format") {

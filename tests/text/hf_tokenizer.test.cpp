@@ -62,6 +62,9 @@ TEST_CASE("hf tokenizer: Llama 3's split pattern, ignore_merges and BOS give tok
   check_against_reference("llama3");
 }
 TEST_CASE("hf tokenizer: Qwen2's NFC and split pattern give tokenizers' ids") { check_against_reference("qwen2"); }
+TEST_CASE("hf tokenizer: SmolLM2's Digits before GPT-2's pattern gives tokenizers' ids") {
+  check_against_reference("smollm2");
+}
 TEST_CASE("hf tokenizer: Llama 2's Prepend+Replace normalizer and byte fallback give tokenizers' ids") {
   check_against_reference("llama2");
 }
