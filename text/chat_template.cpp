@@ -1,5 +1,6 @@
 #include "lowrank/text/chat_template.hpp"
 
+#include <ctime>
 #include <fstream>
 #include <sstream>
 
@@ -11,7 +12,7 @@
 namespace lowrank::text {
 namespace {
 
-constexpr std::string_view kSupported = "chatml, llama3, llama2, mistral";
+constexpr std::string_view kSupported = "chatml, llama3, llama3.1, llama2, mistral";
 
 bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
 
@@ -62,6 +63,16 @@ std::string chatml_default_system(std::string_view source) {
   return "";
 }
 
+// strftime("%d %b %Y") of the local date, as transformers' strftime_now gives it to a template.
+std::string today() {
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  char buffer[32];
+  const std::size_t length = std::strftime(buffer, sizeof buffer, "%d %b %Y", &local);
+  return std::string(buffer, length);
+}
+
 [[noreturn]] void unrecognised(std::string_view where, std::string_view why) {
   fail("chat template of {}: {}; supported formats: {} (choose one with --chat-format)", where, why, kSupported);
 }
@@ -81,18 +92,20 @@ ChatTemplate::ChatTemplate(Format format, std::string bos, std::string eos, std:
     : format_(format), bos_(std::move(bos)), eos_(std::move(eos)), default_system_(std::move(default_system)) {
   switch (format_) {
     case Format::chatml: end_of_turn_ = "<|im_end|>"; break;
-    case Format::llama3: end_of_turn_ = "<|eot_id|>"; break;
+    case Format::llama3:
+    case Format::llama3_1: end_of_turn_ = "<|eot_id|>"; break;
     case Format::llama2:
     case Format::mistral: end_of_turn_ = eos_; break;
   }
 }
 
-std::vector<std::string> ChatTemplate::format_names() { return {"chatml", "llama3", "llama2", "mistral"}; }
+std::vector<std::string> ChatTemplate::format_names() { return {"chatml", "llama3", "llama3.1", "llama2", "mistral"}; }
 
 std::string_view ChatTemplate::name() const {
   switch (format_) {
     case Format::chatml: return "chatml";
     case Format::llama3: return "llama3";
+    case Format::llama3_1: return "llama3.1";
     case Format::llama2: return "llama2";
     case Format::mistral: return "mistral";
   }
@@ -102,6 +115,11 @@ std::string_view ChatTemplate::name() const {
 ChatTemplate ChatTemplate::named(std::string_view name, std::string bos_token, std::string eos_token) {
   if (name == "chatml") return ChatTemplate(Format::chatml, std::move(bos_token), std::move(eos_token), "");
   if (name == "llama3") return ChatTemplate(Format::llama3, std::move(bos_token), std::move(eos_token), "");
+  if (name == "llama3.1") {
+    ChatTemplate t(Format::llama3_1, std::move(bos_token), std::move(eos_token), "");
+    t.date_string_ = "26 Jul 2024";
+    return t;
+  }
   if (name == "llama2" || name == "mistral") {
     if (eos_token.empty()) fail("chat format {} needs the model's eos_token", name);
     return ChatTemplate(name == "llama2" ? Format::llama2 : Format::mistral, std::move(bos_token), std::move(eos_token), "");
@@ -135,11 +153,24 @@ ChatTemplate ChatTemplate::from_config(const nlohmann::json& config, std::string
         unrecognised(where, fmt::format("a ChatML template that uses {} is not one we can render", feature));
     return ChatTemplate(Format::chatml, std::move(bos), std::move(eos), chatml_default_system(source));
   }
+  if (contains(source, "<|start_header_id|>") && contains(source, "<|eot_id|>") &&
+      contains(source, "Cutting Knowledge Date: December 2023\\n") && contains(source, "Today Date: ")) {
+    ChatTemplate t(Format::llama3_1, std::move(bos), std::move(eos), "");
+    // `set date_string = "26 Jul 2024"`; none when the template takes today's date from strftime_now.
+    if (!contains(source, "strftime_now")) {
+      constexpr std::string_view kDefault = "set date_string = \"";
+      const std::size_t at = source.find(kDefault);
+      const std::size_t end = at == std::string::npos ? at : source.find('"', at + kDefault.size());
+      if (end == std::string::npos) unrecognised(where, "a Llama 3.1 template without a default date_string");
+      t.date_string_ = source.substr(at + kDefault.size(), end - at - kDefault.size());
+    }
+    return t;
+  }
   if (contains(source, "<|start_header_id|>") && contains(source, "<|eot_id|>")) {
     for (std::string_view feature : {"Cutting Knowledge Date", "date_string", "tools", "<|python_tag|>"})
       if (contains(source, feature))
-        unrecognised(where, fmt::format("a Llama 3 template that uses {} (Llama 3.1 and later) is not one we can render",
-                                        feature));
+        unrecognised(where, fmt::format("a Llama 3 template that uses {} but not as Llama 3.1 does is not one we can "
+                                        "render", feature));
     return ChatTemplate(Format::llama3, std::move(bos), std::move(eos), "");
   }
   if (contains(source, "[INST]") && contains(source, "[/INST]")) {
@@ -187,6 +218,23 @@ std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add
       }
       if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       return out;
+    case Format::llama3_1: {
+      std::span<const ChatMessage> turns = messages;
+      std::string_view system;
+      if (!turns.empty() && turns.front().role == "system") {
+        system = python_strip(turns.front().content);
+        turns = turns.subspan(1);
+      }
+      out += bos_ + "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ";
+      out += date_string_.empty() ? today() : date_string_;
+      out += "\n\n";
+      out += system;
+      out += "<|eot_id|>";
+      for (const ChatMessage& m : turns)
+        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + std::string(python_strip(m.content)) + "<|eot_id|>";
+      if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+      return out;
+    }
     case Format::llama2:
     case Format::mistral: {
       std::span<const ChatMessage> turns = messages;

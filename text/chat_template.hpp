@@ -21,15 +21,17 @@ struct ChatMessage {
 //            including a default system message when the template has one and the conversation
 //            starts without a system turn; generation prompt <|im_start|>assistant\n
 //   llama3   bos, then <|start_header_id|>role<|end_header_id|>\n\n + trimmed content + <|eot_id|>;
-//            generation prompt <|start_header_id|>assistant<|end_header_id|>\n\n (Llama 3.0; the 3.1+
-//            templates with dates and tools are refused)
+//            generation prompt <|start_header_id|>assistant<|end_header_id|>\n\n (Llama 3.0)
+//   llama3.1 the same after a system header that always comes first: "Cutting Knowledge Date:
+//            December 2023\nToday Date: {date}\n\n" + the trimmed system message (Llama 3.1 to 3.3;
+//            tools are not rendered)
 //   llama2   bos [INST] (<<SYS>>\nsystem\n<</SYS>>\n\n)user [/INST] assistant eos, contents stripped
 //   mistral  bos [INST] user [/INST]assistant eos ... (Mistral Instruct v0.1; no system turn)
 // The rendered text holds special tokens by their spelling: encode it with SpecialTokens::recognize
 // and without Tokenizer::with_model_tokens (the template writes the BOS itself where the model has one).
 class ChatTemplate {
  public:
-  enum class Format { chatml, llama3, llama2, mistral };
+  enum class Format { chatml, llama3, llama3_1, llama2, mistral };
 
   // From tokenizer_config.json's chat_template (a string, or a list of {name, template} of which
   // "default" is used), bos_token and eos_token. Throws lowrank::Error naming `where` when there is no
@@ -39,7 +41,7 @@ class ChatTemplate {
   // from_config() of dir/tokenizer_config.json.
   static ChatTemplate load(const std::filesystem::path& dir);
   // A format chosen by name (--chat-format), for a model without a template: "chatml" (no default
-  // system message), "llama3", "llama2", "mistral". bos/eos are the model's spellings.
+  // system message), "llama3", "llama3.1", "llama2", "mistral". bos/eos are the model's spellings.
   static ChatTemplate named(std::string_view name, std::string bos_token, std::string eos_token);
   static std::vector<std::string> format_names();
 
@@ -55,6 +57,10 @@ class ChatTemplate {
   const std::string& end_of_turn() const { return end_of_turn_; }
   // The system message chatml inserts when a conversation starts without one ("" when none).
   const std::string& default_system() const { return default_system_; }
+  // llama3.1's "Today Date", as apply_chat_template(..., date_string=...) sets it. Unset, it is the
+  // template's default ("26 Jul 2024" in Llama 3.1's), or today's local date ("07 Dec 2026") where
+  // the template asks for strftime_now, as Llama 3.2's does.
+  void set_date_string(std::string date) { date_string_ = std::move(date); }
 
  private:
   ChatTemplate(Format format, std::string bos, std::string eos, std::string default_system);
@@ -64,6 +70,7 @@ class ChatTemplate {
   std::string eos_;
   std::string default_system_;
   std::string end_of_turn_;
+  std::string date_string_;  // llama3.1: "" means today's date
 };
 
 }  // namespace lowrank::text

@@ -35,7 +35,7 @@ std::vector<ChatMessage> messages_of(const nlohmann::json& chat) {
 }
 
 // Renders every recorded conversation and compares text and ids; returns how many were compared.
-std::size_t check_renderings(std::string_view name, const ChatTemplate& chat_template) {
+std::size_t check_renderings(std::string_view name, ChatTemplate chat_template) {
   const nlohmann::json reference = chat_reference(name);
   const HfTokenizer tokenizer = HfTokenizer::load(chat_fixture_dir(name));
   std::size_t compared = 0;
@@ -44,6 +44,7 @@ std::size_t check_renderings(std::string_view name, const ChatTemplate& chat_tem
     const bool generation_prompt = chat.at("add_generation_prompt").get<bool>();
     CAPTURE(chat.dump());
     if (chat.contains("error")) continue;
+    if (chat.contains("date_string")) chat_template.set_date_string(chat.at("date_string").get<std::string>());
     const std::string text = chat_template.render(messages, generation_prompt);
     CHECK(text == chat.at("text").get<std::string>());
     CHECK(tokenizer.encode(text, SpecialTokens::recognize) == chat.at("ids").get<std::vector<std::int32_t>>());
@@ -58,7 +59,7 @@ TEST_CASE("chat template: each model's template is recognised and renders as tra
   const std::pair<const char*, ChatTemplate::Format> models[] = {
       {"qwen2", ChatTemplate::Format::chatml},   {"qwen2_5", ChatTemplate::Format::chatml},
       {"chatml_plain", ChatTemplate::Format::chatml}, {"smollm2", ChatTemplate::Format::chatml},
-      {"llama3", ChatTemplate::Format::llama3},
+      {"llama3", ChatTemplate::Format::llama3}, {"llama3_1", ChatTemplate::Format::llama3_1},
       {"llama2", ChatTemplate::Format::llama2}, {"mistral", ChatTemplate::Format::mistral}};
   for (const auto& [name, format] : models) {
     CAPTURE(name);
@@ -80,6 +81,7 @@ TEST_CASE("chat template: ChatML's default system message is the template's") {
 TEST_CASE("chat template: the end-of-turn token of each format") {
   CHECK(ChatTemplate::load(chat_fixture_dir("qwen2")).end_of_turn() == "<|im_end|>");
   CHECK(ChatTemplate::load(chat_fixture_dir("llama3")).end_of_turn() == "<|eot_id|>");
+  CHECK(ChatTemplate::load(chat_fixture_dir("llama3_1")).end_of_turn() == "<|eot_id|>");
   CHECK(ChatTemplate::load(chat_fixture_dir("llama2")).end_of_turn() == "</s>");
   CHECK(ChatTemplate::load(chat_fixture_dir("mistral")).end_of_turn() == "</s>");
 }
@@ -88,12 +90,13 @@ TEST_CASE("chat template: a model without one is refused, and a named format ren
   const nlohmann::json reference = chat_reference("no_template");
   for (const auto& chat : reference.at("chats")) CHECK(chat.contains("error"));  // transformers refuses too
   CHECK_THROWS_WITH_AS(ChatTemplate::load(chat_fixture_dir("no_template")),
-                       doctest::Contains("no chat_template; supported formats: chatml, llama3, llama2, mistral"), Error);
+                       doctest::Contains("no chat_template; supported formats: chatml, llama3, llama3.1, llama2, mistral"), Error);
   // --chat-format llama2 on the same tokenizer renders what Llama 2's own template does.
   CHECK(check_renderings("llama2", ChatTemplate::named("llama2", "<s>", "</s>")) >= 4);
   CHECK(check_renderings("chatml_plain", ChatTemplate::named("chatml", "", "<|im_end|>")) >= 4);
-  CHECK_THROWS_WITH_AS(ChatTemplate::named("zephyr", "", ""), doctest::Contains("chatml, llama3, llama2, mistral"),
-                       Error);
+  CHECK(check_renderings("llama3_1", ChatTemplate::named("llama3.1", "<|begin_of_text|>", "<|eot_id|>")) >= 20);
+  CHECK_THROWS_WITH_AS(ChatTemplate::named("zephyr", "", ""),
+                       doctest::Contains("chatml, llama3, llama3.1, llama2, mistral"), Error);
 }
 
 TEST_CASE("chat template: unrecognised templates and template errors") {
@@ -111,8 +114,7 @@ TEST_CASE("chat template: unrecognised templates and template errors") {
   CHECK(error.find("m/tokenizer_config.json") != std::string::npos);
   CHECK(error.find("{% for message in messages %}") != std::string::npos);
   CHECK(error.find("--chat-format") != std::string::npos);
-  CHECK(error_of("{{ 'Cutting Knowledge Date: December 2023' }}<|start_header_id|><|eot_id|>").find("Llama 3.1") !=
-        std::string::npos);
+  CHECK(error_of("{{ 'Environment: ipython' if tools }}<|start_header_id|><|eot_id|>").find("tools") != std::string::npos);
   CHECK(error_of("<|im_start|><|im_end|>{{ '<think>' }}").find("<think>") != std::string::npos);
 
   // Llama 2 and Mistral raise on roles that do not alternate; Mistral v0.1 has no system turn.
@@ -121,4 +123,29 @@ TEST_CASE("chat template: unrecognised templates and template errors") {
                        doctest::Contains("alternate"), Error);
   const std::vector<ChatMessage> with_system = {{"system", "s"}, {"user", "a"}};
   CHECK_THROWS_AS(ChatTemplate::load(chat_fixture_dir("mistral")).render(with_system, false), Error);
+}
+
+TEST_CASE("chat template: a Llama 3.2 template that asks strftime_now for the date gets today's") {
+  std::ifstream in(chat_fixture_dir("llama3_1") / "tokenizer_config.json");
+  REQUIRE(in);
+  nlohmann::json config = nlohmann::json::parse(in);
+  std::string source = config.at("chat_template").get<std::string>();
+  const std::string fixed = "{%- set date_string = \"26 Jul 2024\" %}";
+  REQUIRE(source.find(fixed) != std::string::npos);
+  source.replace(source.find(fixed), fixed.size(), "{%- set date_string = strftime_now(\"%d %b %Y\") %}");
+  config["chat_template"] = source;
+  const ChatTemplate chat_template = ChatTemplate::from_config(config, "llama3.2");
+  const std::vector<ChatMessage> messages = {{"user", "hi"}};
+  const std::string text = chat_template.render(messages, false);
+  const std::string marker = "Today Date: ";
+  const std::size_t at = text.find(marker);
+  REQUIRE(at != std::string::npos);
+  const std::string date = text.substr(at + marker.size(), 11);  // "07 Dec 2026"
+  CAPTURE(date);
+  CHECK(std::isdigit(static_cast<unsigned char>(date[0])));
+  CHECK(std::isdigit(static_cast<unsigned char>(date[1])));
+  CHECK(date[2] == ' ');
+  CHECK(std::string("JanFebMarAprMayJunJulAugSepOctNovDec").find(date.substr(3, 3)) % 3 == 0);
+  CHECK(date.substr(6, 3) == " 20");
+  CHECK(text.find("26 Jul 2024") == std::string::npos);
 }
