@@ -128,6 +128,14 @@ ChatTemplate ChatTemplate::named(std::string_view name, std::string bos_token, s
 }
 
 ChatTemplate ChatTemplate::from_config(const nlohmann::json& config, std::string_view where) {
+  try {
+    return parse_config(config, where);
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: a chat template field has the wrong type: {}", where, e.what());
+  }
+}
+
+ChatTemplate ChatTemplate::parse_config(const nlohmann::json& config, std::string_view where) {
   if (!config.is_object()) fail("{} must hold a JSON object", where);
   const auto found = config.find("chat_template");
   if (found == config.end() || found->is_null()) unrecognised(where, "there is no chat_template");

@@ -64,6 +64,7 @@ class ChatTemplate {
 
  private:
   ChatTemplate(Format format, std::string bos, std::string eos, std::string default_system);
+  static ChatTemplate parse_config(const nlohmann::json& config, std::string_view where);
 
   Format format_;
   std::string bos_;

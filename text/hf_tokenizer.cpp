@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <array>
 #include <fstream>
-#include <limits>
 #include <mutex>
 #include <queue>
 #include <sstream>
@@ -110,6 +109,9 @@ struct HfTokenizer::Impl {
   };
 
   std::string name;  // tokenizer.json's path, for errors
+  // Ids must lie below the number of tokens the file lists (model vocabulary plus added tokens), so that
+  // a wild id cannot make us allocate for it before the check that every id below it is used.
+  std::int64_t id_limit = 0;
 
   // model: BPE
   std::unordered_map<std::string, std::int32_t> vocab;  // model vocabulary and added tokens
@@ -217,10 +219,9 @@ void HfTokenizer::Impl::parse_model(const Json& model) {
   const Json& vocab_json = field(model, "vocab", name + ": model");
   if (!vocab_json.is_object()) refuse("model.vocab", Json(vocab_json.type_name()), "an object of token -> id");
   for (const auto& [spelling, id] : vocab_json.items()) {
-    if (!id.is_number_integer() || id.get<std::int64_t>() < 0 ||
-        id.get<std::int64_t>() > std::numeric_limits<std::int32_t>::max())
-      fail("HfTokenizer: {}: model.vocab: token {} has id {}, expected a non-negative 32-bit integer", name,
-           Json(spelling).dump(), id.dump());
+    if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() >= id_limit)
+      fail("HfTokenizer: {}: model.vocab: token {} has id {}, expected 0..{} (the number of tokens listed)", name,
+           Json(spelling).dump(), id.dump(), id_limit - 1);
     const auto id32 = static_cast<std::int32_t>(id.get<std::int64_t>());
     vocab.emplace(spelling, id32);
     if (static_cast<std::size_t>(id32) >= spelling_of_id.size()) spelling_of_id.resize(static_cast<std::size_t>(id32) + 1);
@@ -269,8 +270,8 @@ void HfTokenizer::Impl::parse_added_tokens(const Json& tokens) {
     AddedToken t{string_field(token, "content", where), 0, flag(token, "special", false), flag(token, "lstrip", false),
                  flag(token, "rstrip", false)};
     const Json& id = field(token, "id", where);
-    if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() > std::numeric_limits<std::int32_t>::max())
-      fail("HfTokenizer: {}: id must be a non-negative 32-bit integer", where);
+    if (!id.is_number_integer() || id.get<std::int64_t>() < 0 || id.get<std::int64_t>() >= id_limit)
+      fail("HfTokenizer: {}: id must be 0..{} (the number of tokens listed)", where, id_limit - 1);
     t.id = static_cast<std::int32_t>(id.get<std::int64_t>());
     if (t.content.empty()) fail("HfTokenizer: {}: the content is empty", where);
     if (flag(token, "single_word", false)) refuse("added_tokens[].single_word", true, "false");
@@ -402,9 +403,11 @@ void HfTokenizer::Impl::parse_decoder(const Json& decoder_json) {
     const Json& start = field(decoder_json, "start", where);
     const Json& stop = field(decoder_json, "stop", where);
     if (!start.is_number_unsigned() || !stop.is_number_unsigned()) refuse("decoder Strip", decoder_json, "start, stop >= 0");
+    if (content.empty()) refuse("decoder Strip.content", "", "one character");
     decoder.push_back({DecoderStep::Kind::strip, content, "", start.get<std::size_t>(), stop.get<std::size_t>()});
   } else if (type == "Metaspace") {
     const std::string replacement = string_field(decoder_json, "replacement", where);
+    if (replacement.empty()) refuse("decoder Metaspace.replacement", "", "a character");
     bool drops_first = flag(decoder_json, "add_prefix_space", true);
     if (decoder_json.contains("prepend_scheme")) drops_first = decoder_json["prepend_scheme"] != "never";
     decoder.push_back({DecoderStep::Kind::metaspace, replacement, " ", drops_first ? 1U : 0U, 0});
@@ -709,8 +712,12 @@ HfTokenizer HfTokenizer::parse(std::string_view tokenizer_json, std::string_view
   try {
     impl->parse_normalizer(root.value("normalizer", Json()));
     impl->parse_pre_tokenizer(root.value("pre_tokenizer", Json()));
-    impl->parse_model(field(root, "model", tokenizer_name));
-    impl->parse_added_tokens(root.value("added_tokens", Json()));
+    const Json& model = field(root, "model", tokenizer_name);
+    const Json added_tokens = root.value("added_tokens", Json());
+    impl->id_limit = static_cast<std::int64_t>((model.is_object() && model.contains("vocab") ? model["vocab"].size() : 0) +
+                                               (added_tokens.is_array() ? added_tokens.size() : 0));
+    impl->parse_model(model);
+    impl->parse_added_tokens(added_tokens);
     impl->parse_decoder(root.value("decoder", Json()));
     impl->parse_post_processor(root.value("post_processor", Json()));
     if (!config_json.empty())
@@ -729,6 +736,12 @@ HfTokenizer HfTokenizer::parse(std::string_view tokenizer_json, std::string_view
     for (unsigned byte = 0; byte < 256; ++byte)
       t.byte_fallback_ids[byte] = t.id_of(fmt::format("<0x{:02X}>", byte), "the byte_fallback token");
   }
+  for (const std::int32_t id : t.prefix_ids)
+    if (id < 0 || static_cast<std::size_t>(id) >= t.spelling_of_id.size())
+      fail("HfTokenizer: {}: post_processor adds id {}, which is not a token", tokenizer_name, id);
+  for (const std::int32_t id : t.suffix_ids)
+    if (id < 0 || static_cast<std::size_t>(id) >= t.spelling_of_id.size())
+      fail("HfTokenizer: {}: post_processor adds id {}, which is not a token", tokenizer_name, id);
   for (const auto& decoder_step : t.decoder)
     if (decoder_step.kind == Impl::DecoderStep::Kind::byte_level && !t.byte_level)
       fail("HfTokenizer: {}: a ByteLevel decoder needs a ByteLevel pre-tokenizer", tokenizer_name);

@@ -116,6 +116,8 @@ TEST_CASE("chat template: unrecognised templates and template errors") {
   CHECK(error.find("--chat-format") != std::string::npos);
   CHECK(error_of("{{ 'Environment: ipython' if tools }}<|start_header_id|><|eot_id|>").find("tools") != std::string::npos);
   CHECK(error_of("<|im_start|><|im_end|>{{ '<think>' }}").find("<think>") != std::string::npos);
+  CHECK_THROWS_WITH_AS(ChatTemplate::from_config({{"chat_template", {{{"name", "default"}, {"template", 5}}}}}, "m"),
+                       doctest::Contains("wrong type"), Error);
 
   // Llama 2 and Mistral raise on roles that do not alternate; Mistral v0.1 has no system turn.
   const std::vector<ChatMessage> two_users = {{"user", "a"}, {"user", "b"}};

@@ -163,6 +163,38 @@ TEST_CASE("hf tokenizer: what is not supported is refused with the field and its
   CHECK(error_of(bert).find("BertProcessing") != std::string::npos);
 }
 
+TEST_CASE("hf tokenizer: malformed files are errors, not crashes or huge allocations") {
+  const nlohmann::json base = read_json(hf_tokenizer_dir("llama2") / "tokenizer.json");
+  const auto error_of = [](const nlohmann::json& tokenizer) {
+    try {
+      HfTokenizer::parse(tokenizer.dump(), "", "t/tokenizer.json");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  nlohmann::json huge_id = base;
+  huge_id["model"]["vocab"]["<unk>"] = 2000000000;
+  CHECK(error_of(huge_id).find("has id 2000000000, expected 0..") != std::string::npos);
+  nlohmann::json added_huge = base;
+  added_huge["added_tokens"][0]["id"] = 2000000000;
+  CHECK(error_of(added_huge).find("id must be 0..") != std::string::npos);
+  nlohmann::json bad_post = base;
+  bad_post["post_processor"]["special_tokens"]["<s>"]["ids"] = {123456};
+  CHECK(error_of(bad_post).find("post_processor adds id 123456") != std::string::npos);
+  nlohmann::json empty_strip = base;
+  empty_strip["decoder"]["decoders"][3]["content"] = "";
+  CHECK(error_of(empty_strip).find("Strip.content") != std::string::npos);
+  nlohmann::json wrong_type = base;
+  wrong_type["normalizer"] = 5;
+  CHECK(error_of(wrong_type).find("t/tokenizer.json") != std::string::npos);
+  nlohmann::json no_merges = base;
+  no_merges["model"].erase("merges");
+  CHECK(error_of(no_merges).find("no field 'merges'") != std::string::npos);
+  CHECK_THROWS_WITH_AS(HfTokenizer::parse("{", ""), doctest::Contains("is not valid JSON"), Error);
+  CHECK_THROWS_WITH_AS(HfTokenizer::parse(base.dump(), "[1]"), doctest::Contains("must hold a JSON object"), Error);
+}
+
 TEST_CASE("load_tokenizer picks tokenizer.json, else vocab.json and merges.txt") {
   const auto hf = load_tokenizer(hf_tokenizer_dir("qwen2"));
   CHECK(dynamic_cast<const HfTokenizer*>(hf.get()) != nullptr);
