@@ -12,7 +12,7 @@
 namespace lowrank::text {
 namespace {
 
-constexpr std::string_view kSupported = "chatml, llama3, llama3.1, llama2, mistral";
+constexpr std::string_view kSupported = "chatml, llama3, llama3.1, llama2, mistral, zephyr";
 
 bool contains(std::string_view text, std::string_view part) { return text.find(part) != std::string_view::npos; }
 
@@ -95,11 +95,14 @@ ChatTemplate::ChatTemplate(Format format, std::string bos, std::string eos, std:
     case Format::llama3:
     case Format::llama3_1: end_of_turn_ = "<|eot_id|>"; break;
     case Format::llama2:
-    case Format::mistral: end_of_turn_ = eos_; break;
+    case Format::mistral:
+    case Format::zephyr: end_of_turn_ = eos_; break;
   }
 }
 
-std::vector<std::string> ChatTemplate::format_names() { return {"chatml", "llama3", "llama3.1", "llama2", "mistral"}; }
+std::vector<std::string> ChatTemplate::format_names() {
+  return {"chatml", "llama3", "llama3.1", "llama2", "mistral", "zephyr"};
+}
 
 std::string_view ChatTemplate::name() const {
   switch (format_) {
@@ -108,6 +111,7 @@ std::string_view ChatTemplate::name() const {
     case Format::llama3_1: return "llama3.1";
     case Format::llama2: return "llama2";
     case Format::mistral: return "mistral";
+    case Format::zephyr: return "zephyr";
   }
   return "";
 }
@@ -120,9 +124,10 @@ ChatTemplate ChatTemplate::named(std::string_view name, std::string bos_token, s
     t.date_string_ = "26 Jul 2024";
     return t;
   }
-  if (name == "llama2" || name == "mistral") {
+  if (name == "llama2" || name == "mistral" || name == "zephyr") {
     if (eos_token.empty()) fail("chat format {} needs the model's eos_token", name);
-    return ChatTemplate(name == "llama2" ? Format::llama2 : Format::mistral, std::move(bos_token), std::move(eos_token), "");
+    const Format format = name == "llama2" ? Format::llama2 : name == "mistral" ? Format::mistral : Format::zephyr;
+    return ChatTemplate(format, std::move(bos_token), std::move(eos_token), "");
   }
   fail("chat format '{}' is not known; supported: {}", name, kSupported);
 }
@@ -190,6 +195,13 @@ ChatTemplate ChatTemplate::parse_config(const nlohmann::json& config, std::strin
                                         "render", feature));
     return ChatTemplate(Format::mistral, std::move(bos), std::move(eos), "");
   }
+  if (contains(source, "<|user|>") && contains(source, "<|assistant|>") && contains(source, "eos_token")) {
+    if (eos.empty()) fail("{}: a Zephyr chat template needs eos_token", where);
+    for (std::string_view feature : {"tools", "strip", "trim"})
+      if (contains(source, feature))
+        unrecognised(where, fmt::format("a Zephyr-style template that uses {} is not one we can render", feature));
+    return ChatTemplate(Format::zephyr, std::move(bos), std::move(eos), "");
+  }
   std::string start = source.substr(0, 80);
   unrecognised(where, fmt::format("the template \"{}{}\" is not a format we recognise", start,
                                   source.size() > start.size() ? "..." : ""));
@@ -243,6 +255,14 @@ std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add
       if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       return out;
     }
+    case Format::zephyr:
+      for (std::size_t i = 0; i < messages.size(); ++i) {
+        const std::string& role = messages[i].role;
+        if (role == "user" || role == "system" || role == "assistant")
+          out += "<|" + role + "|>\n" + messages[i].content + eos_ + "\n";
+        if (i + 1 == messages.size() && add_generation_prompt) out += "<|assistant|>\n";
+      }
+      return out;
     case Format::llama2:
     case Format::mistral: {
       std::span<const ChatMessage> turns = messages;

@@ -27,11 +27,12 @@ struct ChatMessage {
 //            tools are not rendered)
 //   llama2   bos [INST] (<<SYS>>\nsystem\n<</SYS>>\n\n)user [/INST] assistant eos, contents stripped
 //   mistral  bos [INST] user [/INST]assistant eos ... (Mistral Instruct v0.1; no system turn)
+//   zephyr   <|role|>\ncontent eos\n per message; generation prompt <|assistant|>\n (TinyLlama-Chat)
 // The rendered text holds special tokens by their spelling: encode it with SpecialTokens::recognize
 // and without Tokenizer::with_model_tokens (the template writes the BOS itself where the model has one).
 class ChatTemplate {
  public:
-  enum class Format { chatml, llama3, llama3_1, llama2, mistral };
+  enum class Format { chatml, llama3, llama3_1, llama2, mistral, zephyr };
 
   // From tokenizer_config.json's chat_template (a string, or a list of {name, template} of which
   // "default" is used), bos_token and eos_token. Throws lowrank::Error naming `where` when there is no
@@ -41,7 +42,8 @@ class ChatTemplate {
   // from_config() of dir/tokenizer_config.json.
   static ChatTemplate load(const std::filesystem::path& dir);
   // A format chosen by name (--chat-format), for a model without a template: "chatml" (no default
-  // system message), "llama3", "llama3.1", "llama2", "mistral". bos/eos are the model's spellings.
+  // system message), "llama3", "llama3.1", "llama2", "mistral", "zephyr". bos/eos are the model's
+  // spellings.
   static ChatTemplate named(std::string_view name, std::string bos_token, std::string eos_token);
   static std::vector<std::string> format_names();
 
@@ -53,7 +55,7 @@ class ChatTemplate {
   Format format() const { return format_; }
   std::string_view name() const;
   // The spelling of the token that ends an assistant turn, where generation stops: <|im_end|>,
-  // <|eot_id|>, or the eos token for the [INST] formats.
+  // <|eot_id|>, or the eos token for the [INST] and zephyr formats.
   const std::string& end_of_turn() const { return end_of_turn_; }
   // The system message chatml inserts when a conversation starts without one ("" when none).
   const std::string& default_system() const { return default_system_; }

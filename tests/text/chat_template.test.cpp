@@ -60,7 +60,8 @@ TEST_CASE("chat template: each model's template is recognised and renders as tra
       {"qwen2", ChatTemplate::Format::chatml},   {"qwen2_5", ChatTemplate::Format::chatml},
       {"chatml_plain", ChatTemplate::Format::chatml}, {"smollm2", ChatTemplate::Format::chatml},
       {"llama3", ChatTemplate::Format::llama3}, {"llama3_1", ChatTemplate::Format::llama3_1},
-      {"llama2", ChatTemplate::Format::llama2}, {"mistral", ChatTemplate::Format::mistral}};
+      {"llama2", ChatTemplate::Format::llama2}, {"tinyllama_chat", ChatTemplate::Format::zephyr},
+      {"mistral", ChatTemplate::Format::mistral}};
   for (const auto& [name, format] : models) {
     CAPTURE(name);
     const ChatTemplate chat_template = ChatTemplate::load(chat_fixture_dir(name));
@@ -84,19 +85,23 @@ TEST_CASE("chat template: the end-of-turn token of each format") {
   CHECK(ChatTemplate::load(chat_fixture_dir("llama3_1")).end_of_turn() == "<|eot_id|>");
   CHECK(ChatTemplate::load(chat_fixture_dir("llama2")).end_of_turn() == "</s>");
   CHECK(ChatTemplate::load(chat_fixture_dir("mistral")).end_of_turn() == "</s>");
+  CHECK(ChatTemplate::load(chat_fixture_dir("tinyllama_chat")).end_of_turn() == "</s>");
 }
 
 TEST_CASE("chat template: a model without one is refused, and a named format renders in its place") {
   const nlohmann::json reference = chat_reference("no_template");
   for (const auto& chat : reference.at("chats")) CHECK(chat.contains("error"));  // transformers refuses too
   CHECK_THROWS_WITH_AS(ChatTemplate::load(chat_fixture_dir("no_template")),
-                       doctest::Contains("no chat_template; supported formats: chatml, llama3, llama3.1, llama2, mistral"), Error);
+                       doctest::Contains("no chat_template; supported formats: chatml, llama3, llama3.1, llama2, "
+                                         "mistral, zephyr"),
+                       Error);
   // --chat-format llama2 on the same tokenizer renders what Llama 2's own template does.
   CHECK(check_renderings("llama2", ChatTemplate::named("llama2", "<s>", "</s>")) >= 4);
   CHECK(check_renderings("chatml_plain", ChatTemplate::named("chatml", "", "<|im_end|>")) >= 4);
   CHECK(check_renderings("llama3_1", ChatTemplate::named("llama3.1", "<|begin_of_text|>", "<|eot_id|>")) >= 20);
-  CHECK_THROWS_WITH_AS(ChatTemplate::named("zephyr", "", ""),
-                       doctest::Contains("chatml, llama3, llama3.1, llama2, mistral"), Error);
+  CHECK(check_renderings("tinyllama_chat", ChatTemplate::named("zephyr", "<s>", "</s>")) >= 20);
+  CHECK_THROWS_WITH_AS(ChatTemplate::named("gemma", "", ""),
+                       doctest::Contains("chatml, llama3, llama3.1, llama2, mistral, zephyr"), Error);
 }
 
 TEST_CASE("chat template: unrecognised templates and template errors") {
@@ -108,9 +113,9 @@ TEST_CASE("chat template: unrecognised templates and template errors") {
     }
     return std::string("no error");
   };
-  const std::string zephyr = "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + "
-                             "eos_token }}{% endfor %}";
-  const std::string error = error_of(zephyr);
+  const std::string gemma = "{% for message in messages %}{{ '<start_of_turn>' + message['role'] + '\\n' + "
+                            "message['content'] | trim + '<end_of_turn>\\n' }}{% endfor %}";
+  const std::string error = error_of(gemma);
   CHECK(error.find("m/tokenizer_config.json") != std::string::npos);
   CHECK(error.find("{% for message in messages %}") != std::string::npos);
   CHECK(error.find("--chat-format") != std::string::npos);
