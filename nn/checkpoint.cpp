@@ -69,7 +69,7 @@ class Fields {
 
 }  // namespace
 
-void save_checkpoint(const fs::path& file, const GPT& model, const Optimizer& optimizer, const TrainingState& state) {
+void save_checkpoint(const fs::path& file, const LanguageModel& model, const Optimizer& optimizer, const TrainingState& state) {
   NamedTensors tensors;
   std::set<std::string> names;
   for (const ParameterPtr& p : model.trainable_parameters()) {
@@ -86,8 +86,8 @@ void save_checkpoint(const fs::path& file, const GPT& model, const Optimizer& op
             {"data_rng", stream_json(state.data_rng)},
             {"dropout_rng", stream_json(state.dropout_rng)},
             {"learning_rates", lrs},
-            {"config", config_to_json(model.config())},
-            {"dtype", name_of(model.weights().dtype())}};
+            {"config", model.config_json()},
+            {"dtype", name_of(model.dtype())}};
   if (model.has_lora()) {
     meta["lora"] = settings_json(model.lora_settings());
     // Each adapter's dropout stream advances with every training forward; a resumed run continues it.
@@ -96,7 +96,7 @@ void save_checkpoint(const fs::path& file, const GPT& model, const Optimizer& op
   save_safetensors(file, tensors, {{checkpoint_metadata_key, meta.dump()}, {"format", "pt"}});
 }
 
-void load_checkpoint(const fs::path& file, GPT& model, Optimizer& optimizer, TrainingState& state) {
+void load_checkpoint(const fs::path& file, LanguageModel& model, Optimizer& optimizer, TrainingState& state) {
   const SafetensorsFile st = SafetensorsFile::open(file);
   const std::string name = file.string();
   auto it = st.metadata().find(checkpoint_metadata_key);
@@ -115,9 +115,9 @@ void load_checkpoint(const fs::path& file, GPT& model, Optimizer& optimizer, Tra
     fail("{}: checkpoint format version {} is not the supported version {}", name, version, checkpoint_format_version);
 
   // The model must be the one the checkpoint was taken from, in the same mode.
-  const GPTConfig config = config_from_json(f.at("config"), name + " (checkpoint metadata \"config\")");
-  if (!(config == model.config()))
-    fail("{}: checkpoint of a model with {} but the model has {}", name, f.at("config").dump(), config_to_json(model.config()).dump());
+  // Both configs are the family's config_json(), so equal models give equal JSON.
+  if (f.at("config") != model.config_json())
+    fail("{}: checkpoint of a model with {} but the model has {}", name, f.at("config").dump(), model.config_json().dump());
   const std::string mode = f.get<std::string>("mode");
   const std::string model_mode = model.has_lora() ? "lora" : "full";
   if (mode != model_mode)
@@ -144,7 +144,7 @@ void load_checkpoint(const fs::path& file, GPT& model, Optimizer& optimizer, Tra
       const json wrapped{{"adapter_dropout_streams[" + std::to_string(i) + "]", streams[i]}};
       adapter_streams.push_back(Fields(wrapped, name).stream(wrapped.begin().key().c_str()));
     }
-    const std::size_t adapter_count = model.adapters().size();
+    const std::size_t adapter_count = model.lora_dropout_streams().size();
     if (adapter_streams.size() != adapter_count)
       fail("{}: checkpoint has {} adapter dropout streams, the model {} adapters", name, adapter_streams.size(), adapter_count);
   }

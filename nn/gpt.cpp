@@ -11,11 +11,37 @@
 #include <fmt/ranges.h>
 
 #include "lowrank/autodiff/autodiff.hpp"
+#include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/adapter_set.hpp"
 #include "lowrank/nn/block.hpp"
+#include "lowrank/nn/generate.hpp"
+#include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "lowrank/nn/parameter_binding.hpp"
 
 namespace lowrank::nn {
+
+const std::vector<std::pair<std::string, std::vector<std::string>>>& gpt2_lora_shorthands() {
+  static const std::vector<std::pair<std::string, std::vector<std::string>>> shorthands = {
+      {"mlp", {"fc", "proj"}},       {"all-linear", lora_target_names()}, {"c_attn", {"q", "k", "v"}},
+      {"attn.c_attn", {"q", "k", "v"}}, {"attn.c_proj", {"o"}},            {"c_fc", {"fc"}},
+      {"mlp.c_fc", {"fc"}},          {"mlp.c_proj", {"proj"}},
+  };
+  return shorthands;
+}
+
+std::vector<std::string> expand_lora_targets(const std::vector<std::string>& targets) {
+  std::vector<std::string> expanded;
+  for (const std::string& t : targets) {
+    const auto& shorthands = gpt2_lora_shorthands();
+    const auto it = std::find_if(shorthands.begin(), shorthands.end(), [&](const auto& s) { return s.first == t; });
+    if (it == shorthands.end())
+      expanded.push_back(t);
+    else
+      expanded.insert(expanded.end(), it->second.begin(), it->second.end());
+  }
+  return expanded;
+}
+
 namespace {
 
 enum Target : std::size_t { q_target, k_target, v_target, o_target, fc_target, proj_target, target_count };
@@ -351,6 +377,15 @@ GPT::GPT(GPT&&) noexcept = default;
 GPT& GPT::operator=(GPT&&) noexcept = default;
 
 const GPTConfig& GPT::config() const { return state_->w.config; }
+nlohmann::json GPT::config_json() const { return config_to_json(config()); }
+DType GPT::dtype() const { return state_->w.dtype(); }
+
+std::vector<std::int32_t> GPT::generate(const std::vector<std::int32_t>& prompt, int new_tokens, const Sampling& sampling) const {
+  return nn::generate(*this, prompt, new_tokens, sampling);
+}
+void GPT::save_adapter(const std::filesystem::path& directory) const { nn::save_adapter(directory, *this); }
+void GPT::load_adapter(const std::filesystem::path& directory) { nn::load_adapter(directory, *this); }
+void GPT::save_pretrained(const std::filesystem::path& directory) const { save_gpt2(directory, weights()); }
 Device GPT::device() const { return state_->w.device(); }
 const GPTWeights& GPT::weights() const { return state_->w; }
 GPTWeights& GPT::weights() { return state_->w; }
