@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <utility>
 
 #include <fmt/format.h>
@@ -311,14 +312,22 @@ void check_batch(const GPTConfig& config, const char* who, const TokenIds& ids, 
 struct GPT::State {
   GPTWeights w;
   bool training = true;
-  FullParameters full;  // cleared by enable_lora
+  // Full mode's parameters, made at their first use: each carries a gradient buffer the size of its
+  // weight, and a model loaded to be LoRA-trained (enable_lora drops them) must never hold those, or
+  // loading would cost twice the weights (docs/io.md).
+  std::optional<FullParameters> full_parameters;
   GptAdapters lora;
   Steps steps;
 
-  explicit State(GPTWeights weights) : w(validated(std::move(weights))), full(w), steps(w.blocks.size()) {}
+  explicit State(GPTWeights weights) : w(validated(std::move(weights))), steps(w.blocks.size()) {}
   static GPTWeights validated(GPTWeights weights) {
     weights.validate();
     return weights;
+  }
+
+  FullParameters& full() {
+    if (!full_parameters) full_parameters.emplace(w);
+    return *full_parameters;
   }
 
   std::int64_t embd() const { return w.config.n_embd; }
@@ -331,7 +340,7 @@ struct GPT::State {
     return steps.run_blocks(tapes, std::move(x), keep, w.config.n_head, eps(), make_block);
   }
   auto full_block() {
-    return [this](std::size_t i) { return full.block(i, embd()); };
+    return [this](std::size_t i) { return full().block(i, embd()); };
   }
   auto lora_block() {
     return [this](std::size_t i) { return lora.block(w.blocks[i], i, embd(), training); };
@@ -340,6 +349,7 @@ struct GPT::State {
   double forward_backward(const TokenIds& ids, const TokenIds& targets) {
     const std::size_t n = w.blocks.size();
     if (!lora.enabled) {
+      FullParameters& full = this->full();
       full.binding.sync(w.named_tensors());
       auto embed = eval(embeddings(ids, steps.positions_for(ids), param(full.wte), param(full.wpe)));
       const Tensor x = run_blocks(steps.full_tapes, embed.value(), true, full_block());
@@ -364,7 +374,7 @@ struct GPT::State {
   // The final hidden state [B, T, E] without any tape kept.
   Tensor hidden(const TokenIds& ids) {
     if (!lora.enabled) {
-      full.binding.sync(w.named_tensors());
+      full().binding.sync(w.named_tensors());
       return run_blocks(steps.full_tapes, frozen_embeddings(ids), false, full_block());
     }
     return run_blocks(steps.lora_tapes, frozen_embeddings(ids), false, lora_block());
@@ -423,7 +433,7 @@ void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
   adapters.settings.targets = targets;
   adapters.enabled = true;
   s.lora = std::move(adapters);
-  s.full.clear();
+  s.full_parameters.reset();
 }
 
 bool GPT::has_lora() const { return state_->lora.enabled; }
@@ -473,8 +483,8 @@ void GPT::train(bool on) {
 bool GPT::training() const { return state_->training; }
 
 Parameters GPT::trainable_parameters() const {
-  const State& s = *state_;
-  if (!s.lora.enabled) return s.full.binding.all();
+  State& s = *state_;
+  if (!s.lora.enabled) return s.full().binding.all();
   if (s.lora.set.merged())
     fail("nn::GPT::trainable_parameters: the adapters are merged into the weights (training would start from W + s·B·A); "
          "call unmerge_adapters() first");
