@@ -9,7 +9,9 @@
 #include "lowrank/ops/dropout.hpp"
 #include "lowrank/ops/gelu.hpp"
 #include "lowrank/ops/mse.hpp"
+#include "lowrank/ops/mul.hpp"
 #include "lowrank/ops/relu.hpp"
+#include "lowrank/ops/silu.hpp"
 #include "lowrank/optim/functors.hpp"
 
 // core/functors.hpp
@@ -29,9 +31,14 @@ LOWRANK_CUDA_MAP(3, lowrank::functors::GeluTanhBackward);
 // ops/mse.hpp
 LOWRANK_CUDA_MAP(2, lowrank::functors::SquaredDifference);
 LOWRANK_CUDA_MAP(3, lowrank::functors::MseGrad);
+// ops/mul.hpp
+LOWRANK_CUDA_MAP(3, lowrank::functors::MulAccumulate);
 // ops/relu.hpp
 LOWRANK_CUDA_MAP(1, lowrank::functors::ReluForward);
 LOWRANK_CUDA_MAP(3, lowrank::functors::ReluBackward);
+// ops/silu.hpp
+LOWRANK_CUDA_MAP(1, lowrank::functors::Silu);
+LOWRANK_CUDA_MAP(3, lowrank::functors::SiluBackward);
 // optim/functors.hpp
 LOWRANK_CUDA_MAP(2, lowrank::optimizer_math::SgdFirstMomentum);
 LOWRANK_CUDA_MAP(3, lowrank::optimizer_math::SgdMomentum);
