@@ -70,7 +70,7 @@ class Fields {
 
 }  // namespace
 
-void save_checkpoint(const fs::path& file, const GPT& model, const Optimizer& optimizer, const TrainingState& state) {
+void save_checkpoint(const fs::path& file, const LanguageModel& model, const Optimizer& optimizer, const TrainingState& state) {
   NamedTensors tensors;
   std::set<std::string> names;
   for (const ParameterPtr& p : model.trainable_parameters()) {
@@ -87,8 +87,8 @@ void save_checkpoint(const fs::path& file, const GPT& model, const Optimizer& op
             {"data_rng", stream_json(state.data_rng)},
             {"dropout_rng", stream_json(state.dropout_rng)},
             {"learning_rates", lrs},
-            {"config", config_to_json(model.config())},
-            {"dtype", name_of(model.weights().dtype())}};
+            {"config", model.config_json()},
+            {"dtype", name_of(model.dtype())}};
   if (model.has_lora()) {
     meta["lora"] = settings_json(model.lora_settings());
     // Each adapter's dropout stream advances with every training forward; a resumed run continues it.
@@ -118,10 +118,10 @@ json read_metadata(const SafetensorsFile& st, const std::string& name) {
 }
 
 // The model must be the one the checkpoint was taken from, in the same mode with the same LoRA settings.
-void check_same_model(const Fields& f, const GPT& model, const std::string& name) {
-  const GPTConfig config = config_from_json(f.at("config"), name + " (checkpoint metadata \"config\")");
-  if (!(config == model.config()))
-    fail("{}: checkpoint of a model with {} but the model has {}", name, f.at("config").dump(), config_to_json(model.config()).dump());
+// Both configs are the family's config_json(), so equal models give equal JSON.
+void check_same_model(const Fields& f, const LanguageModel& model, const std::string& name) {
+  if (f.at("config") != model.config_json())
+    fail("{}: checkpoint of a model with {} but the model has {}", name, f.at("config").dump(), model.config_json().dump());
   const std::string mode = f.get<std::string>("mode");
   const std::string model_mode = model.has_lora() ? "lora" : "full";
   if (mode != model_mode)
@@ -144,7 +144,7 @@ struct RunPosition {
   std::vector<RandomStream> adapter_streams;  // empty: the checkpoint has none (full mode, or an older file)
 };
 
-RunPosition read_run_position(const Fields& f, const json& meta, const GPT& model, std::size_t optimizer_groups,
+RunPosition read_run_position(const Fields& f, const json& meta, const LanguageModel& model, std::size_t optimizer_groups,
                               const std::string& name) {
   RunPosition run;
   run.learning_rates = f.get<std::vector<double>>("learning_rates");
@@ -162,7 +162,7 @@ RunPosition read_run_position(const Fields& f, const json& meta, const GPT& mode
       const json wrapped{{"adapter_dropout_streams[" + std::to_string(i) + "]", streams[i]}};
       run.adapter_streams.push_back(Fields(wrapped, name).stream(wrapped.begin().key().c_str()));
     }
-    const std::size_t adapter_count = model.adapters().size();
+    const std::size_t adapter_count = model.lora_dropout_streams().size();
     if (run.adapter_streams.size() != adapter_count)
       fail("{}: checkpoint has {} adapter dropout streams, the model {} adapters", name, run.adapter_streams.size(), adapter_count);
   }
@@ -202,7 +202,7 @@ OptimizerState read_optimizer_state(const SafetensorsFile& st) {
 
 }  // namespace
 
-void load_checkpoint(const fs::path& file, GPT& model, Optimizer& optimizer, TrainingState& state) {
+void load_checkpoint(const fs::path& file, LanguageModel& model, Optimizer& optimizer, TrainingState& state) {
   const SafetensorsFile st = SafetensorsFile::open(file);
   const std::string name = file.string();
   // Everything is read and checked before anything changes.
