@@ -165,7 +165,7 @@ struct HfTokenizer::Impl {
   void parse_pre_tokenizer(const Json& pre);
   void parse_decoder(const Json& decoder_json);
   void parse_post_processor(const Json& post);
-  void parse_config(const Json& config, const std::string& config_name, bool has_post_processor);
+  void parse_config(const Json& config, const std::string& config_name);
 
   std::string normalize(std::string_view text) const;
   void encode_segment(std::string_view text, bool at_start, std::vector<std::int32_t>& out);
@@ -448,7 +448,7 @@ void HfTokenizer::Impl::parse_post_processor(const Json& post) {
   }
 }
 
-void HfTokenizer::Impl::parse_config(const Json& config, const std::string& config_name, bool has_post_processor) {
+void HfTokenizer::Impl::parse_config(const Json& config, const std::string& config_name) {
   if (!config.is_object()) fail("HfTokenizer: {} must hold a JSON object", config_name);
   // A special token is a spelling or an AddedToken object {"content": ...}.
   const auto spelling = [&](std::string_view key) -> std::string {
@@ -470,18 +470,8 @@ void HfTokenizer::Impl::parse_config(const Json& config, const std::string& conf
   bos = id_of_key("bos_token");
   eos = id_of_key("eos_token");
   pad = id_of_key("pad_token");
-  // transformers 5 takes BOS/EOS from tokenizer.json's post-processor when there is one and ignores
-  // add_bos_token/add_eos_token then; without one, they say what to add.
-  if (!has_post_processor) {
-    if (flag(config, "add_bos_token", false)) {
-      if (!bos) fail("HfTokenizer: {}: add_bos_token is true but there is no bos_token", config_name);
-      prefix_ids.push_back(*bos);
-    }
-    if (flag(config, "add_eos_token", false)) {
-      if (!eos) fail("HfTokenizer: {}: add_eos_token is true but there is no eos_token", config_name);
-      suffix_ids.push_back(*eos);
-    }
-  }
+  // add_bos_token/add_eos_token are not read: transformers 5 (like the tokenizers library) takes BOS and
+  // EOS from tokenizer.json's post-processor alone, with or without one (tests/text: config_flags).
 }
 
 std::string HfTokenizer::Impl::normalize(std::string_view text) const {
@@ -721,7 +711,7 @@ HfTokenizer HfTokenizer::parse(std::string_view tokenizer_json, std::string_view
     impl->parse_decoder(root.value("decoder", Json()));
     impl->parse_post_processor(root.value("post_processor", Json()));
     if (!config_json.empty())
-      impl->parse_config(parse_json(config_json, config_name), config_name, !root.value("post_processor", Json()).is_null());
+      impl->parse_config(parse_json(config_json, config_name), config_name);
   } catch (const Json::exception& e) {
     fail("HfTokenizer: {}: a field has the wrong type: {}", tokenizer_name, e.what());
   }

@@ -102,14 +102,23 @@ TEST_CASE("hf tokenizer: special tokens, BOS and EOS come from tokenizer.json an
   CHECK(qwen2.with_model_tokens(std::vector<std::int32_t>{5}) == std::vector<std::int32_t>{5});
 }
 
-TEST_CASE("hf tokenizer: add_bos_token/add_eos_token apply when tokenizer.json has no post-processor") {
-  nlohmann::json tokenizer = read_json(hf_tokenizer_dir("llama2") / "tokenizer.json");
-  tokenizer["post_processor"] = nullptr;
-  const std::string config = R"({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true, "add_eos_token": true})";
-  const HfTokenizer t = HfTokenizer::parse(tokenizer.dump(), config);
-  CHECK(t.with_model_tokens(std::vector<std::int32_t>{7}) == std::vector<std::int32_t>{1, 7, 2});
-  CHECK(HfTokenizer::parse(tokenizer.dump(), "").with_model_tokens(std::vector<std::int32_t>{7}) ==
-        std::vector<std::int32_t>{7});
+TEST_CASE("hf tokenizer: BOS/EOS come from the post-processor whatever add_bos_token/add_eos_token say") {
+  // As transformers 5 does: config_flags records its ids with the flags set either way, with and
+  // without a post-processor in tokenizer.json.
+  const auto dir = hf_tokenizer_dir("llama2");
+  const nlohmann::json reference = read_json(dir / "reference.json");
+  nlohmann::json tokenizer = read_json(dir / "tokenizer.json");
+  const nlohmann::json post_processor = tokenizer["post_processor"];
+  REQUIRE(reference.at("config_flags").size() == 4);
+  for (const auto& c : reference.at("config_flags")) {
+    CAPTURE(c.dump());
+    tokenizer["post_processor"] = c.at("post_processor").get<bool>() ? post_processor : nlohmann::json();
+    const nlohmann::json config = {{"bos_token", "<s>"}, {"eos_token", "</s>"},
+                                   {"add_bos_token", c.at("add_bos_token")}, {"add_eos_token", c.at("add_eos_token")}};
+    const HfTokenizer t = HfTokenizer::parse(tokenizer.dump(), config.dump());
+    const std::string text = c.at("text").get<std::string>();
+    CHECK(t.with_model_tokens(t.encode(text)) == c.at("ids").get<std::vector<std::int32_t>>());
+  }
 }
 
 TEST_CASE("hf tokenizer: lstrip and rstrip take the whitespace beside an added token into it") {
