@@ -94,6 +94,23 @@ TEST_CASE("hf tokenizer: a Metaspace decoder and Metaspace with split: true give
   CHECK(differs >= 10);
 }
 
+TEST_CASE("hf tokenizer: without byte_fallback unknown characters become one fused <unk>") {
+  const auto dir = hf_tokenizer_dir("llama2");
+  const nlohmann::json reference = read_json(dir / "reference.json");
+  nlohmann::json tokenizer = read_json(dir / "tokenizer.json");
+  tokenizer["model"]["byte_fallback"] = false;
+  const HfTokenizer t = HfTokenizer::parse(tokenizer.dump(), "");
+  const std::int32_t unk = *t.token_id("<unk>");
+  std::size_t with_unk = 0;
+  for (const auto& c : reference.at("variant").at("cases")) {
+    CAPTURE(c.at("text").get<std::string>());
+    const auto ids = t.encode(c.at("text").get<std::string>(), SpecialTokens::recognize);
+    CHECK(ids == c.at("ids").get<std::vector<std::int32_t>>());
+    with_unk += std::count(ids.begin(), ids.end(), unk) > 0;
+  }
+  CHECK(with_unk >= 20);
+}
+
 TEST_CASE("hf tokenizer: decode(encode(text)) gives the text back for byte-level tokenizers") {
   for (const char* name : {"gpt2", "llama3"}) {
     const HfTokenizer tokenizer = HfTokenizer::load(hf_tokenizer_dir(name));
