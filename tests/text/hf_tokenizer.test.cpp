@@ -194,6 +194,13 @@ TEST_CASE("hf tokenizer: what is not supported is refused with the field and its
   CHECK(regex_error.find("\\\\w+|[^\\\\w\\\\s]+") != std::string::npos);  // the pattern, as JSON shows it
   CHECK(regex_error.find("Llama 3") != std::string::npos);
 
+  nlohmann::json no_behavior = base;
+  no_behavior["pre_tokenizer"]["pretokenizers"][0].erase("behavior");
+  CHECK(error_of(no_behavior).find("Split.behavior = null") != std::string::npos);
+  nlohmann::json merged_with_previous = base;
+  merged_with_previous["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "MergedWithPrevious";
+  CHECK(error_of(merged_with_previous).find("Split.behavior = \"MergedWithPrevious\"") != std::string::npos);
+
   nlohmann::json lowercase = base;
   lowercase["normalizer"] = {{"type", "Lowercase"}};
   CHECK(error_of(lowercase).find("normalizer.type = \"Lowercase\"") != std::string::npos);
