@@ -137,7 +137,9 @@ std::vector<std::int32_t> read_tokens(const fs::path& file, const text::Tokenize
   return tokenizer.encode(text);
 }
 
-void run_train(const CLI::App& command, TrainOptions options) {
+// The checks that need no model: --resume against the run directory (and the saved settings merged in),
+// the target names, the device. Returns the settings the run uses.
+TrainSettings validated_settings(const CLI::App& command, TrainOptions& options) {
   const fs::path out = options.out;
   const fs::path run_file = out / "run.json", checkpoint_file = out / "checkpoint.safetensors";
   if (options.resume) {
@@ -148,122 +150,189 @@ void run_train(const CLI::App& command, TrainOptions options) {
     fail("--out {} already holds a run ({}); continue it with --resume or choose another --out", out.string(),
          checkpoint_file.string());
   }
-  if (options.threads > 0) set_cpu_threads(options.threads);
   const TrainSettings& s = options.settings;
   for (const auto& target : nn::expand_lora_targets(s.targets))
     if (std::find(nn::lora_target_names().begin(), nn::lora_target_names().end(), target) == nn::lora_target_names().end())
       fail("--targets {}: unknown target '{}' (accepted: {}, and mlp for fc,proj)", fmt::join(s.targets, ","), target,
            fmt::join(nn::lora_target_names(), ", "));
   if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::lora_target_names(), ", "));
-  const Device device = parse_device(options.device);
+  return s;
+}
 
-  nn::GPTWeights weights = load_model(s.model);
-  const nn::GPTConfig config = weights.config;
-  if (s.seq > config.n_positions)
-    fail("--seq {} exceeds the model's context of {} tokens (n_positions in {})", s.seq, config.n_positions,
-         (fs::path(s.model) / "config.json").string());
-  const auto tokenizer = load_tokenizer(s.model);
-  if (tokenizer->vocab_size() > config.vocab_size)
-    fail("--model {}: the tokenizer has {} tokens but the model only {} (vocab_size)", s.model, tokenizer->vocab_size(),
-         config.vocab_size);
-  const std::vector<std::int32_t> tokens = read_tokens(s.text, *tokenizer);
-  if (static_cast<std::int64_t>(tokens.size()) < s.seq + 2)
-    fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s.text, tokens.size(), s.seq);
-  move_to(weights, device);
-  nn::GPT model(std::move(weights));
+// One step's batch: `batch` windows of `seq` tokens at starts drawn from the data stream, and their
+// targets (the same windows shifted by one token).
+struct Batch {
+  TokenIds inputs, targets;
+};
 
-  nn::LoraSettings lora;
-  lora.config.rank = s.rank;
-  lora.config.alpha = s.alpha;
-  lora.config.dropout = s.dropout;
-  lora.config.scaling = parse_scaling(s.scaling);
-  lora.targets = s.targets;
-  RandomStream init_rng{derive_seed(s.seed, 1), 0};
-  model.enable_lora(lora, init_rng);
+class BatchSampler {
+ public:
+  BatchSampler(const std::vector<std::int32_t>& tokens, std::int64_t batch, std::int64_t seq)
+      : tokens_(tokens),
+        batch_(batch),
+        seq_(seq),
+        window_starts_(static_cast<std::uint64_t>(tokens.size()) - static_cast<std::uint64_t>(seq)) {}
 
-  AdamOptions adam;
-  adam.lr = s.lr;
-  adam.weight_decay = s.weight_decay;
-  AdamW optimizer(model.trainable_parameters(), adam);
-  const std::int64_t warmup = s.warmup >= 0 ? s.warmup : std::max<std::int64_t>(1, s.steps / 20);
-  LrScheduler schedule(optimizer, WarmupCosineSchedule(s.lr, std::max<std::int64_t>(1, warmup), s.steps, s.lr / 10));
-  nn::TrainingState state;
-  state.data_rng = RandomStream{derive_seed(s.seed, 2), 0};
-  state.dropout_rng = RandomStream{derive_seed(s.seed, 3), 0};
-
-  MetricsLog metrics;
-  if (options.resume) {
-    nn::load_checkpoint(checkpoint_file, model, optimizer, state);
-    if (fs::exists(out / "metrics.csv")) metrics = MetricsLog::read_csv(out / "metrics.csv");
-    metrics.truncate_before(state.step + 1);
-    fmt::print("resuming {} at step {} of {}\n", out.string(), state.step, s.steps);
-  } else {
-    fs::create_directories(out);
-    // Absolute paths, so that --resume works from any working directory.
-    TrainSettings saved = s;
-    saved.model = fs::absolute(s.model).string();
-    saved.text = fs::absolute(s.text).string();
-    write_json(run_file, saved.to_json());
-  }
-
-  const auto count = model.parameter_count();
-  fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%)\n", s.model, s.text, tokens.size(), count.trainable,
-             count.total(), 100 * count.trainable_fraction());
-
-  auto save = [&] {
-    nn::save_checkpoint(checkpoint_file, model, optimizer, state);
-    metrics.write_csv(out / "metrics.csv");
-    fs::create_directories(out / "adapter");
-    nn::save_adapter(out / "adapter", model);
-  };
-
-  const std::int64_t last = options.stop_at > 0 ? std::min(options.stop_at, s.steps) : s.steps;
-  const auto window_starts = static_cast<std::uint64_t>(tokens.size()) - static_cast<std::uint64_t>(s.seq);
-  model.train(true);
-  Progress progress("train", s.steps, "steps");
-  progress.update(state.step);
-  double seconds = 0.0;
-  std::int64_t steps_run = 0, steps_skipped = 0;
-  while (state.step < last) {
+  Batch next(RandomStream& data_rng) const {
     std::vector<std::int32_t> inputs, targets;
-    inputs.reserve(static_cast<std::size_t>(s.batch * s.seq));
+    inputs.reserve(static_cast<std::size_t>(batch_ * seq_));
     targets.reserve(inputs.capacity());
-    for (std::int64_t row = 0; row < s.batch; ++row) {
-      const auto start = static_cast<std::size_t>(draw_below(state.data_rng, window_starts));
-      inputs.insert(inputs.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start),
-                    tokens.begin() + static_cast<std::ptrdiff_t>(start) + s.seq);
-      targets.insert(targets.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start) + 1,
-                     tokens.begin() + static_cast<std::ptrdiff_t>(start) + s.seq + 1);
+    for (std::int64_t row = 0; row < batch_; ++row) {
+      const auto start = static_cast<std::ptrdiff_t>(draw_below(data_rng, window_starts_));
+      const auto first = tokens_.begin() + start;
+      inputs.insert(inputs.end(), first, first + seq_);
+      targets.insert(targets.end(), first + 1, first + seq_ + 1);
     }
-    const auto started = Clock::now();
-    const StepOutcome outcome = training_step(model, optimizer, schedule, state.step, token_ids(s.batch, s.seq, std::move(inputs)),
-                                              token_ids(s.batch, s.seq, std::move(targets)), s.clip, options.nonfinite);
-    const double step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
-    seconds += step_seconds;
-    ++steps_run;
-    steps_skipped += outcome.skipped;
-    ++state.step;
-    const double rate = static_cast<double>(s.batch * s.seq) / step_seconds;
-    metrics.add({state.step, "train", outcome.loss, outcome.lr, rate, outcome.skipped});
-    progress.update(state.step, fmt::format("loss {:.4f}  {:.0f} tok/s", outcome.loss, rate));
-    if (state.step % options.checkpoint_every == 0 || state.step == last) save();
+    return {token_ids(batch_, seq_, std::move(inputs)), token_ids(batch_, seq_, std::move(targets))};
   }
-  progress.finish();
-  if (steps_run == 0) save();
-  const bool plotted = plot_losses(out / "metrics.csv", out / "loss.png");
-  if (steps_skipped > 0)
-    fmt::print("skipped {} of the {} steps run: their loss or gradients were not finite (--skip-nonfinite; the 'skipped' "
-               "column of {})\n",
-               steps_skipped, steps_run, (out / "metrics.csv").string());
-  if (state.step < s.steps) {
-    fmt::print("stopped after step {} of {} (--stop-at); continue with: lowrank train --out {} --resume\n", state.step, s.steps,
-               out.string());
-  } else {
-    fmt::print("done: {} steps, final loss {:.4f}, {:.0f} tokens/s; wrote {}/adapter, checkpoint.safetensors, metrics.csv{}\n",
-               s.steps, metrics.rows().empty() ? 0.0 : metrics.rows().back().loss,
-               steps_run > 0 ? static_cast<double>(steps_run * s.batch * s.seq) / seconds : 0.0, out.string(),
-               plotted ? ", loss.png" : "");
+
+ private:
+  const std::vector<std::int32_t>& tokens_;
+  std::int64_t batch_, seq_;
+  std::uint64_t window_starts_;
+};
+
+// A run in --out: the model with its adapters, the optimizer and schedule, the training state and the
+// metrics, set up fresh or from the checkpoint; run() trains to --stop-at / --steps and save() writes the
+// checkpoint, metrics and adapter.
+class TrainingRun {
+ public:
+  TrainingRun(const TrainOptions& options, const TrainSettings& settings)
+      : options_(options),
+        s_(settings),
+        out_(options.out),
+        checkpoint_file_(out_ / "checkpoint.safetensors"),
+        model_(load_weights()),
+        optimizer_(enable_lora(), adam_options()),
+        schedule_(optimizer_, WarmupCosineSchedule(s_.lr, std::max<std::int64_t>(1, warmup()), s_.steps, s_.lr / 10)) {
+    state_.data_rng = RandomStream{derive_seed(s_.seed, 2), 0};
+    state_.dropout_rng = RandomStream{derive_seed(s_.seed, 3), 0};
+    if (options_.resume) {
+      nn::load_checkpoint(checkpoint_file_, model_, optimizer_, state_);
+      if (fs::exists(out_ / "metrics.csv")) metrics_ = MetricsLog::read_csv(out_ / "metrics.csv");
+      metrics_.truncate_before(state_.step + 1);
+      fmt::print("resuming {} at step {} of {}\n", out_.string(), state_.step, s_.steps);
+    } else {
+      fs::create_directories(out_);
+      // Absolute paths, so that --resume works from any working directory.
+      TrainSettings saved = s_;
+      saved.model = fs::absolute(s_.model).string();
+      saved.text = fs::absolute(s_.text).string();
+      write_json(out_ / "run.json", saved.to_json());
+    }
   }
+
+  void run() {
+    const auto count = model_.parameter_count();
+    fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%)\n", s_.model, s_.text, tokens_.size(),
+               count.trainable, count.total(), 100 * count.trainable_fraction());
+    const std::int64_t last = options_.stop_at > 0 ? std::min(options_.stop_at, s_.steps) : s_.steps;
+    const BatchSampler sampler(tokens_, s_.batch, s_.seq);
+    model_.train(true);
+    Progress progress("train", s_.steps, "steps");
+    progress.update(state_.step);
+    while (state_.step < last) {
+      const Batch batch = sampler.next(state_.data_rng);
+      const auto started = Clock::now();
+      const StepOutcome outcome = training_step(model_, optimizer_, schedule_, state_.step, batch.inputs, batch.targets, s_.clip,
+                                                options_.nonfinite);
+      const double step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+      seconds_ += step_seconds;
+      ++steps_run_;
+      steps_skipped_ += outcome.skipped;
+      ++state_.step;
+      const double rate = static_cast<double>(s_.batch * s_.seq) / step_seconds;
+      metrics_.add({state_.step, "train", outcome.loss, outcome.lr, rate, outcome.skipped});
+      progress.update(state_.step, fmt::format("loss {:.4f}  {:.0f} tok/s", outcome.loss, rate));
+      if (state_.step % options_.checkpoint_every == 0 || state_.step == last) save();
+    }
+    progress.finish();
+    if (steps_run_ == 0) save();
+    report();
+  }
+
+ private:
+  nn::GPTWeights load_weights() {
+    const Device device = parse_device(options_.device);
+    nn::GPTWeights weights = load_model(s_.model);
+    const nn::GPTConfig& config = weights.config;
+    if (s_.seq > config.n_positions)
+      fail("--seq {} exceeds the model's context of {} tokens (n_positions in {})", s_.seq, config.n_positions,
+           (fs::path(s_.model) / "config.json").string());
+    const auto tokenizer = load_tokenizer(s_.model);
+    if (tokenizer->vocab_size() > config.vocab_size)
+      fail("--model {}: the tokenizer has {} tokens but the model only {} (vocab_size)", s_.model, tokenizer->vocab_size(),
+           config.vocab_size);
+    tokens_ = read_tokens(s_.text, *tokenizer);
+    if (static_cast<std::int64_t>(tokens_.size()) < s_.seq + 2)
+      fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s_.text, tokens_.size(), s_.seq);
+    move_to(weights, device);
+    return weights;
+  }
+
+  Parameters enable_lora() {
+    nn::LoraSettings lora;
+    lora.config.rank = s_.rank;
+    lora.config.alpha = s_.alpha;
+    lora.config.dropout = s_.dropout;
+    lora.config.scaling = parse_scaling(s_.scaling);
+    lora.targets = s_.targets;
+    RandomStream init_rng{derive_seed(s_.seed, 1), 0};
+    model_.enable_lora(lora, init_rng);
+    return model_.trainable_parameters();
+  }
+
+  AdamOptions adam_options() const {
+    AdamOptions adam;
+    adam.lr = s_.lr;
+    adam.weight_decay = s_.weight_decay;
+    return adam;
+  }
+
+  std::int64_t warmup() const { return s_.warmup >= 0 ? s_.warmup : std::max<std::int64_t>(1, s_.steps / 20); }
+
+  void save() {
+    nn::save_checkpoint(checkpoint_file_, model_, optimizer_, state_);
+    metrics_.write_csv(out_ / "metrics.csv");
+    fs::create_directories(out_ / "adapter");
+    nn::save_adapter(out_ / "adapter", model_);
+  }
+
+  void report() const {
+    const bool plotted = plot_losses(out_ / "metrics.csv", out_ / "loss.png");
+    if (steps_skipped_ > 0)
+      fmt::print("skipped {} of the {} steps run: their loss or gradients were not finite (--skip-nonfinite; the 'skipped' "
+                 "column of {})\n",
+                 steps_skipped_, steps_run_, (out_ / "metrics.csv").string());
+    if (state_.step < s_.steps) {
+      fmt::print("stopped after step {} of {} (--stop-at); continue with: lowrank train --out {} --resume\n", state_.step,
+                 s_.steps, out_.string());
+    } else {
+      fmt::print("done: {} steps, final loss {:.4f}, {:.0f} tokens/s; wrote {}/adapter, checkpoint.safetensors, metrics.csv{}\n",
+                 s_.steps, metrics_.rows().empty() ? 0.0 : metrics_.rows().back().loss,
+                 steps_run_ > 0 ? static_cast<double>(steps_run_ * s_.batch * s_.seq) / seconds_ : 0.0, out_.string(),
+                 plotted ? ", loss.png" : "");
+    }
+  }
+
+  const TrainOptions& options_;
+  const TrainSettings s_;
+  const fs::path out_, checkpoint_file_;
+  std::vector<std::int32_t> tokens_;  // filled by load_weights(), before model_ is built
+  nn::GPT model_;
+  AdamW optimizer_;
+  LrScheduler schedule_;
+  nn::TrainingState state_;
+  MetricsLog metrics_;
+  double seconds_ = 0.0;
+  std::int64_t steps_run_ = 0, steps_skipped_ = 0;
+};
+
+void run_train(const CLI::App& command, TrainOptions options) {
+  const TrainSettings settings = validated_settings(command, options);
+  if (options.threads > 0) set_cpu_threads(options.threads);
+  TrainingRun run(options, settings);
+  run.run();
 }
 
 }  // namespace
