@@ -3,12 +3,18 @@
 // written atomically every --checkpoint-every steps and at the end), metrics.csv, loss.png and the PEFT
 // adapter in adapter/. --resume continues from the checkpoint and reproduces the uninterrupted run's
 // losses exactly.
+//
+// Under `mpirun -np N` (an MPI build, dist/) every rank loads the model and the text, draws the same
+// global batch, computes its share of the step's micro-batches and the gradients are summed over the
+// micro-batches in a fixed order (dist::MicroBatchGradients), so the run is the same bit for bit on any N
+// that divides the micro-batch count. Rank 0 alone writes files and prints progress.
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +24,8 @@
 
 #include "commands.hpp"
 #include "lowrank/core/error.hpp"
+#include "lowrank/dist/communicator.hpp"
+#include "lowrank/dist/micro_batches.hpp"
 #include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/checkpoint.hpp"
@@ -57,12 +65,14 @@ struct TrainSettings {
   std::int64_t steps = 200;
   std::int64_t batch = 8;
   std::int64_t seq = 128;
+  std::int64_t micro_batch = 0;  // windows per micro-batch; 0: the whole batch (resolved before the run)
   std::uint64_t seed = 0;
 
   nlohmann::json to_json() const {
     return {{"model", model}, {"text", text},   {"rank", rank},   {"alpha", alpha}, {"dropout", dropout},
             {"targets", targets}, {"scaling", scaling}, {"lr", lr}, {"weight_decay", weight_decay},
-            {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"seed", seed}};
+            {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"micro_batch", micro_batch},
+            {"seed", seed}};
   }
 };
 
@@ -102,6 +112,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
       fail("{}: setting '{}' {}", run_file.string(), key, problem);
   };
   for (const char* key : {"rank", "steps", "batch", "seq"}) check(key, positive_integer);
+  check("micro_batch", non_negative_integer);
   for (const char* key : {"alpha", "lr"}) check(key, positive_number);
   for (const char* key : {"dropout", "weight_decay", "clip"}) check(key, non_negative_number);
   if (result["warmup"] != -1) check("warmup", non_negative_integer);
@@ -122,6 +133,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
     merged.steps = result["steps"];
     merged.batch = result["batch"];
     merged.seq = result["seq"];
+    merged.micro_batch = result["micro_batch"];
     merged.seed = result["seed"];
   } catch (const nlohmann::json::exception& e) {
     fail("{}: a setting has the wrong type: {}", run_file.string(), e.what());
@@ -138,8 +150,8 @@ std::vector<std::int32_t> read_tokens(const fs::path& file, const text::Tokenize
 }
 
 // The checks that need no model: --resume against the run directory (and the saved settings merged in),
-// the target names, the device. Returns the settings the run uses.
-TrainSettings validated_settings(const CLI::App& command, TrainOptions& options) {
+// the target names, the micro-batches against the ranks. Returns the settings the run uses.
+TrainSettings validated_settings(const CLI::App& command, TrainOptions& options, const dist::Communicator& comm) {
   const fs::path out = options.out;
   const fs::path run_file = out / "run.json", checkpoint_file = out / "checkpoint.safetensors";
   if (options.resume) {
@@ -156,13 +168,34 @@ TrainSettings validated_settings(const CLI::App& command, TrainOptions& options)
       fail("--targets {}: unknown target '{}' (accepted: {}, and mlp for fc,proj)", fmt::join(s.targets, ","), target,
            fmt::join(nn::lora_target_names(), ", "));
   if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::lora_target_names(), ", "));
-  return s;
+  TrainSettings resolved = s;
+  if (resolved.micro_batch == 0) resolved.micro_batch = resolved.batch;
+  if (resolved.batch % resolved.micro_batch != 0)
+    fail("--micro-batch {} does not divide --batch {}", resolved.micro_batch, resolved.batch);
+  const std::int64_t micro_batches = resolved.batch / resolved.micro_batch;
+  if (micro_batches % comm.size() != 0)
+    fail("--batch {} in micro-batches of {} is {} micro-batch{}, which {} ranks cannot share evenly; choose --micro-batch so "
+         "that batch / micro-batch is a multiple of the rank count (e.g. --micro-batch 1: then any rank count that divides "
+         "--batch gives the same result)",
+         resolved.batch, resolved.micro_batch, micro_batches, micro_batches == 1 ? "" : "es", comm.size());
+  return resolved;
 }
 
 // One step's batch: `batch` windows of `seq` tokens at starts drawn from the data stream, and their
-// targets (the same windows shifted by one token).
+// targets (the same windows shifted by one token). Every rank draws the whole batch (the same one) and
+// takes its micro-batches' rows.
 struct Batch {
-  TokenIds inputs, targets;
+  std::int64_t seq = 0;
+  std::vector<std::int32_t> inputs, targets;  // [batch, seq], row-major
+
+  TokenIds input_rows(std::int64_t first, std::int64_t rows) const { return slice(inputs, first, rows); }
+  TokenIds target_rows(std::int64_t first, std::int64_t rows) const { return slice(targets, first, rows); }
+
+ private:
+  TokenIds slice(const std::vector<std::int32_t>& ids, std::int64_t first, std::int64_t rows) const {
+    const auto begin = ids.begin() + static_cast<std::ptrdiff_t>(first * seq);
+    return token_ids(rows, seq, std::vector<std::int32_t>(begin, begin + static_cast<std::ptrdiff_t>(rows * seq)));
+  }
 };
 
 class BatchSampler {
@@ -183,7 +216,7 @@ class BatchSampler {
       inputs.insert(inputs.end(), first, first + seq_);
       targets.insert(targets.end(), first + 1, first + seq_ + 1);
     }
-    return {token_ids(batch_, seq_, std::move(inputs)), token_ids(batch_, seq_, std::move(targets))};
+    return {seq_, std::move(inputs), std::move(targets)};
   }
 
  private:
@@ -194,11 +227,12 @@ class BatchSampler {
 
 // A run in --out: the model with its adapters, the optimizer and schedule, the training state and the
 // metrics, set up fresh or from the checkpoint; run() trains to --stop-at / --steps and save() writes the
-// checkpoint, metrics and adapter.
+// checkpoint, metrics and adapter (rank 0 only).
 class TrainingRun {
  public:
-  TrainingRun(const TrainOptions& options, const TrainSettings& settings)
+  TrainingRun(const TrainOptions& options, const TrainSettings& settings, dist::Communicator& comm)
       : options_(options),
+        comm_(comm),
         s_(settings),
         out_(options.out),
         checkpoint_file_(out_ / "checkpoint.safetensors"),
@@ -209,10 +243,12 @@ class TrainingRun {
     state_.dropout_rng = RandomStream{derive_seed(s_.seed, 3), 0};
     if (options_.resume) {
       nn::load_checkpoint(checkpoint_file_, model_, optimizer_, state_);
-      if (fs::exists(out_ / "metrics.csv")) metrics_ = MetricsLog::read_csv(out_ / "metrics.csv");
-      metrics_.truncate_before(state_.step + 1);
-      fmt::print("resuming {} at step {} of {}\n", out_.string(), state_.step, s_.steps);
-    } else {
+      if (comm_.is_root()) {
+        if (fs::exists(out_ / "metrics.csv")) metrics_ = MetricsLog::read_csv(out_ / "metrics.csv");
+        metrics_.truncate_before(state_.step + 1);
+        fmt::print("resuming {} at step {} of {}{}\n", out_.string(), state_.step, s_.steps, on_ranks());
+      }
+    } else if (comm_.is_root()) {
       fs::create_directories(out_);
       // Absolute paths, so that --resume works from any working directory.
       TrainSettings saved = s_;
@@ -220,22 +256,26 @@ class TrainingRun {
       saved.text = fs::absolute(s_.text).string();
       write_json(out_ / "run.json", saved.to_json());
     }
+    gradients_ = std::make_unique<dist::MicroBatchGradients>(comm_, model_.trainable_parameters(), s_.batch / s_.micro_batch);
+    model_.train(true);
+    measure_dropout_strides();
   }
 
   void run() {
+    const bool root = comm_.is_root();
     const auto count = model_.parameter_count();
-    fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%)\n", s_.model, s_.text, tokens_.size(),
-               count.trainable, count.total(), 100 * count.trainable_fraction());
+    if (root)
+      fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%){}\n", s_.model, s_.text, tokens_.size(),
+                 count.trainable, count.total(), 100 * count.trainable_fraction(), on_ranks());
     const std::int64_t last = options_.stop_at > 0 ? std::min(options_.stop_at, s_.steps) : s_.steps;
     const BatchSampler sampler(tokens_, s_.batch, s_.seq);
-    model_.train(true);
-    Progress progress("train", s_.steps, "steps");
-    progress.update(state_.step);
+    std::optional<Progress> progress;
+    if (root) progress.emplace("train", s_.steps, "steps");
+    if (progress) progress->update(state_.step);
     while (state_.step < last) {
       const Batch batch = sampler.next(state_.data_rng);
       const auto started = Clock::now();
-      const StepOutcome outcome = training_step(model_, optimizer_, schedule_, state_.step, batch.inputs, batch.targets, s_.clip,
-                                                options_.nonfinite);
+      const StepOutcome outcome = step(batch);
       const double step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
       seconds_ += step_seconds;
       ++steps_run_;
@@ -243,15 +283,59 @@ class TrainingRun {
       ++state_.step;
       const double rate = static_cast<double>(s_.batch * s_.seq) / step_seconds;
       metrics_.add({state_.step, "train", outcome.loss, outcome.lr, rate, outcome.skipped});
-      progress.update(state_.step, fmt::format("loss {:.4f}  {:.0f} tok/s", outcome.loss, rate));
+      if (progress) progress->update(state_.step, fmt::format("loss {:.4f}  {:.0f} tok/s", outcome.loss, rate));
       if (state_.step % options_.checkpoint_every == 0 || state_.step == last) save();
     }
-    progress.finish();
+    if (progress) progress->finish();
     if (steps_run_ == 0) save();
-    report();
+    if (root) report();
   }
 
  private:
+  // One optimizer step: this rank's micro-batches, each forward and backward on its own, their gradients
+  // summed with every rank's in micro-batch order, then the same update on every rank.
+  StepOutcome step(const Batch& batch) {
+    optimizer_.zero_grad();
+    const std::vector<RandomStream> streams = model_.lora_dropout_streams();
+    std::string failure;
+    try {
+      for (std::int64_t j = 0; j < gradients_->per_rank(); ++j) {
+        const std::int64_t m = gradients_->global_index(j);
+        place_dropout_streams(streams, m);
+        const std::int64_t first = m * s_.micro_batch;
+        const double loss = forward_backward_checked(model_, state_.step, batch.input_rows(first, s_.micro_batch),
+                                                     batch.target_rows(first, s_.micro_batch), options_.nonfinite);
+        gradients_->add(j, loss);
+      }
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    const double loss = gradients_->finish(failure);
+    place_dropout_streams(streams, gradients_->micro_batches());
+    return update_step(model_, optimizer_, schedule_, state_.step, loss, s_.clip, options_.nonfinite);
+  }
+
+  // Micro-batch m draws its LoRA dropout masks from where it would in one process running micro-batches
+  // 0..M-1 in turn: each stream's step-start offset plus m strides (one micro-batch's draw). With one
+  // micro-batch the streams simply advance as before.
+  void measure_dropout_strides() {
+    if (gradients_->micro_batches() == 1) return;
+    const std::vector<RandomStream> before = model_.lora_dropout_streams();
+    const std::vector<std::int32_t> zeros(static_cast<std::size_t>(s_.micro_batch * s_.seq), 0);
+    model_.loss(token_ids(s_.micro_batch, s_.seq, zeros), token_ids(s_.micro_batch, s_.seq, zeros));
+    const std::vector<RandomStream> after = model_.lora_dropout_streams();
+    for (std::size_t i = 0; i < before.size(); ++i) dropout_strides_.push_back(after[i].offset - before[i].offset);
+    model_.set_lora_dropout_streams(before);
+  }
+  void place_dropout_streams(const std::vector<RandomStream>& step_start, std::int64_t m) {
+    if (gradients_->micro_batches() == 1) return;
+    std::vector<RandomStream> placed = step_start;
+    for (std::size_t i = 0; i < placed.size(); ++i) placed[i].offset += static_cast<std::uint64_t>(m) * dropout_strides_[i];
+    model_.set_lora_dropout_streams(placed);
+  }
+
+  std::string on_ranks() const { return comm_.size() > 1 ? fmt::format(" on {} ranks", comm_.size()) : ""; }
+
   nn::GPTWeights load_weights() {
     const Device device = parse_device(options_.device);
     nn::GPTWeights weights = load_model(s_.model);
@@ -291,11 +375,21 @@ class TrainingRun {
 
   std::int64_t warmup() const { return s_.warmup >= 0 ? s_.warmup : std::max<std::int64_t>(1, s_.steps / 20); }
 
+  // Rank 0 writes (each file atomically); every rank then learns whether that worked, so that a failed
+  // write stops all of them.
   void save() {
-    nn::save_checkpoint(checkpoint_file_, model_, optimizer_, state_);
-    metrics_.write_csv(out_ / "metrics.csv");
-    fs::create_directories(out_ / "adapter");
-    nn::save_adapter(out_ / "adapter", model_);
+    std::string failure;
+    if (comm_.is_root()) {
+      try {
+        nn::save_checkpoint(checkpoint_file_, model_, optimizer_, state_);
+        metrics_.write_csv(out_ / "metrics.csv");
+        fs::create_directories(out_ / "adapter");
+        nn::save_adapter(out_ / "adapter", model_);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+    }
+    comm_.agree(failure);
   }
 
   void report() const {
@@ -316,6 +410,7 @@ class TrainingRun {
   }
 
   const TrainOptions& options_;
+  dist::Communicator& comm_;
   const TrainSettings s_;
   const fs::path out_, checkpoint_file_;
   std::vector<std::int32_t> tokens_;  // filled by load_weights(), before model_ is built
@@ -323,16 +418,27 @@ class TrainingRun {
   AdamW optimizer_;
   LrScheduler schedule_;
   nn::TrainingState state_;
-  MetricsLog metrics_;
+  MetricsLog metrics_;  // rank 0's
+  std::unique_ptr<dist::MicroBatchGradients> gradients_;
+  std::vector<std::uint64_t> dropout_strides_;  // per LoRA dropout stream, one micro-batch's draw
   double seconds_ = 0.0;
   std::int64_t steps_run_ = 0, steps_skipped_ = 0;
 };
 
 void run_train(const CLI::App& command, TrainOptions options) {
-  const TrainSettings settings = validated_settings(command, options);
-  if (options.threads > 0) set_cpu_threads(options.threads);
-  TrainingRun run(options, settings);
-  run.run();
+  dist::Communicator& comm = dist::world();
+  // Every rank sets up on its own; a rank that fails (a missing file, a bad flag) stops them all, named.
+  std::unique_ptr<TrainingRun> run;
+  std::string failure;
+  try {
+    const TrainSettings settings = validated_settings(command, options, comm);
+    if (options.threads > 0) set_cpu_threads(options.threads);
+    run = std::make_unique<TrainingRun>(options, settings, comm);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  comm.agree(failure);
+  run->run();
 }
 
 }  // namespace
@@ -363,6 +469,11 @@ void add_train_command(CLI::App& app) {
   command->add_option("--clip", s.clip, "clip the global gradient norm to this (0: no clipping)")->check(non_negative_number)->capture_default_str();
   command->add_option("--steps", s.steps, "optimizer steps")->check(positive_integer)->capture_default_str();
   command->add_option("--batch", s.batch, "windows per step")->check(positive_integer)->capture_default_str();
+  command->add_option("--micro-batch", s.micro_batch,
+                      "windows per micro-batch (default: the whole batch); each micro-batch is one forward and backward, "
+                      "their gradients summed in a fixed order, so that mpirun -np N gives the same result for every N "
+                      "dividing batch / micro-batch")
+      ->check(positive_integer);
   command->add_option("--seq", s.seq, "tokens per window (at most the model's n_positions)")->check(positive_integer)->capture_default_str();
   command->add_option("--seed", s.seed, "seed of the LoRA init and the data order")->capture_default_str();
   command->add_option("--device", options->device, "where to train")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
