@@ -32,9 +32,14 @@ MicroBatchGradients::MicroBatchGradients(Communicator& comm, Parameters paramete
     b.parameters.push_back(i);
     b.size += bytes / sizeof(float);
   }
-  for (Bucket& b : buckets_) {
-    b.offset = parameter_offsets_[b.parameters.back()];  // the lowest parameter index of the bucket
+  bucket_of_.resize(parameters_.size());
+  for (std::size_t b = 0; b < buckets_.size(); ++b) {
+    buckets_[b].offset = parameter_offsets_[buckets_[b].parameters.back()];  // the lowest parameter index of the bucket
+    for (const std::size_t i : buckets_[b].parameters) bucket_of_[i] = b;
   }
+  for (std::size_t i = 0; i < parameters_.size(); ++i) index_of_[parameters_[i].get()] = i;
+  final_in_bucket_.assign(buckets_.size(), 0);
+  parameter_final_.assign(parameters_.size(), false);
   const auto k = static_cast<std::size_t>(per_rank_);
   local_.assign(k, std::vector<float>(floats_));
   gathered_.resize(k);
@@ -49,12 +54,21 @@ MicroBatchGradients::MicroBatchGradients(Communicator& comm, Parameters paramete
 
 MicroBatchGradients::~MicroBatchGradients() = default;
 
-void MicroBatchGradients::bucket_ready(std::int64_t j, std::size_t bucket_index) {
-  if (j < 0 || j >= per_rank_) fail("dist::MicroBatchGradients: micro-batch slot {} outside 0..{}", j, per_rank_ - 1);
-  if (bucket_index >= buckets_.size()) fail("dist::MicroBatchGradients: bucket {} of {}", bucket_index, buckets_.size());
-  const auto slot = static_cast<std::size_t>(j);
+void MicroBatchGradients::ready(const Parameters& done) {
+  if (next_slot_ >= static_cast<std::size_t>(per_rank_))
+    fail("dist::MicroBatchGradients::ready: all {} micro-batches of this rank were added already", per_rank_);
+  for (const auto& p : done) {
+    const auto found = index_of_.find(p.get());
+    if (found == index_of_.end()) fail("dist::MicroBatchGradients::ready: '{}' is not one of the parameters", p->name);
+    if (parameter_final_[found->second]) continue;
+    parameter_final_[found->second] = true;
+    const std::size_t b = bucket_of_[found->second];
+    if (++final_in_bucket_[b] == buckets_[b].parameters.size()) bucket_ready(next_slot_, b);
+  }
+}
+
+void MicroBatchGradients::bucket_ready(std::size_t slot, std::size_t bucket_index) {
   const std::size_t flag = slot * buckets_.size() + bucket_index;
-  if (bucket_started_[flag]) fail("dist::MicroBatchGradients: bucket {} of micro-batch slot {} added twice", bucket_index, j);
   const Bucket& b = buckets_[bucket_index];
   for (const std::size_t i : b.parameters) {
     Parameter& p = *parameters_[i];
@@ -67,14 +81,16 @@ void MicroBatchGradients::bucket_ready(std::int64_t j, std::size_t bucket_index)
   pending_[flag] = comm_.start_all_gather(mine, gathered_[slot][bucket_index]);
 }
 
-void MicroBatchGradients::add_loss(std::int64_t j, double loss) {
-  if (j < 0 || j >= per_rank_) fail("dist::MicroBatchGradients: micro-batch slot {} outside 0..{}", j, per_rank_ - 1);
-  local_losses_[static_cast<std::size_t>(j)] = loss;
-}
-
 void MicroBatchGradients::add(std::int64_t j, double loss) {
-  for (std::size_t b = 0; b < buckets_.size(); ++b) bucket_ready(j, b);
-  add_loss(j, loss);
+  if (j < 0 || j >= per_rank_) fail("dist::MicroBatchGradients: micro-batch slot {} outside 0..{}", j, per_rank_ - 1);
+  const auto slot = static_cast<std::size_t>(j);
+  if (slot != next_slot_) fail("dist::MicroBatchGradients::add: micro-batch slot {} added, but slot {} is next", j, next_slot_);
+  for (std::size_t b = 0; b < buckets_.size(); ++b)
+    if (!bucket_started_[slot * buckets_.size() + b]) bucket_ready(slot, b);
+  local_losses_[slot] = loss;
+  ++next_slot_;
+  std::fill(final_in_bucket_.begin(), final_in_bucket_.end(), 0);
+  std::fill(parameter_final_.begin(), parameter_final_.end(), false);
 }
 
 double MicroBatchGradients::finish(const std::string& failure) {
@@ -90,6 +106,9 @@ double MicroBatchGradients::finish(const std::string& failure) {
     bucket_started_[f] = true;
   }
   std::fill(bucket_started_.begin(), bucket_started_.end(), false);
+  next_slot_ = 0;
+  std::fill(final_in_bucket_.begin(), final_in_bucket_.end(), 0);
+  std::fill(parameter_final_.begin(), parameter_final_.end(), false);
   for (auto& p : pending_) {
     p->wait();
     p.reset();

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "lowrank/autodiff/parameter.hpp"
@@ -45,14 +46,14 @@ class MicroBatchGradients {
 
   // After the backward of this rank's j-th micro-batch (j = 0, 1, ... in order; the parameters' gradients
   // hold exactly that micro-batch's gradient): copies them into slot j, zeroes them for the next
-  // micro-batch and starts all-gathering slot j. `loss` is the micro-batch's loss.
+  // micro-batch and starts all-gathering slot j (the buckets ready() has not started yet).
+  // `loss` is the micro-batch's loss.
   void add(std::int64_t j, double loss);
-  // Bucket-wise form of add() for a backward that reports its progress: bucket b of slot j is ready
-  // (its parameters' gradients are final for micro-batch j). add_loss() completes the slot.
-  void bucket_ready(std::int64_t j, std::size_t bucket);
-  void add_loss(std::int64_t j, double loss);
-  // The parameters (indices into the constructor's list) of bucket b.
-  const std::vector<std::size_t>& bucket(std::size_t b) const { return buckets_[b].parameters; }
+  // During the backward of the micro-batch add() will get next: the gradients of `done` are final.
+  // Each bucket whose parameters are all final is copied and its all-gather started at once, so that it
+  // travels while backward computes the rest (nn::GPT::set_gradients_ready calls this per block). Every
+  // rank runs the same backward, so the buckets start in the same order everywhere, as MPI requires.
+  void ready(const Parameters& done);
 
   // Waits for every slot, writes (1/M)·Σ g_m (in micro-batch order) into the parameters' gradients and
   // returns the mean loss, Σ loss_m / M, also summed in order. Every rank must have added per_rank()
@@ -63,6 +64,7 @@ class MicroBatchGradients {
   double finish(const std::string& failure = {});
 
  private:
+  void bucket_ready(std::size_t slot, std::size_t bucket);
   struct Bucket {
     std::vector<std::size_t> parameters;
     std::size_t offset = 0, size = 0;  // in floats, within one micro-batch's flat gradient
@@ -79,6 +81,11 @@ class MicroBatchGradients {
   std::vector<std::unique_ptr<Pending>> pending_;
   std::vector<double> local_losses_;
   std::vector<bool> bucket_started_;  // per slot and bucket
+  std::unordered_map<const Parameter*, std::size_t> index_of_;
+  std::vector<std::size_t> bucket_of_;       // per parameter
+  std::vector<std::size_t> final_in_bucket_;  // for the slot being computed: parameters ready per bucket
+  std::vector<bool> parameter_final_;
+  std::size_t next_slot_ = 0;
 };
 
 }  // namespace lowrank::dist

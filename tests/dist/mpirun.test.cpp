@@ -163,4 +163,23 @@ TEST_CASE("mpirun: a killed rank stops the run; its last checkpoint resumes on f
   check_same_run(dir / "whole", dir / "run");
 }
 
+TEST_CASE("mpirun: full fine-tuning through the library, buckets sent during backward, is the same bits on 1, 2 and 3 ranks") {
+  REQUIRE_MPIRUN();
+  ScratchDir dir("mpirun_full");
+  const std::string program = shell_word(LOWRANK_DIST_FULL_FINETUNE);
+  // One process, buckets sent after each backward: the reference.
+  const CliResult alone = run_command(program + " " + shell_word((dir / "alone").string()) + " after-backward");
+  INFO(alone.output);
+  REQUIRE(alone.status == 0);
+  const std::string reference = lowrank::test::read_raw(dir / "alone");
+  CHECK(reference.find("h.1.mlp.c_proj.weight") != std::string::npos);
+  for (int ranks : {1, 2, 3}) {
+    const fs::path out = dir / ("ranks" + std::to_string(ranks));
+    const CliResult run = run_command(mpirun(ranks) + program + " " + shell_word(out.string()));
+    INFO(ranks, " ranks: ", run.output);
+    REQUIRE(run.status == 0);
+    CHECK(lowrank::test::read_raw(out) == reference);
+  }
+}
+
 #endif
