@@ -1,4 +1,4 @@
-// `lowrank train`: LoRA fine-tuning of a GPT-2 model directory on a text file. The run lives in --out:
+// `lowrank train`: LoRA fine-tuning of a model directory (any family of nn::load_model) on a text file. The run lives in --out:
 // run.json (its settings), checkpoint.safetensors (adapters, AdamW state, step and random streams,
 // written atomically every --checkpoint-every steps and at the end), metrics.csv, loss.png and the PEFT
 // adapter in adapter/. --resume continues from the checkpoint and reproduces the uninterrupted run's
@@ -26,9 +26,8 @@
 #include "lowrank/core/error.hpp"
 #include "lowrank/dist/communicator.hpp"
 #include "lowrank/dist/micro_batches.hpp"
-#include "lowrank/nn/adapter_files.hpp"
-#include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/checkpoint.hpp"
+#include "lowrank/nn/language_model.hpp"
 #include "lowrank/optim/adam.hpp"
 #include "lowrank/optim/schedule.hpp"
 #include "progress.hpp"
@@ -38,13 +37,6 @@
 
 namespace lowrank::tools {
 namespace {
-
-// --targets accepts the six projections and the shorthand mlp (= fc,proj; nn::expand_lora_targets).
-std::vector<std::string> accepted_target_names() {
-  std::vector<std::string> names = nn::lora_target_names();
-  names.emplace_back("mlp");
-  return names;
-}
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -163,11 +155,7 @@ TrainSettings validated_settings(const CLI::App& command, TrainOptions& options,
          checkpoint_file.string());
   }
   const TrainSettings& s = options.settings;
-  for (const auto& target : nn::expand_lora_targets(s.targets))
-    if (std::find(nn::lora_target_names().begin(), nn::lora_target_names().end(), target) == nn::lora_target_names().end())
-      fail("--targets {}: unknown target '{}' (accepted: {}, and mlp for fc,proj)", fmt::join(s.targets, ","), target,
-           fmt::join(nn::lora_target_names(), ", "));
-  if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::lora_target_names(), ", "));
+  if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::all_lora_target_names(), ", "));
   TrainSettings resolved = s;
   if (resolved.micro_batch == 0) resolved.micro_batch = resolved.batch;
   if (resolved.batch % resolved.micro_batch != 0)
@@ -236,13 +224,13 @@ class TrainingRun {
         s_(settings),
         out_(options.out),
         checkpoint_file_(out_ / "checkpoint.safetensors"),
-        model_(load_weights()),
+        model_(load()),
         optimizer_(enable_lora(), adam_options()),
         schedule_(optimizer_, WarmupCosineSchedule(s_.lr, std::max<std::int64_t>(1, warmup()), s_.steps, s_.lr / 10)) {
     state_.data_rng = RandomStream{derive_seed(s_.seed, 2), 0};
     state_.dropout_rng = RandomStream{derive_seed(s_.seed, 3), 0};
     if (options_.resume) {
-      nn::load_checkpoint(checkpoint_file_, model_, optimizer_, state_);
+      nn::load_checkpoint(checkpoint_file_, *model_, optimizer_, state_);
       if (comm_.is_root()) {
         if (fs::exists(out_ / "metrics.csv")) metrics_ = MetricsLog::read_csv(out_ / "metrics.csv");
         metrics_.truncate_before(state_.step + 1);
@@ -256,14 +244,14 @@ class TrainingRun {
       saved.text = fs::absolute(s_.text).string();
       write_json(out_ / "run.json", saved.to_json());
     }
-    gradients_ = std::make_unique<dist::MicroBatchGradients>(comm_, model_.trainable_parameters(), s_.batch / s_.micro_batch);
-    model_.train(true);
+    gradients_ = std::make_unique<dist::MicroBatchGradients>(comm_, model_->trainable_parameters(), s_.batch / s_.micro_batch);
+    model_->train(true);
     measure_dropout_strides();
   }
 
   void run() {
     const bool root = comm_.is_root();
-    const auto count = model_.parameter_count();
+    const auto count = model_->parameter_count();
     if (root)
       fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%){}\n", s_.model, s_.text, tokens_.size(),
                  count.trainable, count.total(), 100 * count.trainable_fraction(), on_ranks());
@@ -296,14 +284,14 @@ class TrainingRun {
   // summed with every rank's in micro-batch order, then the same update on every rank.
   StepOutcome step(const Batch& batch) {
     optimizer_.zero_grad();
-    const std::vector<RandomStream> streams = model_.lora_dropout_streams();
+    const std::vector<RandomStream> streams = model_->lora_dropout_streams();
     std::string failure;
     try {
       for (std::int64_t j = 0; j < gradients_->per_rank(); ++j) {
         const std::int64_t m = gradients_->global_index(j);
         place_dropout_streams(streams, m);
         const std::int64_t first = m * s_.micro_batch;
-        const double loss = forward_backward_checked(model_, state_.step, batch.input_rows(first, s_.micro_batch),
+        const double loss = forward_backward_checked(*model_, state_.step, batch.input_rows(first, s_.micro_batch),
                                                      batch.target_rows(first, s_.micro_batch), options_.nonfinite);
         gradients_->add(j, loss);
       }
@@ -312,7 +300,7 @@ class TrainingRun {
     }
     const double loss = gradients_->finish(failure);
     place_dropout_streams(streams, gradients_->micro_batches());
-    return update_step(model_, optimizer_, schedule_, state_.step, loss, s_.clip, options_.nonfinite);
+    return update_step(*model_, optimizer_, schedule_, state_.step, loss, s_.clip, options_.nonfinite);
   }
 
   // Micro-batch m draws its LoRA dropout masks from where it would in one process running micro-batches
@@ -320,38 +308,37 @@ class TrainingRun {
   // micro-batch the streams simply advance as before.
   void measure_dropout_strides() {
     if (gradients_->micro_batches() == 1) return;
-    const std::vector<RandomStream> before = model_.lora_dropout_streams();
+    const std::vector<RandomStream> before = model_->lora_dropout_streams();
     const std::vector<std::int32_t> zeros(static_cast<std::size_t>(s_.micro_batch * s_.seq), 0);
-    model_.loss(token_ids(s_.micro_batch, s_.seq, zeros), token_ids(s_.micro_batch, s_.seq, zeros));
-    const std::vector<RandomStream> after = model_.lora_dropout_streams();
+    model_->loss(token_ids(s_.micro_batch, s_.seq, zeros), token_ids(s_.micro_batch, s_.seq, zeros));
+    const std::vector<RandomStream> after = model_->lora_dropout_streams();
     for (std::size_t i = 0; i < before.size(); ++i) dropout_strides_.push_back(after[i].offset - before[i].offset);
-    model_.set_lora_dropout_streams(before);
+    model_->set_lora_dropout_streams(before);
   }
   void place_dropout_streams(const std::vector<RandomStream>& step_start, std::int64_t m) {
     if (gradients_->micro_batches() == 1) return;
     std::vector<RandomStream> placed = step_start;
     for (std::size_t i = 0; i < placed.size(); ++i) placed[i].offset += static_cast<std::uint64_t>(m) * dropout_strides_[i];
-    model_.set_lora_dropout_streams(placed);
+    model_->set_lora_dropout_streams(placed);
   }
 
   std::string on_ranks() const { return comm_.size() > 1 ? fmt::format(" on {} ranks", comm_.size()) : ""; }
 
-  nn::GPTWeights load_weights() {
+  std::unique_ptr<nn::LanguageModel> load() {
     const Device device = parse_device(options_.device);
-    nn::GPTWeights weights = load_model(s_.model);
-    const nn::GPTConfig& config = weights.config;
-    if (s_.seq > config.n_positions)
-      fail("--seq {} exceeds the model's context of {} tokens (n_positions in {})", s_.seq, config.n_positions,
+    std::unique_ptr<nn::LanguageModel> model = load_model(s_.model, device);
+    model_lora_targets(*model, s_.targets);
+    if (s_.seq > model->context_length())
+      fail("--seq {} exceeds the model's context of {} tokens ({} in {})", s_.seq, model->context_length(), model->context_length_key(),
            (fs::path(s_.model) / "config.json").string());
     const auto tokenizer = load_tokenizer(s_.model);
-    if (tokenizer->vocab_size() > config.vocab_size)
+    if (tokenizer->vocab_size() > model->vocab_size())
       fail("--model {}: the tokenizer has {} tokens but the model only {} (vocab_size)", s_.model, tokenizer->vocab_size(),
-           config.vocab_size);
+           model->vocab_size());
     tokens_ = read_tokens(s_.text, *tokenizer);
     if (static_cast<std::int64_t>(tokens_.size()) < s_.seq + 2)
       fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s_.text, tokens_.size(), s_.seq);
-    move_to(weights, device);
-    return weights;
+    return model;
   }
 
   Parameters enable_lora() {
@@ -362,8 +349,8 @@ class TrainingRun {
     lora.config.scaling = parse_scaling(s_.scaling);
     lora.targets = s_.targets;
     RandomStream init_rng{derive_seed(s_.seed, 1), 0};
-    model_.enable_lora(lora, init_rng);
-    return model_.trainable_parameters();
+    model_->enable_lora(lora, init_rng);
+    return model_->trainable_parameters();
   }
 
   AdamOptions adam_options() const {
@@ -381,10 +368,10 @@ class TrainingRun {
     std::string failure;
     if (comm_.is_root()) {
       try {
-        nn::save_checkpoint(checkpoint_file_, model_, optimizer_, state_);
+        nn::save_checkpoint(checkpoint_file_, *model_, optimizer_, state_);
         metrics_.write_csv(out_ / "metrics.csv");
         fs::create_directories(out_ / "adapter");
-        nn::save_adapter(out_ / "adapter", model_);
+        model_->save_adapter(out_ / "adapter");
       } catch (const std::exception& e) {
         failure = e.what();
       }
@@ -413,8 +400,8 @@ class TrainingRun {
   dist::Communicator& comm_;
   const TrainSettings s_;
   const fs::path out_, checkpoint_file_;
-  std::vector<std::int32_t> tokens_;  // filled by load_weights(), before model_ is built
-  nn::GPT model_;
+  std::vector<std::int32_t> tokens_;  // filled by load(), before model_ is set
+  std::unique_ptr<nn::LanguageModel> model_;
   AdamW optimizer_;
   LrScheduler schedule_;
   nn::TrainingState state_;
@@ -444,19 +431,20 @@ void run_train(const CLI::App& command, TrainOptions options) {
 }  // namespace
 
 void add_train_command(CLI::App& app) {
-  auto* command = app.add_subcommand("train", "LoRA fine-tuning of a GPT-2 model directory on a text file, with resumable checkpoints");
+  auto* command = app.add_subcommand("train", "LoRA fine-tuning of a model directory on a text file, with resumable checkpoints");
   auto options = std::make_shared<TrainOptions>();
   TrainSettings& s = options->settings;
-  command->add_option("--model", s.model, "GPT-2 model directory (config.json + model.safetensors [+ vocab.json, merges.txt])");
+  command->add_option("--model", s.model, "model directory (config.json + model.safetensors or sharded weights [+ vocab.json, merges.txt])");
   command->add_option("--text", s.text, "training text (UTF-8); tokenized with the model's BPE if it has one, else as bytes");
   command->add_option("--out", options->out, "run directory: run.json, checkpoint.safetensors, metrics.csv, adapter/")->required();
   command->add_flag("--resume", options->resume, "continue the run in --out from its checkpoint (flags not given keep their saved values)");
   command->add_option("--rank", s.rank, "LoRA rank r")->check(positive_integer)->capture_default_str();
   command->add_option("--alpha", s.alpha, "LoRA alpha")->check(positive_number)->capture_default_str();
   command->add_option("--dropout", s.dropout, "dropout on the LoRA branch's input")->check(non_negative_number)->capture_default_str();
-  command->add_option("--targets", s.targets, "comma-separated projections to adapt, of: q, k, v, o, fc, proj; mlp = fc,proj")
+  command->add_option("--targets", s.targets, "comma-separated modules to adapt, in the model family's names (GPT-2: q, k, v, o, fc, proj; mlp = fc,proj; "
+                  "c_attn = q,k,v; all-linear = all six)")
       ->delimiter(',')
-      ->check(CLI::IsMember(accepted_target_names()))
+      ->check(CLI::IsMember(nn::all_lora_target_names()))
       ->capture_default_str();
   command->add_option("--scaling", s.scaling, "s = alpha/r (alpha_over_r), alpha, or alpha/sqrt(r) (rslora)")
       ->check(CLI::IsMember({"alpha_over_r", "alpha", "rslora"}))
