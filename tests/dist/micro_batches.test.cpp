@@ -104,3 +104,30 @@ TEST_CASE("dist: a failed micro-batch makes finish() raise the failure instead o
 }
 
 }  // namespace lowrank
+
+namespace lowrank {
+
+TEST_CASE("dist: buckets started by ready() during backward give the sums of add() alone; strangers are refused") {
+  auto comm = dist::single_process();
+  auto a = parameter_with("a", {0, 0});
+  auto b = parameter_with("b", {0});
+  dist::MicroBatchGradients gradients(*comm, {a, b}, 2, 4);  // one bucket per parameter
+  set_grad(a, {1, 2});
+  set_grad(b, {3});
+  gradients.ready({b});                  // b's bucket leaves now; a's at add()
+  CHECK(b->grad.at(0) == 0.0);           // copied out and zeroed for the next micro-batch
+  CHECK(a->grad.at(0) == 1.0);           // not yet
+  gradients.add(0, 1.0);
+  set_grad(a, {10, 20});
+  set_grad(b, {30});
+  gradients.ready({a, b});
+  gradients.add(1, 3.0);
+  CHECK(gradients.finish() == 2.0);
+  CHECK(a->grad.at(0) == 5.5);
+  CHECK(a->grad.at(1) == 11.0);
+  CHECK(b->grad.at(0) == 16.5);
+  auto stranger = parameter_with("stranger", {0});
+  CHECK_THROWS_WITH_AS(gradients.ready({stranger}), doctest::Contains("'stranger' is not one of the parameters"), Error);
+}
+
+}  // namespace lowrank
