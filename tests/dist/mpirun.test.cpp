@@ -39,9 +39,13 @@ std::string why_no_mpirun() {
     return;                                  \
   }
 
-std::string mpirun(int ranks) {
-  return "mpirun --oversubscribe --allow-run-as-root -np " + std::to_string(ranks) + " ";
-}
+// Leak detection is off in the ranks: under the sanitizer build (scripts/test sets detect_leaks=1) Open
+// MPI 4.1 leaves allocations of its own, partly in MCA components it has unloaded, which LeakSanitizer
+// can neither attribute nor suppress by library. The same training code runs with leak detection in the
+// single-process reference runs of these tests and in tests/tools.
+const std::string mpirun_prefix = "LSAN_OPTIONS=detect_leaks=0 mpirun --oversubscribe --allow-run-as-root ";
+
+std::string mpirun(int ranks) { return mpirun_prefix + "-np " + std::to_string(ranks) + " "; }
 
 std::vector<std::string> train_args(const fs::path& dir, const std::string& out, int steps) {
   return {"train", "--model", (dir / "model").string(), "--text", (dir / "text.txt").string(), "--out", (dir / out).string(),
@@ -128,7 +132,7 @@ TEST_CASE("mpirun: a rank that cannot read its text stops every rank with a mess
   auto bad = good;
   bad[4] = (dir / "missing.txt").string();  // --text of rank 1 (mpirun's MPMD form: one command per rank)
   const CliResult run =
-      run_command("mpirun --oversubscribe --allow-run-as-root -np 1 " + cli_command(good) + " : -np 1 " + cli_command(bad));
+      run_command(mpirun_prefix + "-np 1 " + cli_command(good) + " : -np 1 " + cli_command(bad));
   INFO(run.output);
   CHECK(run.status != 0);
   CHECK(run.output.find("rank 1 of 2: --text " + (dir / "missing.txt").string()) != std::string::npos);
