@@ -444,6 +444,71 @@ def hf_tokenizer_seeds():
     write(t, "bad_not_json", b'{"model": \x00\x00text')
     write(t, "bad_empty", b"")
 
+# ---- GGUF ---------------------------------------------------------------------------------------
+
+def gguf_string(text):
+    data = text if isinstance(text, bytes) else text.encode("utf-8")
+    return struct.pack("<Q", len(data)) + data
+
+
+def gguf(kvs, tensors, data, version=3, alignment=32, count_tensors=None, count_kvs=None):
+    """kvs: raw (key, type, payload bytes); tensors: (name, dims, ggml type, offset)."""
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors) if count_tensors is None else count_tensors,
+                                len(kvs) if count_kvs is None else count_kvs)
+    for key, vtype, payload in kvs:
+        out += gguf_string(key) + struct.pack("<I", vtype) + payload
+    for name, dims, gtype, offset in tensors:
+        out += gguf_string(name) + struct.pack("<I", len(dims)) + struct.pack("<%dQ" % len(dims), *dims)
+        out += struct.pack("<IQ", gtype, offset)
+    out += b"\0" * ((alignment - len(out) % alignment) % alignment)
+    return out + data
+
+
+def gguf_seeds():
+    t = "gguf"
+    six = f32(1, 2, 3, 4, 5, 6)
+    arch = ("general.architecture", 8, gguf_string("gpt2"))
+    write(t, "valid_f32_3x2", gguf([arch], [("w", [3, 2], 0, 0)], six))
+    write(t, "valid_empty", gguf([], [], b""))
+    strings = struct.pack("<IQ", 8, 2) + gguf_string("a") + gguf_string("ß")
+    nested = struct.pack("<IQ", 9, 1) + struct.pack("<IQ", 4, 2) + struct.pack("<2I", 7, 8)
+    write(t, "valid_all_value_types",
+          gguf([("u8", 0, b"\x07"), ("i8", 1, b"\xff"), ("u16", 2, b"\x01\x02"), ("i16", 3, b"\xff\xff"),
+                ("u32", 4, struct.pack("<I", 9)), ("i32", 5, struct.pack("<i", -9)), ("f32", 6, f32(0.5)),
+                ("bool", 7, b"\x01"), ("s", 8, gguf_string("x")), ("strings", 9, strings), ("nested", 9, nested),
+                ("u64", 10, struct.pack("<Q", 2**63)), ("i64", 11, struct.pack("<q", -5)),
+                ("f64", 12, struct.pack("<d", 2.5))], [], b""))
+    halves = struct.pack("<2H", 0x3C00, 0xC000)
+    q8 = struct.pack("<H", 0x3800) + bytes(range(32))
+    write(t, "valid_f16_bf16_q8_0",
+          gguf([], [("h", [2], 1, 0), ("b", [2], 30, 32), ("q", [32], 8, 64)],
+               halves + b"\0" * 28 + halves + b"\0" * 28 + q8))
+    write(t, "valid_alignment_64",
+          gguf([("general.alignment", 4, struct.pack("<I", 64))], [("a", [1], 0, 0), ("b", [1], 0, 64)],
+               f32(1) + b"\0" * 60 + f32(2), alignment=64))
+    full = gguf([arch], [("w", [3, 2], 0, 0)], six)
+    write(t, "bad_truncated", full[:-3])
+    write(t, "bad_short", b"GGUF\x03")
+    write(t, "bad_magic", b"GGUG" + full[4:])
+    write(t, "bad_version_2", gguf([arch], [("w", [3, 2], 0, 0)], six, version=2))
+    write(t, "bad_unknown_ggml_type", gguf([], [("w", [6], 2, 0)], six))
+    write(t, "bad_unknown_value_type", gguf([("k", 13, b"")], [], b""))
+    write(t, "bad_misaligned_offset", gguf([], [("w", [1], 0, 4)], six))
+    write(t, "bad_offset_past_end", gguf([], [("w", [6], 0, 32)], six))
+    write(t, "bad_overlap", gguf([], [("a", [6], 0, 0), ("b", [1], 0, 0)], six))
+    write(t, "bad_duplicate_tensor", gguf([], [("a", [1], 0, 0), ("a", [1], 0, 32)], six + b"\0" * 26))
+    write(t, "bad_duplicate_key", gguf([arch, arch], [], b""))
+    write(t, "bad_overflowing_dims", gguf([], [("w", [2**40, 2**40], 0, 0)], six))
+    write(t, "bad_zero_dims", gguf([], [("w", [], 0, 0)], six))
+    write(t, "bad_huge_tensor_count", gguf([], [], b"", count_tensors=2**62))
+    write(t, "bad_huge_array", gguf([("k", 9, struct.pack("<IQ", 4, 2**60))], [], b""))
+    write(t, "bad_string_past_end", gguf([("k", 8, struct.pack("<Q", 2**40))], [], b""))
+    write(t, "bad_non_utf8_name", gguf([], [(b"\xff", [1], 0, 0)], f32(1)))
+    write(t, "bad_alignment_not_power_of_two",
+          gguf([("general.alignment", 4, struct.pack("<I", 48))], [], b""))
+    write(t, "bad_bool_value", gguf([("b", 7, b"\x02")], [], b""))
+    write(t, "bad_q8_0_width", gguf([], [("q", [16], 8, 0)], q8))
+
 
 if __name__ == "__main__":
     # Inputs a fuzzer once crashed on (regression_*) are kept; everything else is written afresh.
@@ -458,5 +523,6 @@ if __name__ == "__main__":
     adapter_seeds()
     hf_seeds()
     hf_tokenizer_seeds()
+    gguf_seeds()
     for target in sorted(os.listdir(CORPUS)):
         print(f"{target}: {len(os.listdir(os.path.join(CORPUS, target)))} seeds")

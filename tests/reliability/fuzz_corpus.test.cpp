@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "lowrank/core/error.hpp"
+#include "lowrank/io/gguf.hpp"
 #include "lowrank/io/hf_directory.hpp"
 #include "lowrank/io/safetensors.hpp"
 #include "lowrank/lora/adapter_file.hpp"
@@ -58,6 +59,16 @@ Outcome run_safetensors(const std::string& bytes) {
         return Outcome::listed_only;
       }
     }
+    return Outcome::loaded;
+  } catch (const Error&) {
+    return Outcome::error;
+  }
+}
+
+Outcome run_gguf(const std::string& bytes) {
+  try {
+    const auto file = GgufFile::parse({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}, "seed");
+    for (const GgufTensorInfo& info : file.tensors()) file.load(info.name);
     return Outcome::loaded;
   } catch (const Error&) {
     return Outcome::error;
@@ -183,8 +194,14 @@ TEST_CASE("reliability: adapter directory fuzz seeds load or fail as their names
 }
 
 TEST_CASE("reliability: Hugging Face directory fuzz seeds load or fail as their names say") {
-  const reliability::ScratchDir dir("hf_directory_seeds");
+  const test::ScratchDir dir("hf_directory_seeds");
   const auto all = seeds("hf_directory");
   CHECK(all.size() >= 12);
   for (const Seed& seed : all) check_seed(seed, run_hf_directory(seed.bytes, dir.path()));
+}
+
+TEST_CASE("reliability: GGUF fuzz seeds load or fail as their names say") {
+  const auto all = seeds("gguf");
+  CHECK(all.size() >= 20);
+  for (const Seed& seed : all) check_seed(seed, run_gguf(seed.bytes));
 }

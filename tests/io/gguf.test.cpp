@@ -1,0 +1,158 @@
+// The GGUF reader against files written by the reference writer (gguf-py, scripts/make-gguf-fixtures),
+// the writer against the reader, and the reader's refusals.
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "lowrank/core/tensor.hpp"
+#include "lowrank/io/gguf.hpp"
+#include "lowrank/io/safetensors.hpp"
+#include "../support/errors.hpp"
+#include "scratch.hpp"
+
+using namespace lowrank;
+
+namespace {
+
+std::filesystem::path gguf_fixture(const char* name) {
+  return std::filesystem::path(LOWRANK_SOURCE_DIR) / "tests" / "io" / "data" / "gguf" / name;
+}
+
+std::vector<float> gguf_values(const Tensor& t) {
+  const float* p = t.contiguous().data<float>();
+  return {p, p + t.numel()};
+}
+
+// A minimal valid v3 file built byte by byte: no metadata, one F32 tensor "w" of dims [2] at offset 0.
+std::vector<std::byte> gguf_by_hand(std::uint64_t offset = 0, std::uint32_t type = 0, std::uint64_t dim = 2) {
+  std::vector<std::byte> b;
+  auto put = [&](const void* p, std::size_t n) {
+    const auto at = b.size();
+    b.resize(at + n);
+    std::memcpy(b.data() + at, p, n);
+  };
+  const std::uint32_t magic = 0x46554747, version = 3, n_dims = 1;
+  const std::uint64_t tensors = 1, kv = 0, name_length = 1;
+  put(&magic, 4); put(&version, 4); put(&tensors, 8); put(&kv, 8);
+  put(&name_length, 8); put("w", 1); put(&n_dims, 4); put(&dim, 8); put(&type, 4); put(&offset, 8);
+  b.resize(64);  // data section at the next multiple of 32 (the header is 49 bytes)
+  const float data[2] = {1.5f, -2.0f};
+  put(data, 8);
+  return b;
+}
+
+}  // namespace
+
+TEST_CASE("gguf: metadata of every type written by gguf-py reads back") {
+  const GgufFile file = GgufFile::open(gguf_fixture("tiny.gguf"));
+  CHECK(file.version() == 3);
+  CHECK(file.alignment() == 32);
+  CHECK(file.value("general.architecture").text == "gpt2");
+  CHECK(file.value("test.u8").integer == 200);
+  CHECK(file.value("test.i8").integer == -100);
+  CHECK(file.value("test.u16").integer == 60000);
+  CHECK(file.value("test.i16").integer == -30000);
+  CHECK(file.value("test.u32").integer == 4000000000LL);
+  CHECK(file.value("test.i32").integer == -2000000000LL);
+  CHECK(file.value("test.u64").type == GgufValueType::u64);
+  CHECK(file.value("test.u64").integer == (1LL << 40) + 3);
+  CHECK(file.value("test.i64").integer == -(1LL << 40) - 3);
+  CHECK(file.value("test.f32").type == GgufValueType::f32);
+  CHECK(file.value("test.f32").real == 0.25);
+  CHECK(file.value("test.f64").real == -1.5e300);
+  CHECK(file.value("test.bool").type == GgufValueType::boolean);
+  CHECK(file.value("test.bool").integer == 1);
+  CHECK(file.value("test.string").text == "h\xC3\xA9llo \xE2\x9C\x93");
+  const GgufValue& ints = file.value("test.array_i32");
+  REQUIRE(ints.items.size() == 3);
+  CHECK(ints.items[1].integer == -2);
+  const GgufValue& strings = file.value("test.array_string");
+  REQUIRE(strings.items.size() == 3);
+  CHECK(strings.element_type == GgufValueType::string);
+  CHECK(strings.items[1].text.empty());
+  CHECK(strings.items[2].text == "\xC3\x9F");
+  const GgufValue& nested = file.value("test.array_nested");
+  REQUIRE(nested.items.size() == 2);
+  CHECK(nested.element_type == GgufValueType::array);
+  CHECK(nested.items[0].items.size() == 2);
+  CHECK(nested.items[1].items[0].integer == 3);
+  CHECK_THROWS_WITH(file.value("nope"), doctest::Contains("no metadata key nope"));
+}
+
+TEST_CASE("gguf: F32, F16, BF16 and Q8_0 tensors written by gguf-py load as gguf-py computes them") {
+  const GgufFile file = GgufFile::open(gguf_fixture("tiny.gguf"));
+  const SafetensorsFile expected = SafetensorsFile::open(gguf_fixture("expected.safetensors"));
+  CHECK(file.tensors().size() == 4);
+  CHECK(file.info("f32").dims == std::vector<std::int64_t>{3, 2});  // ggml order
+  CHECK(file.info("f32").shape() == std::vector<std::int64_t>{2, 3});
+  CHECK(file.info("q8_0").type == GgmlType::q8_0);
+  CHECK(file.info("bf16").type == GgmlType::bf16);
+  for (const char* name : {"f32", "f16", "bf16", "q8_0"}) {
+    INFO(name);
+    const Tensor got = file.load(name);
+    const Tensor want = expected.load(name);
+    CHECK(got.shape() == want.shape());
+    CHECK(gguf_values(got) == gguf_values(want));  // exact: widening and scale·q are exact in float32
+  }
+}
+
+TEST_CASE("gguf: general.alignment 64 places the data section and offsets") {
+  const GgufFile file = GgufFile::open(gguf_fixture("aligned64.gguf"));
+  CHECK(file.alignment() == 64);
+  CHECK(file.data_start() % 64 == 0);
+  CHECK(file.info("b").offset == 64);
+  CHECK(gguf_values(file.load("b")) == std::vector<float>{-0.f, -1, -2, -3, -4, -5});
+}
+
+TEST_CASE("gguf: the writer's files read back with names, shapes, metadata and values") {
+  const Tensor a = Tensor::from(Shape{2, 3}, {1, 2, 3, 4, 5, 6});
+  const Tensor b = Tensor::from(Shape{3, 2}, {1, 2, 3, 4, 5, 6}).transpose(0, 1);  // a view: written contiguous
+  const Tensor c = Tensor::from(Shape{1}, {-7});
+  GgufMetadata metadata{{"general.type", GgufValue::string("adapter")}, {"adapter.lora.alpha", GgufValue::f32(16)},
+                        {"count", GgufValue::u32(3)}};
+  const auto path = test::io_scratch() / "written.gguf";
+  save_gguf(path, metadata, {{"a", a}, {"b.t", b}, {"c", c}});
+  const GgufFile file = GgufFile::open(path);
+  CHECK(file.value("general.type").text == "adapter");
+  CHECK(file.value("adapter.lora.alpha").type == GgufValueType::f32);
+  CHECK(file.value("adapter.lora.alpha").real == 16);
+  CHECK(file.value("count").integer == 3);
+  CHECK(file.info("a").dims == std::vector<std::int64_t>{3, 2});
+  CHECK(gguf_values(file.load("a")) == std::vector<float>{1, 2, 3, 4, 5, 6});
+  CHECK(file.load("b.t").shape() == Shape{2, 3});
+  CHECK(gguf_values(file.load("b.t")) == std::vector<float>{1, 3, 5, 2, 4, 6});
+  CHECK(gguf_values(file.load("c")) == std::vector<float>{-7});
+  for (const auto& info : file.tensors()) CHECK(info.offset % 32 == 0);
+}
+
+TEST_CASE("gguf: bad files are refused with the file and the offending value named") {
+  CHECK(gguf_values(GgufFile::parse(gguf_by_hand(), "hand").load("w")) == std::vector<float>{1.5f, -2.0f});
+  const auto refuse = [](std::vector<std::byte> bytes) { return test::error_message([&] { GgufFile::parse(bytes, "bad.gguf"); }); };
+  auto bytes = gguf_by_hand();
+  CHECK(refuse({bytes.begin(), bytes.begin() + 10}).find("bad.gguf") != std::string::npos);
+  CHECK(refuse({bytes.begin(), bytes.end() - 1}).find("ends past") != std::string::npos);
+  CHECK(refuse(gguf_by_hand(32)).find("ends past") != std::string::npos);
+  CHECK(refuse(gguf_by_hand(4)).find("not a multiple of the alignment 32") != std::string::npos);
+  CHECK(refuse(gguf_by_hand(0, 2)).find("ggml type 2") != std::string::npos);
+  CHECK(refuse(gguf_by_hand(0, 0, ~0ULL)).find("overflows") != std::string::npos);
+  bytes[0] = std::byte{'X'};
+  CHECK(refuse(bytes).find("does not start with \"GGUF\"") != std::string::npos);
+  bytes = gguf_by_hand();
+  bytes[4] = std::byte{2};
+  CHECK(refuse(bytes).find("version 2") != std::string::npos);
+  bytes = gguf_by_hand();
+  bytes[8] = std::byte{0xFF};  // tensor count 255
+  CHECK(refuse(bytes).find("tensor count 255") != std::string::npos);
+  CHECK(GgufFile::parse(gguf_by_hand(), "hand").info("w").nbytes == 8);
+}
+
+TEST_CASE("gguf: duplicate tensor names and duplicate keys are refused") {
+  const Tensor a = Tensor::from(Shape{1}, {1});
+  const auto twice = serialize_gguf({}, {{"x", a}, {"x", a}});
+  CHECK(test::error_message([&] { GgufFile::parse(twice, "dup.gguf"); }).find("tensor x appears twice") != std::string::npos);
+  const auto keys = serialize_gguf({{"k", GgufValue::u32(1)}, {"k", GgufValue::u32(2)}}, {});
+  CHECK(test::error_message([&] { GgufFile::parse(keys, "dup.gguf"); }).find("metadata key k appears twice") != std::string::npos);
+}
