@@ -183,7 +183,7 @@ TEST_CASE("reliability: adapter directory fuzz seeds load or fail as their names
 }
 
 TEST_CASE("reliability: Hugging Face directory fuzz seeds load or fail as their names say") {
-  const reliability::ScratchDir dir("hf_directory_seeds");
+  const test::ScratchDir dir("hf_directory_seeds");
   const auto all = seeds("hf_directory");
   CHECK(all.size() >= 12);
   for (const Seed& seed : all) check_seed(seed, run_hf_directory(seed.bytes, dir.path()));
