@@ -9,6 +9,7 @@
 
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/atomic_file.hpp"
+#include "lowrank/io/text_file.hpp"
 
 namespace lowrank::tools {
 namespace fs = std::filesystem;
@@ -105,10 +106,9 @@ bool plot_losses(const fs::path& csv, const fs::path& png) {
 void write_json(const fs::path& file, const nlohmann::json& value) { write_file_atomically(file, value.dump(2) + "\n"); }
 
 nlohmann::json read_json(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail("{}: cannot be opened for reading", file.string());
+  const std::string text = read_text(file);
   try {
-    return nlohmann::json::parse(in);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON: {}", file.string(), e.what());
   }
