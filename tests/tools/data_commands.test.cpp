@@ -1,0 +1,103 @@
+// `lowrank eval` and `train --data` on JSONL data: eval's loss against transformers' loss under the same
+// masking (tests/tools/data/eval/expected.json, from scripts/make-data-fixtures), bad data exiting 2 with
+// file and line.
+#if defined(LOWRANK_CLI_WITH_GPT)
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "run_cli.hpp"
+
+using lowrank::test::run_cli;
+using lowrank::test::ScratchDir;
+namespace fs = std::filesystem;
+
+namespace data_commands_test {
+
+const fs::path source_dir = LOWRANK_SOURCE_DIR;
+const fs::path tiny_gpt2 = source_dir / "tests/nn/data/hf_tiny_gpt2";
+const fs::path eval_dir = source_dir / "tests/tools/data/eval";
+
+nlohmann::json parse_json(const std::string& text) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    FAIL("not JSON: " << text);
+  }
+  return {};
+}
+
+void write_data(const fs::path& file, const std::string& contents) { std::ofstream(file, std::ios::binary) << contents; }
+
+}  // namespace data_commands_test
+
+using namespace data_commands_test;
+
+TEST_CASE("cli: eval's masked loss equals transformers' on the tiny GPT-2 (float32, within 1e-5)") {
+  std::ifstream in(eval_dir / "expected.json");
+  REQUIRE(in);
+  const nlohmann::json expected = nlohmann::json::parse(in).at("results");
+  REQUIRE(expected.size() == 4);
+  for (const auto& [key, want] : expected.items()) {
+    CAPTURE(key);
+    const bool all_tokens = key.find(" all_tokens") != std::string::npos;
+    const std::string file = key.substr(0, key.find(' '));
+    std::vector<std::string> args = {"eval", "--model", tiny_gpt2.string(), "--data", (eval_dir / file).string(), "--json",
+                                     "--batch", "2"};
+    if (all_tokens) args.push_back("--train-on-all-tokens");
+    const auto result = run_cli(args);
+    REQUIRE_MESSAGE(result.status == 0, result.output);
+    const nlohmann::json got = parse_json(result.output);
+    CHECK(std::abs(got.at("loss").get<double>() - want.at("loss").get<double>()) < 1e-5);
+    CHECK(got.at("tokens") == want.at("tokens"));
+    CHECK(got.at("truncated") == want.at("truncated"));
+    CHECK(std::abs(got.at("perplexity").get<double>() - std::exp(got.at("loss").get<double>())) < 1e-9);
+  }
+}
+
+TEST_CASE("cli: eval --text measures every token of context-sized windows") {
+  ScratchDir dir("eval_text");
+  // 40 bytes: windows of 32 and 8 tokens, 31 + 7 predictions.
+  write_data(dir / "t.txt", std::string(40, 'a'));
+  const auto result = run_cli({"eval", "--model", tiny_gpt2.string(), "--text", (dir / "t.txt").string(), "--json"});
+  REQUIRE_MESSAGE(result.status == 0, result.output);
+  CHECK(parse_json(result.output).at("tokens") == 38);
+}
+
+TEST_CASE("cli: eval and train refuse bad data with exit 2, naming file and line") {
+  ScratchDir dir("bad_data");
+  write_data(dir / "bad.jsonl", "{\"text\": \"ok\"}\n{\"text\": 5}\n");
+  write_data(dir / "chat.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n");
+  write_data(dir / "long.jsonl", "{\"text\": \"" + std::string(40, 'x') + "\"}\n");
+  auto result = run_cli({"eval", "--model", tiny_gpt2.string(), "--data", (dir / "bad.jsonl").string()});
+  CHECK(result.status == 2);
+  CHECK(result.output.find("bad.jsonl:2: the field \"text\" must be a string") != std::string::npos);
+  result = run_cli({"eval", "--model", tiny_gpt2.string(), "--data", (dir / "chat.jsonl").string()});
+  CHECK(result.status == 2);
+  CHECK(result.output.find("no chat template") != std::string::npos);
+  CHECK(result.output.find("--chat-format (chatml, llama3") != std::string::npos);
+  result = run_cli({"eval", "--model", tiny_gpt2.string(), "--data", (dir / "long.jsonl").string(), "--refuse-long"});
+  CHECK(result.status == 2);
+  CHECK(result.output.find("long.jsonl:1: the example has 40 tokens, more than the limit of 32") != std::string::npos);
+  result = run_cli({"eval", "--model", tiny_gpt2.string()});
+  CHECK(result.status == 2);
+  CHECK(result.output.find("either --data") != std::string::npos);
+}
+
+TEST_CASE("cli: eval renders conversations with --chat-format for a model without a template") {
+  ScratchDir dir("eval_chat");
+  write_data(dir / "chat.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"role\": \"assistant\", \"content\": \"b\"}]}\n");
+  const auto result =
+      run_cli({"eval", "--model", tiny_gpt2.string(), "--data", (dir / "chat.jsonl").string(), "--chat-format", "zephyr", "--json"});
+  // zephyr needs the model's eos token, which a byte vocabulary does not have.
+  CHECK(result.status == 2);
+  CHECK(result.output.find("needs the model's eos_token") != std::string::npos);
+  // ChatML of one exchange: "<|im_start|>user\na<|im_end|>\n" (29 bytes) + "<|im_start|>assistant\n" passes 32 bytes.
+  const auto chatml = run_cli({"eval", "--model", tiny_gpt2.string(), "--data", (dir / "chat.jsonl").string(), "--chat-format", "chatml"});
+  CHECK(chatml.status == 2);
+  CHECK(chatml.output.find("no token of the data carries the loss") != std::string::npos);
+}
+#endif
