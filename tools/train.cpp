@@ -1,9 +1,11 @@
-// `lowrank train`: LoRA fine-tuning of a model directory (any family of nn::load_model) on a text file. The run lives in --out:
+// `lowrank train`: LoRA fine-tuning of a model directory (any family of nn::load_model) on a text file or on
+// JSONL examples (--data; text/dataset.hpp, docs/data.md), with an optional held-out loss (--eval-data). The run lives in --out:
 // run.json (its settings), checkpoint.safetensors (adapters, AdamW state, step and random streams,
 // written atomically every --checkpoint-every steps and at the end), metrics.csv, loss.png and the PEFT
 // adapter in adapter/. --resume continues from the checkpoint and reproduces the uninterrupted run's
 // losses exactly.
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "data.hpp"
 #include "lowrank/core/error.hpp"
 #include "lowrank/nn/checkpoint.hpp"
 #include "lowrank/nn/language_model.hpp"
@@ -50,11 +53,16 @@ struct TrainSettings {
   std::int64_t batch = 8;
   std::int64_t seq = 128;
   std::uint64_t seed = 0;
+  DataFlags data;                     // --data files, --chat-format, --train-on-all-tokens, --refuse-long
+  std::vector<std::string> eval_data;  // --eval-data
+  std::int64_t eval_every = 0;         // 0: at the end only (when there is --eval-data)
 
   nlohmann::json to_json() const {
     return {{"model", model}, {"text", text},   {"rank", rank},   {"alpha", alpha}, {"dropout", dropout},
             {"targets", targets}, {"scaling", scaling}, {"lr", lr}, {"weight_decay", weight_decay},
-            {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"seed", seed}};
+            {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"seed", seed},
+            {"data", data.files}, {"chat_format", data.chat_format}, {"train_on_all_tokens", data.all_tokens},
+            {"refuse_long", data.refuse_long}, {"eval_data", eval_data}, {"eval_every", eval_every}};
   }
 };
 
@@ -97,6 +105,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
   for (const char* key : {"alpha", "lr"}) check(key, positive_number);
   for (const char* key : {"dropout", "weight_decay", "clip"}) check(key, non_negative_number);
   if (result["warmup"] != -1) check("warmup", non_negative_integer);
+  if (result["eval_every"] != 0) check("eval_every", positive_integer);
   if (!result["seed"].is_number_unsigned())
     fail("{}: setting 'seed' must be a non-negative integer, not '{}'", run_file.string(), result["seed"].dump());
   try {
@@ -115,6 +124,12 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
     merged.batch = result["batch"];
     merged.seq = result["seq"];
     merged.seed = result["seed"];
+    merged.data.files = result["data"].get<std::vector<std::string>>();
+    merged.data.chat_format = result["chat_format"];
+    merged.data.all_tokens = result["train_on_all_tokens"];
+    merged.data.refuse_long = result["refuse_long"];
+    merged.eval_data = result["eval_data"].get<std::vector<std::string>>();
+    merged.eval_every = result["eval_every"];
   } catch (const nlohmann::json::exception& e) {
     fail("{}: a setting has the wrong type: {}", run_file.string(), e.what());
   }
@@ -127,6 +142,12 @@ std::vector<std::int32_t> read_tokens(const fs::path& file, const text::Tokenize
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (text.empty()) fail("--text {}: the file is empty; training needs text", file.string());
   return tokenizer.encode(text);
+}
+
+double last_train_loss(const MetricsLog& metrics) {
+  for (auto row = metrics.rows().rbegin(); row != metrics.rows().rend(); ++row)
+    if (row->phase == "train") return row->loss;
+  return 0.0;
 }
 
 void run_train(const CLI::App& command, TrainOptions options) {
@@ -155,9 +176,20 @@ void run_train(const CLI::App& command, TrainOptions options) {
   if (tokenizer->vocab_size() > model.vocab_size())
     fail("--model {}: the tokenizer has {} tokens but the model only {} (vocab_size)", s.model, tokenizer->vocab_size(),
          model.vocab_size());
-  const std::vector<std::int32_t> tokens = read_tokens(s.text, *tokenizer);
-  if (static_cast<std::int64_t>(tokens.size()) < s.seq + 2)
-    fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s.text, tokens.size(), s.seq);
+  // --text: windows of --seq tokens at random positions. --data: whole examples of at most --seq + 1
+  // tokens (--seq predictions), masked by docs/data.md's rules.
+  std::vector<std::int32_t> tokens;
+  text::Dataset examples, held_out;
+  if (!s.text.empty()) {
+    tokens = read_tokens(s.text, *tokenizer);
+    if (static_cast<std::int64_t>(tokens.size()) < s.seq + 2)
+      fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s.text, tokens.size(), s.seq);
+  } else {
+    examples = read_data(s.data.files, s.model, *tokenizer, s.data, s.seq + 1);
+    if (examples.loss_tokens() == 0) fail("--data: no token of the examples carries the loss (after cutting them to --seq {})", s.seq);
+  }
+  if (!s.eval_data.empty()) held_out = read_data(s.eval_data, s.model, *tokenizer, s.data, s.seq + 1);
+  const std::int32_t pad = padding_id(*tokenizer);
 
   nn::LoraSettings lora;
   lora.config.rank = s.rank;
@@ -189,13 +221,30 @@ void run_train(const CLI::App& command, TrainOptions options) {
     // Absolute paths, so that --resume works from any working directory.
     TrainSettings saved = s;
     saved.model = fs::absolute(s.model).string();
-    saved.text = fs::absolute(s.text).string();
+    if (!s.text.empty()) saved.text = fs::absolute(s.text).string();
+    for (auto& file : saved.data.files) file = fs::absolute(file).string();
+    for (auto& file : saved.eval_data) file = fs::absolute(file).string();
     write_json(run_file, saved.to_json());
   }
 
   const auto count = model.parameter_count();
-  fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%)\n", s.model, s.text, tokens.size(), count.trainable,
-             count.total(), 100 * count.trainable_fraction());
+  if (!s.text.empty()) {
+    fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%)\n", s.model, s.text, tokens.size(), count.trainable,
+               count.total(), 100 * count.trainable_fraction());
+  } else {
+    fmt::print("training {} on {} examples of {} ({} loss-carrying tokens{}): {} of {} parameters train ({:.2f}%)\n", s.model,
+               examples.examples.size(), fmt::join(s.data.files, ", "), examples.loss_tokens(),
+               examples.truncated > 0 ? fmt::format("; {} examples cut to --seq {} + 1 tokens", examples.truncated, s.seq) : "",
+               count.trainable, count.total(), 100 * count.trainable_fraction());
+  }
+  if (!held_out.examples.empty())
+    fmt::print("held-out data: {} examples, {} loss-carrying tokens{}\n", held_out.examples.size(), held_out.loss_tokens(),
+               held_out.truncated > 0 ? fmt::format(" ({} cut to --seq {} + 1 tokens)", held_out.truncated, s.seq) : "");
+  auto evaluate = [&](double lr) {
+    const MaskedLoss loss = masked_loss(model, held_out, s.batch, pad);
+    metrics.add({state.step, "eval", loss.mean(), lr, 0.0, false});
+    return loss.mean();
+  };
 
   auto save = [&] {
     nn::save_checkpoint(checkpoint_file, model, optimizer, state);
@@ -205,34 +254,52 @@ void run_train(const CLI::App& command, TrainOptions options) {
   };
 
   const std::int64_t last = options.stop_at > 0 ? std::min(options.stop_at, s.steps) : s.steps;
-  const auto window_starts = static_cast<std::uint64_t>(tokens.size()) - static_cast<std::uint64_t>(s.seq);
+  const auto window_starts = tokens.empty() ? 0 : static_cast<std::uint64_t>(tokens.size()) - static_cast<std::uint64_t>(s.seq);
+  const std::uint64_t order_seed = derive_seed(s.seed, 4);
   model.train(true);
   Progress progress("train", s.steps, "steps");
   progress.update(state.step);
   double seconds = 0.0;
-  std::int64_t steps_run = 0, steps_skipped = 0;
+  std::int64_t steps_run = 0, steps_skipped = 0, tokens_run = 0;
   while (state.step < last) {
     std::vector<std::int32_t> inputs, targets;
-    inputs.reserve(static_cast<std::size_t>(s.batch * s.seq));
-    targets.reserve(inputs.capacity());
-    for (std::int64_t row = 0; row < s.batch; ++row) {
-      const auto start = static_cast<std::size_t>(draw_below(state.data_rng, window_starts));
-      inputs.insert(inputs.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start),
-                    tokens.begin() + static_cast<std::ptrdiff_t>(start) + s.seq);
-      targets.insert(targets.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start) + 1,
-                     tokens.begin() + static_cast<std::ptrdiff_t>(start) + s.seq + 1);
+    std::int64_t rows = s.batch, columns = s.seq;
+    if (!tokens.empty()) {
+      inputs.reserve(static_cast<std::size_t>(s.batch * s.seq));
+      targets.reserve(inputs.capacity());
+      for (std::int64_t row = 0; row < s.batch; ++row) {
+        const auto start = static_cast<std::size_t>(draw_below(state.data_rng, window_starts));
+        inputs.insert(inputs.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start),
+                      tokens.begin() + static_cast<std::ptrdiff_t>(start) + s.seq);
+        targets.insert(targets.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start) + 1,
+                       tokens.begin() + static_cast<std::ptrdiff_t>(start) + s.seq + 1);
+      }
+    } else {
+      // The examples of this step follow from the seed and the step alone, so a resume needs no data state.
+      const auto chosen = text::step_examples(examples.examples.size(), order_seed, state.step, s.batch);
+      text::PaddedBatch batch = text::pad_batch(examples, chosen, pad);
+      rows = batch.rows;
+      columns = batch.columns;
+      inputs = std::move(batch.inputs);
+      targets = std::move(batch.targets);
     }
     const auto started = Clock::now();
-    const StepOutcome outcome = training_step(model, optimizer, schedule, state.step, token_ids(s.batch, s.seq, std::move(inputs)),
-                                              token_ids(s.batch, s.seq, std::move(targets)), s.clip, options.nonfinite);
+    const StepOutcome outcome = training_step(model, optimizer, schedule, state.step, token_ids(rows, columns, std::move(inputs)),
+                                              token_ids(rows, columns, std::move(targets)), s.clip, options.nonfinite);
     const double step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
     seconds += step_seconds;
     ++steps_run;
     steps_skipped += outcome.skipped;
     ++state.step;
-    const double rate = static_cast<double>(s.batch * s.seq) / step_seconds;
+    const double rate = static_cast<double>(rows * columns) / step_seconds;
+    tokens_run += rows * columns;
     metrics.add({state.step, "train", outcome.loss, outcome.lr, rate, outcome.skipped});
     progress.update(state.step, fmt::format("loss {:.4f}  {:.0f} tok/s", outcome.loss, rate));
+    if (!held_out.examples.empty() && ((s.eval_every > 0 && state.step % s.eval_every == 0) || state.step == s.steps)) {
+      const double eval_loss = evaluate(outcome.lr);
+      model.train(true);
+      progress.update(state.step, fmt::format("loss {:.4f}  eval loss {:.4f}", outcome.loss, eval_loss));
+    }
     if (state.step % options.checkpoint_every == 0 || state.step == last) save();
   }
   progress.finish();
@@ -247,10 +314,15 @@ void run_train(const CLI::App& command, TrainOptions options) {
                out.string());
   } else {
     fmt::print("done: {} steps, final loss {:.4f}, {:.0f} tokens/s; wrote {}/adapter, checkpoint.safetensors, metrics.csv{}\n",
-               s.steps, metrics.rows().empty() ? 0.0 : metrics.rows().back().loss,
-               steps_run > 0 ? static_cast<double>(steps_run * s.batch * s.seq) / seconds : 0.0, out.string(),
-               plotted ? ", loss.png" : "");
+               s.steps, last_train_loss(metrics),
+               steps_run > 0 ? static_cast<double>(tokens_run) / seconds : 0.0, out.string(), plotted ? ", loss.png" : "");
   }
+  // The best held-out loss of the whole run (metrics.csv keeps the rows of earlier sessions of a resumed run).
+  const MetricsRow* best = nullptr;
+  for (const MetricsRow& row : metrics.rows())
+    if (row.phase == "eval" && (best == nullptr || row.loss < best->loss)) best = &row;
+  if (best != nullptr)
+    fmt::print("best eval loss {:.4f} (perplexity {:.4f}) at step {}\n", best->loss, std::exp(best->loss), best->step);
 }
 
 }  // namespace
@@ -260,7 +332,12 @@ void add_train_command(CLI::App& app) {
   auto options = std::make_shared<TrainOptions>();
   TrainSettings& s = options->settings;
   command->add_option("--model", s.model, "model directory (config.json + model.safetensors or sharded weights [+ vocab.json, merges.txt])");
-  command->add_option("--text", s.text, "training text (UTF-8); tokenized with the model's BPE if it has one, else as bytes");
+  command->add_option("--text", s.text, "training text (UTF-8); tokenized with the model's tokenizer if it has one, else as bytes");
+  add_data_options(*command, s.data,
+                   "JSONL training examples (text, prompt/completion or messages; docs/data.md), instead of --text; repeatable");
+  command->add_option("--eval-data", s.eval_data, "held-out JSONL examples: their loss is measured every --eval-every steps and at the end");
+  command->add_option("--eval-every", s.eval_every, "steps between held-out evaluations (default: at the end only)")
+      ->check(positive_integer);
   command->add_option("--out", options->out, "run directory: run.json, checkpoint.safetensors, metrics.csv, adapter/")->required();
   command->add_flag("--resume", options->resume, "continue the run in --out from its checkpoint (flags not given keep their saved values)");
   command->add_option("--rank", s.rank, "LoRA rank r")->check(positive_integer)->capture_default_str();
@@ -294,8 +371,9 @@ void add_train_command(CLI::App& app) {
       ->check(positive_integer);
   add_nonfinite_options(*command, options->nonfinite);
   command->callback([command, options] {
-    if (!options->resume && (options->settings.model.empty() || options->settings.text.empty()))
-      fail("train: --model and --text are required (except with --resume, which reads them from run.json)");
+    const TrainSettings& given = options->settings;
+    if (!options->resume && (given.model.empty() || given.text.empty() == given.data.files.empty()))
+      fail("train: --model and one of --text or --data are required (except with --resume, which reads them from run.json)");
     run_train(*command, *options);
   });
 }

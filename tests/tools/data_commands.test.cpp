@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "report.hpp"
 #include "run_cli.hpp"
 
 using lowrank::test::run_cli;
@@ -28,6 +29,16 @@ nlohmann::json parse_json(const std::string& text) {
     FAIL("not JSON: " << text);
   }
   return {};
+}
+
+std::vector<std::string> data_train_args(const fs::path& out) {
+  return {"train", "--model", tiny_gpt2.string(), "--data", (eval_dir / "prompt_completion.jsonl").string(), "--data",
+          (eval_dir / "text.jsonl").string(), "--eval-data", (eval_dir / "prompt_completion.jsonl").string(), "--eval-every", "3",
+          "--steps", "6", "--batch", "2", "--seq", "31", "--lr", "0.01", "--out", out.string(), "--checkpoint-every", "2"};
+}
+
+std::vector<lowrank::tools::MetricsRow> metric_rows(const fs::path& run) {
+  return lowrank::tools::MetricsLog::read_csv(run / "metrics.csv").rows();
 }
 
 void write_data(const fs::path& file, const std::string& contents) { std::ofstream(file, std::ios::binary) << contents; }
@@ -67,6 +78,44 @@ TEST_CASE("cli: eval --text measures every token of context-sized windows") {
   CHECK(parse_json(result.output).at("tokens") == 38);
 }
 
+TEST_CASE("cli: train --data logs held-out losses equal to eval's, reports the best step, and resumes identically") {
+  ScratchDir dir("train_data");
+  const auto whole = run_cli(data_train_args(dir / "whole"));
+  REQUIRE_MESSAGE(whole.status == 0, whole.output);
+  CHECK(whole.output.find("on 6 examples of") != std::string::npos);
+  CHECK(whole.output.find("3 examples cut to --seq 31 + 1 tokens") != std::string::npos);
+  const auto rows = metric_rows(dir / "whole");
+  std::vector<std::int64_t> eval_steps;
+  const lowrank::tools::MetricsRow* best = nullptr;
+  for (const auto& row : rows)
+    if (row.phase == "eval") {
+      eval_steps.push_back(row.step);
+      if (best == nullptr || row.loss < best->loss) best = &row;
+    }
+  CHECK(eval_steps == std::vector<std::int64_t>{3, 6});
+  REQUIRE(best != nullptr);
+  CHECK(whole.output.find(fmt::format("best eval loss {:.4f}", best->loss)) != std::string::npos);
+  CHECK(whole.output.find(fmt::format("at step {}", best->step)) != std::string::npos);
+
+  // The last eval row is the held-out loss of the trained adapter: `lowrank eval` measures the same.
+  const auto measured = run_cli({"eval", "--model", tiny_gpt2.string(), "--adapter", (dir / "whole" / "adapter").string(), "--data",
+                                 (eval_dir / "prompt_completion.jsonl").string(), "--json"});
+  REQUIRE_MESSAGE(measured.status == 0, measured.output);
+  CHECK(std::abs(parse_json(measured.output).at("loss").get<double>() - rows.back().loss) < 1e-6);
+
+  auto split = data_train_args(dir / "split");
+  split.insert(split.end(), {"--stop-at", "4"});
+  REQUIRE(run_cli(split).status == 0);
+  const auto rest = run_cli({"train", "--out", (dir / "split").string(), "--resume"});
+  REQUIRE_MESSAGE(rest.status == 0, rest.output);
+  const auto resumed = metric_rows(dir / "split");
+  REQUIRE(resumed.size() == rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    CHECK(resumed[i].phase == rows[i].phase);
+    CHECK(resumed[i].loss == rows[i].loss);
+  }
+}
+
 TEST_CASE("cli: eval and train refuse bad data with exit 2, naming file and line") {
   ScratchDir dir("bad_data");
   write_data(dir / "bad.jsonl", "{\"text\": \"ok\"}\n{\"text\": 5}\n");
@@ -82,6 +131,11 @@ TEST_CASE("cli: eval and train refuse bad data with exit 2, naming file and line
   result = run_cli({"eval", "--model", tiny_gpt2.string(), "--data", (dir / "long.jsonl").string(), "--refuse-long"});
   CHECK(result.status == 2);
   CHECK(result.output.find("long.jsonl:1: the example has 40 tokens, more than the limit of 32") != std::string::npos);
+  result = run_cli({"train", "--model", tiny_gpt2.string(), "--data", (dir / "bad.jsonl").string(), "--seq", "31", "--out",
+                    (dir / "run").string()});
+  CHECK(result.status == 2);
+  CHECK(result.output.find("bad.jsonl:2:") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir / "run"));
   result = run_cli({"eval", "--model", tiny_gpt2.string()});
   CHECK(result.status == 2);
   CHECK(result.output.find("either --data") != std::string::npos);
