@@ -189,6 +189,24 @@ DataFormat detect_format(std::string_view json_line) {
        fmt::format("{}", fmt::join(keys, ", ")));
 }
 
+std::vector<ChatMessage> read_messages_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) fail("{}: cannot be opened for reading", file.string());
+  try {
+    json document;
+    try {
+      document = json::parse(in);
+    } catch (const json::parse_error& e) {
+      fail("the file is not JSON ({})", e.what());
+    }
+    if (document.is_array()) document = json{{"messages", std::move(document)}};
+    if (!document.is_object()) fail("the file must hold a list of messages or an object with \"messages\"");
+    return message_list(document, "messages");
+  } catch (const Error& e) {
+    fail("{}: {}", file.string(), e.what());
+  }
+}
+
 Example tokenize_example(std::string_view json_line, DataFormat format, const Tokenizer& tokenizer, const ChatTemplate* chat,
                          bool all_tokens) {
   const json object = parse_object(json_line);

@@ -62,6 +62,10 @@ struct Dataset {
 void read_jsonl(Dataset& dataset, const std::filesystem::path& file, const Tokenizer& tokenizer, const ChatTemplate* chat,
                 const DataOptions& options);
 
+// A conversation from a JSON file (generate --messages): a list of {"role", "content"} objects, or an
+// object whose "messages" is one. Roles and contents are checked as in read_jsonl; errors name the file.
+std::vector<ChatMessage> read_messages_file(const std::filesystem::path& file);
+
 // The tokens and mask of one example, by the rules of docs/data.md; `json_line` is the line's text.
 // Errors do not name a place (read_jsonl adds file and line).
 Example tokenize_example(std::string_view json_line, DataFormat format, const Tokenizer& tokenizer, const ChatTemplate* chat,

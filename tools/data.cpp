@@ -59,7 +59,7 @@ text::ChatTemplate model_chat_template(const fs::path& model, const text::Tokeni
   }
   const fs::path config = model / "tokenizer_config.json";
   if (!fs::is_regular_file(config))
-    fail("--model {}: the data holds conversations, but the model has no chat template ({} does not exist); choose one "
+    fail("--model {}: a conversation needs a chat template and the model has none ({} does not exist); choose one "
          "with --chat-format ({})",
          model.string(), config.string(), fmt::join(text::ChatTemplate::format_names(), ", "));
   return text::ChatTemplate::load(model);

@@ -9,6 +9,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lowrank/core/philox.hpp"
+#include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "lowrank/text/hf_tokenizer.hpp"
 #include "report.hpp"
 #include "run_cli.hpp"
 
@@ -39,6 +42,31 @@ std::vector<std::string> data_train_args(const fs::path& out) {
 
 std::vector<lowrank::tools::MetricsRow> metric_rows(const fs::path& run) {
   return lowrank::tools::MetricsLog::read_csv(run / "metrics.csv").rows();
+}
+
+// A random GPT-2 with the qwen2 fixture's tokenizer (ChatML) whose every next token is <|im_end|>, and
+// the second most likely the token "x": ln_f's output is its bias b for every position, and the logits
+// are b·wte[v], so wte[<|im_end|>] = 2b and wte["x"] = b make them the two largest.
+void write_chat_model(const fs::path& dir, bool stop_first) {
+  const fs::path tokenizers = source_dir / "tests/text/data/hf_tokenizers/qwen2";
+  const auto tokenizer = lowrank::text::HfTokenizer::load(tokenizers);
+  const lowrank::nn::GPTConfig config{.vocab_size = tokenizer.vocab_size(), .n_positions = 128, .n_embd = 16, .n_layer = 1,
+                                      .n_head = 2};
+  lowrank::RandomStream rng{3, 0};
+  auto weights = lowrank::nn::GPTWeights::random(config, rng);
+  const std::int32_t end_of_turn = *tokenizer.special_token_id("<|im_end|>");
+  const std::int32_t x = tokenizer.encode("x").at(0);
+  float* wte = weights.wte.data<float>();
+  float* gain = weights.ln_f_weight.data<float>();
+  float* bias = weights.ln_f_bias.data<float>();
+  for (std::int64_t e = 0; e < config.n_embd; ++e) {
+    gain[e] = 0.0f;
+    bias[e] = 1.0f;
+    wte[end_of_turn * config.n_embd + e] = stop_first ? 2.0f : 1.0f;
+    wte[x * config.n_embd + e] = stop_first ? 1.0f : 2.0f;
+  }
+  lowrank::nn::save_gpt2(dir, weights);
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(tokenizers / name, dir / name);
 }
 
 void write_data(const fs::path& file, const std::string& contents) { std::ofstream(file, std::ios::binary) << contents; }
@@ -116,6 +144,36 @@ TEST_CASE("cli: train --data logs held-out losses equal to eval's, reports the b
   }
 }
 
+TEST_CASE("cli: generate --chat renders the conversation with the template and stops at the end-of-turn token") {
+  ScratchDir dir("generate_chat");
+  write_chat_model(dir / "stops", true);
+  write_chat_model(dir / "talks", false);
+  // The model that puts <|im_end|> first answers with nothing: generation stopped at the end of the turn.
+  auto result = run_cli({"generate", "--model", (dir / "stops").string(), "--chat", "--prompt", "hello", "--tokens", "5", "--greedy"});
+  REQUIRE_MESSAGE(result.status == 0, result.output);
+  CHECK(result.output == "\n");
+  // The other says "xxxxx": the answer alone is printed, not the rendered prompt.
+  result = run_cli({"generate", "--model", (dir / "talks").string(), "--chat", "--prompt", "hello", "--tokens", "5", "--greedy"});
+  REQUIRE_MESSAGE(result.status == 0, result.output);
+  CHECK(result.output == "xxxxx\n");
+  // Without --chat the prompt is continued as text and printed in front.
+  result = run_cli({"generate", "--model", (dir / "talks").string(), "--prompt", "hello", "--tokens", "2", "--greedy"});
+  CHECK(result.output == "helloxx\n");
+  // --messages: a conversation file; a bad one names the file.
+  write_data(dir / "chat.json", R"([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}])");
+  result = run_cli({"generate", "--model", (dir / "talks").string(), "--chat", "--messages", (dir / "chat.json").string(), "--tokens",
+                    "3", "--greedy"});
+  REQUIRE_MESSAGE(result.status == 0, result.output);
+  CHECK(result.output == "xxx\n");
+  write_data(dir / "bad.json", R"([{"role": "narrator", "content": "hi"}])");
+  result = run_cli({"generate", "--model", (dir / "talks").string(), "--chat", "--messages", (dir / "bad.json").string()});
+  CHECK(result.status == 2);
+  CHECK(result.output.find("bad.json: messages[0]: unknown role \"narrator\"") != std::string::npos);
+  result = run_cli({"generate", "--model", tiny_gpt2.string(), "--chat", "--prompt", "hi"});
+  CHECK(result.status == 2);
+  CHECK(result.output.find("a conversation needs a chat template and the model has none") != std::string::npos);
+}
+
 TEST_CASE("cli: eval and train refuse bad data with exit 2, naming file and line") {
   ScratchDir dir("bad_data");
   write_data(dir / "bad.jsonl", "{\"text\": \"ok\"}\n{\"text\": 5}\n");
@@ -126,7 +184,7 @@ TEST_CASE("cli: eval and train refuse bad data with exit 2, naming file and line
   CHECK(result.output.find("bad.jsonl:2: the field \"text\" must be a string") != std::string::npos);
   result = run_cli({"eval", "--model", tiny_gpt2.string(), "--data", (dir / "chat.jsonl").string()});
   CHECK(result.status == 2);
-  CHECK(result.output.find("no chat template") != std::string::npos);
+  CHECK(result.output.find("a conversation needs a chat template and the model has none") != std::string::npos);
   CHECK(result.output.find("--chat-format (chatml, llama3") != std::string::npos);
   result = run_cli({"eval", "--model", tiny_gpt2.string(), "--data", (dir / "long.jsonl").string(), "--refuse-long"});
   CHECK(result.status == 2);
