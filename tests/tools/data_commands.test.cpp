@@ -75,16 +75,18 @@ void write_data(const fs::path& file, const std::string& contents) { std::ofstre
 
 using namespace data_commands_test;
 
-TEST_CASE("cli: eval's masked loss equals transformers' on the tiny GPT-2 (float32, within 1e-5)") {
+TEST_CASE("cli: eval's masked loss equals transformers' on the tiny GPT-2 and a ChatML GPT-2 (float32, within 1e-5)") {
   std::ifstream in(eval_dir / "expected.json");
   REQUIRE(in);
   const nlohmann::json expected = nlohmann::json::parse(in).at("results");
-  REQUIRE(expected.size() == 4);
+  REQUIRE(expected.size() == 6);
   for (const auto& [key, want] : expected.items()) {
     CAPTURE(key);
     const bool all_tokens = key.find(" all_tokens") != std::string::npos;
     const std::string file = key.substr(0, key.find(' '));
-    std::vector<std::string> args = {"eval", "--model", tiny_gpt2.string(), "--data", (eval_dir / file).string(), "--json",
+    // chat_*.jsonl: conversations rendered by the qwen2 fixture's ChatML template, on a model that has it.
+    const fs::path model = file.starts_with("chat_") ? eval_dir / "chat_model" : tiny_gpt2;
+    std::vector<std::string> args = {"eval", "--model", model.string(), "--data", (eval_dir / file).string(), "--json",
                                      "--batch", "2"};
     if (all_tokens) args.push_back("--train-on-all-tokens");
     const auto result = run_cli(args);
