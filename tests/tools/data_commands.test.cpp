@@ -146,6 +146,21 @@ TEST_CASE("cli: train --data logs held-out losses equal to eval's, reports the b
   }
 }
 
+TEST_CASE("cli: train --data on conversations trains the assistant turns of a ChatML model") {
+  ScratchDir dir("train_chat");
+  const fs::path model = eval_dir / "chat_model";
+  const fs::path chats = eval_dir / "chat_messages.jsonl";
+  const auto before = run_cli({"eval", "--model", model.string(), "--data", chats.string(), "--json"});
+  REQUIRE_MESSAGE(before.status == 0, before.output);
+  const auto run = run_cli({"train", "--model", model.string(), "--data", chats.string(), "--eval-data", chats.string(), "--targets",
+                            "all-linear", "--steps", "8", "--batch", "3", "--seq", "127", "--lr", "0.02", "--out", (dir / "run").string()});
+  REQUIRE_MESSAGE(run.status == 0, run.output);
+  const auto rows = metric_rows(dir / "run");
+  REQUIRE(rows.back().phase == "eval");
+  // Fitting three conversations for eight steps lowers their answer-only loss.
+  CHECK(rows.back().loss < parse_json(before.output).at("loss").get<double>() - 0.1);
+}
+
 TEST_CASE("cli: generate --chat renders the conversation with the template and stops at the end-of-turn token") {
   ScratchDir dir("generate_chat");
   write_chat_model(dir / "stops", true);
