@@ -160,6 +160,9 @@ std::uint64_t draw_below(std::uint64_t& state, std::uint64_t n) {
 
 }  // namespace
 
+// The format of a parsed line, by its keys.
+static DataFormat format_of(const json& object);
+
 std::string_view data_format_name(DataFormat format) {
   switch (format) {
     case DataFormat::text: return "text";
@@ -177,8 +180,9 @@ std::int64_t Dataset::loss_tokens() const {
   return count;
 }
 
-DataFormat detect_format(std::string_view json_line) {
-  const json object = parse_object(json_line);
+DataFormat detect_format(std::string_view json_line) { return format_of(parse_object(json_line)); }
+
+static DataFormat format_of(const json& object) {
   if (object.contains("messages")) return DataFormat::messages;
   if (object.contains("prompt") && object.contains("completion"))
     return object["prompt"].is_array() ? DataFormat::conversational_completion : DataFormat::prompt_completion;
@@ -210,7 +214,7 @@ std::vector<ChatMessage> read_messages_file(const std::filesystem::path& file) {
 Example tokenize_example(std::string_view json_line, DataFormat format, const Tokenizer& tokenizer, const ChatTemplate* chat,
                          bool all_tokens) {
   const json object = parse_object(json_line);
-  const DataFormat found = detect_format(json_line);
+  const DataFormat found = format_of(object);
   if (found != format)
     fail("the example is in the {} format but the file's first example is {}", data_format_name(found), data_format_name(format));
   Example example;
