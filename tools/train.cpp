@@ -4,6 +4,11 @@
 // written atomically every --checkpoint-every steps and at the end), metrics.csv, loss.png and the PEFT
 // adapter in adapter/. --resume continues from the checkpoint and reproduces the uninterrupted run's
 // losses exactly.
+//
+// Under `mpirun -np N` (an MPI build, dist/) every rank loads the model and the text, draws the same
+// global batch, computes its share of the step's micro-batches and the gradients are summed over the
+// micro-batches in a fixed order (dist::MicroBatchGradients), so the run is the same bit for bit on any N
+// that divides the micro-batch count. Rank 0 alone writes files and prints progress.
 #include <algorithm>
 #include <cmath>
 #include <chrono>
@@ -11,6 +16,7 @@
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +27,8 @@
 #include "commands.hpp"
 #include "data.hpp"
 #include "lowrank/core/error.hpp"
+#include "lowrank/dist/communicator.hpp"
+#include "lowrank/dist/micro_batches.hpp"
 #include "lowrank/nn/checkpoint.hpp"
 #include "lowrank/nn/language_model.hpp"
 #include "lowrank/optim/adam.hpp"
@@ -52,16 +60,17 @@ struct TrainSettings {
   std::int64_t steps = 200;
   std::int64_t batch = 8;
   std::int64_t seq = 128;
+  std::int64_t micro_batch = 0;  // windows per micro-batch; 0: the whole batch (resolved before the run)
   std::uint64_t seed = 0;
-  DataFlags data;                     // --data files, --chat-format, --train-on-all-tokens, --refuse-long
+  DataFlags data;                      // --data files, --chat-format, --train-on-all-tokens, --refuse-long
   std::vector<std::string> eval_data;  // --eval-data
   std::int64_t eval_every = 0;         // 0: at the end only (when there is --eval-data)
 
   nlohmann::json to_json() const {
     return {{"model", model}, {"text", text},   {"rank", rank},   {"alpha", alpha}, {"dropout", dropout},
             {"targets", targets}, {"scaling", scaling}, {"lr", lr}, {"weight_decay", weight_decay},
-            {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"seed", seed},
-            {"data", data.files}, {"chat_format", data.chat_format}, {"train_on_all_tokens", data.all_tokens},
+            {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"micro_batch", micro_batch},
+            {"seed", seed}, {"data", data.files}, {"chat_format", data.chat_format}, {"train_on_all_tokens", data.all_tokens},
             {"refuse_long", data.refuse_long}, {"eval_data", eval_data}, {"eval_every", eval_every}};
   }
 };
@@ -102,6 +111,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
       fail("{}: setting '{}' {}", run_file.string(), key, problem);
   };
   for (const char* key : {"rank", "steps", "batch", "seq"}) check(key, positive_integer);
+  check("micro_batch", non_negative_integer);
   for (const char* key : {"alpha", "lr"}) check(key, positive_number);
   for (const char* key : {"dropout", "weight_decay", "clip"}) check(key, non_negative_number);
   if (result["warmup"] != -1) check("warmup", non_negative_integer);
@@ -123,6 +133,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
     merged.steps = result["steps"];
     merged.batch = result["batch"];
     merged.seq = result["seq"];
+    merged.micro_batch = result["micro_batch"];
     merged.seed = result["seed"];
     merged.data.files = result["data"].get<std::vector<std::string>>();
     merged.data.chat_format = result["chat_format"];
@@ -144,13 +155,9 @@ std::vector<std::int32_t> read_tokens(const fs::path& file, const text::Tokenize
   return tokenizer.encode(text);
 }
 
-double last_train_loss(const MetricsLog& metrics) {
-  for (auto row = metrics.rows().rbegin(); row != metrics.rows().rend(); ++row)
-    if (row->phase == "train") return row->loss;
-  return 0.0;
-}
-
-void run_train(const CLI::App& command, TrainOptions options) {
+// The checks that need no model: --resume against the run directory (and the saved settings merged in),
+// the target names, the micro-batches against the ranks. Returns the settings the run uses.
+TrainSettings validated_settings(const CLI::App& command, TrainOptions& options, const dist::Communicator& comm) {
   const fs::path out = options.out;
   const fs::path run_file = out / "run.json", checkpoint_file = out / "checkpoint.safetensors";
   if (options.resume) {
@@ -161,168 +168,332 @@ void run_train(const CLI::App& command, TrainOptions options) {
     fail("--out {} already holds a run ({}); continue it with --resume or choose another --out", out.string(),
          checkpoint_file.string());
   }
-  if (options.threads > 0) set_cpu_threads(options.threads);
   const TrainSettings& s = options.settings;
   if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::all_lora_target_names(), ", "));
-  const Device device = parse_device(options.device);
+  TrainSettings resolved = s;
+  if (resolved.micro_batch == 0) resolved.micro_batch = resolved.batch;
+  if (resolved.batch % resolved.micro_batch != 0)
+    fail("--micro-batch {} does not divide --batch {}", resolved.micro_batch, resolved.batch);
+  const std::int64_t micro_batches = resolved.batch / resolved.micro_batch;
+  // The micro-batches' losses are combined as equal parts of the step; padded rows of --data carry
+  // different numbers of loss tokens, for which that would not be the mean over the batch.
+  if (!resolved.data.files.empty() && micro_batches > 1)
+    fail("--micro-batch {} with --data: training on JSONL examples takes the whole batch at once (no --micro-batch)",
+         resolved.micro_batch);
+  if (micro_batches % comm.size() != 0)
+    fail("--batch {} in micro-batches of {} is {} micro-batch{}, which {} ranks cannot share evenly; choose --micro-batch so "
+         "that batch / micro-batch is a multiple of the rank count (e.g. --micro-batch 1: then any rank count that divides "
+         "--batch gives the same result)",
+         resolved.batch, resolved.micro_batch, micro_batches, micro_batches == 1 ? "" : "es", comm.size());
+  return resolved;
+}
 
-  const std::unique_ptr<nn::LanguageModel> loaded = load_model(s.model, device);
-  nn::LanguageModel& model = *loaded;
-  model_lora_targets(model, s.targets);
-  if (s.seq > model.context_length())
-    fail("--seq {} exceeds the model's context of {} tokens ({} in {})", s.seq, model.context_length(), model.context_length_key(),
-         (fs::path(s.model) / "config.json").string());
-  const auto tokenizer = load_tokenizer(s.model);
-  if (tokenizer->vocab_size() > model.vocab_size())
-    fail("--model {}: the tokenizer has {} tokens but the model only {} (vocab_size)", s.model, tokenizer->vocab_size(),
-         model.vocab_size());
-  // --text: windows of --seq tokens at random positions. --data: whole examples of at most --seq + 1
-  // tokens (--seq predictions), masked by docs/data.md's rules.
-  std::vector<std::int32_t> tokens;
-  text::Dataset examples, held_out;
-  if (!s.text.empty()) {
-    tokens = read_tokens(s.text, *tokenizer);
-    if (static_cast<std::int64_t>(tokens.size()) < s.seq + 2)
-      fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s.text, tokens.size(), s.seq);
-  } else {
-    examples = read_data(s.data.files, s.model, *tokenizer, s.data, s.seq + 1);
-    if (examples.loss_tokens() == 0) fail("--data: no token of the examples carries the loss (after cutting them to --seq {})", s.seq);
+// One step's batch: `batch` windows of `seq` tokens at starts drawn from the data stream, and their
+// targets (the same windows shifted by one token). Every rank draws the whole batch (the same one) and
+// takes its micro-batches' rows.
+struct Batch {
+  std::int64_t seq = 0;
+  std::vector<std::int32_t> inputs, targets;  // [batch, seq], row-major
+
+  TokenIds input_rows(std::int64_t first, std::int64_t rows) const { return slice(inputs, first, rows); }
+  TokenIds target_rows(std::int64_t first, std::int64_t rows) const { return slice(targets, first, rows); }
+
+ private:
+  TokenIds slice(const std::vector<std::int32_t>& ids, std::int64_t first, std::int64_t rows) const {
+    const auto begin = ids.begin() + static_cast<std::ptrdiff_t>(first * seq);
+    return token_ids(rows, seq, std::vector<std::int32_t>(begin, begin + static_cast<std::ptrdiff_t>(rows * seq)));
   }
-  if (!s.eval_data.empty()) held_out = read_data(s.eval_data, s.model, *tokenizer, s.data, s.seq + 1);
-  const std::int32_t pad = padding_id(*tokenizer);
+};
 
-  nn::LoraSettings lora;
-  lora.config.rank = s.rank;
-  lora.config.alpha = s.alpha;
-  lora.config.dropout = s.dropout;
-  lora.config.scaling = parse_scaling(s.scaling);
-  lora.targets = s.targets;
-  RandomStream init_rng{derive_seed(s.seed, 1), 0};
-  model.enable_lora(lora, init_rng);
+class BatchSampler {
+ public:
+  BatchSampler(const std::vector<std::int32_t>& tokens, std::int64_t batch, std::int64_t seq)
+      : tokens_(tokens),
+        batch_(batch),
+        seq_(seq),
+        window_starts_(static_cast<std::uint64_t>(tokens.size()) - static_cast<std::uint64_t>(seq)) {}
 
-  AdamOptions adam;
-  adam.lr = s.lr;
-  adam.weight_decay = s.weight_decay;
-  AdamW optimizer(model.trainable_parameters(), adam);
-  const std::int64_t warmup = s.warmup >= 0 ? s.warmup : std::max<std::int64_t>(1, s.steps / 20);
-  LrScheduler schedule(optimizer, WarmupCosineSchedule(s.lr, std::max<std::int64_t>(1, warmup), s.steps, s.lr / 10));
-  nn::TrainingState state;
-  state.data_rng = RandomStream{derive_seed(s.seed, 2), 0};
-  state.dropout_rng = RandomStream{derive_seed(s.seed, 3), 0};
-
-  MetricsLog metrics;
-  if (options.resume) {
-    nn::load_checkpoint(checkpoint_file, model, optimizer, state);
-    if (fs::exists(out / "metrics.csv")) metrics = MetricsLog::read_csv(out / "metrics.csv");
-    metrics.truncate_before(state.step + 1);
-    fmt::print("resuming {} at step {} of {}\n", out.string(), state.step, s.steps);
-  } else {
-    fs::create_directories(out);
-    // Absolute paths, so that --resume works from any working directory.
-    TrainSettings saved = s;
-    saved.model = fs::absolute(s.model).string();
-    if (!s.text.empty()) saved.text = fs::absolute(s.text).string();
-    for (auto& file : saved.data.files) file = fs::absolute(file).string();
-    for (auto& file : saved.eval_data) file = fs::absolute(file).string();
-    write_json(run_file, saved.to_json());
-  }
-
-  const auto count = model.parameter_count();
-  if (!s.text.empty()) {
-    fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%)\n", s.model, s.text, tokens.size(), count.trainable,
-               count.total(), 100 * count.trainable_fraction());
-  } else {
-    fmt::print("training {} on {} examples of {} ({} loss-carrying tokens{}): {} of {} parameters train ({:.2f}%)\n", s.model,
-               examples.examples.size(), fmt::join(s.data.files, ", "), examples.loss_tokens(),
-               examples.truncated > 0 ? fmt::format("; {} examples cut to --seq {} + 1 tokens", examples.truncated, s.seq) : "",
-               count.trainable, count.total(), 100 * count.trainable_fraction());
-  }
-  if (!held_out.examples.empty())
-    fmt::print("held-out data: {} examples, {} loss-carrying tokens{}\n", held_out.examples.size(), held_out.loss_tokens(),
-               held_out.truncated > 0 ? fmt::format(" ({} cut to --seq {} + 1 tokens)", held_out.truncated, s.seq) : "");
-  auto evaluate = [&](double lr) {
-    const MaskedLoss loss = masked_loss(model, held_out, s.batch, pad);
-    metrics.add({state.step, "eval", loss.mean(), lr, 0.0, false});
-    return loss.mean();
-  };
-
-  auto save = [&] {
-    nn::save_checkpoint(checkpoint_file, model, optimizer, state);
-    metrics.write_csv(out / "metrics.csv");
-    fs::create_directories(out / "adapter");
-    model.save_adapter(out / "adapter");
-  };
-
-  const std::int64_t last = options.stop_at > 0 ? std::min(options.stop_at, s.steps) : s.steps;
-  const auto window_starts = tokens.empty() ? 0 : static_cast<std::uint64_t>(tokens.size()) - static_cast<std::uint64_t>(s.seq);
-  const std::uint64_t order_seed = derive_seed(s.seed, 4);
-  model.train(true);
-  Progress progress("train", s.steps, "steps");
-  progress.update(state.step);
-  double seconds = 0.0;
-  std::int64_t steps_run = 0, steps_skipped = 0, tokens_run = 0;
-  while (state.step < last) {
+  Batch next(RandomStream& data_rng) const {
     std::vector<std::int32_t> inputs, targets;
-    std::int64_t rows = s.batch, columns = s.seq;
-    if (!tokens.empty()) {
-      inputs.reserve(static_cast<std::size_t>(s.batch * s.seq));
-      targets.reserve(inputs.capacity());
-      for (std::int64_t row = 0; row < s.batch; ++row) {
-        const auto start = static_cast<std::size_t>(draw_below(state.data_rng, window_starts));
-        inputs.insert(inputs.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start),
-                      tokens.begin() + static_cast<std::ptrdiff_t>(start) + s.seq);
-        targets.insert(targets.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start) + 1,
-                       tokens.begin() + static_cast<std::ptrdiff_t>(start) + s.seq + 1);
+    inputs.reserve(static_cast<std::size_t>(batch_ * seq_));
+    targets.reserve(inputs.capacity());
+    for (std::int64_t row = 0; row < batch_; ++row) {
+      const auto start = static_cast<std::ptrdiff_t>(draw_below(data_rng, window_starts_));
+      const auto first = tokens_.begin() + start;
+      inputs.insert(inputs.end(), first, first + seq_);
+      targets.insert(targets.end(), first + 1, first + seq_ + 1);
+    }
+    return {seq_, std::move(inputs), std::move(targets)};
+  }
+
+ private:
+  const std::vector<std::int32_t>& tokens_;
+  std::int64_t batch_, seq_;
+  std::uint64_t window_starts_;
+};
+
+// A run in --out: the model with its adapters, the optimizer and schedule, the training state and the
+// metrics, set up fresh or from the checkpoint; run() trains to --stop-at / --steps and save() writes the
+// checkpoint, metrics and adapter (rank 0 only).
+class TrainingRun {
+ public:
+  TrainingRun(const TrainOptions& options, const TrainSettings& settings, dist::Communicator& comm)
+      : options_(options),
+        comm_(comm),
+        s_(settings),
+        out_(options.out),
+        checkpoint_file_(out_ / "checkpoint.safetensors"),
+        model_(load()),
+        optimizer_(enable_lora(), adam_options()),
+        schedule_(optimizer_, WarmupCosineSchedule(s_.lr, std::max<std::int64_t>(1, warmup()), s_.steps, s_.lr / 10)) {
+    state_.data_rng = RandomStream{derive_seed(s_.seed, 2), 0};
+    state_.dropout_rng = RandomStream{derive_seed(s_.seed, 3), 0};
+    if (options_.resume) {
+      nn::load_checkpoint(checkpoint_file_, *model_, optimizer_, state_);
+      if (comm_.is_root()) {
+        if (fs::exists(out_ / "metrics.csv")) metrics_ = MetricsLog::read_csv(out_ / "metrics.csv");
+        metrics_.truncate_before(state_.step + 1);
+        fmt::print("resuming {} at step {} of {}{}\n", out_.string(), state_.step, s_.steps, on_ranks());
       }
+    } else if (comm_.is_root()) {
+      fs::create_directories(out_);
+      // Absolute paths, so that --resume works from any working directory.
+      TrainSettings saved = s_;
+      saved.model = fs::absolute(s_.model).string();
+      if (!s_.text.empty()) saved.text = fs::absolute(s_.text).string();
+      for (auto& file : saved.data.files) file = fs::absolute(file).string();
+      for (auto& file : saved.eval_data) file = fs::absolute(file).string();
+      write_json(out_ / "run.json", saved.to_json());
+    }
+    gradients_ = std::make_unique<dist::MicroBatchGradients>(comm_, model_->trainable_parameters(), s_.batch / s_.micro_batch);
+    model_->train(true);
+    measure_dropout_strides();
+  }
+
+  void run() {
+    const bool root = comm_.is_root();
+    const auto count = model_->parameter_count();
+    if (root && !s_.text.empty())
+      fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%){}\n", s_.model, s_.text, tokens_.size(),
+                 count.trainable, count.total(), 100 * count.trainable_fraction(), on_ranks());
+    if (root && s_.text.empty())
+      fmt::print("training {} on {} examples of {} ({} loss-carrying tokens{}): {} of {} parameters train ({:.2f}%){}\n", s_.model,
+                 examples_.examples.size(), fmt::join(s_.data.files, ", "), examples_.loss_tokens(),
+                 examples_.truncated > 0 ? fmt::format("; {} examples cut to --seq {} + 1 tokens", examples_.truncated, s_.seq) : "",
+                 count.trainable, count.total(), 100 * count.trainable_fraction(), on_ranks());
+    if (root && !held_out_.examples.empty())
+      fmt::print("held-out data: {} examples, {} loss-carrying tokens{}\n", held_out_.examples.size(), held_out_.loss_tokens(),
+                 held_out_.truncated > 0 ? fmt::format(" ({} cut to --seq {} + 1 tokens)", held_out_.truncated, s_.seq) : "");
+    const std::int64_t last = options_.stop_at > 0 ? std::min(options_.stop_at, s_.steps) : s_.steps;
+    const std::optional<BatchSampler> sampler =
+        tokens_.empty() ? std::nullopt : std::optional<BatchSampler>(std::in_place, tokens_, s_.batch, s_.seq);
+    std::optional<Progress> progress;
+    if (root) progress.emplace("train", s_.steps, "steps");
+    if (progress) progress->update(state_.step);
+    while (state_.step < last) {
+      const Batch batch = sampler ? sampler->next(state_.data_rng) : example_batch();
+      const auto started = Clock::now();
+      const StepOutcome outcome = step(batch);
+      const double step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+      seconds_ += step_seconds;
+      ++steps_run_;
+      steps_skipped_ += outcome.skipped;
+      ++state_.step;
+      const double rate = static_cast<double>(batch.inputs.size()) / step_seconds;
+      tokens_run_ += static_cast<std::int64_t>(batch.inputs.size());
+      metrics_.add({state_.step, "train", outcome.loss, outcome.lr, rate, outcome.skipped});
+      if (progress) progress->update(state_.step, fmt::format("loss {:.4f}  {:.0f} tok/s", outcome.loss, rate));
+      if (!held_out_.examples.empty() && ((s_.eval_every > 0 && state_.step % s_.eval_every == 0) || state_.step == s_.steps)) {
+        const MaskedLoss held = masked_loss(*model_, held_out_, s_.batch, pad_);
+        model_->train(true);
+        metrics_.add({state_.step, "eval", held.mean(), outcome.lr, 0.0, false});
+        if (progress) progress->update(state_.step, fmt::format("loss {:.4f}  eval loss {:.4f}", outcome.loss, held.mean()));
+      }
+      if (state_.step % options_.checkpoint_every == 0 || state_.step == last) save();
+    }
+    if (progress) progress->finish();
+    if (steps_run_ == 0) save();
+    if (root) report();
+  }
+
+ private:
+  // --data: the examples of this step follow from the seed and the step alone, so a resume needs no data
+  // state; right-padded to the longest.
+  Batch example_batch() const {
+    const auto chosen = text::step_examples(examples_.examples.size(), derive_seed(s_.seed, 4), state_.step, s_.batch);
+    text::PaddedBatch rows = text::pad_batch(examples_, chosen, pad_);
+    return {rows.columns, std::move(rows.inputs), std::move(rows.targets)};
+  }
+
+  // One optimizer step: this rank's micro-batches, each forward and backward on its own, their gradients
+  // summed with every rank's in micro-batch order, then the same update on every rank.
+  StepOutcome step(const Batch& batch) {
+    optimizer_.zero_grad();
+    const std::vector<RandomStream> streams = model_->lora_dropout_streams();
+    std::string failure;
+    try {
+      for (std::int64_t j = 0; j < gradients_->per_rank(); ++j) {
+        const std::int64_t m = gradients_->global_index(j);
+        place_dropout_streams(streams, m);
+        const std::int64_t first = m * s_.micro_batch;
+        const double loss = forward_backward_checked(*model_, state_.step, batch.input_rows(first, s_.micro_batch),
+                                                     batch.target_rows(first, s_.micro_batch), options_.nonfinite);
+        gradients_->add(j, loss);
+      }
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    const double loss = gradients_->finish(failure);
+    place_dropout_streams(streams, gradients_->micro_batches());
+    return update_step(*model_, optimizer_, schedule_, state_.step, loss, s_.clip, options_.nonfinite);
+  }
+
+  // Micro-batch m draws its LoRA dropout masks from where it would in one process running micro-batches
+  // 0..M-1 in turn: each stream's step-start offset plus m strides (one micro-batch's draw). With one
+  // micro-batch the streams simply advance as before.
+  void measure_dropout_strides() {
+    if (gradients_->micro_batches() == 1) return;
+    const std::vector<RandomStream> before = model_->lora_dropout_streams();
+    const std::vector<std::int32_t> zeros(static_cast<std::size_t>(s_.micro_batch * s_.seq), 0);
+    model_->loss(token_ids(s_.micro_batch, s_.seq, zeros), token_ids(s_.micro_batch, s_.seq, zeros));
+    const std::vector<RandomStream> after = model_->lora_dropout_streams();
+    for (std::size_t i = 0; i < before.size(); ++i) dropout_strides_.push_back(after[i].offset - before[i].offset);
+    model_->set_lora_dropout_streams(before);
+  }
+  void place_dropout_streams(const std::vector<RandomStream>& step_start, std::int64_t m) {
+    if (gradients_->micro_batches() == 1) return;
+    std::vector<RandomStream> placed = step_start;
+    for (std::size_t i = 0; i < placed.size(); ++i) placed[i].offset += static_cast<std::uint64_t>(m) * dropout_strides_[i];
+    model_->set_lora_dropout_streams(placed);
+  }
+
+  std::string on_ranks() const { return comm_.size() > 1 ? fmt::format(" on {} ranks", comm_.size()) : ""; }
+
+  std::unique_ptr<nn::LanguageModel> load() {
+    const Device device = parse_device(options_.device);
+    std::unique_ptr<nn::LanguageModel> model = load_model(s_.model, device);
+    model_lora_targets(*model, s_.targets);
+    if (s_.seq > model->context_length())
+      fail("--seq {} exceeds the model's context of {} tokens ({} in {})", s_.seq, model->context_length(), model->context_length_key(),
+           (fs::path(s_.model) / "config.json").string());
+    const auto tokenizer = load_tokenizer(s_.model);
+    if (tokenizer->vocab_size() > model->vocab_size())
+      fail("--model {}: the tokenizer has {} tokens but the model only {} (vocab_size)", s_.model, tokenizer->vocab_size(),
+           model->vocab_size());
+    // --text: windows of --seq tokens at random positions. --data: whole examples of at most --seq + 1
+    // tokens (--seq predictions), masked by docs/data.md's rules.
+    if (!s_.text.empty()) {
+      tokens_ = read_tokens(s_.text, *tokenizer);
+      if (static_cast<std::int64_t>(tokens_.size()) < s_.seq + 2)
+        fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s_.text, tokens_.size(), s_.seq);
     } else {
-      // The examples of this step follow from the seed and the step alone, so a resume needs no data state.
-      const auto chosen = text::step_examples(examples.examples.size(), order_seed, state.step, s.batch);
-      text::PaddedBatch batch = text::pad_batch(examples, chosen, pad);
-      rows = batch.rows;
-      columns = batch.columns;
-      inputs = std::move(batch.inputs);
-      targets = std::move(batch.targets);
+      examples_ = read_data(s_.data.files, s_.model, *tokenizer, s_.data, s_.seq + 1);
+      if (examples_.loss_tokens() == 0)
+        fail("--data: no token of the examples carries the loss (after cutting them to --seq {} + 1 tokens)", s_.seq);
     }
-    const auto started = Clock::now();
-    const StepOutcome outcome = training_step(model, optimizer, schedule, state.step, token_ids(rows, columns, std::move(inputs)),
-                                              token_ids(rows, columns, std::move(targets)), s.clip, options.nonfinite);
-    const double step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
-    seconds += step_seconds;
-    ++steps_run;
-    steps_skipped += outcome.skipped;
-    ++state.step;
-    const double rate = static_cast<double>(rows * columns) / step_seconds;
-    tokens_run += rows * columns;
-    metrics.add({state.step, "train", outcome.loss, outcome.lr, rate, outcome.skipped});
-    progress.update(state.step, fmt::format("loss {:.4f}  {:.0f} tok/s", outcome.loss, rate));
-    if (!held_out.examples.empty() && ((s.eval_every > 0 && state.step % s.eval_every == 0) || state.step == s.steps)) {
-      const double eval_loss = evaluate(outcome.lr);
-      model.train(true);
-      progress.update(state.step, fmt::format("loss {:.4f}  eval loss {:.4f}", outcome.loss, eval_loss));
+    if (!s_.eval_data.empty()) held_out_ = read_data(s_.eval_data, s_.model, *tokenizer, s_.data, s_.seq + 1);
+    pad_ = padding_id(*tokenizer);
+    return model;
+  }
+
+  Parameters enable_lora() {
+    nn::LoraSettings lora;
+    lora.config.rank = s_.rank;
+    lora.config.alpha = s_.alpha;
+    lora.config.dropout = s_.dropout;
+    lora.config.scaling = parse_scaling(s_.scaling);
+    lora.targets = s_.targets;
+    RandomStream init_rng{derive_seed(s_.seed, 1), 0};
+    model_->enable_lora(lora, init_rng);
+    return model_->trainable_parameters();
+  }
+
+  AdamOptions adam_options() const {
+    AdamOptions adam;
+    adam.lr = s_.lr;
+    adam.weight_decay = s_.weight_decay;
+    return adam;
+  }
+
+  std::int64_t warmup() const { return s_.warmup >= 0 ? s_.warmup : std::max<std::int64_t>(1, s_.steps / 20); }
+
+  // Rank 0 writes (each file atomically); every rank then learns whether that worked, so that a failed
+  // write stops all of them.
+  void save() {
+    std::string failure;
+    if (comm_.is_root()) {
+      try {
+        nn::save_checkpoint(checkpoint_file_, *model_, optimizer_, state_);
+        metrics_.write_csv(out_ / "metrics.csv");
+        fs::create_directories(out_ / "adapter");
+        model_->save_adapter(out_ / "adapter");
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
     }
-    if (state.step % options.checkpoint_every == 0 || state.step == last) save();
+    comm_.agree(failure);
   }
-  progress.finish();
-  if (steps_run == 0) save();
-  const bool plotted = plot_losses(out / "metrics.csv", out / "loss.png");
-  if (steps_skipped > 0)
-    fmt::print("skipped {} of the {} steps run: their loss or gradients were not finite (--skip-nonfinite; the 'skipped' "
-               "column of {})\n",
-               steps_skipped, steps_run, (out / "metrics.csv").string());
-  if (state.step < s.steps) {
-    fmt::print("stopped after step {} of {} (--stop-at); continue with: lowrank train --out {} --resume\n", state.step, s.steps,
-               out.string());
-  } else {
-    fmt::print("done: {} steps, final loss {:.4f}, {:.0f} tokens/s; wrote {}/adapter, checkpoint.safetensors, metrics.csv{}\n",
-               s.steps, last_train_loss(metrics),
-               steps_run > 0 ? static_cast<double>(tokens_run) / seconds : 0.0, out.string(), plotted ? ", loss.png" : "");
+
+  void report() const {
+    const bool plotted = plot_losses(out_ / "metrics.csv", out_ / "loss.png");
+    if (steps_skipped_ > 0)
+      fmt::print("skipped {} of the {} steps run: their loss or gradients were not finite (--skip-nonfinite; the 'skipped' "
+                 "column of {})\n",
+                 steps_skipped_, steps_run_, (out_ / "metrics.csv").string());
+    if (state_.step < s_.steps) {
+      fmt::print("stopped after step {} of {} (--stop-at); continue with: lowrank train --out {} --resume\n", state_.step,
+                 s_.steps, out_.string());
+    } else {
+      fmt::print("done: {} steps, final loss {:.4f}, {:.0f} tokens/s; wrote {}/adapter, checkpoint.safetensors, metrics.csv{}\n",
+                 s_.steps, last_train_loss(), steps_run_ > 0 ? static_cast<double>(tokens_run_) / seconds_ : 0.0, out_.string(),
+                 plotted ? ", loss.png" : "");
+    }
+    // The best held-out loss of the whole run (metrics.csv keeps the rows of earlier sessions of a resumed run).
+    const MetricsRow* best = nullptr;
+    for (const MetricsRow& row : metrics_.rows())
+      if (row.phase == "eval" && (best == nullptr || row.loss < best->loss)) best = &row;
+    if (best != nullptr)
+      fmt::print("best eval loss {:.4f} (perplexity {:.4f}) at step {}\n", best->loss, std::exp(best->loss), best->step);
   }
-  // The best held-out loss of the whole run (metrics.csv keeps the rows of earlier sessions of a resumed run).
-  const MetricsRow* best = nullptr;
-  for (const MetricsRow& row : metrics.rows())
-    if (row.phase == "eval" && (best == nullptr || row.loss < best->loss)) best = &row;
-  if (best != nullptr)
-    fmt::print("best eval loss {:.4f} (perplexity {:.4f}) at step {}\n", best->loss, std::exp(best->loss), best->step);
+
+  double last_train_loss() const {
+    for (auto row = metrics_.rows().rbegin(); row != metrics_.rows().rend(); ++row)
+      if (row->phase == "train") return row->loss;
+    return 0.0;
+  }
+
+  const TrainOptions& options_;
+  dist::Communicator& comm_;
+  const TrainSettings s_;
+  const fs::path out_, checkpoint_file_;
+  std::vector<std::int32_t> tokens_;  // --text; filled by load(), before model_ is set
+  text::Dataset examples_, held_out_;  // --data and --eval-data; filled by load()
+  std::int32_t pad_ = 0;
+  std::unique_ptr<nn::LanguageModel> model_;
+  AdamW optimizer_;
+  LrScheduler schedule_;
+  nn::TrainingState state_;
+  MetricsLog metrics_;  // rank 0's
+  std::unique_ptr<dist::MicroBatchGradients> gradients_;
+  std::vector<std::uint64_t> dropout_strides_;  // per LoRA dropout stream, one micro-batch's draw
+  double seconds_ = 0.0;
+  std::int64_t steps_run_ = 0, steps_skipped_ = 0, tokens_run_ = 0;
+};
+
+void run_train(const CLI::App& command, TrainOptions options) {
+  dist::Communicator& comm = dist::world();
+  // Every rank sets up on its own; a rank that fails (a missing file, a bad flag) stops them all, named.
+  std::unique_ptr<TrainingRun> run;
+  std::string failure;
+  try {
+    const TrainSettings settings = validated_settings(command, options, comm);
+    if (options.threads > 0) set_cpu_threads(options.threads);
+    run = std::make_unique<TrainingRun>(options, settings, comm);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  comm.agree(failure);
+  run->run();
 }
 
 }  // namespace
@@ -359,6 +530,11 @@ void add_train_command(CLI::App& app) {
   command->add_option("--clip", s.clip, "clip the global gradient norm to this (0: no clipping)")->check(non_negative_number)->capture_default_str();
   command->add_option("--steps", s.steps, "optimizer steps")->check(positive_integer)->capture_default_str();
   command->add_option("--batch", s.batch, "windows per step")->check(positive_integer)->capture_default_str();
+  command->add_option("--micro-batch", s.micro_batch,
+                      "windows per micro-batch (default: the whole batch); each micro-batch is one forward and backward, "
+                      "their gradients summed in a fixed order, so that mpirun -np N gives the same result for every N "
+                      "dividing batch / micro-batch")
+      ->check(positive_integer);
   command->add_option("--seq", s.seq, "tokens per window (at most the model's n_positions)")->check(positive_integer)->capture_default_str();
   command->add_option("--seed", s.seed, "seed of the LoRA init and the data order")->capture_default_str();
   command->add_option("--device", options->device, "where to train")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
