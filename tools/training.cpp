@@ -18,6 +18,7 @@
 #include "lowrank/optim/clip.hpp"
 #include "lowrank/text/bpe_tokenizer.hpp"
 #include "lowrank/text/byte_tokenizer.hpp"
+#include "lowrank/text/hf_tokenizer.hpp"
 
 namespace lowrank::tools {
 namespace fs = std::filesystem;
@@ -73,6 +74,7 @@ std::vector<std::string> model_lora_targets(const nn::LanguageModel& model, cons
 }
 
 std::unique_ptr<text::Tokenizer> load_tokenizer(const fs::path& model) {
+  if (fs::is_regular_file(model / "tokenizer.json")) return text::load_tokenizer(model);
   if (fs::is_regular_file(model / "vocab.json") && fs::is_regular_file(model / "merges.txt"))
     return std::make_unique<text::BpeTokenizer>(text::BpeTokenizer::load(model));
   return std::make_unique<text::ByteTokenizer>();
