@@ -5,19 +5,46 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <utility>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "lowrank/autodiff/autodiff.hpp"
+#include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/adapter_set.hpp"
 #include "lowrank/nn/block.hpp"
+#include "lowrank/nn/generate.hpp"
+#include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "lowrank/nn/layer_adapters.hpp"
 #include "lowrank/nn/layer_steps.hpp"
 #include "lowrank/nn/parameter_binding.hpp"
 
 namespace lowrank::nn {
+
+const std::vector<std::pair<std::string, std::vector<std::string>>>& gpt2_lora_shorthands() {
+  static const std::vector<std::pair<std::string, std::vector<std::string>>> shorthands = {
+      {"mlp", {"fc", "proj"}},       {"all-linear", lora_target_names()}, {"c_attn", {"q", "k", "v"}},
+      {"attn.c_attn", {"q", "k", "v"}}, {"attn.c_proj", {"o"}},            {"c_fc", {"fc"}},
+      {"mlp.c_fc", {"fc"}},          {"mlp.c_proj", {"proj"}},
+  };
+  return shorthands;
+}
+
+std::vector<std::string> expand_lora_targets(const std::vector<std::string>& targets) {
+  std::vector<std::string> expanded;
+  for (const std::string& t : targets) {
+    const auto& shorthands = gpt2_lora_shorthands();
+    const auto it = std::find_if(shorthands.begin(), shorthands.end(), [&](const auto& s) { return s.first == t; });
+    if (it == shorthands.end())
+      expanded.push_back(t);
+    else
+      expanded.insert(expanded.end(), it->second.begin(), it->second.end());
+  }
+  return expanded;
+}
+
 namespace {
 
 enum Target : std::size_t { q_target, k_target, v_target, o_target, fc_target, proj_target, target_count };
@@ -163,14 +190,22 @@ void check_batch(const GPTConfig& config, const char* who, const TokenIds& ids, 
 struct GPT::State {
   GPTWeights w;
   bool training = true;
-  FullParameters full;  // cleared by enable_lora
+  // Full mode's parameters, made at their first use: each carries a gradient buffer the size of its
+  // weight, and a model loaded to be LoRA-trained (enable_lora drops them) must never hold those, or
+  // loading would cost twice the weights (docs/io.md).
+  std::optional<FullParameters> full_parameters;
   LayerAdapters lora;
   Steps steps;
 
-  explicit State(GPTWeights weights) : w(validated(std::move(weights))), full(w), steps(w.blocks.size()) {}
+  explicit State(GPTWeights weights) : w(validated(std::move(weights))), steps(w.blocks.size()) {}
   static GPTWeights validated(GPTWeights weights) {
     weights.validate();
     return weights;
+  }
+
+  FullParameters& full() {
+    if (!full_parameters) full_parameters.emplace(w);
+    return *full_parameters;
   }
 
   std::int64_t embd() const { return w.config.n_embd; }
@@ -185,7 +220,7 @@ struct GPT::State {
     });
   }
   auto full_block() {
-    return [this](std::size_t i) { return full.block(i, embd()); };
+    return [this](std::size_t i) { return full().block(i, embd()); };
   }
   auto lora_block() {
     return [this](std::size_t i) { return lora_block_of(lora, w.blocks[i], i, embd(), training); };
@@ -194,6 +229,7 @@ struct GPT::State {
   double forward_backward(const TokenIds& ids, const TokenIds& targets) {
     const std::size_t n = w.blocks.size();
     if (!lora.enabled) {
+      FullParameters& full = this->full();
       full.binding.sync(w.named_tensors());
       auto embed = eval(embeddings(ids, steps.positions_for(ids), param(full.wte), param(full.wpe)));
       const Tensor x = run_blocks(steps.full_tapes, embed.value(), true, full_block());
@@ -218,7 +254,7 @@ struct GPT::State {
   // The final hidden state [B, T, E] without any tape kept.
   Tensor hidden(const TokenIds& ids) {
     if (!lora.enabled) {
-      full.binding.sync(w.named_tensors());
+      full().binding.sync(w.named_tensors());
       return run_blocks(steps.full_tapes, frozen_embeddings(ids), false, full_block());
     }
     return run_blocks(steps.lora_tapes, frozen_embeddings(ids), false, lora_block());
@@ -231,6 +267,15 @@ GPT::GPT(GPT&&) noexcept = default;
 GPT& GPT::operator=(GPT&&) noexcept = default;
 
 const GPTConfig& GPT::config() const { return state_->w.config; }
+nlohmann::json GPT::config_json() const { return config_to_json(config()); }
+DType GPT::dtype() const { return state_->w.dtype(); }
+
+std::vector<std::int32_t> GPT::generate(const std::vector<std::int32_t>& prompt, int new_tokens, const Sampling& sampling) const {
+  return nn::generate(*this, prompt, new_tokens, sampling);
+}
+void GPT::save_adapter(const std::filesystem::path& directory) const { nn::save_adapter(directory, *this); }
+void GPT::load_adapter(const std::filesystem::path& directory) { nn::load_adapter(directory, *this); }
+void GPT::save_pretrained(const std::filesystem::path& directory) const { save_gpt2(directory, weights()); }
 Device GPT::device() const { return state_->w.device(); }
 const GPTWeights& GPT::weights() const { return state_->w; }
 GPTWeights& GPT::weights() { return state_->w; }
@@ -243,7 +288,7 @@ void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
   // Built aside and moved in, so that a failure leaves the model as it was.
   s.lora = LayerAdapters::create(settings, expand_lora_targets(settings.targets), projection_kinds(s.embd()), s.w.blocks.size(), naming,
                                  init, s.w.dtype(), s.w.device(), s.training);
-  s.full.clear();
+  s.full_parameters.reset();
 }
 
 bool GPT::has_lora() const { return state_->lora.enabled; }
@@ -288,8 +333,8 @@ void GPT::train(bool on) {
 bool GPT::training() const { return state_->training; }
 
 Parameters GPT::trainable_parameters() const {
-  const State& s = *state_;
-  if (!s.lora.enabled) return s.full.binding.all();
+  State& s = *state_;
+  if (!s.lora.enabled) return s.full().binding.all();
   if (s.lora.set.merged())
     fail("nn::GPT::trainable_parameters: the adapters are merged into the weights (training would start from W + s·B·A); "
          "call unmerge_adapters() first");

@@ -13,7 +13,7 @@
 
 #include "lowrank/lora/adapter.hpp"
 #include "lowrank/nn/adapter_set.hpp"
-#include "lowrank/nn/gpt.hpp"
+#include "lowrank/nn/language_model.hpp"
 
 namespace lowrank::nn {
 

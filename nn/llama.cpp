@@ -6,7 +6,6 @@
 #include <array>
 #include <cmath>
 #include <map>
-#include <fstream>
 #include <set>
 #include <utility>
 
@@ -15,6 +14,7 @@
 
 #include "lowrank/autodiff/autodiff.hpp"
 #include "lowrank/io/atomic_file.hpp"
+#include "lowrank/io/hf_directory.hpp"
 #include "lowrank/io/safetensors.hpp"
 #include "lowrank/lora/adapter_file.hpp"
 #include "lowrank/nn/layer_adapters.hpp"
@@ -174,35 +174,23 @@ void LlamaWeights::validate() const {
 }
 
 LlamaWeights load_llama_weights(const std::filesystem::path& directory, DType dtype) {
-  const std::filesystem::path config_path = directory / "config.json";
-  std::ifstream in(config_path);
-  if (!in) fail("{}: cannot open (a Hugging Face model directory holds config.json and model.safetensors)", config_path.string());
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: not valid JSON: {}", config_path.string(), e.what());
-  }
+  const HfDirectory dir = HfDirectory::open(directory);
   LlamaWeights w;
-  w.config = llama_config_from_json(j, config_path.string());
-  const std::filesystem::path weights_path = directory / "model.safetensors";
-  const SafetensorsFile file = SafetensorsFile::open(weights_path);
+  w.config = llama_config_from_json(dir.config(), dir.config_path().string());
   const auto shapes = expected_shapes(w.config);
   std::set<std::string> wanted;
   for (const auto& [name, shape] : shapes) wanted.insert(name);
-  for (const TensorInfo& info : file.tensors()) {
-    const bool rotary_buffer = info.name.ends_with("rotary_emb.inv_freq");
-    const bool tied_head = w.config.tie_word_embeddings && info.name == "lm_head.weight";
-    if (!wanted.contains(info.name) && !rotary_buffer && !tied_head)
-      fail("{}: tensor '{}' is not part of a {} model with this config (q/k/v biases {}, tied head {})", weights_path.string(), info.name,
+  for (const std::string& name : dir.tensor_names()) {
+    const bool rotary_buffer = name.ends_with("rotary_emb.inv_freq");
+    const bool tied_head = w.config.tie_word_embeddings && name == "lm_head.weight";
+    if (!wanted.contains(name) && !rotary_buffer && !tied_head)
+      fail("{}: tensor '{}' is not part of a {} model with this config (q/k/v biases {}, tied head {})", dir.file_of(name), name,
            w.config.model_type, w.config.qkv_bias, w.config.tie_word_embeddings);
   }
   std::map<std::string, Tensor> loaded;
   for (const auto& [name, shape] : shapes) {
-    if (!file.contains(name)) fail("{}: tensor '{}' is missing", weights_path.string(), name);
-    Tensor t = file.load(name, dtype);
-    if (t.shape() != shape) fail("{}: tensor '{}' is {}, the config gives {}", weights_path.string(), name, t.shape(), shape);
-    loaded.emplace(name, std::move(t));
+    if (!dir.contains(name)) fail("{}: tensor '{}' is missing", dir.weights_name(), name);
+    loaded.emplace(name, dir.load(name, shape, dtype));
   }
   w.embed_tokens = loaded.at("model.embed_tokens.weight");
   for (std::int64_t i = 0; i < w.config.num_hidden_layers; ++i) {
@@ -386,9 +374,15 @@ struct Llama::State {
 
   void check(const char* who, const TokenIds& ids, const TokenIds* targets) const {
     const LlamaConfig& c = w.config;
-    check_token_batch(who, ids, targets, c.sliding_window > 0 && c.sliding_window < c.max_position_embeddings ? "sliding_window"
-                                                                                                              : "max_position_embeddings",
-                      c.context_length());
+    const bool window = c.sliding_window > 0 && c.sliding_window < c.max_position_embeddings;
+    check_token_batch(who, ids, targets, window ? "sliding_window" : "max_position_embeddings", c.context_length());
+  }
+
+  Tensor logits(const TokenIds& ids) {
+    check("nn::Llama::logits", ids, nullptr);
+    LlamaSteps::Cleanup cleanup{steps};
+    const Tensor h = hidden(ids);
+    return eval(head_logits(input(h), frozen(w.norm), frozen(w.head()), w.config.rms_norm_eps)).value();
   }
 };
 
@@ -398,6 +392,15 @@ Llama::Llama(Llama&&) noexcept = default;
 Llama& Llama::operator=(Llama&&) noexcept = default;
 
 const LlamaConfig& Llama::config() const { return state_->w.config; }
+nlohmann::json Llama::config_json() const { return llama_config_to_json(config()); }
+std::string Llama::context_length_key() const {
+  const LlamaConfig& c = config();
+  return c.sliding_window > 0 && c.sliding_window < c.max_position_embeddings ? "sliding_window" : "max_position_embeddings";
+}
+DType Llama::dtype() const { return state_->w.dtype(); }
+void Llama::save_adapter(const std::filesystem::path& directory) const { nn::save_adapter(directory, *this); }
+void Llama::load_adapter(const std::filesystem::path& directory) { nn::load_adapter(directory, *this); }
+void Llama::save_pretrained(const std::filesystem::path& directory) const { save_llama_weights(directory, weights()); }
 Device Llama::device() const { return state_->w.device(); }
 const LlamaWeights& Llama::weights() const { return state_->w; }
 LlamaWeights& Llama::weights() { return state_->w; }
@@ -492,13 +495,7 @@ double Llama::loss(const TokenIds& inputs, const TokenIds& targets) {
   return eval(head_loss(input(h), frozen(s.w.norm), frozen(s.w.head()), s.w.config.rms_norm_eps, targets)).value().item();
 }
 
-Tensor Llama::logits(const TokenIds& inputs) {
-  State& s = *state_;
-  s.check("nn::Llama::logits", inputs, nullptr);
-  LlamaSteps::Cleanup cleanup{s.steps};
-  const Tensor h = s.hidden(inputs);
-  return eval(head_logits(input(h), frozen(s.w.norm), frozen(s.w.head()), s.w.config.rms_norm_eps)).value();
-}
+Tensor Llama::logits(const TokenIds& inputs) { return state_->logits(inputs); }
 
 std::size_t Llama::saved_activation_bytes() const { return state_->steps.saved_bytes; }
 
@@ -584,26 +581,33 @@ void load_adapter(const std::filesystem::path& directory, Llama& model) {
 }
 
 // ---- generation ---------------------------------------------------------------------------------------------------
-std::vector<std::int32_t> generate(Llama& model, std::vector<std::int32_t> prompt, int new_tokens, const Sampling& sampling) {
-  const LlamaConfig& c = model.config();
+// The model's state is behind a pointer: generation runs forwards (which use the step machinery) without
+// changing what the model computes, so it is a const member as LanguageModel asks.
+std::vector<std::int32_t> Llama::generate(const std::vector<std::int32_t>& prompt, int new_tokens, const Sampling& sampling) const {
+  State& s = *state_;
+  const LlamaConfig& c = s.w.config;
   std::vector<std::int32_t> sequence;
-  const bool was_training = model.training();
-  model.train(false);
+  // Dropout off while generating, restored however generation ends.
   struct Restore {
-    Llama& m;
-    bool on;
-    ~Restore() { m.train(on); }
-  } restore{model, was_training};
+    State& s;
+    bool training;
+    ~Restore() {
+      s.training = training;
+      s.lora.set.train(training);
+    }
+  } restore{s, s.training};
+  s.training = false;
+  s.lora.set.train(false);
   return sample_tokens(
       [&](std::span<const std::int32_t> tokens) {
         for (const std::int32_t id : tokens)
           if (id < 0 || id >= c.vocab_size) fail("generate: token id {} outside [0, vocab_size = {})", id, c.vocab_size);
         sequence.insert(sequence.end(), tokens.begin(), tokens.end());
         const auto t = static_cast<std::int64_t>(sequence.size());
-        const Tensor logits = model.logits(TokenIds({1, t}, sequence));
+        const Tensor logits = s.logits(TokenIds({1, t}, sequence));
         return logits.select(0, 0).select(0, t - 1).contiguous();
       },
-      std::move(prompt), new_tokens, sampling, c.context_length(), "context length (max_position_embeddings / sliding_window)");
+      prompt, new_tokens, sampling, c.context_length(), context_length_key().c_str());
 }
 
 }  // namespace lowrank::nn

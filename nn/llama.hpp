@@ -17,6 +17,7 @@
 #include "lowrank/lora/accounting.hpp"
 #include "lowrank/nn/generate.hpp"
 #include "lowrank/nn/gpt.hpp"
+#include "lowrank/nn/language_model.hpp"
 #include "lowrank/nn/llama_config.hpp"
 #include "lowrank/nn/parameter_binding.hpp"
 #include "lowrank/ops/token_ids.hpp"
@@ -50,10 +51,10 @@ struct LlamaWeights {
   Device device() const { return embed_tokens.device(); }
 };
 
-// A Hugging Face directory with config.json and model.safetensors (one file; any float dtype in the file,
-// loaded as `dtype`). Errors name the file and the key or tensor: a config nn::Llama does not compute
-// (llama_config_from_json), a missing tensor, a tensor of the wrong shape, or a tensor it does not know
-// (rotary inv_freq buffers are skipped).
+// A Hugging Face directory (io/hf_directory.hpp: config.json and one model.safetensors or shards; F32,
+// F16, BF16 or F64 tensors, loaded as `dtype`, one tensor at a time). Errors name the file and the key or
+// tensor: a config nn::Llama does not compute (llama_config_from_json), a missing tensor, a tensor of the
+// wrong shape, or a tensor it does not know (rotary inv_freq buffers are skipped).
 LlamaWeights load_llama_weights(const std::filesystem::path& directory, DType dtype = DType::f32);
 // Writes config.json and model.safetensors (float32 or the weights' dtype), atomically, loadable by
 // transformers' AutoModelForCausalLM.
@@ -64,47 +65,65 @@ const std::vector<std::string>& llama_target_names();
 // "all-linear" (PEFT's name) stands for all seven; other names pass unchanged.
 std::vector<std::string> expand_llama_targets(const std::vector<std::string>& targets);
 
-class Llama {
+class Llama final : public LanguageModel {
  public:
   explicit Llama(LlamaWeights weights);  // full-training mode: every weight trainable
-  ~Llama();
+  ~Llama() override;
   Llama(Llama&&) noexcept;
   Llama& operator=(Llama&&) noexcept;
   Llama(const Llama&) = delete;
   Llama& operator=(const Llama&) = delete;
 
   const LlamaConfig& config() const;
-  Device device() const;
+
+  // LanguageModel: model_type from config.json (llama, qwen2, mistral), llama_config_to_json, the context
+  // length of LlamaConfig::context_length(); PEFT adapter files, generation and save_pretrained below.
+  std::string model_type() const override { return config().model_type; }
+  nlohmann::json config_json() const override;
+  std::int64_t vocab_size() const override { return config().vocab_size; }
+  std::int64_t context_length() const override { return config().context_length(); }
+  std::string context_length_key() const override;
+  Device device() const override;
+  DType dtype() const override;
+  std::vector<std::string> lora_modules() const override { return llama_target_names(); }
+  std::vector<std::string> expand_lora_targets(const std::vector<std::string>& targets) const override {
+    return expand_llama_targets(targets);
+  }
+  std::vector<std::int32_t> generate(const std::vector<std::int32_t>& prompt, int new_tokens, const Sampling& sampling) const override;
+  void save_adapter(const std::filesystem::path& directory) const override;
+  void load_adapter(const std::filesystem::path& directory) override;
+  void save_pretrained(const std::filesystem::path& directory) const override;
+
   const LlamaWeights& weights() const;
   LlamaWeights& weights();
 
   // As nn::GPT::enable_lora, with targets from llama_target_names() or "all-linear"; adapters are named
   // model.layers.<i>.self_attn.q_proj ... model.layers.<i>.mlp.down_proj (PEFT's module paths).
-  void enable_lora(const LoraSettings& settings, RandomStream& init);
-  bool has_lora() const;
-  const LoraSettings& lora_settings() const;
-  void set_adapters_enabled(bool on);
-  bool adapters_enabled() const;
-  void merge_adapters();  // W += s·B·A in each adapted [out, in] weight (Layout::out_in, exact restore)
-  void unmerge_adapters();
-  bool merged() const;
+  void enable_lora(const LoraSettings& settings, RandomStream& init) override;
+  bool has_lora() const override;
+  const LoraSettings& lora_settings() const override;
+  void set_adapters_enabled(bool on) override;
+  bool adapters_enabled() const override;
+  void merge_adapters() override;  // W += s·B·A in each adapted [out, in] weight (Layout::out_in, exact restore)
+  void unmerge_adapters() override;
+  bool merged() const override;
 
-  void train(bool on = true);
-  bool training() const;
+  void train(bool on = true) override;
+  bool training() const override;
   // Full mode: every weight of named_tensors(), in its order. LoRA mode: every A and B.
-  Parameters trainable_parameters() const;
-  lora::ParameterCount parameter_count() const;
+  Parameters trainable_parameters() const override;
+  lora::ParameterCount parameter_count() const override;
 
   // As nn::GPT: inputs/targets [B, T] with T <= config().context_length(); targets may hold -100.
-  double forward_backward(const TokenIds& inputs, const TokenIds& targets);
-  double loss(const TokenIds& inputs, const TokenIds& targets);
-  Tensor logits(const TokenIds& inputs);  // [B, T, V]
+  double forward_backward(const TokenIds& inputs, const TokenIds& targets) override;
+  double loss(const TokenIds& inputs, const TokenIds& targets) override;
+  Tensor logits(const TokenIds& inputs) override;  // [B, T, V]
   std::size_t saved_activation_bytes() const;
 
   using Adapter = GPT::Adapter;  // layer, target (q_proj, ...), A, B, scaling
   std::vector<Adapter> adapters() const;
-  std::vector<RandomStream> lora_dropout_streams() const;
-  void set_lora_dropout_streams(const std::vector<RandomStream>& streams);
+  std::vector<RandomStream> lora_dropout_streams() const override;
+  void set_lora_dropout_streams(const std::vector<RandomStream>& streams) override;
 
  private:
   struct State;
@@ -121,8 +140,8 @@ void load_adapter(const std::filesystem::path& directory, Llama& model);
 // "q_proj", full module paths as PEFT writes for all-linear, or "all-linear").
 LoraSettings llama_adapter_settings(const std::filesystem::path& directory);
 
-// Generation with the same sampling rules as nn::generate (pick_token). Each new token reruns the model
-// over the whole sequence (no KV cache for this family yet).
-std::vector<std::int32_t> generate(Llama& model, std::vector<std::int32_t> prompt, int new_tokens, const Sampling& sampling);
+// Generation with the same sampling loop as GPT's (sample_tokens, nn/generate.hpp): model.generate(...).
+// Each new token reruns the model over the whole sequence (no KV cache for this family yet); dropout is
+// off during it.
 
 }  // namespace lowrank::nn

@@ -7,10 +7,15 @@
 namespace lowrank::functors {
 // acc + a·b: the accumulation of one side's gradient.
 struct MulAccumulate {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   template <class T> LOWRANK_HD T operator()(T acc, T a, T b) const { return acc + a * b; }
 };
 }  // namespace lowrank::functors
+
+// The CUDA kernels of the functors above (cmake/LowrankCudaKernels.cmake; docs/gpu.md).
+#if defined(LOWRANK_CUDA_KERNELS)
+LOWRANK_CUDA_MAP(3, lowrank::functors::MulAccumulate);
+#endif
 
 #if !defined(LOWRANK_DEVICE_ONLY)
 #include "lowrank/core/elementwise.hpp"

@@ -9,17 +9,23 @@
 // Device-safe part: CUDA translation units include this header with LOWRANK_DEVICE_ONLY defined.
 namespace lowrank::functors {
 struct Silu {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   template <class T> LOWRANK_HD T operator()(T x) const { return x / (T(1) + std::exp(-x)); }
 };
 struct SiluBackward {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   template <class T> LOWRANK_HD T operator()(T dx, T x, T dy) const {
     const T s = T(1) / (T(1) + std::exp(-x));
     return dx + dy * s * (T(1) + x * (T(1) - s));
   }
 };
 }  // namespace lowrank::functors
+
+// The CUDA kernels of the functors above (cmake/LowrankCudaKernels.cmake; docs/gpu.md).
+#if defined(LOWRANK_CUDA_KERNELS)
+LOWRANK_CUDA_MAP(1, lowrank::functors::Silu);
+LOWRANK_CUDA_MAP(3, lowrank::functors::SiluBackward);
+#endif
 
 #if !defined(LOWRANK_DEVICE_ONLY)
 #include "lowrank/core/elementwise.hpp"

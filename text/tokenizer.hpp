@@ -29,6 +29,16 @@ class Tokenizer {
   // The id of a special token by its spelling, e.g. special_token_id("<|endoftext|>").
   virtual std::optional<std::int32_t> special_token_id(std::string_view spelling) const = 0;
 
+  // The ids of one sequence as the model expects them: encode()'s ids with what the tokenizer's
+  // post-processor adds around them (Llama's BOS in front). Tokenizers that add nothing return the ids.
+  virtual std::vector<std::int32_t> with_model_tokens(std::span<const std::int32_t> ids) const {
+    return {ids.begin(), ids.end()};
+  }
+  // The model's beginning-of-sequence, end-of-sequence and padding tokens, where it names them.
+  virtual std::optional<std::int32_t> bos_id() const { return std::nullopt; }
+  virtual std::optional<std::int32_t> eos_id() const { return std::nullopt; }
+  virtual std::optional<std::int32_t> pad_id() const { return std::nullopt; }
+
  private:
   virtual std::vector<std::int32_t> encode_text(std::string_view text, SpecialTokens specials) const = 0;
   virtual std::string decode_ids(std::span<const std::int32_t> ids) const = 0;

@@ -1,4 +1,4 @@
-// `lowrank train`: LoRA fine-tuning of a GPT-2 model directory on a text file. The run lives in --out:
+// `lowrank train`: LoRA fine-tuning of a model directory (any family of nn::load_model) on a text file. The run lives in --out:
 // run.json (its settings), checkpoint.safetensors (adapters, AdamW state, step and random streams,
 // written atomically every --checkpoint-every steps and at the end), metrics.csv, loss.png and the PEFT
 // adapter in adapter/. --resume continues from the checkpoint and reproduces the uninterrupted run's
@@ -18,9 +18,8 @@
 
 #include "commands.hpp"
 #include "lowrank/core/error.hpp"
-#include "lowrank/nn/adapter_files.hpp"
-#include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/checkpoint.hpp"
+#include "lowrank/nn/language_model.hpp"
 #include "lowrank/optim/adam.hpp"
 #include "lowrank/optim/schedule.hpp"
 #include "progress.hpp"
@@ -30,13 +29,6 @@
 
 namespace lowrank::tools {
 namespace {
-
-// --targets accepts the six projections and the shorthand mlp (= fc,proj; nn::expand_lora_targets).
-std::vector<std::string> accepted_target_names() {
-  std::vector<std::string> names = nn::lora_target_names();
-  names.emplace_back("mlp");
-  return names;
-}
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -150,27 +142,22 @@ void run_train(const CLI::App& command, TrainOptions options) {
   }
   if (options.threads > 0) set_cpu_threads(options.threads);
   const TrainSettings& s = options.settings;
-  for (const auto& target : nn::expand_lora_targets(s.targets))
-    if (std::find(nn::lora_target_names().begin(), nn::lora_target_names().end(), target) == nn::lora_target_names().end())
-      fail("--targets {}: unknown target '{}' (accepted: {}, and mlp for fc,proj)", fmt::join(s.targets, ","), target,
-           fmt::join(nn::lora_target_names(), ", "));
-  if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::lora_target_names(), ", "));
+  if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::all_lora_target_names(), ", "));
   const Device device = parse_device(options.device);
 
-  nn::GPTWeights weights = load_model(s.model);
-  const nn::GPTConfig config = weights.config;
-  if (s.seq > config.n_positions)
-    fail("--seq {} exceeds the model's context of {} tokens (n_positions in {})", s.seq, config.n_positions,
+  const std::unique_ptr<nn::LanguageModel> loaded = load_model(s.model, device);
+  nn::LanguageModel& model = *loaded;
+  model_lora_targets(model, s.targets);
+  if (s.seq > model.context_length())
+    fail("--seq {} exceeds the model's context of {} tokens ({} in {})", s.seq, model.context_length(), model.context_length_key(),
          (fs::path(s.model) / "config.json").string());
   const auto tokenizer = load_tokenizer(s.model);
-  if (tokenizer->vocab_size() > config.vocab_size)
+  if (tokenizer->vocab_size() > model.vocab_size())
     fail("--model {}: the tokenizer has {} tokens but the model only {} (vocab_size)", s.model, tokenizer->vocab_size(),
-         config.vocab_size);
+         model.vocab_size());
   const std::vector<std::int32_t> tokens = read_tokens(s.text, *tokenizer);
   if (static_cast<std::int64_t>(tokens.size()) < s.seq + 2)
     fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s.text, tokens.size(), s.seq);
-  move_to(weights, device);
-  nn::GPT model(std::move(weights));
 
   nn::LoraSettings lora;
   lora.config.rank = s.rank;
@@ -214,7 +201,7 @@ void run_train(const CLI::App& command, TrainOptions options) {
     nn::save_checkpoint(checkpoint_file, model, optimizer, state);
     metrics.write_csv(out / "metrics.csv");
     fs::create_directories(out / "adapter");
-    nn::save_adapter(out / "adapter", model);
+    model.save_adapter(out / "adapter");
   };
 
   const std::int64_t last = options.stop_at > 0 ? std::min(options.stop_at, s.steps) : s.steps;
@@ -269,19 +256,20 @@ void run_train(const CLI::App& command, TrainOptions options) {
 }  // namespace
 
 void add_train_command(CLI::App& app) {
-  auto* command = app.add_subcommand("train", "LoRA fine-tuning of a GPT-2 model directory on a text file, with resumable checkpoints");
+  auto* command = app.add_subcommand("train", "LoRA fine-tuning of a model directory on a text file, with resumable checkpoints");
   auto options = std::make_shared<TrainOptions>();
   TrainSettings& s = options->settings;
-  command->add_option("--model", s.model, "GPT-2 model directory (config.json + model.safetensors [+ vocab.json, merges.txt])");
+  command->add_option("--model", s.model, "model directory (config.json + model.safetensors or sharded weights [+ vocab.json, merges.txt])");
   command->add_option("--text", s.text, "training text (UTF-8); tokenized with the model's BPE if it has one, else as bytes");
   command->add_option("--out", options->out, "run directory: run.json, checkpoint.safetensors, metrics.csv, adapter/")->required();
   command->add_flag("--resume", options->resume, "continue the run in --out from its checkpoint (flags not given keep their saved values)");
   command->add_option("--rank", s.rank, "LoRA rank r")->check(positive_integer)->capture_default_str();
   command->add_option("--alpha", s.alpha, "LoRA alpha")->check(positive_number)->capture_default_str();
   command->add_option("--dropout", s.dropout, "dropout on the LoRA branch's input")->check(non_negative_number)->capture_default_str();
-  command->add_option("--targets", s.targets, "comma-separated projections to adapt, of: q, k, v, o, fc, proj; mlp = fc,proj")
+  command->add_option("--targets", s.targets, "comma-separated modules to adapt, in the model family's names (GPT-2: q, k, v, o, fc, proj; mlp = fc,proj; "
+                  "c_attn = q,k,v; all-linear = all six)")
       ->delimiter(',')
-      ->check(CLI::IsMember(accepted_target_names()))
+      ->check(CLI::IsMember(nn::all_lora_target_names()))
       ->capture_default_str();
   command->add_option("--scaling", s.scaling, "s = alpha/r (alpha_over_r), alpha, or alpha/sqrt(r) (rslora)")
       ->check(CLI::IsMember({"alpha_over_r", "alpha", "rslora"}))

@@ -304,6 +304,62 @@ def utf8_seeds():
     write(t, "empty", b"")
 
 
+# ---- Hugging Face directories --------------------------------------------------------------------
+# Parts cut at each separator line: index, generation_config.json, shard 1, shard 2 (hf_directory.fuzz.cpp).
+
+SEPARATOR = b"\n--next-file--\n"
+SHARD_1, SHARD_2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+
+
+def hf_input(index, generation=b"", shard1=b"", shard2=b""):
+    parts = [json.dumps(p).encode("utf-8") if isinstance(p, dict) else (p.encode("utf-8") if isinstance(p, str) else p)
+             for p in (index, generation, shard1, shard2)]
+    return SEPARATOR.join(parts)
+
+
+def hf_shard(named_shapes, dtype="F32", seed=1):
+    entries, data = f32_tensors(named_shapes, seed=seed, dtype=dtype)
+    return safetensors(entries, data, metadata={"format": "pt"})
+
+
+def bf16_shard(named_shapes):
+    """BF16: the upper halves of the float32 values."""
+    entries, data = {}, b""
+    for i, (name, shape) in enumerate(named_shapes):
+        values = struct.pack("<%df" % numel(shape), *small_floats(numel(shape), 7 + i))
+        blob = b"".join(values[k + 2:k + 4] for k in range(0, len(values), 4))
+        entries[name] = ("BF16", shape, [len(data), len(data) + len(blob)])
+        data += blob
+    return safetensors(entries, data)
+
+
+def hf_seeds():
+    t = "hf_directory"
+    first, second = [("a", [2, 3]), ("b", [3])], [("c", [4])]
+    index = {"metadata": {"total_size": 52}, "weight_map": {"a": SHARD_1, "b": SHARD_1, "c": SHARD_2}}
+    generation = {"bos_token_id": 1, "eos_token_id": [2, 3], "temperature": 0.7, "top_p": 0.9, "top_k": 40, "do_sample": True}
+    write(t, "valid_two_shards", hf_input(index, generation, hf_shard(first), hf_shard(second, seed=5)))
+    write(t, "valid_bf16_f16_shards", hf_input(index, b"", bf16_shard(first), hf_shard(second, dtype="F16")))
+    write(t, "valid_one_shard_no_generation",
+          hf_input({"weight_map": {"a": SHARD_1, "b": SHARD_1}}, b"", hf_shard(first)))
+    write(t, "listed_integer_tensor",
+          hf_input({"weight_map": {"i": SHARD_1}}, b"", safetensors({"i": ("I32", [2], [0, 8])}, struct.pack("<2i", 1, 2))))
+    write(t, "bad_missing_shard", hf_input(index, generation, hf_shard(first)))
+    write(t, "bad_listed_but_absent",
+          hf_input({"weight_map": {"a": SHARD_1, "b": SHARD_1, "c": SHARD_2, "d": SHARD_2}}, b"", hf_shard(first), hf_shard(second)))
+    write(t, "bad_unlisted_tensor", hf_input({"weight_map": {"a": SHARD_1, "c": SHARD_2}}, b"", hf_shard(first), hf_shard(second)))
+    write(t, "bad_tensor_in_two_shards",
+          hf_input(index, b"", hf_shard(first), hf_shard(second + [("a", [1])])))
+    write(t, "bad_duplicate_weight_map_key",
+          hf_input('{"weight_map": {"a": "%s", "a": "%s"}}' % (SHARD_1, SHARD_2), b"", hf_shard([("a", [1])]), hf_shard([("a", [1])])))
+    write(t, "bad_shard_outside_directory", hf_input({"weight_map": {"a": "../" + SHARD_1}}, b"", hf_shard(first)))
+    write(t, "bad_no_weight_map", hf_input({"metadata": {}}, b"", hf_shard(first)))
+    write(t, "bad_index_not_json", hf_input('{"weight_map": {"a": ', b"", hf_shard(first)))
+    write(t, "bad_generation_eos_string", hf_input(index, {"eos_token_id": "2"}, hf_shard(first), hf_shard(second)))
+    write(t, "bad_generation_top_p", hf_input(index, {"top_p": 2}, hf_shard(first), hf_shard(second)))
+    write(t, "bad_no_weights", hf_input(b""))
+
+
 if __name__ == "__main__":
     # Inputs a fuzzer once crashed on (regression_*) are kept; everything else is written afresh.
     for target in os.listdir(CORPUS) if os.path.isdir(CORPUS) else []:
@@ -315,5 +371,6 @@ if __name__ == "__main__":
     utf8_seeds()
     gpt2_seeds()
     adapter_seeds()
+    hf_seeds()
     for target in sorted(os.listdir(CORPUS)):
         print(f"{target}: {len(os.listdir(os.path.join(CORPUS, target)))} seeds")

@@ -134,7 +134,7 @@ TEST_CASE("llama interop: greedy generation gives transformers' tokens") {
     const auto want = ref.at("greedy_sequence").get<std::vector<std::int32_t>>();
     Sampling s;
     s.greedy = true;
-    CHECK(generate(model, prompt, static_cast<int>(want.size() - prompt.size()), s) == want);
+    CHECK(model.generate(prompt, static_cast<int>(want.size() - prompt.size()), s) == want);
   }
 }
 
