@@ -235,13 +235,18 @@ nlohmann::json llama_config_to_json(const LlamaConfig& c) {
       {"tie_word_embeddings", c.tie_word_embeddings},
       {"attention_dropout", 0.0},
   };
-  if (c.rope_scaling)
+  j["rope_scaling"] = nullptr;
+  if (c.rope_scaling) {
+    const Llama3RopeScaling& r = *c.rope_scaling;
     j["rope_scaling"] = {{"rope_type", "llama3"},
-                         {"factor", c.rope_scaling->factor},
-                         {"low_freq_factor", c.rope_scaling->low_freq_factor},
-                         {"high_freq_factor", c.rope_scaling->high_freq_factor},
-                         {"original_max_position_embeddings", c.rope_scaling->original_max_position_embeddings}};
-  else j["rope_scaling"] = nullptr;
+                         {"factor", r.factor},
+                         {"low_freq_factor", r.low_freq_factor},
+                         {"high_freq_factor", r.high_freq_factor},
+                         {"original_max_position_embeddings", r.original_max_position_embeddings}};
+    // An integer in transformers' configs (it warns about 1024.0).
+    if (r.original_max_position_embeddings == std::floor(r.original_max_position_embeddings) && r.original_max_position_embeddings < 9.0e15)
+      j["rope_scaling"]["original_max_position_embeddings"] = static_cast<std::int64_t>(r.original_max_position_embeddings);
+  }
   if (c.model_type == "llama") {
     j["attention_bias"] = false;
     j["mlp_bias"] = false;
