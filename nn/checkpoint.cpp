@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lowrank/io/safetensors.hpp"
+#include "lowrank/optim/optimizer.hpp"
 
 namespace lowrank::nn {
 

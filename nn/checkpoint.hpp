@@ -18,7 +18,10 @@
 
 #include "lowrank/core/philox.hpp"
 #include "lowrank/nn/language_model.hpp"
-#include "lowrank/optim/optimizer.hpp"
+
+namespace lowrank {
+class Optimizer;  // optim/optimizer.hpp: only checkpoint.cpp needs its definition
+}
 
 namespace lowrank::nn {
 

@@ -226,6 +226,38 @@ struct GPT::State {
     return [this](std::size_t i) { return lora_block_of(lora, w.blocks[i], i, embd(), training); };
   }
 
+  // GPT::set_gradients_ready: the callback, and the trainable parameters final after block i's backward
+  // (by_layer[i]) and at the end (the rest).
+  struct GradientsReady {
+    GPT::GradientsReady callback;
+    std::vector<Parameters> by_layer;
+    Parameters at_end;
+  } ready;
+
+  void collect_ready_lists(const std::vector<GPT::Adapter>& adapters) {
+    ready.by_layer.assign(w.blocks.size(), {});
+    ready.at_end.clear();
+    if (!lora.enabled) {
+      const FullParameters& full = this->full();
+      for (std::size_t i = 0; i < full.blocks.size(); ++i) {
+        const BlockParameters& b = full.blocks[i];
+        ready.by_layer[i] = {b.ln_1_weight, b.ln_1_bias, b.c_attn_weight, b.c_attn_bias, b.c_proj_weight,  b.c_proj_bias,
+                             b.ln_2_weight, b.ln_2_bias, b.c_fc_weight,   b.c_fc_bias,   b.mlp_proj_weight, b.mlp_proj_bias};
+      }
+      ready.at_end = {full.wte, full.wpe, full.ln_f_weight, full.ln_f_bias};
+      return;
+    }
+    for (const GPT::Adapter& a : adapters) {
+      ready.by_layer[static_cast<std::size_t>(a.layer)].push_back(a.A);
+      ready.by_layer[static_cast<std::size_t>(a.layer)].push_back(a.B);
+    }
+  }
+  auto block_done() {
+    return [this](std::size_t i) {
+      if (ready.callback && !ready.by_layer[i].empty()) ready.callback(ready.by_layer[i]);
+    };
+  }
+
   double forward_backward(const TokenIds& ids, const TokenIds& targets) {
     const std::size_t n = w.blocks.size();
     if (!lora.enabled) {
@@ -238,7 +270,8 @@ struct GPT::State {
       steps.saved_bytes = steps.saved_by(steps.full_tapes) + embed.memory().saved_bytes + head.memory().saved_bytes;
       const double loss = head.value().item();
       head.backward();
-      embed.backward(steps.backward_blocks(steps.full_tapes));
+      embed.backward(steps.backward_blocks(steps.full_tapes, block_done()));
+      if (ready.callback) ready.callback(ready.at_end);
       return loss;
     }
     const Tensor x = run_blocks(steps.lora_tapes, frozen_embeddings(ids), true, lora_block());
@@ -247,7 +280,7 @@ struct GPT::State {
     steps.saved_bytes = steps.saved_by(steps.lora_tapes) + head.memory().saved_bytes;
     const double loss = head.value().item();
     head.backward();
-    steps.backward_blocks(steps.lora_tapes);  // block 0's input gradient is computed (one tape type) and dropped
+    steps.backward_blocks(steps.lora_tapes, block_done());  // block 0's input gradient is computed (one tape type) and dropped
     return loss;
   }
 
@@ -361,8 +394,11 @@ double GPT::forward_backward(const TokenIds& inputs, const TokenIds& targets) {
   if (s.lora.enabled && !s.lora.set.enabled())
     fail("nn::GPT::forward_backward: the adapters are disabled, so nothing would train; call set_adapters_enabled(true)");
   Steps::Cleanup cleanup{s.steps};
+  if (s.ready.callback) s.collect_ready_lists(s.lora.enabled ? adapters() : std::vector<Adapter>{});
   return s.forward_backward(inputs, targets);
 }
+
+void GPT::set_gradients_ready(GradientsReady callback) { state_->ready.callback = std::move(callback); }
 
 double GPT::loss(const TokenIds& inputs, const TokenIds& targets) {
   State& s = *state_;

@@ -3,6 +3,7 @@
 // (every weight a param) or with LoRA adapters on a frozen base. The tapes live in nn/gpt.cpp; this
 // header is free of expression templates, so including it costs no compile time.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -100,6 +101,12 @@ class GPT final : public LanguageModel {
   // targets may hold -100 (ignored). Returns the mean cross-entropy; gradients ACCUMULATE into
   // trainable_parameters(). Refused while merged or with adapters disabled (nothing would train).
   double forward_backward(const TokenIds& inputs, const TokenIds& targets) override;
+  // Called during forward_backward whenever the gradients of some trainable parameters are final: after
+  // each block's backward with that block's parameters (last block first), and in full mode at the end
+  // with the embeddings and ln_f. Lets a data-parallel run send gradients while backward goes on
+  // (dist::MicroBatchGradients::ready). An empty function (the default) turns it off.
+  using GradientsReady = std::function<void(const Parameters& done)>;
+  void set_gradients_ready(GradientsReady callback);
   // Mean cross-entropy without gradients: each block's tape is dropped as soon as the next one has its input.
   double loss(const TokenIds& inputs, const TokenIds& targets) override;
   // Logits [B, T, V] of the current model (adapters as currently enabled/merged).

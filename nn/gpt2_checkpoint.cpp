@@ -7,6 +7,7 @@
 
 #include "lowrank/io/atomic_file.hpp"
 #include "lowrank/io/hf_directory.hpp"
+#include "lowrank/io/safetensors.hpp"
 
 namespace lowrank::nn {
 

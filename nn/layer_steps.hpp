@@ -84,11 +84,14 @@ template <class FullTape, class LoraTape> struct LayerSteps {
   }
 
   // Reverse walk over the layer tapes, releasing each after its backward; returns dL/d(layer 0 input).
-  template <class Tapes> Tensor backward_blocks(Tapes& tapes) {
+  // `done(i)`, when given, runs once layer i's backward is complete.
+  template <class Tapes, class Done = void (*)(std::size_t)>
+  Tensor backward_blocks(Tapes& tapes, Done done = [](std::size_t) {}) {
     for (std::size_t i = tapes.size(); i-- > 0;) {
       tapes.back().backward(inputs[i + 1]->grad);
       tapes.pop_back();
       inputs[i + 1]->value = inputs[i + 1]->grad = Tensor();
+      done(i);
     }
     return inputs[0]->grad;
   }

@@ -251,7 +251,8 @@ std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add
       out += system;
       out += "<|eot_id|>";
       for (const ChatMessage& m : turns)
-        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + std::string(python_strip(m.content)) + "<|eot_id|>";
+        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + std::string(python_strip(m.content)) +
+               "<|eot_id|>";
       if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
       return out;
     }

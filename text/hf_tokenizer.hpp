@@ -13,7 +13,7 @@
 namespace lowrank::text {
 
 // A Hugging Face `tokenizer.json` (the tokenizers library's format) of the kinds the Llama-family
-// models use, with tokenizer_config.json beside it for bos/eos/pad and add_bos_token/add_eos_token:
+// models use, with tokenizer_config.json beside it for bos/eos/pad:
 //   - byte-level BPE: the ByteLevel pre-tokenizer with GPT-2's pattern, or a Split with the Llama 3 or
 //     Qwen2 pattern followed by ByteLevel without its own pattern, either optionally after a Digits
 //     step (SmolLM); optional NFC normalizer;
@@ -21,7 +21,8 @@ namespace lowrank::text {
 //     normalizer or by a Metaspace pre-tokenizer, characters missing from the vocabulary fall back to
 //     <0xNN> byte tokens, and the decoder turns U+2581 back into spaces and drops the leading one;
 //   - added tokens (matched in the text before normalization, leftmost then longest, with lstrip and
-//     rstrip), and the post-processor's BOS/EOS (TemplateProcessing).
+//     rstrip), and the post-processor's BOS/EOS (TemplateProcessing; add_bos_token/add_eos_token in
+//     tokenizer_config.json change nothing, as in transformers 5).
 // Anything else in the file (another model type, normalizer, pre-tokenizer, Split pattern, decoder or
 // post-processor) is refused by load() with an error naming the field and the value. docs/tokenizers.md
 // lists what is supported.

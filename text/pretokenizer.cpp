@@ -85,7 +85,7 @@ std::size_t gpt2_piece_end(std::string_view text, std::size_t pos) {
 std::size_t llama3_piece_end(std::string_view text, std::size_t pos, std::size_t max_digits) {
   // The alternatives in the pattern's order; the first that matches at `pos` wins (leftmost-first, as
   // a backtracking engine such as Oniguruma, which the tokenizers library uses, decides).
-  // (?i:'s|'t|'re|'ve|'m|'ll|'d): ASCII contractions in either case.
+  // (?i:'s|'t|'re|'ve|'m|'ll|'d): contractions in either case.
   if (text[pos] == '\'' && pos + 1 < text.size()) {
     const auto lower = [&](std::size_t i) {
       return i < text.size() ? static_cast<char>(text[i] | 0x20) : '\0';  // | 0x20 lowers ASCII letters only
@@ -93,6 +93,9 @@ std::size_t llama3_piece_end(std::string_view text, std::size_t pos, std::size_t
     const auto is_ascii_letter = [&](std::size_t i) {
       return i < text.size() && ((text[i] >= 'a' && text[i] <= 'z') || (text[i] >= 'A' && text[i] <= 'Z'));
     };
+    // Case-insensitive matching folds U+017F LATIN SMALL LETTER LONG S to 's', the only non-ASCII
+    // character that folds to a letter of these contractions.
+    if (text.substr(pos + 1).starts_with("\xC5\xBF")) return pos + 3;
     if (is_ascii_letter(pos + 1)) {
       const char a = lower(pos + 1);
       if (a == 's' || a == 't' || a == 'm' || a == 'd') return pos + 2;

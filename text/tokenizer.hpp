@@ -14,7 +14,9 @@ namespace lowrank::text {
 // that nobody can inject control tokens by typing them.
 enum class SpecialTokens { as_text, recognize };
 
-// What the models and the demo need from a tokenizer, byte-level or BPE.
+// What the models, the demo and the tools need from a tokenizer: ByteTokenizer, BpeTokenizer (GPT-2's
+// vocab.json + merges.txt) or HfTokenizer (a Hugging Face tokenizer.json); load_tokenizer(dir) in
+// hf_tokenizer.hpp picks one for a model directory.
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;

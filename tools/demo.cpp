@@ -272,10 +272,10 @@ struct DemoResult {
 void print_planned(const PlannedMemory& planned) {
   fmt::print("   planned peak memory of a step: {} (weights {}, gradients {}, AdamW {}, saved activations {}, step buffers {}, "
              "backward working set {}, held by the demo {})\n",
-             lora::format_bytes(planned.total), lora::format_bytes(planned.parameters), lora::format_bytes(planned.gradients),
-             lora::format_bytes(planned.optimizer_state), lora::format_bytes(planned.saved_activations),
-             lora::format_bytes(planned.step_buffers), lora::format_bytes(planned.backward_working_set),
-             lora::format_bytes(planned.held_by_demo));
+             format_bytes(planned.total), format_bytes(planned.parameters), format_bytes(planned.gradients),
+             format_bytes(planned.optimizer_state), format_bytes(planned.saved_activations),
+             format_bytes(planned.step_buffers), format_bytes(planned.backward_working_set),
+             format_bytes(planned.held_by_demo));
 }
 
 // Runs the four phases (pretrain, score the base, LoRA, score the tuned model and check merging) and
@@ -448,8 +448,8 @@ void print_summary(const fs::path& out, const DemoResult& r) {
   fmt::print("  base untouched max |logit diff| adapter off vs before: {:.3g}\n", r.base_logit_difference);
   fmt::print("  merged vs unmerged max |logit diff|: {:.3g} (after unmerge: {:.3g})\n", r.merged_difference, r.restored_difference);
   fmt::print("  memory         LoRA phase peak {} vs planned {} ({:+.1f}%; saved activations planned {}, measured {})\n",
-             lora::format_bytes(r.tune.peak_bytes), lora::format_bytes(r.planned.total), 100 * r.plan_error,
-             lora::format_bytes(r.planned.saved_activations), lora::format_bytes(r.tune.saved_activation_bytes));
+             format_bytes(r.tune.peak_bytes), format_bytes(r.planned.total), 100 * r.plan_error,
+             format_bytes(r.planned.saved_activations), format_bytes(r.tune.saved_activation_bytes));
   fmt::print("  throughput     pretrain {:.0f} tokens/s, LoRA {:.0f} tokens/s\n", r.pretrain.tokens_per_second, r.tune.tokens_per_second);
   fmt::print("  samples (reverse: prompt -> base model | with LoRA)\n");
   for (const DemoSample& s : r.samples) fmt::print("    {:<12} -> {:<10} | {}\n", s.prompt, s.base_model, s.with_lora);

@@ -11,6 +11,7 @@
 #include "commands.hpp"
 #include "lowrank/core/error.hpp"
 #include "lowrank/nn/language_model.hpp"
+#include "report.hpp"
 #include "training.hpp"
 
 namespace lowrank::tools {
@@ -29,6 +30,18 @@ double max_abs_difference(const Tensor& a, const Tensor& b) {
   double m = 0.0;
   for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
   return m;
+}
+
+// The family writes the config.json keys it computes with; the base's other keys (architectures, token
+// ids, ...) are what transformers reads besides them, so the written config is the base's with those
+// keys updated, and the dtype of the weights written.
+void keep_base_config_keys(const fs::path& base, const fs::path& out, DType written) {
+  nlohmann::json config = read_json(base / "config.json");
+  const nlohmann::json written_config = read_json(out / "config.json");
+  for (const auto& [key, value] : written_config.items()) config[key] = value;
+  config.erase("torch_dtype");
+  config["dtype"] = written == DType::f64 ? "float64" : "float32";
+  write_json(out / "config.json", config);
 }
 
 void run_merge(const MergeOptions& options) {
@@ -51,6 +64,7 @@ void run_merge(const MergeOptions& options) {
 
   fs::create_directories(options.out);
   model.save_pretrained(options.out);
+  keep_base_config_keys(options.model, options.out, model.dtype());
   copy_tokenizer_files(options.model, options.out);
   fmt::print("merged {} into {}: wrote {} (max |logit difference| merged vs adapter: {:.3g})\n", options.adapter, options.model,
              options.out, difference);

@@ -118,19 +118,21 @@ void add_nonfinite_options(CLI::App& command, NonFinitePolicy& policy) {
                    "skip (and report) any step whose loss or gradients are not finite instead of stopping");
 }
 
-StepOutcome training_step(nn::LanguageModel& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, const TokenIds& inputs,
-                          const TokenIds& targets, double clip, const NonFinitePolicy& policy) {
-  optimizer.zero_grad();
-  StepOutcome outcome;
-  {
-    std::optional<AnomalyMode> anomaly;
-    if (policy.detect_anomaly) anomaly.emplace();
-    try {
-      outcome.loss = model.forward_backward(inputs, targets);
-    } catch (const NumericalError& e) {
-      fail("step {}: {} (--detect-anomaly)", step + 1, e.what());
-    }
+double forward_backward_checked(nn::LanguageModel& model, std::int64_t step, const TokenIds& inputs, const TokenIds& targets,
+                                const NonFinitePolicy& policy) {
+  std::optional<AnomalyMode> anomaly;
+  if (policy.detect_anomaly) anomaly.emplace();
+  try {
+    return model.forward_backward(inputs, targets);
+  } catch (const NumericalError& e) {
+    fail("step {}: {} (--detect-anomaly)", step + 1, e.what());
   }
+}
+
+StepOutcome update_step(nn::LanguageModel& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, double loss, double clip,
+                        const NonFinitePolicy& policy) {
+  StepOutcome outcome;
+  outcome.loss = loss;
   // clip_grad_norm leaves non-finite gradients as they are and returns a non-finite norm.
   const double norm = clip_grad_norm(model.trainable_parameters(), clip > 0 ? clip : INFINITY);
   if (!std::isfinite(outcome.loss) || !std::isfinite(norm)) {
@@ -148,6 +150,13 @@ StepOutcome training_step(nn::LanguageModel& model, Optimizer& optimizer, LrSche
   outcome.lr = optimizer.lr(0);
   optimizer.step();
   return outcome;
+}
+
+StepOutcome training_step(nn::LanguageModel& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, const TokenIds& inputs,
+                          const TokenIds& targets, double clip, const NonFinitePolicy& policy) {
+  optimizer.zero_grad();
+  const double loss = forward_backward_checked(model, step, inputs, targets, policy);
+  return update_step(model, optimizer, schedule, step, loss, clip, policy);
 }
 
 lora::Scaling parse_scaling(const std::string& name) {

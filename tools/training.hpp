@@ -63,8 +63,18 @@ struct StepOutcome {
 
 // One optimizer step `step` (0-based): zero the gradients, forward and backward over the batch, clip the
 // global gradient norm to `clip` (<= 0: no clipping), set the learning rate, update.
+// = zero_grad + forward_backward_checked + update_step.
 StepOutcome training_step(nn::LanguageModel& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, const TokenIds& inputs,
                           const TokenIds& targets, double clip, const NonFinitePolicy& policy);
+
+// Forward and backward of step `step` (gradients accumulate), under --detect-anomaly when asked; returns
+// the loss.
+double forward_backward_checked(nn::LanguageModel& model, std::int64_t step, const TokenIds& inputs, const TokenIds& targets,
+                                const NonFinitePolicy& policy);
+// The rest of a step once the gradients are in place (from one backward, or micro-batches summed across
+// ranks): clip, refuse or skip non-finite values, set the learning rate, update.
+StepOutcome update_step(nn::LanguageModel& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, double loss, double clip,
+                        const NonFinitePolicy& policy);
 
 // LoRA scaling names as the CLI accepts them.
 lora::Scaling parse_scaling(const std::string& name);

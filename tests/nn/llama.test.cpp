@@ -14,7 +14,6 @@
 #include "lowrank/nn/llama.hpp"
 #include "lowrank/nn/llama_block.hpp"
 #include "../support/checks.hpp"
-#include "../support/random.hpp"
 #include "../support/temp_dir.hpp"
 
 using namespace lowrank;
@@ -211,7 +210,8 @@ TEST_CASE("gradcheck: a Llama layer with LoRA on every projection (GQA, rope, q/
     trained.push_back(adapters.back().lora_A());
     trained.push_back(adapters.back().lora_B());
   }
-  auto input = lowrank::test::random_param("x", {2, 3, c.hidden_size}, 12);
+  RandomStream input_rng{12, 0};
+  auto input = make_parameter("x", Tensor::uniform({2, 3, c.hidden_size}, -1.0, 1.0, input_rng, DType::f64));
   trained.push_back(input);
   llama_block::LayerSettings s{c.num_attention_heads, c.num_key_value_heads, c.rms_norm_eps, TokenIds({2, 3}, {0, 1, 2, 4, 5, 6}),
                                rotary_frequencies(c.head_width(), c.rope_theta, c.rope_scaling)};

@@ -169,14 +169,14 @@ TEST_CASE("reliability: UTF-8 fuzz seeds pre-tokenize and round-trip") {
 }
 
 TEST_CASE("reliability: GPT-2 directory fuzz seeds load or fail as their names say") {
-  const reliability::ScratchDir dir("gpt2_seeds");
+  const test::ScratchDir dir("gpt2_seeds");
   const auto all = seeds("gpt2_checkpoint");
   CHECK(all.size() >= 12);
   for (const Seed& seed : all) check_seed(seed, run_gpt2(seed.bytes, dir.path()));
 }
 
 TEST_CASE("reliability: adapter directory fuzz seeds load or fail as their names say") {
-  const reliability::ScratchDir dir("adapter_seeds");
+  const test::ScratchDir dir("adapter_seeds");
   const auto all = seeds("adapter");
   CHECK(all.size() >= 12);
   for (const Seed& seed : all) check_seed(seed, run_adapter(seed.bytes, dir.path()));

@@ -72,6 +72,45 @@ TEST_CASE("hf tokenizer: Mistral's Metaspace pre-tokenizer and byte fallback giv
   check_against_reference("mistral");
 }
 
+TEST_CASE("hf tokenizer: a Metaspace decoder and Metaspace with split: true give tokenizers' results") {
+  const auto dir = hf_tokenizer_dir("mistral");
+  const nlohmann::json reference = read_json(dir / "reference.json");
+  nlohmann::json tokenizer = read_json(dir / "tokenizer.json");
+  const nlohmann::json& variant = reference.at("variant");
+  tokenizer["decoder"] = variant.at("decoder");
+  tokenizer["pre_tokenizer"] = variant.at("pre_tokenizer");
+  const HfTokenizer t = HfTokenizer::parse(tokenizer.dump(), "");
+  REQUIRE(variant.at("cases").size() >= 200);
+  std::size_t differs = 0;  // texts where split: true changes the ids, so that the test sees the splitting
+  for (std::size_t i = 0; i < variant.at("cases").size(); ++i) {
+    const auto& c = variant.at("cases")[i];
+    const std::string text = c.at("text").get<std::string>();
+    CAPTURE(text);
+    const auto ids = t.encode(text, SpecialTokens::recognize);
+    CHECK(ids == c.at("ids").get<std::vector<std::int32_t>>());
+    CHECK(t.decode(ids) == c.at("decoded").get<std::string>());
+    differs += c.at("ids") != reference.at("cases")[i].at("ids");
+  }
+  CHECK(differs >= 10);
+}
+
+TEST_CASE("hf tokenizer: without byte_fallback unknown characters become one fused <unk>") {
+  const auto dir = hf_tokenizer_dir("llama2");
+  const nlohmann::json reference = read_json(dir / "reference.json");
+  nlohmann::json tokenizer = read_json(dir / "tokenizer.json");
+  tokenizer["model"]["byte_fallback"] = false;
+  const HfTokenizer t = HfTokenizer::parse(tokenizer.dump(), "");
+  const std::int32_t unk = *t.token_id("<unk>");
+  std::size_t with_unk = 0;
+  for (const auto& c : reference.at("variant").at("cases")) {
+    CAPTURE(c.at("text").get<std::string>());
+    const auto ids = t.encode(c.at("text").get<std::string>(), SpecialTokens::recognize);
+    CHECK(ids == c.at("ids").get<std::vector<std::int32_t>>());
+    with_unk += std::count(ids.begin(), ids.end(), unk) > 0;
+  }
+  CHECK(with_unk >= 20);
+}
+
 TEST_CASE("hf tokenizer: decode(encode(text)) gives the text back for byte-level tokenizers") {
   for (const char* name : {"gpt2", "llama3"}) {
     const HfTokenizer tokenizer = HfTokenizer::load(hf_tokenizer_dir(name));
@@ -102,14 +141,23 @@ TEST_CASE("hf tokenizer: special tokens, BOS and EOS come from tokenizer.json an
   CHECK(qwen2.with_model_tokens(std::vector<std::int32_t>{5}) == std::vector<std::int32_t>{5});
 }
 
-TEST_CASE("hf tokenizer: add_bos_token/add_eos_token apply when tokenizer.json has no post-processor") {
-  nlohmann::json tokenizer = read_json(hf_tokenizer_dir("llama2") / "tokenizer.json");
-  tokenizer["post_processor"] = nullptr;
-  const std::string config = R"({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true, "add_eos_token": true})";
-  const HfTokenizer t = HfTokenizer::parse(tokenizer.dump(), config);
-  CHECK(t.with_model_tokens(std::vector<std::int32_t>{7}) == std::vector<std::int32_t>{1, 7, 2});
-  CHECK(HfTokenizer::parse(tokenizer.dump(), "").with_model_tokens(std::vector<std::int32_t>{7}) ==
-        std::vector<std::int32_t>{7});
+TEST_CASE("hf tokenizer: BOS/EOS come from the post-processor whatever add_bos_token/add_eos_token say") {
+  // As transformers 5 does: config_flags records its ids with the flags set either way, with and
+  // without a post-processor in tokenizer.json.
+  const auto dir = hf_tokenizer_dir("llama2");
+  const nlohmann::json reference = read_json(dir / "reference.json");
+  nlohmann::json tokenizer = read_json(dir / "tokenizer.json");
+  const nlohmann::json post_processor = tokenizer["post_processor"];
+  REQUIRE(reference.at("config_flags").size() == 4);
+  for (const auto& c : reference.at("config_flags")) {
+    CAPTURE(c.dump());
+    tokenizer["post_processor"] = c.at("post_processor").get<bool>() ? post_processor : nlohmann::json();
+    const nlohmann::json config = {{"bos_token", "<s>"}, {"eos_token", "</s>"},
+                                   {"add_bos_token", c.at("add_bos_token")}, {"add_eos_token", c.at("add_eos_token")}};
+    const HfTokenizer t = HfTokenizer::parse(tokenizer.dump(), config.dump());
+    const std::string text = c.at("text").get<std::string>();
+    CHECK(t.with_model_tokens(t.encode(text)) == c.at("ids").get<std::vector<std::int32_t>>());
+  }
 }
 
 TEST_CASE("hf tokenizer: lstrip and rstrip take the whitespace beside an added token into it") {
@@ -145,6 +193,13 @@ TEST_CASE("hf tokenizer: what is not supported is refused with the field and its
   CHECK(regex_error.find("t/tokenizer.json") != std::string::npos);
   CHECK(regex_error.find("\\\\w+|[^\\\\w\\\\s]+") != std::string::npos);  // the pattern, as JSON shows it
   CHECK(regex_error.find("Llama 3") != std::string::npos);
+
+  nlohmann::json no_behavior = base;
+  no_behavior["pre_tokenizer"]["pretokenizers"][0].erase("behavior");
+  CHECK(error_of(no_behavior).find("Split.behavior = null") != std::string::npos);
+  nlohmann::json merged_with_previous = base;
+  merged_with_previous["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "MergedWithPrevious";
+  CHECK(error_of(merged_with_previous).find("Split.behavior = \"MergedWithPrevious\"") != std::string::npos);
 
   nlohmann::json lowercase = base;
   lowercase["normalizer"] = {{"type", "Lowercase"}};

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "lowrank/io/safetensors.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "run_cli.hpp"
@@ -37,6 +39,12 @@ TEST_CASE("cli: merge reads a sharded model and writes the same directory as fro
       {"merge", "--model", (families_data / "hf_tiny_gpt2").string(), "--adapter", adapter, "--out", (dir / "b").string()});
   REQUIRE(from_one.status == 0);
   CHECK(fs::is_regular_file(dir / "a" / "generation_config.json"));
+  // config.json is the base's (architectures, the null token ids) with the computed keys and dtype updated.
+  const nlohmann::json config = nlohmann::json::parse(lowrank::test::read_raw(dir / "a" / "config.json"));
+  CHECK(config.at("architectures") == nlohmann::json::array({"GPT2LMHeadModel"}));
+  CHECK(config.at("bos_token_id").is_null());
+  CHECK(config.at("n_embd") == 32);
+  CHECK(config.at("dtype") == "float32");
   CHECK(lowrank::test::read_raw(dir / "a" / "model.safetensors") == lowrank::test::read_raw(dir / "b" / "model.safetensors"));
   CHECK(lowrank::nn::load_gpt2(dir / "a").config.n_layer == 2);
 }
