@@ -249,6 +249,8 @@ def main():
                         rows.append(row)
                         print(f"  {workload} {mode} {threads}t {name}: {row['lowrank_ms']:.1f} ms vs {row['peft_ms']:.1f} ms",
                               file=sys.stderr)
+                        if args.json:  # as soon as measured: a long run that is stopped keeps its rows
+                            print(json.dumps(dict(bench="compare_peft", **row)), flush=True)
     header = ("| workload | mode | threads | lowrank ms | PEFT ms | lowrank / PEFT | tokens/s (lowrank, PEFT) | "
               "peak RSS MiB (lowrank, PEFT, ratio) | GFLOP/s (lowrank, PEFT) | % of FMA peak (lowrank, PEFT) | first loss |")
     print(header)
@@ -264,9 +266,6 @@ def main():
               f"{r['loss_lowrank']:.6f} vs {r['loss_peft']:.6f}{'' if r['losses_agree'] else ' MISMATCH'} |")
     with open("/proc/loadavg") as f:
         print(f"load average at the end: {' / '.join(f.read().split()[:3])}")
-    if args.json:
-        for r in rows:
-            print(json.dumps(dict(bench="compare_peft", **r)))
     return 0 if all(r["losses_agree"] for r in rows) else 1
 
 

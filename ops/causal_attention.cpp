@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "lowrank/core/cpu/blis_gemm.hpp"
+#include "lowrank/core/cpu/vector_math.hpp"
 #include "lowrank/core/gemm.hpp"
 #include "lowrank/core/elementwise.hpp"
 #include "lowrank/ops/softmax.hpp"
@@ -29,12 +30,10 @@ template <class T> void softmax_rows(T* s, std::int64_t tq, std::int64_t tk, T s
     const std::int64_t n = i + (tk - tq) + 1;
     T top = scale * row[0];
     for (std::int64_t j = 1; j < n; ++j) top = std::max(top, scale * row[j]);
+    for (std::int64_t j = 0; j < n; ++j) row[j] = scale * row[j] - top;
+    cpu::exp_in_place(row, n);  // SLEEF, vectorised (core/cpu/vector_math.hpp)
     double total = 0;
-    for (std::int64_t j = 0; j < n; ++j) {
-      const T e = std::exp(scale * row[j] - top);
-      row[j] = e;
-      total += static_cast<double>(e);
-    }
+    for (std::int64_t j = 0; j < n; ++j) total += static_cast<double>(row[j]);
     const T inv = static_cast<T>(1.0 / total);
     for (std::int64_t j = 0; j < n; ++j) row[j] *= inv;
     std::fill(row + n, row + tk, T(0));
@@ -48,7 +47,8 @@ template <class T> void probabilities(T* s, std::int64_t tq, std::int64_t tk, T 
     T* row = s + i * tk;
     const std::int64_t n = i + (tk - tq) + 1;
     const T shift = static_cast<T>(lse[i]);
-    for (std::int64_t j = 0; j < n; ++j) row[j] = std::exp(scale * row[j] - shift);
+    for (std::int64_t j = 0; j < n; ++j) row[j] = scale * row[j] - shift;
+    cpu::exp_in_place(row, n);
     std::fill(row + n, row + tk, T(0));
   }
 }

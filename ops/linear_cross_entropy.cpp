@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "lowrank/core/cpu/vector_math.hpp"
 #include "lowrank/core/gemm.hpp"
 #include "lowrank/ops/kernel_support.hpp"
 
@@ -12,12 +13,12 @@ namespace kernels {
 
 // The arithmetic of cross_entropy_forward/backward (ops/cross_entropy.cpp), row by row, for a chunk whose
 // targets were checked by the op.
-double linear_cross_entropy_chunk_forward(const Tensor& logits, const std::int32_t* targets, std::int32_t ignore_index,
+double linear_cross_entropy_chunk_forward(Tensor& logits, const std::int32_t* targets, std::int32_t ignore_index,
                                           Tensor& lse) {
   const std::int64_t rows = logits.dim(0), classes = logits.dim(1);
   double total = 0;
   dispatch(logits.dtype(), [&]<class T>() {
-    const T* xs = logits.data<T>();
+    T* xs = logits.data<T>();
     double* lses = lse.data<double>();
 #pragma omp parallel for reduction(+ : total) if (rows * classes >= parallel_threshold) schedule(static)
     for (std::int64_t r = 0; r < rows; ++r) {
@@ -26,13 +27,17 @@ double linear_cross_entropy_chunk_forward(const Tensor& logits, const std::int32
         lses[2 * r] = lses[2 * r + 1] = 0;
         continue;
       }
-      const T* xr = xs + r * classes;
+      T* xr = xs + r * classes;
       const T top = *std::max_element(xr, xr + classes);
+      const double target_logit = static_cast<double>(xr[t]);
+      // The chunk's logits are not needed after this row: exp(x - max) is computed in place, vectorised.
+      for (std::int64_t j = 0; j < classes; ++j) xr[j] -= top;
+      cpu::exp_in_place(xr, classes);
       double sum = 0;
-      for (std::int64_t j = 0; j < classes; ++j) sum += static_cast<double>(std::exp(xr[j] - top));
+      for (std::int64_t j = 0; j < classes; ++j) sum += static_cast<double>(xr[j]);
       lses[2 * r] = static_cast<double>(top);
       lses[2 * r + 1] = std::log(sum);
-      total += (lses[2 * r] - static_cast<double>(xr[t])) + lses[2 * r + 1];
+      total += (lses[2 * r] - target_logit) + lses[2 * r + 1];
     }
   });
   return total;
@@ -54,7 +59,9 @@ void linear_cross_entropy_chunk_gradient(Tensor& logits, const std::int32_t* tar
         continue;
       }
       const double top = lses[2 * r], log_sum = lses[2 * r + 1];
-      for (std::int64_t j = 0; j < classes; ++j) xr[j] = c * std::exp(static_cast<T>((static_cast<double>(xr[j]) - top) - log_sum));
+      for (std::int64_t j = 0; j < classes; ++j) xr[j] = static_cast<T>((static_cast<double>(xr[j]) - top) - log_sum);
+      cpu::exp_in_place(xr, classes);
+      for (std::int64_t j = 0; j < classes; ++j) xr[j] *= c;
       xr[t] -= c;
     }
   });

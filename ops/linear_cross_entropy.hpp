@@ -24,9 +24,10 @@
 namespace lowrank {
 
 namespace kernels {
-// One chunk of rows: logits [rows, V] (overwritten) and targets[0, rows). Forward: as
-// cross_entropy_forward (the row maximum and log Σ exp into lse [rows, 2]) for rows already checked.
-double linear_cross_entropy_chunk_forward(const Tensor& logits, const std::int32_t* targets, std::int32_t ignore_index,
+// One chunk of rows: logits [rows, V] (overwritten: exp(x - max)) and targets[0, rows). Forward: as
+// cross_entropy_forward (the row maximum and log Σ exp into lse [rows, 2]) for rows already checked;
+// exp is SLEEF's, vectorised (core/cpu/vector_math.hpp).
+double linear_cross_entropy_chunk_forward(Tensor& logits, const std::int32_t* targets, std::int32_t ignore_index,
                                           Tensor& lse);
 // Backward: logits := coefficient · (softmax - onehot) on counted rows, 0 on ignored rows (in place).
 void linear_cross_entropy_chunk_gradient(Tensor& logits, const std::int32_t* targets, std::int32_t ignore_index,
