@@ -4,4 +4,6 @@
 #include "lowrank/core/gemm.hpp"
 #include "lowrank/core/tensor.hpp"
 #include "lowrank/autodiff/autodiff.hpp"
+#include "lowrank/dist/communicator.hpp"
+#include "lowrank/dist/micro_batches.hpp"
 #include "lowrank/optim/optim.hpp"

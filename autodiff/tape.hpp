@@ -8,6 +8,29 @@
 //   - which values are kept for backward (an op's `reads` rule), and when each other value is released
 //     during forward (right after its last consumer ran).
 // Shapes, batch and sequence length stay runtime values. This header is the only Hana-heavy one.
+//
+// A worked example, five slots. For
+//   struct H {};
+//   auto h = share<H>(matmul(input(x), param(W)));
+//   auto y = add(h, gelu(h));
+// `flatten` visits arguments left to right, depth first, and appends a node after its arguments:
+//   slot 0  input(x)        leaf                      needs no gradient
+//   slot 1  param(W)        leaf                      needs a gradient
+//   slot 2  matmul(0, 1)    the first use of H        needs one (slot 1 does); defines H = slot 2
+//           (the second use of H, inside gelu, finds H defined and adds no slot: it is slot 2 again)
+//   slot 3  gelu(2)                                   needs one
+//   slot 4  add(2, 3)       the root                  needs one
+// The analysis then reads each op's `reads` rule with its inputs' needs: matmul needs only dW, so it
+// reads x (slot 0) and not W; gelu reads its input (slot 2); add reads nothing. So slot 2 is retained
+// for backward, and so is the root. last_use: slots 0 and 1 at 2, slots 2 and 3 at 4. Forward runs
+// slots 0..4; backward runs 4, 3, 2 (leaves have no backward; W's gradient is the parameter's).
+// (tests/autodiff/tape_layout.test.cpp checks these facts.)
+//
+// Reading order: tape_detail holds the compile-time part, in the order it is used — the slot list and
+// `flatten`, then `analysis` (constexpr tables over the slots), then the run-time records. `Tape` fills
+// the records at run time by walking the expression in the same order as the compile-time `flatten`
+// (arguments left to right, a node after its arguments, a shared expression once), so the k-th record
+// filled is slot k; then it runs forward and, on request, backward.
 #include <array>
 #include <concepts>
 #include <cstddef>
@@ -121,11 +144,25 @@ template <class Tag, class E, class Slots, class Definitions> struct flatten_sha
 template <class Tag, class E, class Slots, class Definitions> struct flatten<Shared<Tag, E>, state<Slots, Definitions>>
     : flatten_shared<lookup<Tag, Definitions>::found, Tag, E, state<Slots, Definitions>> {};
 
-template <class E> using layout_of = typename flatten<E, state<list<>, list<>>>::type;
+using empty_state = state<list<>, list<>>;
+template <class E> using layout_of = typename flatten<E, empty_state>::type;
 template <class State> struct slots_of;
 template <class Slots, class Definitions> struct slots_of<state<Slots, Definitions>> {
   using type = Slots;
 };
+template <class State> struct definitions_of_state;
+template <class Slots, class Definitions> struct definitions_of_state<state<Slots, Definitions>> {
+  using type = Definitions;
+};
+// The tags defined so far in a flatten state (Tape::fill asks whether a Shared was filled already).
+template <class State> using definitions_of = typename definitions_of_state<State>::type;
+
+// The slot type (LeafSlot or OpSlot) at index I of a slot list.
+template <std::size_t I, class Slots> struct slot_at_list;
+template <std::size_t I, class... Slots> struct slot_at_list<I, list<Slots...>> {
+  using type = std::tuple_element_t<I, std::tuple<Slots...>>;
+};
+template <std::size_t I, class Slots> using slot_at = typename slot_at_list<I, Slots>::type;
 
 // ---- per-slot analysis (constexpr tables over the slot list) ----------------------------------------
 template <class Slots> struct analysis;
@@ -133,21 +170,20 @@ template <class... Slots> struct analysis<list<Slots...>> {
   static constexpr std::size_t size = sizeof...(Slots);
   static constexpr std::size_t root = size - 1;
 
-  template <class Slot, std::size_t... C>
-  static constexpr std::array<std::size_t, sizeof...(C)> children_array(std::index_sequence<C...>) {
+  template <std::size_t... C> static constexpr std::array<std::size_t, sizeof...(C)> children_array(std::index_sequence<C...>) {
     return {C...};
   }
 
   struct info {
     bool is_leaf = false;
     std::size_t arity = 0;
-    std::array<std::size_t, 8> children{};
+    std::array<std::size_t, max_op_arity> children{};
   };
   template <class Slot> static constexpr info info_of() {
     info r;
     r.is_leaf = Slot::is_leaf;
     r.arity = Slot::arity;
-    const auto c = children_array<Slot>(typename Slot::children{});
+    const auto c = children_array(typename Slot::children{});
     for (std::size_t i = 0; i < c.size(); ++i) r.children[i] = c[i];
     return r;
   }
@@ -177,8 +213,8 @@ template <class... Slots> struct analysis<list<Slots...>> {
     return r;
   }
 
-  template <std::size_t I, class Slot> static constexpr Reads<8> reads_of() {
-    Reads<8> r{};
+  template <std::size_t I, class Slot> static constexpr Reads<max_op_arity> reads_of() {
+    Reads<max_op_arity> r{};
     if constexpr (!Slot::is_leaf) {
       // An op whose output needs no gradient never runs backward, so it reads nothing.
       if (needs[I]) {
@@ -190,10 +226,10 @@ template <class... Slots> struct analysis<list<Slots...>> {
     }
     return r;
   }
-  template <std::size_t... I> static constexpr std::array<Reads<8>, size> all_reads(std::index_sequence<I...>) {
+  template <std::size_t... I> static constexpr std::array<Reads<max_op_arity>, size> all_reads(std::index_sequence<I...>) {
     return {reads_of<I, Slots>()...};
   }
-  static constexpr std::array<Reads<8>, size> reads = all_reads(std::make_index_sequence<size>{});
+  static constexpr std::array<Reads<max_op_arity>, size> reads = all_reads(std::make_index_sequence<size>{});
 
   // retained[i]: slot i's value must survive forward (root, or read by some backward).
   static constexpr std::array<bool, size> retained = [] {
@@ -270,6 +306,10 @@ template <class E> class Tape {
   using layout = tape_detail::layout_of<E>;
   using slots = typename tape_detail::slots_of<layout>::type;
   using plan = tape_detail::analysis<slots>;
+  using storage = typename tape_detail::records<slots>::type;
+  // The slot type (LeafSlot or OpSlot) of slot I: its op, arity and children. Its record, the run-time
+  // part, is tape_detail::Record<slot<I>>, reached with record<I>().
+  template <std::size_t I> using slot = tape_detail::slot_at<I, slots>;
 
  public:
   using expression_type = E;
@@ -278,7 +318,7 @@ template <class E> class Tape {
   static constexpr bool root_needs_grad = plan::needs[root];
 
   explicit Tape(const E& expression) {
-    fill<layout_empty>(expression);
+    fill<tape_detail::empty_state>(expression);
     forward();
   }
 
@@ -324,8 +364,6 @@ template <class E> class Tape {
   static constexpr bool slot_retained(std::size_t i) { return plan::retained[i]; }
 
  private:
-  using layout_empty = tape_detail::state<tape_detail::list<>, tape_detail::list<>>;
-  using storage = typename tape_detail::records<slots>::type;
 
   template <std::size_t I> auto& record() { return boost::hana::at_c<I>(records_); }
   template <std::size_t I> const auto& record() const { return boost::hana::at_c<I>(records_); }
@@ -336,13 +374,15 @@ template <class E> class Tape {
     else return record<I>().value;
   }
 
-  // Fill the records by walking the expression in the same order the layout was built.
+  // Fill the records by walking the expression in the same order as tape_detail::flatten: arguments
+  // left to right, a node after its arguments, a shared expression only at its first use. State is the
+  // flatten state before x, so flatten<X, State>::index is x's slot.
   template <class State, class X> void fill(const X& x) {
     using flat = tape_detail::flatten<X, State>;
     if constexpr (is_leaf<X>::value) {
       record<flat::index>().leaf = x;
     } else if constexpr (is_shared<X>::value) {
-      if constexpr (!tape_detail::lookup<typename X::tag, definitions_of<State>>::found) fill<State>(x.expression);
+      if constexpr (!tape_detail::lookup<typename X::tag, tape_detail::definitions_of<State>>::found) fill<State>(x.expression);
     } else {
       fill_args<State, 0>(x.args);
       record<flat::index>().op = x.op;
@@ -362,12 +402,11 @@ template <class E> class Tape {
   template <std::size_t I> void forward_slot() {
     if constexpr (!is_leaf_slot<I>) {
       auto& r = record<I>();
-      using Slot = std::tuple_element_t<I, typename tuple_of<slots>::type>;
-      r.value = call_forward<I>(r.op, typename Slot::children{});
+      r.value = call_forward<I>(r.op, typename slot<I>::children{});
       r.shape = r.value.shape();
       r.dtype = r.value.dtype();
       r.device = r.value.device();
-      if (anomaly_mode_enabled()) check_finite(r.value, Slot::op::name, I, false, "forward output");
+      if (anomaly_mode_enabled()) check_finite(r.value, slot<I>::op::name, I, false, "forward output");
       release_after<I>(std::make_index_sequence<size>{});
     }
   }
@@ -410,10 +449,9 @@ template <class E> class Tape {
     if constexpr (!is_leaf_slot<I> && plan::needs[I]) {
       auto& r = record<I>();
       if (!r.grad.defined()) return;  // no gradient reached this slot
-      using Slot = std::tuple_element_t<I, typename tuple_of<slots>::type>;
       if (!r.grad_is_view) {  // a view's contributions are already in its input's gradient
-        call_backward<I>(r, typename Slot::children{});
-        if (anomaly_mode_enabled()) check_gradients<I>(typename Slot::children{});
+        call_backward<I>(r, typename slot<I>::children{});
+        if (anomaly_mode_enabled()) check_gradients<I>(typename slot<I>::children{});
       }
       r.grad = Tensor();
       r.grad_is_view = false;
@@ -430,10 +468,9 @@ template <class E> class Tape {
   }
   // After slot I's backward: every gradient it added to must be finite.
   template <std::size_t I, std::size_t... C> void check_gradients(std::index_sequence<C...>) {
-    using Slot = std::tuple_element_t<I, typename tuple_of<slots>::type>;
     std::size_t k = 0;
     auto check = [&](const Tensor* g) {
-      if (g) check_finite(*g, Slot::op::name, I, true, fmt::format("gradient of input {}", k));
+      if (g) check_finite(*g, slot<I>::op::name, I, true, fmt::format("gradient of input {}", k));
       ++k;
     };
     (check(grad_pointer<C>()), ...);
@@ -458,13 +495,12 @@ template <class E> class Tape {
   // Makes slot C's new gradient buffer a view of one input's buffer when its op allows (see
   // AliasesGradient); false when it does not.
   template <std::size_t C, class R> bool alias_gradient(R& r) {
-    using Slot = std::tuple_element_t<C, typename tuple_of<slots>::type>;
-    using Op = typename Slot::op;
-    constexpr std::size_t n = Slot::arity;
+    using Op = typename slot<C>::op;
+    constexpr std::size_t n = slot<C>::arity;
     if constexpr (tape_detail::AliasesGradient<Op, n>) {
       const int k = r.op.template gradient_alias<plan::template input_needs<C, n>()>();
       if (k < 0) return false;
-      Tensor* input_grad = child_grad_pointer(k, typename Slot::children{});
+      Tensor* input_grad = child_grad_pointer(k, typename slot<C>::children{});
       if (!input_grad) return false;
       Tensor view = r.op.gradient_view(*input_grad);
       if (view.shape() != r.shape)
@@ -513,16 +549,6 @@ template <class E> class Tape {
       ++m.saved_values;
     }
   }
-
-  template <class L> struct tuple_of;
-  template <class... S> struct tuple_of<tape_detail::list<S...>> {
-    using type = std::tuple<S...>;
-  };
-  template <class State> struct definitions_of_t;
-  template <class S, class D> struct definitions_of_t<tape_detail::state<S, D>> {
-    using type = D;
-  };
-  template <class State> using definitions_of = typename definitions_of_t<State>::type;
 
   storage records_;
   bool backward_done_ = false;

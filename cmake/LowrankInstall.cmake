@@ -2,7 +2,7 @@ include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
 install(TARGETS lowrank EXPORT lowrankTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
-foreach(dir core ops autodiff lora nn optim io text)
+foreach(dir core ops autodiff dist lora nn optim io text)
   if(EXISTS ${PROJECT_SOURCE_DIR}/${dir})
     install(DIRECTORY ${dir} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/lowrank FILES_MATCHING PATTERN "*.hpp")
   endif()

@@ -121,8 +121,8 @@ template <class F, class... P> double sum_block(const F& fn, std::int64_t count,
   return ((partial[0] + partial[1]) + (partial[2] + partial[3])) + ((partial[4] + partial[5]) + (partial[6] + partial[7]));
 }
 
-// A functor runs on CUDA when core/cuda/instantiate_map.cu instantiates its kernel; it says so with
-// `static constexpr bool has_cuda_kernel = true`. Any other functor (a lambda, a test's own struct)
+// A functor runs on CUDA when its header's LOWRANK_CUDA_KERNELS section instantiates its kernel; it says
+// so with `static constexpr bool has_cuda_kernel = true`. Any other functor (a lambda, a test's own struct)
 // still works on the CPU, and on a CUDA tensor it is refused at run time, naming the op.
 template <class F> concept HasCudaKernel = requires { requires F::has_cuda_kernel; };
 

@@ -1,6 +1,8 @@
 #pragma once
-// fmt support for Tensor: prints shape, dtype, device and values, truncated for large tensors
-// (first and last three entries of each dimension).
+// Text for people: fmt support for Tensor (shape, dtype, device and values, truncated for large tensors
+// to the first and last three entries of each dimension), byte sizes and grouped counts.
+#include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include <fmt/format.h>
@@ -9,7 +11,12 @@
 
 namespace lowrank {
 std::string to_string(const Tensor& t, int edge_items = 3);
-}
+
+// "1,234,567"
+std::string group_thousands(std::int64_t n);
+// "512 B", "4.0 KiB", "1.50 MiB", "2.00 GiB"
+std::string format_bytes(std::size_t bytes);
+}  // namespace lowrank
 
 template <> struct fmt::formatter<lowrank::Tensor> : fmt::formatter<std::string_view> {
   auto format(const lowrank::Tensor& t, fmt::format_context& ctx) const {

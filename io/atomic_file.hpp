@@ -1,6 +1,8 @@
 #pragma once
-// Every file lowrank writes (adapters, checkpoints, JSON) goes through write_file_atomically: the bytes go
-// to a temporary file next to the target, are flushed to the disk (fsync), and the temporary is renamed
+// Every file lowrank writes itself (models, adapters, checkpoints, tokenizer files, JSON and CSV reports)
+// goes through write_file_atomically; the one file another program writes, the demo's loss plot
+// (gnuplot), is written under a temporary name and renamed (tools/report.cpp). The bytes go to a
+// temporary file next to the target, are flushed to the disk (fsync), and the temporary is renamed
 // over the target, then the directory is flushed so that the rename itself survives a crash. A reader (or
 // a crash at any moment) therefore sees either the complete old file or the complete new one, never a
 // half-written file at `path`.

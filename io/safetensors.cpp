@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "lowrank/core/utf8.hpp"
 #include "lowrank/io/atomic_file.hpp"
 #include "lowrank/io/float16.hpp"
 
@@ -71,41 +72,6 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
     s += std::to_string(shape[i]);
   }
   return s + "]";
-}
-
-// Byte offset of the first malformed sequence, or nullopt. Rejects overlong forms, surrogates and code
-// points past U+10FFFF, as a strict UTF-8 decoder must.
-std::optional<std::size_t> first_invalid_utf8(std::string_view text) {
-  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
-  const std::size_t n = text.size();
-  std::size_t i = 0;
-  while (i < n) {
-    const unsigned char c = s[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    std::size_t length;
-    unsigned char low = 0x80, high = 0xBF;  // allowed range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      length = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      length = 3;
-      if (c == 0xE0) low = 0xA0;   // overlong
-      if (c == 0xED) high = 0x9F;  // surrogates
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      length = 4;
-      if (c == 0xF0) low = 0x90;   // overlong
-      if (c == 0xF4) high = 0x8F;  // past U+10FFFF
-    } else {
-      return i;
-    }
-    if (i + length > n || s[i + 1] < low || s[i + 1] > high) return i;
-    for (std::size_t k = 2; k < length; ++k)
-      if (s[i + k] < 0x80 || s[i + k] > 0xBF) return i;
-    i += length;
-  }
-  return std::nullopt;
 }
 
 std::uint64_t read_le64(const std::byte* p) {

@@ -1,6 +1,6 @@
 #include "lowrank/lora/accounting.hpp"
 
-#include <cstdlib>
+#include "lowrank/core/format.hpp"
 
 namespace lowrank::lora {
 
@@ -15,25 +15,6 @@ ParameterCount count_parameters(const Parameters& trainable, std::initializer_li
   for (const auto& p : trainable) c.add_trainable(p->value);
   for (const auto& t : frozen) c.add_frozen(t);
   return c;
-}
-
-std::string group_thousands(std::int64_t n) {
-  const std::string digits = std::to_string(std::llabs(n));
-  std::string out;
-  const std::size_t lead = digits.size() % 3 == 0 ? 3 : digits.size() % 3;
-  for (std::size_t i = 0; i < digits.size(); ++i) {
-    if (i >= lead && (i - lead) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return n < 0 ? "-" + out : out;
-}
-
-std::string format_bytes(std::size_t bytes) {
-  if (bytes < 1024) return fmt::format("{} B", bytes);
-  const double b = static_cast<double>(bytes);
-  if (bytes < (std::size_t{1} << 20)) return fmt::format("{:.1f} KiB", b / 1024.0);
-  if (bytes < (std::size_t{1} << 30)) return fmt::format("{:.2f} MiB", b / (1024.0 * 1024.0));
-  return fmt::format("{:.2f} GiB", b / (1024.0 * 1024.0 * 1024.0));
 }
 
 }  // namespace lowrank::lora

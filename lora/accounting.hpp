@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "lowrank/autodiff/parameter.hpp"
+#include "lowrank/core/format.hpp"
 
 namespace lowrank::lora {
 
@@ -69,10 +70,9 @@ ParameterCount count_parameters(const R& layers) {
 // For models that are not layers: trainable parameters and frozen tensors listed by hand.
 ParameterCount count_parameters(const Parameters& trainable, std::initializer_list<Tensor> frozen = {});
 
-// "1,234,567"
-std::string group_thousands(std::int64_t n);
-// "512 B", "4.0 KiB", "1.50 MiB", "2.00 GiB"
-std::string format_bytes(std::size_t bytes);
+// Counts and sizes are written with core/format.hpp's helpers, also reachable as lora:: names.
+using lowrank::format_bytes;
+using lowrank::group_thousands;
 
 }  // namespace lowrank::lora
 

@@ -2,15 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "lowrank/io/atomic_file.hpp"
+#include "lowrank/io/text_file.hpp"
 #include "lowrank/io/safetensors.hpp"
 #include "lowrank/lora/linear.hpp"
 
@@ -96,15 +95,6 @@ json config_json(const PeftConfig& c) {
   j["rank_pattern"] = json::object();
   j["alpha_pattern"] = json::object();
   return j;
-}
-
-std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open for reading", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) fail("{}: read error", path.string());
-  return text.str();
 }
 
 std::string json_type(const json& v) { return v.type_name(); }

@@ -222,21 +222,16 @@ LoraSettings adapter_settings(const fs::path& directory) {
   return s;
 }
 
-void load_adapter(const fs::path& directory, GPT& model) {
-  if (!model.has_lora()) {
-    RandomStream init{0, 0};  // A and B are overwritten below; the stream only seeds the layers
-    model.enable_lora(adapter_settings(directory), init);
-  }
-  check_exportable(model, "load_adapter");
-  if (model.merged()) fail("load_adapter: the model's adapters are merged; unmerge them before loading ({})", directory.string());
-  const LoraSettings& settings = model.lora_settings();
-  const std::int64_t e = model.config().n_embd, r = settings.config.rank;
+namespace {
+
+// Checks the file's adapter_config.json against the model's LoRA settings: the same modules, a rank of
+// one of the two c_attn layouts, the same scale, no trained bias. Returns whether the file's c_attn
+// adapter holds our q/k/v adapters with one shared A (r = r_model) rather than in blocks
+// (r = m·r_model, what save_adapter writes; nn/adapter_files.hpp).
+bool check_config(const lora::PeftConfig& peft, const LoraSettings& settings, const std::string& config_file) {
+  const std::int64_t r = settings.config.rank;
   const std::vector<std::string> fused = fused_targets(settings.targets);
   const std::int64_t block_rank = r * std::max<std::int64_t>(1, static_cast<std::int64_t>(fused.size()));
-  const std::string config_file = (directory / lora::adapter_config_file_name).string();
-  const std::string weights_file = (directory / lora::adapter_weights_file_name).string();
-
-  const lora::PeftConfig peft = lora::read_adapter_config(directory);
   const std::set<Module> modules = modules_of(settings.targets);
   for (Module m : all_modules) {
     const bool selected = lora::peft_target_matches(module_path(0, m), peft.target_modules);
@@ -245,8 +240,6 @@ void load_adapter(const fs::path& directory, GPT& model) {
            selected ? "select" : "do not select", suffix_of(m), fmt::join(settings.targets, ", "),
            selected ? "do not use it" : "need it");
   }
-  // The file's c_attn adapter holds our q/k/v adapters in one of two layouts (nn/adapter_files.hpp): the
-  // block layout save_adapter writes (r = m·r_model), or one A shared by all of them (r = r_model).
   const bool shared_a = fused.size() > 1 && peft.r == r;
   if (peft.r != block_rank && !shared_a)
     fail("{}: r = {}, but the model's rank {} with {} fused q/k/v target(s) exports as r = {}{}", config_file, peft.r, r,
@@ -257,26 +250,42 @@ void load_adapter(const fs::path& directory, GPT& model) {
     fail("{}: the adapter's scale is {} (lora_alpha {}, r {}, use_rslora {}), the model's {}", config_file, peft.scaling(),
          peft.lora_alpha, peft.r, peft.use_rslora, scale);
   if (peft.bias != lora::Bias::none) fail("{}: bias = \"{}\" (trained biases) is not supported for GPT adapters", config_file, lora::name_of(peft.bias));
+  return shared_a;
+}
 
-  const std::vector<GPT::Adapter> adapters = model.adapters();
+// The file's modules, one per (layer, GPT-2 module) that the model's adapters sit on.
+struct FileModules {
+  lora::AdapterDirectory file;
+  std::map<std::pair<int, Module>, std::size_t> index;  // (layer, module) -> file.modules[i]
+};
+
+FileModules read_modules(const fs::path& directory, const std::vector<GPT::Adapter>& adapters, std::int64_t e) {
+  FileModules read;
   std::vector<lora::ExpectedModule> expected;
-  std::map<std::pair<int, Module>, std::size_t> index;
   for (const GPT::Adapter& a : adapters) {
     const Module m = module_of(a.target);
-    if (index.try_emplace({a.layer, m}, expected.size()).second) {
+    if (read.index.try_emplace({a.layer, m}, expected.size()).second) {
       const auto [in, out] = features_of(m, e);
       expected.push_back({module_path(a.layer, m), in, out, false});
     }
   }
-  const lora::AdapterDirectory file = lora::read_adapter_directory(directory, expected);
+  read.file = lora::read_adapter_directory(directory, expected);
+  return read;
+}
 
-  // Everything is cut out and checked before any adapter changes.
+// Each adapter's (A, B), cut out of its module's tensors. A c_attn module's entries outside the blocks
+// of the model's adapters must be zero: non-zero ones belong to an adapter the model cannot hold.
+std::vector<std::pair<Tensor, Tensor>> cut_adapters(const FileModules& read, const std::vector<GPT::Adapter>& adapters,
+                                                    const LoraSettings& settings, bool shared_a, std::int64_t e,
+                                                    std::int64_t file_rank, const std::string& weights_file) {
+  const std::int64_t r = settings.config.rank;
+  const std::vector<std::string> fused = fused_targets(settings.targets);
   std::vector<std::pair<Tensor, Tensor>> pieces;
   std::map<std::size_t, Tensor> covered;  // per module: 1 where our adapters have B entries
   for (const GPT::Adapter& a : adapters) {
     const Module m = module_of(a.target);
-    const std::size_t i = index.at({a.layer, m});
-    const lora::AdapterTensors& t = file.modules[i];
+    const std::size_t i = read.index.at({a.layer, m});
+    const lora::AdapterTensors& t = read.file.modules[i];
     const std::int64_t out_rows = m == Module::c_attn ? e : features_of(m, e).second;
     std::int64_t block = 0, row = 0;
     if (m == Module::c_attn) {
@@ -290,16 +299,39 @@ void load_adapter(const fs::path& directory, GPT& model) {
     mask->second.slice(0, row, row + out_rows).slice(1, block * r, (block + 1) * r).fill(1.0);
   }
   for (const auto& [i, mask] : covered) {
-    const std::vector<double> b = file.modules[i].lora_B.to_vector(), keep = mask.to_vector();
+    const std::vector<double> b = read.file.modules[i].lora_B.to_vector(), keep = mask.to_vector();
     const std::int64_t columns = mask.dim(1);
     for (std::size_t k = 0; k < b.size(); ++k)
       if (keep[k] == 0.0 && b[k] != 0.0)
         fail("{}: '{}{}.lora_B.weight' has a non-zero entry {} at [{}, {}], outside the blocks of the model's adapters "
              "on [{}] (an adapter trained on the fused c_attn uses all its rows and columns: load it into a model whose "
              "targets include q, k and v at rank {}, which shares its A)",
-             weights_file, lora::peft_key_prefix, file.modules[i].module, b[k], static_cast<std::int64_t>(k) / columns,
-             static_cast<std::int64_t>(k) % columns, fmt::join(settings.targets, ", "), peft.r);
+             weights_file, lora::peft_key_prefix, read.file.modules[i].module, b[k], static_cast<std::int64_t>(k) / columns,
+             static_cast<std::int64_t>(k) % columns, fmt::join(settings.targets, ", "), file_rank);
   }
+  return pieces;
+}
+
+}  // namespace
+
+void load_adapter(const fs::path& directory, GPT& model) {
+  if (!model.has_lora()) {
+    RandomStream init{0, 0};  // A and B are overwritten below; the stream only seeds the layers
+    model.enable_lora(adapter_settings(directory), init);
+  }
+  check_exportable(model, "load_adapter");
+  if (model.merged()) fail("load_adapter: the model's adapters are merged; unmerge them before loading ({})", directory.string());
+  const LoraSettings& settings = model.lora_settings();
+  const std::int64_t e = model.config().n_embd;
+  const std::string config_file = (directory / lora::adapter_config_file_name).string();
+  const std::string weights_file = (directory / lora::adapter_weights_file_name).string();
+
+  // Everything is read, cut out and checked before any adapter changes.
+  const lora::PeftConfig peft = lora::read_adapter_config(directory);
+  const bool shared_a = check_config(peft, settings, config_file);
+  const std::vector<GPT::Adapter> adapters = model.adapters();
+  const FileModules read = read_modules(directory, adapters, e);
+  const std::vector<std::pair<Tensor, Tensor>> pieces = cut_adapters(read, adapters, settings, shared_a, e, peft.r, weights_file);
   for (std::size_t k = 0; k < adapters.size(); ++k) {
     adapters[k].A->value.copy_from(pieces[k].first);
     adapters[k].B->value.copy_from(pieces[k].second);

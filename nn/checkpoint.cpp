@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "lowrank/io/safetensors.hpp"
+#include "lowrank/optim/optimizer.hpp"
 
 namespace lowrank::nn {
 
@@ -69,7 +70,7 @@ class Fields {
 
 }  // namespace
 
-void save_checkpoint(const fs::path& file, const GPT& model, const Optimizer& optimizer, const TrainingState& state) {
+void save_checkpoint(const fs::path& file, const LanguageModel& model, const Optimizer& optimizer, const TrainingState& state) {
   NamedTensors tensors;
   std::set<std::string> names;
   for (const ParameterPtr& p : model.trainable_parameters()) {
@@ -86,8 +87,8 @@ void save_checkpoint(const fs::path& file, const GPT& model, const Optimizer& op
             {"data_rng", stream_json(state.data_rng)},
             {"dropout_rng", stream_json(state.dropout_rng)},
             {"learning_rates", lrs},
-            {"config", config_to_json(model.config())},
-            {"dtype", name_of(model.weights().dtype())}};
+            {"config", model.config_json()},
+            {"dtype", name_of(model.dtype())}};
   if (model.has_lora()) {
     meta["lora"] = settings_json(model.lora_settings());
     // Each adapter's dropout stream advances with every training forward; a resumed run continues it.
@@ -96,9 +97,10 @@ void save_checkpoint(const fs::path& file, const GPT& model, const Optimizer& op
   save_safetensors(file, tensors, {{checkpoint_metadata_key, meta.dump()}, {"format", "pt"}});
 }
 
-void load_checkpoint(const fs::path& file, GPT& model, Optimizer& optimizer, TrainingState& state) {
-  const SafetensorsFile st = SafetensorsFile::open(file);
-  const std::string name = file.string();
+namespace {
+
+// The checkpoint's metadata object, after checking that it is one and of the supported version.
+json read_metadata(const SafetensorsFile& st, const std::string& name) {
   auto it = st.metadata().find(checkpoint_metadata_key);
   if (it == st.metadata().end())
     fail("{}: not a lowrank training checkpoint (no \"{}\" metadata; a model or adapter file?)", name, checkpoint_metadata_key);
@@ -109,15 +111,17 @@ void load_checkpoint(const fs::path& file, GPT& model, Optimizer& optimizer, Tra
     fail("{}: checkpoint metadata is not valid JSON: {}", name, e.what());
   }
   if (!meta.is_object()) fail("{}: checkpoint metadata is a JSON {}, expected an object", name, meta.type_name());
-  const Fields f(meta, name);
-  const int version = f.get<int>("format_version");
+  const int version = Fields(meta, name).get<int>("format_version");
   if (version != checkpoint_format_version)
     fail("{}: checkpoint format version {} is not the supported version {}", name, version, checkpoint_format_version);
+  return meta;
+}
 
-  // The model must be the one the checkpoint was taken from, in the same mode.
-  const GPTConfig config = config_from_json(f.at("config"), name + " (checkpoint metadata \"config\")");
-  if (!(config == model.config()))
-    fail("{}: checkpoint of a model with {} but the model has {}", name, f.at("config").dump(), config_to_json(model.config()).dump());
+// The model must be the one the checkpoint was taken from, in the same mode with the same LoRA settings.
+// Both configs are the family's config_json(), so equal models give equal JSON.
+void check_same_model(const Fields& f, const LanguageModel& model, const std::string& name) {
+  if (f.at("config") != model.config_json())
+    fail("{}: checkpoint of a model with {} but the model has {}", name, f.at("config").dump(), model.config_json().dump());
   const std::string mode = f.get<std::string>("mode");
   const std::string model_mode = model.has_lora() ? "lora" : "full";
   if (mode != model_mode)
@@ -130,30 +134,46 @@ void load_checkpoint(const fs::path& file, GPT& model, Optimizer& optimizer, Tra
         fail("{}: checkpoint LoRA setting \"{}\" is {}, the model's is {}", name, key, value.dump(),
              current.contains(key) ? current[key].dump() : "absent");
   }
-  const auto lrs = f.get<std::vector<double>>("learning_rates");
-  if (lrs.size() != optimizer.group_count())
-    fail("{}: checkpoint has learning rates for {} optimizer group(s), the optimizer has {}", name, lrs.size(), optimizer.group_count());
-  const std::int64_t step = f.get<std::int64_t>("step");
-  if (step < 0) fail("{}: checkpoint step {} is negative", name, step);
-  const RandomStream data_rng = f.stream("data_rng"), dropout_rng = f.stream("dropout_rng");
-  std::vector<RandomStream> adapter_streams;
+}
+
+// Where the run stood: step, learning rates and random streams, checked against the model and optimizer.
+struct RunPosition {
+  std::vector<double> learning_rates;
+  std::int64_t step = 0;
+  RandomStream data_rng, dropout_rng;
+  std::vector<RandomStream> adapter_streams;  // empty: the checkpoint has none (full mode, or an older file)
+};
+
+RunPosition read_run_position(const Fields& f, const json& meta, const LanguageModel& model, std::size_t optimizer_groups,
+                              const std::string& name) {
+  RunPosition run;
+  run.learning_rates = f.get<std::vector<double>>("learning_rates");
+  if (run.learning_rates.size() != optimizer_groups)
+    fail("{}: checkpoint has learning rates for {} optimizer group(s), the optimizer has {}", name, run.learning_rates.size(),
+         optimizer_groups);
+  run.step = f.get<std::int64_t>("step");
+  if (run.step < 0) fail("{}: checkpoint step {} is negative", name, run.step);
+  run.data_rng = f.stream("data_rng");
+  run.dropout_rng = f.stream("dropout_rng");
   if (model.has_lora() && meta.contains("adapter_dropout_streams")) {
     const json& streams = f.at("adapter_dropout_streams");
     if (!streams.is_array()) fail("{}: checkpoint metadata \"adapter_dropout_streams\" is not an array", name);
     for (std::size_t i = 0; i < streams.size(); ++i) {
       const json wrapped{{"adapter_dropout_streams[" + std::to_string(i) + "]", streams[i]}};
-      adapter_streams.push_back(Fields(wrapped, name).stream(wrapped.begin().key().c_str()));
+      run.adapter_streams.push_back(Fields(wrapped, name).stream(wrapped.begin().key().c_str()));
     }
-    const std::size_t adapter_count = model.adapters().size();
-    if (adapter_streams.size() != adapter_count)
-      fail("{}: checkpoint has {} adapter dropout streams, the model {} adapters", name, adapter_streams.size(), adapter_count);
+    const std::size_t adapter_count = model.lora_dropout_streams().size();
+    if (run.adapter_streams.size() != adapter_count)
+      fail("{}: checkpoint has {} adapter dropout streams, the model {} adapters", name, run.adapter_streams.size(), adapter_count);
   }
+  return run;
+}
 
-  // Parameters: exactly the model's trainable ones, with their shapes; read before any is changed.
-  const Parameters params = model.trainable_parameters();
+// The values of exactly the model's trainable parameters, in their order and with their shapes; read
+// before any parameter is changed.
+std::vector<Tensor> read_parameters(const SafetensorsFile& st, const Parameters& params, const std::string& name) {
   std::map<std::string, ParameterPtr> by_name;
   for (const ParameterPtr& p : params) by_name.emplace(p->name, p);
-  OptimizerState optimizer_state;
   for (const TensorInfo& t : st.tensors()) {
     if (t.name.starts_with(optim_prefix)) continue;
     if (!t.name.starts_with(param_prefix)) fail("{}: unexpected tensor '{}' (neither param/ nor optim/)", name, t.name);
@@ -169,17 +189,39 @@ void load_checkpoint(const fs::path& file, GPT& model, Optimizer& optimizer, Tra
       fail("{}: tensor '{}' has shape [{}], the parameter {}", name, key, fmt::join(info.shape, ", "), p->value.shape());
     values.push_back(st.load(key, p->value.dtype()));
   }
+  return values;
+}
+
+// The "optim/" entries, with the prefix removed (Optimizer::load_state checks them).
+OptimizerState read_optimizer_state(const SafetensorsFile& st) {
+  OptimizerState entries;
   for (const TensorInfo& t : st.tensors())
-    if (t.name.starts_with(optim_prefix)) optimizer_state.emplace_back(t.name.substr(optim_prefix.size()), st.load(t.name));
+    if (t.name.starts_with(optim_prefix)) entries.emplace_back(t.name.substr(optim_prefix.size()), st.load(t.name));
+  return entries;
+}
+
+}  // namespace
+
+void load_checkpoint(const fs::path& file, LanguageModel& model, Optimizer& optimizer, TrainingState& state) {
+  const SafetensorsFile st = SafetensorsFile::open(file);
+  const std::string name = file.string();
+  // Everything is read and checked before anything changes.
+  const json meta = read_metadata(st, name);
+  const Fields fields(meta, name);
+  check_same_model(fields, model, name);
+  const RunPosition run = read_run_position(fields, meta, model, optimizer.group_count(), name);
+  const Parameters params = model.trainable_parameters();
+  const std::vector<Tensor> values = read_parameters(st, params, name);
+  const OptimizerState optimizer_state = read_optimizer_state(st);
 
   // load_state checks its entries and changes nothing when it throws; parameters are copied after it.
   optimizer.load_state(optimizer_state);
   for (std::size_t i = 0; i < params.size(); ++i) params[i]->value.copy_from(values[i]);
-  for (std::size_t g = 0; g < lrs.size(); ++g) optimizer.set_lr(g, lrs[g]);
-  if (model.has_lora() && !adapter_streams.empty()) model.set_lora_dropout_streams(adapter_streams);
-  state.step = step;
-  state.data_rng = data_rng;
-  state.dropout_rng = dropout_rng;
+  for (std::size_t g = 0; g < run.learning_rates.size(); ++g) optimizer.set_lr(g, run.learning_rates[g]);
+  if (model.has_lora() && !run.adapter_streams.empty()) model.set_lora_dropout_streams(run.adapter_streams);
+  state.step = run.step;
+  state.data_rng = run.data_rng;
+  state.dropout_rng = run.dropout_rng;
 }
 
 }  // namespace lowrank::nn

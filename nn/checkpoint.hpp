@@ -17,8 +17,11 @@
 #include <filesystem>
 
 #include "lowrank/core/philox.hpp"
-#include "lowrank/nn/gpt.hpp"
-#include "lowrank/optim/optimizer.hpp"
+#include "lowrank/nn/language_model.hpp"
+
+namespace lowrank {
+class Optimizer;  // optim/optimizer.hpp: only checkpoint.cpp needs its definition
+}
 
 namespace lowrank::nn {
 
@@ -30,7 +33,7 @@ struct TrainingState {
   RandomStream data_rng, dropout_rng;
 };
 
-void save_checkpoint(const std::filesystem::path& file, const GPT& model, const Optimizer& optimizer, const TrainingState& state);
-void load_checkpoint(const std::filesystem::path& file, GPT& model, Optimizer& optimizer, TrainingState& state);
+void save_checkpoint(const std::filesystem::path& file, const LanguageModel& model, const Optimizer& optimizer, const TrainingState& state);
+void load_checkpoint(const std::filesystem::path& file, LanguageModel& model, Optimizer& optimizer, TrainingState& state);
 
 }  // namespace lowrank::nn

@@ -16,13 +16,8 @@
 
 namespace lowrank::nn {
 
-struct Sampling {
-  double temperature = 1.0;  // logits are divided by it; 0 means greedy
-  int top_k = 0;             // sample among the k largest logits (ties at the k-th included); 0: all
-  std::uint64_t seed = 0;    // Philox stream of the draws: the same seed gives the same tokens
-  bool greedy = false;       // argmax (the lowest id among equal maxima)
-  std::int32_t stop_token = -1;  // generation ends after producing this id; -1: never
-};
+// Sampling: nn/language_model.hpp.
+
 
 // One sequence's incremental forward. The decoder reads the model's weights and adapters through
 // references: do not change or merge/unmerge the model while a decoder is in use.

@@ -5,17 +5,44 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <utility>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "lowrank/autodiff/autodiff.hpp"
+#include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/adapter_set.hpp"
 #include "lowrank/nn/block.hpp"
+#include "lowrank/nn/generate.hpp"
+#include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "lowrank/nn/parameter_binding.hpp"
 
 namespace lowrank::nn {
+
+const std::vector<std::pair<std::string, std::vector<std::string>>>& gpt2_lora_shorthands() {
+  static const std::vector<std::pair<std::string, std::vector<std::string>>> shorthands = {
+      {"mlp", {"fc", "proj"}},       {"all-linear", lora_target_names()}, {"c_attn", {"q", "k", "v"}},
+      {"attn.c_attn", {"q", "k", "v"}}, {"attn.c_proj", {"o"}},            {"c_fc", {"fc"}},
+      {"mlp.c_fc", {"fc"}},          {"mlp.c_proj", {"proj"}},
+  };
+  return shorthands;
+}
+
+std::vector<std::string> expand_lora_targets(const std::vector<std::string>& targets) {
+  std::vector<std::string> expanded;
+  for (const std::string& t : targets) {
+    const auto& shorthands = gpt2_lora_shorthands();
+    const auto it = std::find_if(shorthands.begin(), shorthands.end(), [&](const auto& s) { return s.first == t; });
+    if (it == shorthands.end())
+      expanded.push_back(t);
+    else
+      expanded.insert(expanded.end(), it->second.begin(), it->second.end());
+  }
+  return expanded;
+}
+
 namespace {
 
 enum Target : std::size_t { q_target, k_target, v_target, o_target, fc_target, proj_target, target_count };
@@ -240,11 +267,13 @@ struct Steps {
   }
 
   // Reverse walk over the block tapes, releasing each after its backward; returns dL/d(block 0 input).
-  template <class Tapes> Tensor backward_blocks(Tapes& tapes) {
+  // `done(i)` runs once block i's backward is complete.
+  template <class Tapes, class Done> Tensor backward_blocks(Tapes& tapes, Done done) {
     for (std::size_t i = tapes.size(); i-- > 0;) {
       tapes.back().backward(inputs[i + 1]->grad);
       tapes.pop_back();
       inputs[i + 1]->value = inputs[i + 1]->grad = Tensor();
+      done(i);
     }
     return inputs[0]->grad;
   }
@@ -290,14 +319,22 @@ struct GPT::State {
   GPTWeights w;
   bool training = true;
   KernelOptions kernels;
-  FullParameters full;  // cleared by enable_lora
+  // Full mode's parameters, made at their first use: each carries a gradient buffer the size of its
+  // weight, and a model loaded to be LoRA-trained (enable_lora drops them) must never hold those, or
+  // loading would cost twice the weights (docs/io.md).
+  std::optional<FullParameters> full_parameters;
   GptAdapters lora;
   Steps steps;
 
-  explicit State(GPTWeights weights) : w(validated(std::move(weights))), full(w), steps(w.blocks.size()) {}
+  explicit State(GPTWeights weights) : w(validated(std::move(weights))), steps(w.blocks.size()) {}
   static GPTWeights validated(GPTWeights weights) {
     weights.validate();
     return weights;
+  }
+
+  FullParameters& full() {
+    if (!full_parameters) full_parameters.emplace(w);
+    return *full_parameters;
   }
 
   std::int64_t embd() const { return w.config.n_embd; }
@@ -310,15 +347,48 @@ struct GPT::State {
     return steps.run_blocks(tapes, std::move(x), keep, w.config.n_head, eps(), kernels.attention, make_block);
   }
   auto full_block() {
-    return [this](std::size_t i) { return full.block(i, embd()); };
+    return [this](std::size_t i) { return full().block(i, embd()); };
   }
   auto lora_block() {
     return [this](std::size_t i) { return lora.block(w.blocks[i], i, embd(), training); };
   }
 
+  // GPT::set_gradients_ready: the callback, and the trainable parameters final after block i's backward
+  // (by_layer[i]) and at the end (the rest).
+  struct GradientsReady {
+    GPT::GradientsReady callback;
+    std::vector<Parameters> by_layer;
+    Parameters at_end;
+  } ready;
+
+  void collect_ready_lists(const std::vector<GPT::Adapter>& adapters) {
+    ready.by_layer.assign(w.blocks.size(), {});
+    ready.at_end.clear();
+    if (!lora.enabled) {
+      const FullParameters& full = this->full();
+      for (std::size_t i = 0; i < full.blocks.size(); ++i) {
+        const BlockParameters& b = full.blocks[i];
+        ready.by_layer[i] = {b.ln_1_weight, b.ln_1_bias, b.c_attn_weight, b.c_attn_bias, b.c_proj_weight,  b.c_proj_bias,
+                             b.ln_2_weight, b.ln_2_bias, b.c_fc_weight,   b.c_fc_bias,   b.mlp_proj_weight, b.mlp_proj_bias};
+      }
+      ready.at_end = {full.wte, full.wpe, full.ln_f_weight, full.ln_f_bias};
+      return;
+    }
+    for (const GPT::Adapter& a : adapters) {
+      ready.by_layer[static_cast<std::size_t>(a.layer)].push_back(a.A);
+      ready.by_layer[static_cast<std::size_t>(a.layer)].push_back(a.B);
+    }
+  }
+  auto block_done() {
+    return [this](std::size_t i) {
+      if (ready.callback && !ready.by_layer[i].empty()) ready.callback(ready.by_layer[i]);
+    };
+  }
+
   double forward_backward(const TokenIds& ids, const TokenIds& targets) {
     const std::size_t n = w.blocks.size();
     if (!lora.enabled) {
+      FullParameters& full = this->full();
       full.binding.sync(w.named_tensors());
       auto embed = eval(embeddings(ids, steps.positions_for(ids), param(full.wte), param(full.wpe)));
       const Tensor x = run_blocks(steps.full_tapes, embed.value(), true, full_block());
@@ -327,7 +397,8 @@ struct GPT::State {
       steps.saved_bytes = steps.saved_by(steps.full_tapes) + embed.memory().saved_bytes + head.memory().saved_bytes;
       const double loss = head.value().item();
       head.backward();
-      embed.backward(steps.backward_blocks(steps.full_tapes));
+      embed.backward(steps.backward_blocks(steps.full_tapes, block_done()));
+      if (ready.callback) ready.callback(ready.at_end);
       return loss;
     }
     const Tensor x = run_blocks(steps.lora_tapes, frozen_embeddings(ids), true, lora_block());
@@ -336,14 +407,14 @@ struct GPT::State {
     steps.saved_bytes = steps.saved_by(steps.lora_tapes) + head.memory().saved_bytes;
     const double loss = head.value().item();
     head.backward();
-    steps.backward_blocks(steps.lora_tapes);  // block 0's input gradient is computed (one tape type) and dropped
+    steps.backward_blocks(steps.lora_tapes, block_done());  // block 0's input gradient is computed (one tape type) and dropped
     return loss;
   }
 
   // The final hidden state [B, T, E] without any tape kept.
   Tensor hidden(const TokenIds& ids) {
     if (!lora.enabled) {
-      full.binding.sync(w.named_tensors());
+      full().binding.sync(w.named_tensors());
       return run_blocks(steps.full_tapes, frozen_embeddings(ids), false, full_block());
     }
     return run_blocks(steps.lora_tapes, frozen_embeddings(ids), false, lora_block());
@@ -356,6 +427,15 @@ GPT::GPT(GPT&&) noexcept = default;
 GPT& GPT::operator=(GPT&&) noexcept = default;
 
 const GPTConfig& GPT::config() const { return state_->w.config; }
+nlohmann::json GPT::config_json() const { return config_to_json(config()); }
+DType GPT::dtype() const { return state_->w.dtype(); }
+
+std::vector<std::int32_t> GPT::generate(const std::vector<std::int32_t>& prompt, int new_tokens, const Sampling& sampling) const {
+  return nn::generate(*this, prompt, new_tokens, sampling);
+}
+void GPT::save_adapter(const std::filesystem::path& directory) const { nn::save_adapter(directory, *this); }
+void GPT::load_adapter(const std::filesystem::path& directory) { nn::load_adapter(directory, *this); }
+void GPT::save_pretrained(const std::filesystem::path& directory) const { save_gpt2(directory, weights()); }
 Device GPT::device() const { return state_->w.device(); }
 const GPTWeights& GPT::weights() const { return state_->w; }
 GPTWeights& GPT::weights() { return state_->w; }
@@ -393,7 +473,7 @@ void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
   adapters.settings.targets = targets;
   adapters.enabled = true;
   s.lora = std::move(adapters);
-  s.full.clear();
+  s.full_parameters.reset();
 }
 
 bool GPT::has_lora() const { return state_->lora.enabled; }
@@ -443,8 +523,8 @@ void GPT::train(bool on) {
 bool GPT::training() const { return state_->training; }
 
 Parameters GPT::trainable_parameters() const {
-  const State& s = *state_;
-  if (!s.lora.enabled) return s.full.binding.all();
+  State& s = *state_;
+  if (!s.lora.enabled) return s.full().binding.all();
   if (s.lora.set.merged())
     fail("nn::GPT::trainable_parameters: the adapters are merged into the weights (training would start from W + s·B·A); "
          "call unmerge_adapters() first");
@@ -471,8 +551,11 @@ double GPT::forward_backward(const TokenIds& inputs, const TokenIds& targets) {
   if (s.lora.enabled && !s.lora.set.enabled())
     fail("nn::GPT::forward_backward: the adapters are disabled, so nothing would train; call set_adapters_enabled(true)");
   Steps::Cleanup cleanup{s.steps};
+  if (s.ready.callback) s.collect_ready_lists(s.lora.enabled ? adapters() : std::vector<Adapter>{});
   return s.forward_backward(inputs, targets);
 }
+
+void GPT::set_gradients_ready(GradientsReady callback) { state_->ready.callback = std::move(callback); }
 
 double GPT::loss(const TokenIds& inputs, const TokenIds& targets) {
   State& s = *state_;

@@ -3,48 +3,36 @@
 // (every weight a param) or with LoRA adapters on a frozen base. The tapes live in nn/gpt.cpp; this
 // header is free of expression templates, so including it costs no compile time.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "lowrank/autodiff/parameter.hpp"
 #include "lowrank/lora/accounting.hpp"
 #include "lowrank/lora/config.hpp"
 #include "lowrank/nn/config.hpp"
+#include "lowrank/nn/language_model.hpp"
 #include "lowrank/nn/weights.hpp"
 #include "lowrank/ops/causal_attention.hpp"
 #include "lowrank/ops/token_ids.hpp"
 
 namespace lowrank::nn {
 
-// LoRA targets: any of "q", "k", "v", "o" (attn.c_proj), "fc" (mlp.c_fc), "proj" (mlp.c_proj), and "mlp"
-// as shorthand for "fc" and "proj" (expand_lora_targets).
-struct LoraSettings {
-  lora::Config config;  // rank, alpha, dropout, scaling, init (lora/config.hpp); mode adapter, bias none
-  std::vector<std::string> targets = {"q", "v"};
-};
-
+// LoRA targets (LoraSettings, nn/language_model.hpp): any of "q", "k", "v", "o" (attn.c_proj), "fc"
+// (mlp.c_fc), "proj" (mlp.c_proj), and the shorthands of expand_lora_targets.
 // The six projections of a block that can carry an adapter, in the order nn::GPT lists them.
 inline const std::vector<std::string>& lora_target_names() {
   static const std::vector<std::string> names = {"q", "k", "v", "o", "fc", "proj"};
   return names;
 }
 
-// Targets with the shorthand "mlp" replaced, in place, by "fc" and "proj"; other names pass unchanged (so
-// that the caller's check still reports unknown ones). enable_lora stores the expanded list, so
-// lora_settings().targets and the files written from it hold only lora_target_names().
-inline std::vector<std::string> expand_lora_targets(const std::vector<std::string>& targets) {
-  std::vector<std::string> expanded;
-  for (const std::string& t : targets) {
-    if (t == "mlp") {
-      expanded.emplace_back("fc");
-      expanded.emplace_back("proj");
-    } else {
-      expanded.push_back(t);
-    }
-  }
-  return expanded;
-}
+// The shorthands --targets and enable_lora accept for GPT-2, each with the targets it stands for: "mlp"
+// (fc, proj), "all-linear" (all six), and transformers' module names "c_attn" (q, k, v), "attn.c_proj"
+// (o), "c_fc" or "mlp.c_fc" (fc), "mlp.c_proj" (proj). A bare "c_proj" is refused as ambiguous (it would
+// name both attn.c_proj and mlp.c_proj).
+const std::vector<std::pair<std::string, std::vector<std::string>>>& gpt2_lora_shorthands();
 
 // How a step computes, not what: every choice gives the same results up to float rounding (tests/nn/gpt.test.cpp
 // compares them); the defaults are the fast, low-memory kernels.
@@ -58,20 +46,42 @@ struct KernelOptions {
   AttentionKernel attention = AttentionKernel::flash;
 };
 
-class GPT {
+// Targets with the shorthands replaced, in place, by what they stand for; other names pass unchanged (so that the caller's check still reports unknown ones).
+// enable_lora stores the expanded list, so lora_settings().targets and the files written from it hold
+// only lora_target_names().
+std::vector<std::string> expand_lora_targets(const std::vector<std::string>& targets);
+
+class GPT final : public LanguageModel {
  public:
   explicit GPT(GPTWeights weights);  // starts in full-training mode: every weight trainable
-  ~GPT();
+  ~GPT() override;
   GPT(GPT&&) noexcept;
   GPT& operator=(GPT&&) noexcept;
   GPT(const GPT&) = delete;
   GPT& operator=(const GPT&) = delete;
 
   const GPTConfig& config() const;
+
+  // LanguageModel: model_type "gpt2", config_to_json(config()), n_positions as the context length; the
+  // adapter files of nn/adapter_files.hpp, generation by nn/generate.hpp, save_gpt2 for save_pretrained.
+  std::string model_type() const override { return "gpt2"; }
+  nlohmann::json config_json() const override;
+  std::int64_t vocab_size() const override { return config().vocab_size; }
+  std::int64_t context_length() const override { return config().n_positions; }
+  std::string context_length_key() const override { return "n_positions"; }
+  DType dtype() const override;
+  std::vector<std::string> lora_modules() const override { return lora_target_names(); }
+  std::vector<std::string> expand_lora_targets(const std::vector<std::string>& targets) const override {
+    return nn::expand_lora_targets(targets);
+  }
+  std::vector<std::int32_t> generate(const std::vector<std::int32_t>& prompt, int new_tokens, const Sampling& sampling) const override;
+  void save_adapter(const std::filesystem::path& directory) const override;
+  void load_adapter(const std::filesystem::path& directory) override;
+  void save_pretrained(const std::filesystem::path& directory) const override;
   // Where the model runs: the device of its weights (build it from GPTWeights::to(device) to train on
   // CUDA). Adapters, gradients and optimizer state are created there; token ids stay host values and
   // are copied to the device by the ops that read them. Generation (nn/generate.hpp) is CPU-only.
-  Device device() const;
+  Device device() const override;
   // The live weights: training updates them in place, merge_adapters() changes them. In full mode the
   // parameters are handles to these tensors; replacing a tensor (same shape) rebinds its parameter at the
   // next forward.
@@ -83,31 +93,37 @@ class GPT {
   // from `init` by the config's init, its own dropout stream seeded from `init`, layer by layer, targets
   // in lora_target_names() order. Errors: called twice, unknown or repeated targets, an invalid config (lora::validate),
   // mode weight_merge or a bias option other than none (not supported here).
-  void enable_lora(const LoraSettings& settings, RandomStream& init);
-  bool has_lora() const;
-  const LoraSettings& lora_settings() const;
-  void set_adapters_enabled(bool on);  // off: computes exactly the base model (not while merged)
-  bool adapters_enabled() const;
-  void merge_adapters();    // W += s·(B·A)ᵀ in each adapted Conv1D weight (its columns for q, k, v):
+  void enable_lora(const LoraSettings& settings, RandomStream& init) override;
+  bool has_lora() const override;
+  const LoraSettings& lora_settings() const override;
+  void set_adapters_enabled(bool on) override;  // off: computes exactly the base model (not while merged)
+  bool adapters_enabled() const override;
+  void merge_adapters() override;  // W += s·(B·A)ᵀ in each adapted Conv1D weight (its columns for q, k, v):
                             // lora::Adapter::merge with Layout::in_out, Restore::exact
-  void unmerge_adapters();  // exact restore from the copy each adapter kept
-  bool merged() const;
+  void unmerge_adapters() override;  // exact restore from the copy each adapter kept
+  bool merged() const override;
 
-  void train(bool on = true);  // LoRA dropout on/off (the default is on)
-  bool training() const;
+  void train(bool on = true) override;  // LoRA dropout on/off (the default is on)
+  bool training() const override;
   // Full mode: every weight, HF names, in named_tensors() order. LoRA mode: every A and B (layer by
   // layer, targets in lora_target_names() order); refused while merged.
-  Parameters trainable_parameters() const;
-  lora::ParameterCount parameter_count() const;
+  Parameters trainable_parameters() const override;
+  lora::ParameterCount parameter_count() const override;
 
   // Forward + backward over a batch: inputs and targets are TokenIds of shape [B, T] (T <= n_positions),
   // targets may hold -100 (ignored). Returns the mean cross-entropy; gradients ACCUMULATE into
   // trainable_parameters(). Refused while merged or with adapters disabled (nothing would train).
-  double forward_backward(const TokenIds& inputs, const TokenIds& targets);
+  double forward_backward(const TokenIds& inputs, const TokenIds& targets) override;
+  // Called during forward_backward whenever the gradients of some trainable parameters are final: after
+  // each block's backward with that block's parameters (last block first), and in full mode at the end
+  // with the embeddings and ln_f. Lets a data-parallel run send gradients while backward goes on
+  // (dist::MicroBatchGradients::ready). An empty function (the default) turns it off.
+  using GradientsReady = std::function<void(const Parameters& done)>;
+  void set_gradients_ready(GradientsReady callback);
   // Mean cross-entropy without gradients: each block's tape is dropped as soon as the next one has its input.
-  double loss(const TokenIds& inputs, const TokenIds& targets);
+  double loss(const TokenIds& inputs, const TokenIds& targets) override;
   // Logits [B, T, V] of the current model (adapters as currently enabled/merged).
-  Tensor logits(const TokenIds& inputs);
+  Tensor logits(const TokenIds& inputs) override;
   // Dropout applies to all three while training() is on, as in PyTorch's train/eval modes.
 
   // Bytes the last forward_backward kept alive for its backward pass, measured when its forward had
@@ -128,8 +144,8 @@ class GPT {
   std::vector<Adapter> adapters() const;
   // The adapters' dropout streams (seed and next offset), in adapters() order: a training checkpoint
   // saves them so that a resumed run draws the same masks. set_ checks the count.
-  std::vector<RandomStream> lora_dropout_streams() const;
-  void set_lora_dropout_streams(const std::vector<RandomStream>& streams);
+  std::vector<RandomStream> lora_dropout_streams() const override;
+  void set_lora_dropout_streams(const std::vector<RandomStream>& streams) override;
 
  private:
   // nn/gpt.cpp: the weights, the full-mode parameters bound to them by name (nn/parameter_binding.hpp),

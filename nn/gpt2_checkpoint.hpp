@@ -1,7 +1,8 @@
 #pragma once
-// Hugging Face GPT-2 directories: config.json (nn/config.hpp's keys) and model.safetensors with the names
-// of transformers' GPT2Model ("wte.weight", "h.0.attn.c_attn.weight", ...) or GPT2LMHeadModel (the same
-// under "transformer."). What the loader accepts:
+// Hugging Face GPT-2 directories: config.json (nn/config.hpp's keys) and the weights, in one
+// model.safetensors or sharded (io/hf_directory.hpp reads both), with the names of transformers'
+// GPT2Model ("wte.weight", "h.0.attn.c_attn.weight", ...) or GPT2LMHeadModel (the same under
+// "transformer."). What the loader accepts:
 //   - either naming, not both for one tensor;
 //   - "h.<i>.attn.bias" and "h.<i>.attn.masked_bias" (causal-mask buffers of old checkpoints) are skipped;
 //   - "lm_head.weight" may be present and must then equal wte (GPT-2 ties them); nn::GPT has no separate head;

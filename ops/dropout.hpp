@@ -14,7 +14,7 @@
 namespace lowrank::functors {
 // apply(u, ...) is the math given element i's uniform u; operator() draws u itself (CUDA, strided).
 struct DropoutForward {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   float p;
   double scale;  // 1 / (1 - p)
   std::uint64_t seed, offset;
@@ -25,7 +25,7 @@ struct DropoutForward {
   template <class T> LOWRANK_HD T operator()(std::uint64_t i, T x) const { return apply(philox::uniform(seed, offset + i), x); }
 };
 struct DropoutBackward {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   float p;
   double scale;
   std::uint64_t seed, offset;
@@ -35,6 +35,13 @@ struct DropoutBackward {
   }
 };
 }  // namespace lowrank::functors
+
+// The CUDA kernels of the functors above, compiled once into the library from this section
+// (cmake/LowrankCudaKernels.cmake; docs/gpu.md). The number is the functor's input count.
+#if defined(LOWRANK_CUDA_KERNELS)
+LOWRANK_CUDA_MAP_INDEXED(1, lowrank::functors::DropoutForward);
+LOWRANK_CUDA_MAP_INDEXED(2, lowrank::functors::DropoutBackward);
+#endif
 
 #if !defined(LOWRANK_DEVICE_ONLY)
 #include "lowrank/core/elementwise.hpp"

@@ -10,7 +10,7 @@
 // Device-safe part: CUDA translation units include this header with LOWRANK_DEVICE_ONLY defined.
 namespace lowrank::functors {
 struct GeluTanh {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   template <class T> LOWRANK_HD T operator()(T x) const {
     const T u = T(0.7978845608028654) * (x + T(0.044715) * x * x * x);
     return x / (T(1) + std::exp(T(-2) * u));
@@ -18,7 +18,7 @@ struct GeluTanh {
 };
 // dx + dy · gelu'(x), with s = σ(2u): gelu' = s + 2x·s(1 - s)·u'
 struct GeluTanhBackward {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   template <class T> LOWRANK_HD T operator()(T dx, T x, T dy) const {
     const T c = T(0.7978845608028654);
     const T s = T(1) / (T(1) + std::exp(T(-2) * c * (x + T(0.044715) * x * x * x)));
@@ -27,6 +27,13 @@ struct GeluTanhBackward {
   }
 };
 }  // namespace lowrank::functors
+
+// The CUDA kernels of the functors above, compiled once into the library from this section
+// (cmake/LowrankCudaKernels.cmake; docs/gpu.md). The number is the functor's input count.
+#if defined(LOWRANK_CUDA_KERNELS)
+LOWRANK_CUDA_MAP(1, lowrank::functors::GeluTanh);
+LOWRANK_CUDA_MAP(3, lowrank::functors::GeluTanhBackward);
+#endif
 
 #if !defined(LOWRANK_DEVICE_ONLY)
 #include "lowrank/core/elementwise.hpp"

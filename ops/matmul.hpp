@@ -32,19 +32,22 @@ struct MatMul {
 
   static constexpr Reads<2> reads(Needs<2> need) { return {{need[1], need[0]}, false}; }
 
+  // db += alpha · aᵀ · dy. `db` has b's shape (b itself is not kept when a needs no gradient): a rank-2
+  // db under a rank-3 a means b is shared across the batch, and db = Σ_batch aᵀ·dy is one GEMM over the
+  // flattened rows. MatMulAccumulate's backward shares this.
+  static void add_b_gradient(double alpha, const Tensor& a, const Tensor& dy, Tensor& db) {
+    if (a.rank() == 3 && db.rank() == 2) {
+      const Tensor a2 = a.contiguous().reshape({a.dim(0) * a.dim(1), a.dim(2)});
+      const Tensor dy2 = dy.contiguous().reshape({dy.dim(0) * dy.dim(1), dy.dim(2)});
+      gemm(alpha, a2.t(), dy2, 1.0, db, "matmul backward (db)");
+    } else {
+      gemm(alpha, a.transpose(-2, -1), dy, 1.0, db, "matmul backward (db)");
+    }
+  }
+
   template <Needs<2> need> void backward(const Tensor& dy, Inputs<2> in, const Tensor&, Grads<2> dx) const {
     if constexpr (need[0]) gemm(alpha, dy, in[1]->transpose(-2, -1), 1.0, *dx[0], "matmul backward (da)");
-    if constexpr (need[1]) {
-      const Tensor& av = *in[0];
-      if (av.rank() == 3 && dx[1]->rank() == 2) {  // dx[1] has b's shape; b itself is not kept when a needs no gradient
-        // b is shared across the batch: db = Σ_batch aᵀ·dy, one GEMM over the flattened rows.
-        const Tensor a2 = av.contiguous().reshape({av.dim(0) * av.dim(1), av.dim(2)});
-        const Tensor dy2 = dy.contiguous().reshape({dy.dim(0) * dy.dim(1), dy.dim(2)});
-        gemm(alpha, a2.t(), dy2, 1.0, *dx[1], "matmul backward (db)");
-      } else {
-        gemm(alpha, av.transpose(-2, -1), dy, 1.0, *dx[1], "matmul backward (db)");
-      }
-    }
+    if constexpr (need[1]) add_b_gradient(alpha, *in[0], dy, *dx[1]);
   }
 };
 

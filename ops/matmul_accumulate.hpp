@@ -39,16 +39,7 @@ struct MatMulAccumulate {
   template <Needs<3> need> void backward(const Tensor& dy, Inputs<3> in, const Tensor&, Grads<3> dx) const {
     if constexpr (need[0]) map("add backward", functors::Add{}, *dx[0], *dx[0], dy);
     if constexpr (need[1]) gemm(alpha, dy, in[2]->transpose(-2, -1), 1.0, *dx[1], "matmul backward (da)");
-    if constexpr (need[2]) {
-      const Tensor& a = *in[1];
-      if (a.rank() == 3 && dx[2]->rank() == 2) {  // dx[2] has b's shape; b itself is not kept when a needs no gradient
-        const Tensor a2 = a.contiguous().reshape({a.dim(0) * a.dim(1), a.dim(2)});
-        const Tensor dy2 = dy.contiguous().reshape({dy.dim(0) * dy.dim(1), dy.dim(2)});
-        gemm(alpha, a2.t(), dy2, 1.0, *dx[2], "matmul backward (db)");
-      } else {
-        gemm(alpha, a.transpose(-2, -1), dy, 1.0, *dx[2], "matmul backward (db)");
-      }
-    }
+    if constexpr (need[2]) MatMul::add_b_gradient(alpha, *in[1], dy, *dx[2]);
   }
 };
 

@@ -5,16 +5,23 @@
 
 namespace lowrank::functors {
 struct SquaredDifference {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   template <class T> LOWRANK_HD T operator()(T p, T t) const { return (p - t) * (p - t); }
 };
 // g + c·(p - t), with c = ±(2/n)·dy (dy, the scalar output gradient, folded into the constant)
 struct MseGrad {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   double c;
   template <class T> LOWRANK_HD T operator()(T g, T p, T t) const { return g + static_cast<T>(c) * (p - t); }
 };
 }  // namespace lowrank::functors
+
+// The CUDA kernels of the functors above, compiled once into the library from this section
+// (cmake/LowrankCudaKernels.cmake; docs/gpu.md). The number is the functor's input count.
+#if defined(LOWRANK_CUDA_KERNELS)
+LOWRANK_CUDA_MAP(2, lowrank::functors::SquaredDifference);
+LOWRANK_CUDA_MAP(3, lowrank::functors::MseGrad);
+#endif
 
 #if !defined(LOWRANK_DEVICE_ONLY)
 #include "lowrank/core/elementwise.hpp"

@@ -32,7 +32,21 @@ template <std::size_t N> struct Reads {
 // is copied into the parameter, so a caller's tensor is never overwritten).
 inline bool sole_owner(const Tensor& t) { return t.defined() && t.storage().use_count() == 1 && t.is_contiguous(); }
 
-// The op contract, checked by the compiler (dlib writes its layer contract as prose; we can check it).
+// The most inputs one op may take. The tape's compile-time tables (autodiff/tape.hpp) hold an op's
+// children and reads in arrays of this size; an op with more inputs is refused where its node is made.
+inline constexpr std::size_t max_op_arity = 8;
+
+// The op contract. What the compiler checks, and where:
+//   OpType (on make_node and Node): `Op::name` converts to std::string_view, `Op::arity` to std::size_t,
+//     and `Op::reads(Needs<arity>)` is a static function returning exactly Reads<arity>;
+//   Node: the arity is at most max_op_arity and the node has exactly `arity` arguments;
+//   the tape (autodiff/tape.hpp), when it instantiates them: `forward` accepts the input tensors in
+//     order and returns something a Tensor is made from; `backward<need>(dy, Inputs<arity>,
+//     output, Grads<arity>)` exists for each `need` the graph asks for; the optional gradient view
+//     (`gradient_alias`, `gradient_view`) has the signature tape_detail::AliasesGradient names.
+// What it cannot check stays the op author's promise, and the op's gradcheck test is what catches a
+// break: backward ADDS into the gradient buffers it is given (never assigns), reads only what `reads`
+// declared (anything else may already be released), and leaves its inputs unchanged.
 template <class Op>
 concept OpType = requires {
   { Op::name } -> std::convertible_to<std::string_view>;
@@ -41,6 +55,7 @@ concept OpType = requires {
 };
 
 template <OpType Op, class... Args> struct Node {
+  static_assert(Op::arity <= max_op_arity, "an op takes at most max_op_arity (8) inputs (ops/op.hpp)");
   static_assert(sizeof...(Args) == Op::arity, "an op node needs exactly Op::arity arguments");
   Op op;
   std::tuple<Args...> args;

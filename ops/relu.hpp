@@ -6,14 +6,21 @@
 // Device-safe part: the element-wise math, shared by the CPU and CUDA backends.
 namespace lowrank::functors {
 struct ReluForward {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   template <class T> LOWRANK_HD T operator()(T x) const { return x > T(0) ? x : T(0); }
 };
 struct ReluBackward {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   template <class T> LOWRANK_HD T operator()(T dx, T x, T dy) const { return x > T(0) ? dx + dy : dx; }
 };
 }  // namespace lowrank::functors
+
+// The CUDA kernels of the functors above, compiled once into the library from this section
+// (cmake/LowrankCudaKernels.cmake; docs/gpu.md). The number is the functor's input count.
+#if defined(LOWRANK_CUDA_KERNELS)
+LOWRANK_CUDA_MAP(1, lowrank::functors::ReluForward);
+LOWRANK_CUDA_MAP(3, lowrank::functors::ReluBackward);
+#endif
 
 #if !defined(LOWRANK_DEVICE_ONLY)
 #include "lowrank/core/elementwise.hpp"

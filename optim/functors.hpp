@@ -19,14 +19,14 @@ template <class T> LOWRANK_HD T decayed_gradient(T g, T p, double weight_decay) 
 
 // The momentum buffer on its first step: a copy of the (decayed) gradient, without dampening.
 struct SgdFirstMomentum {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   double weight_decay;
   template <class T> LOWRANK_HD T operator()(T g, T p) const { return decayed_gradient(g, p, weight_decay); }
 };
 
 // buf = mu * buf + (1 - dampening) * d
 struct SgdMomentum {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   double momentum, dampening, weight_decay;
   template <class T> LOWRANK_HD T operator()(T buf, T g, T p) const {
     return static_cast<T>(momentum) * buf + static_cast<T>(1.0 - dampening) * decayed_gradient(g, p, weight_decay);
@@ -35,7 +35,7 @@ struct SgdMomentum {
 
 // p = p - lr * d (no momentum)
 struct SgdPlainStep {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   double lr, weight_decay;
   template <class T> LOWRANK_HD T operator()(T p, T g) const {
     return p - static_cast<T>(lr) * decayed_gradient(g, p, weight_decay);
@@ -44,14 +44,14 @@ struct SgdPlainStep {
 
 // p = p - lr * buf (heavy-ball momentum)
 struct SgdMomentumStep {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   double lr;
   template <class T> LOWRANK_HD T operator()(T p, T buf) const { return p - static_cast<T>(lr) * buf; }
 };
 
 // p = p - lr * (d + mu * buf) (Nesterov momentum)
 struct SgdNesterovStep {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   double lr, momentum, weight_decay;
   template <class T> LOWRANK_HD T operator()(T p, T g, T buf) const {
     return p - static_cast<T>(lr) * (decayed_gradient(g, p, weight_decay) + static_cast<T>(momentum) * buf);
@@ -62,7 +62,7 @@ struct SgdNesterovStep {
 
 // m = beta1 * m + (1 - beta1) * d
 struct AdamFirstMoment {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   double beta1, weight_decay;
   template <class T> LOWRANK_HD T operator()(T m, T g, T p) const {
     return static_cast<T>(beta1) * m + static_cast<T>(1.0 - beta1) * decayed_gradient(g, p, weight_decay);
@@ -71,7 +71,7 @@ struct AdamFirstMoment {
 
 // v = beta2 * v + (1 - beta2) * d * d
 struct AdamSecondMoment {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   double beta2, weight_decay;
   template <class T> LOWRANK_HD T operator()(T v, T g, T p) const {
     const T d = decayed_gradient(g, p, weight_decay);
@@ -81,7 +81,7 @@ struct AdamSecondMoment {
 
 // max(a, b), NaN when either is NaN (a NaN in v must not be hidden by the running maximum).
 struct NanPropagatingMax {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   template <class T> LOWRANK_HD T operator()(T a, T b) const {
     if (a != a) return a;
     return a > b ? a : b;
@@ -90,7 +90,7 @@ struct NanPropagatingMax {
 
 // p = p - step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps), step_size = lr / (1 - beta1^t).
 struct AdamStep {
-  static constexpr bool has_cuda_kernel = true;  // core/cuda/instantiate_map.cu
+  static constexpr bool has_cuda_kernel = true;  // instantiated below (LOWRANK_CUDA_KERNELS)
   double step_size, bias_correction2_sqrt, eps;
   template <class T> LOWRANK_HD T operator()(T p, T m, T v) const {
     using std::sqrt;
@@ -100,3 +100,17 @@ struct AdamStep {
 };
 
 }  // namespace lowrank::optimizer_math
+
+// The CUDA kernels of the functors above, compiled once into the library from this section
+// (cmake/LowrankCudaKernels.cmake; docs/gpu.md). The number is the functor's input count.
+#if defined(LOWRANK_CUDA_KERNELS)
+LOWRANK_CUDA_MAP(2, lowrank::optimizer_math::SgdFirstMomentum);
+LOWRANK_CUDA_MAP(3, lowrank::optimizer_math::SgdMomentum);
+LOWRANK_CUDA_MAP(2, lowrank::optimizer_math::SgdPlainStep);
+LOWRANK_CUDA_MAP(2, lowrank::optimizer_math::SgdMomentumStep);
+LOWRANK_CUDA_MAP(3, lowrank::optimizer_math::SgdNesterovStep);
+LOWRANK_CUDA_MAP(3, lowrank::optimizer_math::AdamFirstMoment);
+LOWRANK_CUDA_MAP(3, lowrank::optimizer_math::AdamSecondMoment);
+LOWRANK_CUDA_MAP(2, lowrank::optimizer_math::NanPropagatingMax);
+LOWRANK_CUDA_MAP(3, lowrank::optimizer_math::AdamStep);
+#endif

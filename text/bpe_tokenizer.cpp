@@ -1,7 +1,6 @@
 #include "lowrank/text/bpe_tokenizer.hpp"
 
 #include <algorithm>
-#include <fstream>
 #include <limits>
 #include <mutex>
 #include <sstream>
@@ -10,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "lowrank/core/error.hpp"
+#include "lowrank/io/atomic_file.hpp"
+#include "lowrank/io/text_file.hpp"
 #include "lowrank/text/byte_unicode.hpp"
 #include "lowrank/text/pretokenizer.hpp"
 
@@ -23,38 +24,6 @@ constexpr std::size_t kPieceCacheCapacity = 1 << 16;
 
 std::uint64_t pair_key(std::int32_t left, std::int32_t right) {
   return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(left)) << 32) | static_cast<std::uint32_t>(right);
-}
-
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("BpeTokenizer::load: cannot open {}", path.string());
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) fail("BpeTokenizer::load: error while reading {}", path.string());
-  return std::move(contents).str();
-}
-
-void write_file_atomically(const std::filesystem::path& path, std::string_view contents) {
-  std::filesystem::path temporary = path;
-  temporary += ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) fail("BpeTokenizer::save: cannot create {}", temporary.string());
-    out.write(contents.data(), static_cast<std::streamsize>(contents.size()));
-    out.close();
-    if (!out) {
-      std::error_code ignored;
-      std::filesystem::remove(temporary, ignored);
-      fail("BpeTokenizer::save: error while writing {}", temporary.string());
-    }
-  }
-  std::error_code error;
-  std::filesystem::rename(temporary, path, error);
-  if (error) {
-    std::error_code ignored;
-    std::filesystem::remove(temporary, ignored);
-    fail("BpeTokenizer::save: cannot rename {} to {}: {}", temporary.string(), path.string(), error.message());
-  }
 }
 
 BpeTokenizer::Vocab parse_vocab(std::string_view text, const std::string& name) {
@@ -176,8 +145,8 @@ BpeTokenizer::~BpeTokenizer() = default;
 BpeTokenizer BpeTokenizer::load(const std::filesystem::path& dir) {
   const std::filesystem::path vocab_path = dir / "vocab.json";
   const std::filesystem::path merges_path = dir / "merges.txt";
-  const std::string vocab_text = read_file(vocab_path);
-  return parse(vocab_text, read_file(merges_path), vocab_path.string(), merges_path.string());
+  const std::string vocab_text = read_text(vocab_path);
+  return parse(vocab_text, read_text(merges_path), vocab_path.string(), merges_path.string());
 }
 
 BpeTokenizer BpeTokenizer::parse(std::string_view vocab_json, std::string_view merges_txt, std::string vocab_name,

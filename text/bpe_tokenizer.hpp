@@ -49,6 +49,9 @@ class BpeTokenizer final : public Tokenizer {
 
   std::int32_t vocab_size() const override;
   std::optional<std::int32_t> special_token_id(std::string_view spelling) const override;
+  // GPT-2 begins and ends documents with "<|endoftext|>", when the vocabulary has it.
+  std::optional<std::int32_t> bos_id() const override { return special_token_id("<|endoftext|>"); }
+  std::optional<std::int32_t> eos_id() const override { return special_token_id("<|endoftext|>"); }
 
   // The vocabulary spelling of an id, e.g. "Ġthe"; throws for ids that are not tokens.
   const std::string& token(std::int32_t id) const;

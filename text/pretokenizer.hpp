@@ -16,4 +16,10 @@ std::vector<std::string_view> gpt2_pretokenize(std::string_view text);
 // without holding all pieces: for (p = 0; p < n; p = end) { end = gpt2_piece_end(text, p); ... }.
 std::size_t gpt2_piece_end(std::string_view text, std::size_t pos);
 
+// The end of the piece at `pos` under the pattern of Llama 3 (max_digits 3) and Qwen2 (max_digits 1):
+//   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+// (Qwen2 has \p{N} for \p{N}{1,3}). Same classes and invalid-byte rule as gpt2_piece_end; (?i) folds
+// ASCII case and U+017F (long s) to 's', as Oniguruma does.
+std::size_t llama3_piece_end(std::string_view text, std::size_t pos, std::size_t max_digits);
+
 }  // namespace lowrank::text

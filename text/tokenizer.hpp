@@ -14,7 +14,9 @@ namespace lowrank::text {
 // that nobody can inject control tokens by typing them.
 enum class SpecialTokens { as_text, recognize };
 
-// What the models and the demo need from a tokenizer, byte-level or BPE.
+// What the models, the demo and the tools need from a tokenizer: ByteTokenizer, BpeTokenizer (GPT-2's
+// vocab.json + merges.txt) or HfTokenizer (a Hugging Face tokenizer.json); load_tokenizer(dir) in
+// hf_tokenizer.hpp picks one for a model directory.
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -28,6 +30,16 @@ class Tokenizer {
   virtual std::int32_t vocab_size() const = 0;
   // The id of a special token by its spelling, e.g. special_token_id("<|endoftext|>").
   virtual std::optional<std::int32_t> special_token_id(std::string_view spelling) const = 0;
+
+  // The ids of one sequence as the model expects them: encode()'s ids with what the tokenizer's
+  // post-processor adds around them (Llama's BOS in front). Tokenizers that add nothing return the ids.
+  virtual std::vector<std::int32_t> with_model_tokens(std::span<const std::int32_t> ids) const {
+    return {ids.begin(), ids.end()};
+  }
+  // The model's beginning-of-sequence, end-of-sequence and padding tokens, where it names them.
+  virtual std::optional<std::int32_t> bos_id() const { return std::nullopt; }
+  virtual std::optional<std::int32_t> eos_id() const { return std::nullopt; }
+  virtual std::optional<std::int32_t> pad_id() const { return std::nullopt; }
 
  private:
   virtual std::vector<std::int32_t> encode_text(std::string_view text, SpecialTokens specials) const = 0;

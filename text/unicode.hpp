@@ -3,19 +3,13 @@
 #include <string>
 #include <string_view>
 
+#include "lowrank/core/utf8.hpp"
+
 namespace lowrank::text {
 
-// One step of UTF-8 decoding. Bytes that do not start a well-formed sequence (stray continuation
-// bytes, truncated or overlong sequences, surrogates, values above U+10FFFF) decode one byte at a time
-// with `valid == false`, so that any byte string can be walked and re-assembled exactly.
-struct Utf8Step {
-  char32_t code_point;  // the decoded code point, or the offending byte value when !valid
-  std::size_t length;   // bytes consumed, 1..4
-  bool valid;
-};
-
-// Decodes the code point starting at text[pos]; pos must be < text.size().
-Utf8Step decode_utf8(std::string_view text, std::size_t pos);
+// The UTF-8 decoder lives in core (io's safetensors reader validates with it too).
+using lowrank::decode_utf8;
+using lowrank::Utf8Step;
 
 // Appends the UTF-8 encoding of a Unicode scalar value (throws lowrank::Error for surrogates and
 // values above U+10FFFF).

@@ -215,7 +215,13 @@ PhaseResult train_phase(const std::string& phase, nn::GPT& model, Task task, con
 //                       output gradient N·E, with the head's tape alive) and a block's (the MLP's
 //                       gradients: 4E + 4E + E per row, after the head released its logits: 9·N·E − N·V)
 // Without LoRA dropout (the demo trains without it): with dropout each adapter input is a masked copy.
-nlohmann::json planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::int64_t columns, std::size_t held_by_demo) {
+// The planned bytes by part; each part rounded down to whole bytes, the total from the unrounded sum.
+struct PlannedMemory {
+  std::size_t parameters = 0, gradients = 0, optimizer_state = 0, saved_activations = 0, step_buffers = 0,
+              backward_working_set = 0, held_by_demo = 0, total = 0;
+};
+
+PlannedMemory planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::int64_t columns, std::size_t held_by_demo) {
   const auto count = model.parameter_count();
   const auto& c = model.config();
   const double B = static_cast<double>(plan.batch), T = static_cast<double>(columns), N = B * T;
@@ -230,31 +236,54 @@ nlohmann::json planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::in
   const double gradients = static_cast<double>(count.trainable_bytes);
   const double optimizer = 2.0 * static_cast<double>(count.trainable_bytes);
   const double held = static_cast<double>(held_by_demo);
-  auto bytes = [](double b) { return static_cast<std::uint64_t>(b); };
-  return {{"parameters", bytes(parameters)},
-          {"gradients", bytes(gradients)},
-          {"optimizer_state", bytes(optimizer)},
-          {"saved_activations", bytes(saved)},
-          {"step_buffers", bytes(step_buffers)},
-          {"backward_working_set", bytes(working)},
-          {"held_by_demo", bytes(held)},
-          {"total", bytes(parameters + gradients + optimizer + saved + step_buffers + working + held)}};
+  auto bytes = [](double b) { return static_cast<std::size_t>(static_cast<std::uint64_t>(b)); };
+  return {.parameters = bytes(parameters),
+          .gradients = bytes(gradients),
+          .optimizer_state = bytes(optimizer),
+          .saved_activations = bytes(saved),
+          .step_buffers = bytes(step_buffers),
+          .backward_working_set = bytes(working),
+          .held_by_demo = bytes(held),
+          .total = bytes(parameters + gradients + optimizer + saved + step_buffers + working + held)};
 }
 
-void run_demo(const DemoOptions& options) {
-  const auto started = Clock::now();
-  set_cpu_threads(options.threads);
-  const Device device = parse_device(options.device);
-  const DemoPlan plan = make_plan(options);
-  plan.config.validate();
-  plan.language.validate();
-  const fs::path out = options.out;
-  fs::create_directories(out);
-  const std::int64_t columns = plan.language.max_text_length() - 1;
+// One reversal shown in the summary and the report.
+struct DemoSample {
+  std::string prompt, expected, base_model, with_lora;
+};
 
-  fmt::print("lowrank demo ({} mode, seed {}, {}, {} thread{}): base task copy, new task reverse, {}..{} distinct letters of '{}'\n",
-             options.quick ? "quick" : "full", options.seed, device, options.threads, options.threads == 1 ? "" : "s",
-             plan.language.min_letters, plan.language.max_letters, plan.language.alphabet);
+// What the phases produced: everything the report and the summary say.
+struct DemoResult {
+  Device device;
+  std::int64_t columns = 0;  // tokens per training row
+  nn::LoraSettings lora;
+  lora::ParameterCount count;  // with LoRA enabled
+  PhaseResult pretrain, tune;
+  PlannedMemory planned;
+  double plan_error = 0.0;  // (planned total - measured LoRA peak) / measured peak
+  Score copy_before, reverse_before, reverse_after, copy_adapter_on, copy_adapter_off;
+  bool adapter_off_completions_identical = false;
+  double base_logit_difference = 0.0, merged_difference = 0.0, restored_difference = 0.0;
+  std::vector<DemoSample> samples;
+  bool plotted = false;
+  double wall_seconds = 0.0;
+};
+
+void print_planned(const PlannedMemory& planned) {
+  fmt::print("   planned peak memory of a step: {} (weights {}, gradients {}, AdamW {}, saved activations {}, step buffers {}, "
+             "backward working set {}, held by the demo {})\n",
+             format_bytes(planned.total), format_bytes(planned.parameters), format_bytes(planned.gradients),
+             format_bytes(planned.optimizer_state), format_bytes(planned.saved_activations),
+             format_bytes(planned.step_buffers), format_bytes(planned.backward_working_set),
+             format_bytes(planned.held_by_demo));
+}
+
+// Runs the four phases (pretrain, score the base, LoRA, score the tuned model and check merging) and
+// writes the adapter, the base model, metrics.csv and loss.png into `out`.
+DemoResult run_phases(const DemoOptions& options, const DemoPlan& plan, Device device, const fs::path& out, Clock::time_point started) {
+  DemoResult result;
+  result.device = device;
+  const std::int64_t columns = result.columns = plan.language.max_text_length() - 1;
 
   // Held-out prompts, drawn first; training never sees them.
   RandomStream eval_rng{derive_seed(options.seed, 1), 0};
@@ -271,15 +300,15 @@ void run_demo(const DemoOptions& options) {
   MetricsLog metrics;
 
   fmt::print("1. pretraining every weight on copy ({} steps, batch {} x {} tokens)\n", plan.pretrain_steps, plan.batch, columns);
-  const PhaseResult pretrain = train_phase("pretrain", model, Task::copy, plan, plan.pretrain_steps, plan.pretrain_lr,
-                                           RandomStream{derive_seed(options.seed, 3), 0}, held_out, metrics, options.nonfinite, device.type);
+  result.pretrain = train_phase("pretrain", model, Task::copy, plan, plan.pretrain_steps, plan.pretrain_lr,
+                                RandomStream{derive_seed(options.seed, 3), 0}, held_out, metrics, options.nonfinite, device.type);
 
   fmt::print("2. scoring the base model\n");
   const auto copy_before_answers = greedy_answers(model, copy_eval, "copy (base)");
   const auto reverse_before_answers = greedy_answers(model, reverse_eval, "reverse (base)");
-  const Score copy_before = score(copy_eval, copy_before_answers);
-  const Score reverse_before = score(reverse_eval, reverse_before_answers);
-  fmt::print("   copy {:.1f}%   reverse {:.1f}%\n", 100 * copy_before.exact_match, 100 * reverse_before.exact_match);
+  result.copy_before = score(copy_eval, copy_before_answers);
+  result.reverse_before = score(reverse_eval, reverse_before_answers);
+  fmt::print("   copy {:.1f}%   reverse {:.1f}%\n", 100 * result.copy_before.exact_match, 100 * result.reverse_before.exact_match);
 
   // A probe batch for logit comparisons: the held-out prompts of both tasks, as in training.
   std::vector<Example> probe_examples(copy_eval.begin(), copy_eval.begin() + std::min<std::size_t>(16, copy_eval.size()));
@@ -288,32 +317,22 @@ void run_demo(const DemoOptions& options) {
   const TokenIds probe = token_ids(probe_batch.rows, columns, probe_batch.inputs);
   const Tensor base_logits = model.logits(probe).to(Device::cpu());
 
-  nn::LoraSettings lora;
-  lora.config.rank = plan.lora_rank;
-  lora.config.alpha = plan.lora_alpha;
-  lora.targets = {"q", "v"};
+  result.lora.config.rank = plan.lora_rank;
+  result.lora.config.alpha = plan.lora_alpha;
+  result.lora.targets = {"q", "v"};
   RandomStream lora_rng{derive_seed(options.seed, 4), 0};
-  model.enable_lora(lora, lora_rng);
-  const auto count = model.parameter_count();
+  model.enable_lora(result.lora, lora_rng);
+  const lora::ParameterCount count = result.count = model.parameter_count();
   fmt::print("3. LoRA on q and v (rank {}, alpha {}): {} of {} parameters train ({:.2f}%, {:.1f}x fewer)\n", plan.lora_rank,
              plan.lora_alpha, count.trainable, count.total(), 100 * count.trainable_fraction(),
              static_cast<double>(count.total()) / static_cast<double>(count.trainable));
   // The probe's base logits (host memory) stay allocated through the LoRA phase.
-  nlohmann::json planned = planned_bytes(model, plan, columns, device.type == DeviceType::cpu ? base_logits.nbytes() : 0);
-  fmt::print("   planned peak memory of a step: {} (weights {}, gradients {}, AdamW {}, saved activations {}, step buffers {}, "
-             "backward working set {}, held by the demo {})\n",
-             lora::format_bytes(planned["total"].get<std::size_t>()), lora::format_bytes(planned["parameters"].get<std::size_t>()),
-             lora::format_bytes(planned["gradients"].get<std::size_t>()),
-             lora::format_bytes(planned["optimizer_state"].get<std::size_t>()),
-             lora::format_bytes(planned["saved_activations"].get<std::size_t>()),
-             lora::format_bytes(planned["step_buffers"].get<std::size_t>()),
-             lora::format_bytes(planned["backward_working_set"].get<std::size_t>()),
-             lora::format_bytes(planned["held_by_demo"].get<std::size_t>()));
-  const PhaseResult tune = train_phase("lora", model, Task::reverse, plan, plan.lora_steps, plan.lora_lr,
-                                       RandomStream{derive_seed(options.seed, 5), 0}, held_out, metrics, options.nonfinite, device.type);
-  planned["saved_activations_measured"] = tune.saved_activation_bytes;
-  const double plan_error = (static_cast<double>(planned["total"].get<std::size_t>()) - static_cast<double>(tune.peak_bytes)) /
-                            static_cast<double>(std::max<std::size_t>(tune.peak_bytes, 1));
+  result.planned = planned_bytes(model, plan, columns, device.type == DeviceType::cpu ? base_logits.nbytes() : 0);
+  print_planned(result.planned);
+  result.tune = train_phase("lora", model, Task::reverse, plan, plan.lora_steps, plan.lora_lr,
+                            RandomStream{derive_seed(options.seed, 5), 0}, held_out, metrics, options.nonfinite, device.type);
+  result.plan_error = (static_cast<double>(result.planned.total) - static_cast<double>(result.tune.peak_bytes)) /
+                      static_cast<double>(std::max<std::size_t>(result.tune.peak_bytes, 1));
 
   fmt::print("4. scoring the tuned model\n");
   const auto reverse_after_answers = greedy_answers(model, reverse_eval, "reverse (LoRA)");
@@ -321,16 +340,17 @@ void run_demo(const DemoOptions& options) {
   const Tensor unmerged_logits = model.logits(probe).to(Device::cpu());
   model.set_adapters_enabled(false);
   const auto copy_adapter_off_answers = greedy_answers(model, copy_eval, "copy (LoRA off)");
-  const double base_logit_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), base_logits);
+  result.base_logit_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), base_logits);
   model.set_adapters_enabled(true);
-  const Score reverse_after = score(reverse_eval, reverse_after_answers);
-  const Score copy_adapter_on = score(copy_eval, copy_adapter_on_answers);
-  const Score copy_adapter_off = score(copy_eval, copy_adapter_off_answers);
+  result.reverse_after = score(reverse_eval, reverse_after_answers);
+  result.copy_adapter_on = score(copy_eval, copy_adapter_on_answers);
+  result.copy_adapter_off = score(copy_eval, copy_adapter_off_answers);
+  result.adapter_off_completions_identical = copy_adapter_off_answers == copy_before_answers;
 
   model.merge_adapters();
-  const double merged_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged_logits);
+  result.merged_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged_logits);
   model.unmerge_adapters();
-  const double restored_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged_logits);
+  result.restored_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged_logits);
 
   fs::create_directories(out / "adapter");
   nn::save_adapter(out / "adapter", model);
@@ -340,28 +360,44 @@ void run_demo(const DemoOptions& options) {
   nn::save_gpt2(out / "base", base);
   model.set_adapters_enabled(true);
   metrics.write_csv(out / "metrics.csv");
-  const bool plotted = plot_losses(out / "metrics.csv", out / "loss.png");
+  result.plotted = plot_losses(out / "metrics.csv", out / "loss.png");
 
-  nlohmann::json samples = nlohmann::json::array();
   for (std::size_t i = 0; i < std::min<std::size_t>(6, reverse_eval.size()); ++i)
-    samples.push_back({{"prompt", reverse_eval[i].prompt},
-                       {"expected", reverse_eval[i].answer},
-                       {"base_model", reverse_before_answers[i]},
-                       {"with_lora", reverse_after_answers[i]}});
+    result.samples.push_back({reverse_eval[i].prompt, reverse_eval[i].answer, reverse_before_answers[i], reverse_after_answers[i]});
+  result.wall_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+  return result;
+}
 
-  const double wall = std::chrono::duration<double>(Clock::now() - started).count();
-  auto phase_json = [&](const PhaseResult& r, std::int64_t steps, double lr) {
+nlohmann::json planned_json(const PlannedMemory& p, std::size_t saved_activations_measured) {
+  return {{"parameters", p.parameters},
+          {"gradients", p.gradients},
+          {"optimizer_state", p.optimizer_state},
+          {"saved_activations", p.saved_activations},
+          {"step_buffers", p.step_buffers},
+          {"backward_working_set", p.backward_working_set},
+          {"held_by_demo", p.held_by_demo},
+          {"total", p.total},
+          {"saved_activations_measured", saved_activations_measured}};
+}
+
+// report.json: the settings of the run and everything it measured.
+nlohmann::json report_json(const DemoOptions& options, const DemoPlan& plan, const DemoResult& r) {
+  auto phase_json = [&](const PhaseResult& phase, std::int64_t steps, double lr) {
     return nlohmann::json{{"steps", steps},         {"batch", plan.batch},
-                          {"tokens_per_step", plan.batch * columns},
-                          {"peak_lr", lr},          {"final_loss", r.final_loss},
-                          {"seconds", r.seconds},   {"tokens_per_second", r.tokens_per_second},
-                          {"skipped_steps", r.skipped_steps}, {"peak_bytes", r.peak_bytes}};
+                          {"tokens_per_step", plan.batch * r.columns},
+                          {"peak_lr", lr},          {"final_loss", phase.final_loss},
+                          {"seconds", phase.seconds},   {"tokens_per_second", phase.tokens_per_second},
+                          {"skipped_steps", phase.skipped_steps}, {"peak_bytes", phase.peak_bytes}};
   };
-  const nlohmann::json report = {
+  nlohmann::json samples = nlohmann::json::array();
+  for (const DemoSample& s : r.samples)
+    samples.push_back({{"prompt", s.prompt}, {"expected", s.expected}, {"base_model", s.base_model}, {"with_lora", s.with_lora}});
+  const lora::ParameterCount& count = r.count;
+  return {
       {"mode", options.quick ? "quick" : "full"},
       {"seed", options.seed},
       {"threads", options.threads},
-      {"device", fmt::format("{}", device)},
+      {"device", fmt::format("{}", r.device)},
       {"model",
        {{"n_layer", plan.config.n_layer}, {"n_embd", plan.config.n_embd}, {"n_head", plan.config.n_head},
         {"n_positions", plan.config.n_positions}, {"vocab_size", plan.config.vocab_size}, {"tokenizer", "byte-level"}}},
@@ -369,55 +405,73 @@ void run_demo(const DemoOptions& options) {
        {{"base", "copy"}, {"new", "reverse"}, {"alphabet", plan.language.alphabet}, {"min_letters", plan.language.min_letters},
         {"max_letters", plan.language.max_letters}, {"eval_prompts", plan.eval_prompts}}},
       {"lora",
-       {{"rank", plan.lora_rank}, {"alpha", plan.lora_alpha}, {"scaling", scaling_option_name(lora.config.scaling)},
-        {"targets", lora.targets}}},
+       {{"rank", plan.lora_rank}, {"alpha", plan.lora_alpha}, {"scaling", scaling_option_name(r.lora.config.scaling)},
+        {"targets", r.lora.targets}}},
       {"parameters",
        {{"total", count.total()}, {"trainable", count.trainable}, {"frozen", count.frozen},
         {"trainable_fraction", count.trainable_fraction()},
         {"reduction_factor", static_cast<double>(count.total()) / static_cast<double>(count.trainable)}}},
       {"scores",
-       {{"new_task_before", score_json(reverse_before)}, {"new_task_after", score_json(reverse_after)},
-        {"base_task_before", score_json(copy_before)}, {"base_task_adapter_off", score_json(copy_adapter_off)},
-        {"base_task_adapter_on", score_json(copy_adapter_on)}}},
+       {{"new_task_before", score_json(r.reverse_before)}, {"new_task_after", score_json(r.reverse_after)},
+        {"base_task_before", score_json(r.copy_before)}, {"base_task_adapter_off", score_json(r.copy_adapter_off)},
+        {"base_task_adapter_on", score_json(r.copy_adapter_on)}}},
       {"base_untouched",
-       {{"adapter_off_max_abs_logit_diff", base_logit_difference},
-        {"adapter_off_completions_identical", copy_adapter_off_answers == copy_before_answers}}},
+       {{"adapter_off_max_abs_logit_diff", r.base_logit_difference},
+        {"adapter_off_completions_identical", r.adapter_off_completions_identical}}},
       {"merge",
-       {{"merged_vs_unmerged_max_abs_logit_diff", merged_difference},
-        {"unmerge_restores_max_abs_logit_diff", restored_difference}}},
+       {{"merged_vs_unmerged_max_abs_logit_diff", r.merged_difference},
+        {"unmerge_restores_max_abs_logit_diff", r.restored_difference}}},
       {"memory",
-       {{"device", fmt::format("{}", device)}, {"pretrain_peak_bytes", pretrain.peak_bytes}, {"lora_peak_bytes", tune.peak_bytes},
-        {"lora_planned_bytes", planned}, {"lora_plan_error", plan_error}}},
-      {"throughput", {{"pretrain_tokens_per_second", pretrain.tokens_per_second}, {"lora_tokens_per_second", tune.tokens_per_second}}},
-      {"training", {{"pretrain", phase_json(pretrain, plan.pretrain_steps, plan.pretrain_lr)},
-                    {"lora", phase_json(tune, plan.lora_steps, plan.lora_lr)}}},
-      {"wall_seconds", wall},
+       {{"device", fmt::format("{}", r.device)}, {"pretrain_peak_bytes", r.pretrain.peak_bytes}, {"lora_peak_bytes", r.tune.peak_bytes},
+        {"lora_planned_bytes", planned_json(r.planned, r.tune.saved_activation_bytes)}, {"lora_plan_error", r.plan_error}}},
+      {"throughput", {{"pretrain_tokens_per_second", r.pretrain.tokens_per_second}, {"lora_tokens_per_second", r.tune.tokens_per_second}}},
+      {"training", {{"pretrain", phase_json(r.pretrain, plan.pretrain_steps, plan.pretrain_lr)},
+                    {"lora", phase_json(r.tune, plan.lora_steps, plan.lora_lr)}}},
+      {"wall_seconds", r.wall_seconds},
       {"samples", samples},
       {"files",
        {{"adapter", "adapter"}, {"base_model", "base"}, {"metrics", "metrics.csv"},
-        {"plot", plotted ? nlohmann::json("loss.png") : nlohmann::json(nullptr)}}},
+        {"plot", r.plotted ? nlohmann::json("loss.png") : nlohmann::json(nullptr)}}},
   };
-  write_json(out / "report.json", report);
+}
 
-  fmt::print("\nresults ({:.1f} s)\n", wall);
+void print_summary(const fs::path& out, const DemoResult& r) {
+  const lora::ParameterCount& count = r.count;
+  fmt::print("\nresults ({:.1f} s)\n", r.wall_seconds);
   fmt::print("  parameters     {} total, {} trainable ({:.2f}%, {:.1f}x fewer)\n", count.total(), count.trainable,
              100 * count.trainable_fraction(), static_cast<double>(count.total()) / static_cast<double>(count.trainable));
   fmt::print("  reverse (new)  {:5.1f}% before -> {:5.1f}% after LoRA   (per letter {:.1f}% -> {:.1f}%)\n",
-             100 * reverse_before.exact_match, 100 * reverse_after.exact_match, 100 * reverse_before.token_accuracy,
-             100 * reverse_after.token_accuracy);
-  fmt::print("  copy (base)    {:5.1f}% before, {:5.1f}% with the adapter off, {:5.1f}% with it on\n", 100 * copy_before.exact_match,
-             100 * copy_adapter_off.exact_match, 100 * copy_adapter_on.exact_match);
-  fmt::print("  base untouched max |logit diff| adapter off vs before: {:.3g}\n", base_logit_difference);
-  fmt::print("  merged vs unmerged max |logit diff|: {:.3g} (after unmerge: {:.3g})\n", merged_difference, restored_difference);
+             100 * r.reverse_before.exact_match, 100 * r.reverse_after.exact_match, 100 * r.reverse_before.token_accuracy,
+             100 * r.reverse_after.token_accuracy);
+  fmt::print("  copy (base)    {:5.1f}% before, {:5.1f}% with the adapter off, {:5.1f}% with it on\n", 100 * r.copy_before.exact_match,
+             100 * r.copy_adapter_off.exact_match, 100 * r.copy_adapter_on.exact_match);
+  fmt::print("  base untouched max |logit diff| adapter off vs before: {:.3g}\n", r.base_logit_difference);
+  fmt::print("  merged vs unmerged max |logit diff|: {:.3g} (after unmerge: {:.3g})\n", r.merged_difference, r.restored_difference);
   fmt::print("  memory         LoRA phase peak {} vs planned {} ({:+.1f}%; saved activations planned {}, measured {})\n",
-             lora::format_bytes(tune.peak_bytes), lora::format_bytes(planned["total"].get<std::size_t>()), 100 * plan_error,
-             lora::format_bytes(planned["saved_activations"].get<std::size_t>()), lora::format_bytes(tune.saved_activation_bytes));
-  fmt::print("  throughput     pretrain {:.0f} tokens/s, LoRA {:.0f} tokens/s\n", pretrain.tokens_per_second, tune.tokens_per_second);
+             format_bytes(r.tune.peak_bytes), format_bytes(r.planned.total), 100 * r.plan_error,
+             format_bytes(r.planned.saved_activations), format_bytes(r.tune.saved_activation_bytes));
+  fmt::print("  throughput     pretrain {:.0f} tokens/s, LoRA {:.0f} tokens/s\n", r.pretrain.tokens_per_second, r.tune.tokens_per_second);
   fmt::print("  samples (reverse: prompt -> base model | with LoRA)\n");
-  for (const auto& s : samples)
-    fmt::print("    {:<12} -> {:<10} | {}\n", s["prompt"].get<std::string>(), s["base_model"].get<std::string>(),
-               s["with_lora"].get<std::string>());
-  fmt::print("  wrote {}: report.json, metrics.csv{}, adapter/, base/\n", out.string(), plotted ? ", loss.png" : "");
+  for (const DemoSample& s : r.samples) fmt::print("    {:<12} -> {:<10} | {}\n", s.prompt, s.base_model, s.with_lora);
+  fmt::print("  wrote {}: report.json, metrics.csv{}, adapter/, base/\n", out.string(), r.plotted ? ", loss.png" : "");
+}
+
+void run_demo(const DemoOptions& options) {
+  const auto started = Clock::now();
+  set_cpu_threads(options.threads);
+  const Device device = parse_device(options.device);
+  const DemoPlan plan = make_plan(options);
+  plan.config.validate();
+  plan.language.validate();
+  const fs::path out = options.out;
+  fs::create_directories(out);
+
+  fmt::print("lowrank demo ({} mode, seed {}, {}, {} thread{}): base task copy, new task reverse, {}..{} distinct letters of '{}'\n",
+             options.quick ? "quick" : "full", options.seed, device, options.threads, options.threads == 1 ? "" : "s",
+             plan.language.min_letters, plan.language.max_letters, plan.language.alphabet);
+  const DemoResult result = run_phases(options, plan, device, out, started);
+  write_json(out / "report.json", report_json(options, plan, result));
+  print_summary(out, result);
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
-// `lowrank generate`: continue a prompt with a GPT-2 model directory, optionally with a PEFT adapter.
+// `lowrank generate`: continue a prompt with a model directory of any family (nn::load_model), optionally
+// with a PEFT adapter.
 #include <algorithm>
 #include <filesystem>
 #include <string>
@@ -7,9 +8,7 @@
 
 #include "commands.hpp"
 #include "lowrank/core/error.hpp"
-#include "lowrank/nn/adapter_files.hpp"
-#include "lowrank/nn/generate.hpp"
-#include "lowrank/nn/gpt.hpp"
+#include "lowrank/nn/language_model.hpp"
 #include "training.hpp"
 #include "validators.hpp"
 
@@ -29,19 +28,20 @@ struct GenerateOptions {
 
 void run_generate(const GenerateOptions& options) {
   const auto tokenizer = load_tokenizer(options.model);
-  nn::GPT model(load_model(options.model));
-  if (!options.adapter.empty()) nn::load_adapter(options.adapter, model);
+  const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model);
+  nn::LanguageModel& model = *loaded;
+  if (!options.adapter.empty()) model.load_adapter(options.adapter);
   model.train(false);
   std::vector<std::int32_t> prompt = tokenizer->encode(options.prompt);
   if (prompt.empty()) fail("--prompt: the prompt is empty; generation needs at least one token");
-  const auto context = model.config().n_positions;
+  const auto context = model.context_length();
   if (static_cast<std::int64_t>(prompt.size()) >= context)
-    fail("--prompt: the prompt is {} tokens, but the model's context is {} tokens (n_positions in {}), and at least one "
+    fail("--prompt: the prompt is {} tokens, but the model's context is {} tokens ({} in {}), and at least one "
          "new token must fit",
-         prompt.size(), context, (std::filesystem::path(options.model) / "config.json").string());
+         prompt.size(), context, model.context_length_key(), (std::filesystem::path(options.model) / "config.json").string());
   if (static_cast<std::int64_t>(prompt.size()) + options.tokens > context)
-    fail("--tokens {}: the prompt's {} tokens and {} new ones exceed the model's context of {} tokens (n_positions)", options.tokens,
-         prompt.size(), options.tokens, context);
+    fail("--tokens {}: the prompt's {} tokens and {} new ones exceed the model's context of {} tokens ({})", options.tokens,
+         prompt.size(), options.tokens, context, model.context_length_key());
   nn::Sampling sampling;
   sampling.temperature = options.temperature;
   sampling.top_k = options.top_k;
@@ -50,7 +50,7 @@ void run_generate(const GenerateOptions& options) {
   // A GPT-2 vocabulary's end-of-text token ends the continuation, and is not printed.
   const auto end_of_text = tokenizer->special_token_id("<|endoftext|>");
   if (end_of_text) sampling.stop_token = *end_of_text;
-  const std::vector<std::int32_t> all = nn::generate(model, prompt, options.tokens, sampling);
+  const std::vector<std::int32_t> all = model.generate(prompt, options.tokens, sampling);
   std::vector<std::int32_t> continuation(all.begin() + static_cast<std::ptrdiff_t>(prompt.size()), all.end());
   if (end_of_text && !continuation.empty() && continuation.back() == *end_of_text) continuation.pop_back();
   fmt::print("{}{}\n", options.prompt, tokenizer->decode(continuation));
@@ -59,9 +59,9 @@ void run_generate(const GenerateOptions& options) {
 }  // namespace
 
 void add_generate_command(CLI::App& app) {
-  auto* command = app.add_subcommand("generate", "Continue a prompt with a GPT-2 model directory, optionally with a LoRA adapter");
+  auto* command = app.add_subcommand("generate", "Continue a prompt with a model directory, optionally with a LoRA adapter");
   auto options = std::make_shared<GenerateOptions>();
-  command->add_option("--model", options->model, "GPT-2 model directory")->required();
+  command->add_option("--model", options->model, "model directory (config.json + model.safetensors or sharded weights)")->required();
   command->add_option("--adapter", options->adapter, "PEFT adapter directory (adapter_config.json + adapter_model.safetensors)");
   command->add_option("--prompt", options->prompt, "text to continue")->required();
   command->add_option("--tokens", options->tokens, "new tokens to generate")->check(positive_integer)->capture_default_str();

@@ -9,6 +9,7 @@
 
 #include "commands.hpp"
 #include "lowrank/core/error.hpp"
+#include "lowrank/dist/communicator.hpp"
 
 namespace {
 
@@ -64,6 +65,9 @@ int main(int argc, char** argv) {
     // --help and --version arrive as "errors" with exit code 0.
     if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);
     return report_error(fmt::format("{} (see '{} --help')", e.what(), command_path(app)));
+  } catch (const lowrank::dist::RankFailure& e) {
+    // Under mpirun every rank throws the same failure; rank 0 prints it.
+    return e.reported_here() ? report_error(e.what()) : 2;
   } catch (const lowrank::Error& e) {
     return report_error(e.what());
   } catch (const std::exception& e) {

@@ -1,5 +1,6 @@
-// `lowrank merge`: fold a LoRA adapter into its base model (W += s·B·A) and write a plain GPT-2
-// directory that any GPT-2 loader reads, with no adapter and no extra latency.
+// `lowrank merge`: fold a LoRA adapter into its base model (W += s·B·A) and write a plain model directory
+// of the same family that transformers' from_pretrained reads (config.json, model.safetensors, and the
+// base directory's generation_config.json and tokenizer files), with no adapter and no extra latency.
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -9,9 +10,8 @@
 
 #include "commands.hpp"
 #include "lowrank/core/error.hpp"
-#include "lowrank/nn/adapter_files.hpp"
-#include "lowrank/nn/gpt.hpp"
-#include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "lowrank/nn/language_model.hpp"
+#include "report.hpp"
 #include "training.hpp"
 
 namespace lowrank::tools {
@@ -32,25 +32,39 @@ double max_abs_difference(const Tensor& a, const Tensor& b) {
   return m;
 }
 
+// The family writes the config.json keys it computes with; the base's other keys (architectures, token
+// ids, ...) are what transformers reads besides them, so the written config is the base's with those
+// keys updated, and the dtype of the weights written.
+void keep_base_config_keys(const fs::path& base, const fs::path& out, DType written) {
+  nlohmann::json config = read_json(base / "config.json");
+  const nlohmann::json written_config = read_json(out / "config.json");
+  for (const auto& [key, value] : written_config.items()) config[key] = value;
+  config.erase("torch_dtype");
+  config["dtype"] = written == DType::f64 ? "float64" : "float32";
+  write_json(out / "config.json", config);
+}
+
 void run_merge(const MergeOptions& options) {
   std::error_code ec;
   if (fs::weakly_canonical(options.model, ec) == fs::weakly_canonical(options.out, ec))
     fail("merge: --out {} is the --model directory; the base model would be overwritten", options.out);
-  nn::GPT model(load_model(options.model));
-  nn::load_adapter(options.adapter, model);
+  const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model);
+  nn::LanguageModel& model = *loaded;
+  model.load_adapter(options.adapter);
   model.train(false);
 
   // The same logits before and after merging, on a probe of every token id the context allows.
-  const std::int64_t length = std::min<std::int64_t>(model.config().n_positions, 32);
+  const std::int64_t length = std::min<std::int64_t>(model.context_length(), 32);
   std::vector<std::int32_t> ids(static_cast<std::size_t>(length));
-  for (std::int64_t i = 0; i < length; ++i) ids[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 7919) % model.config().vocab_size);
+  for (std::int64_t i = 0; i < length; ++i) ids[static_cast<std::size_t>(i)] = static_cast<std::int32_t>((i * 7919) % model.vocab_size());
   const TokenIds probe = token_ids(1, length, ids);
   const Tensor unmerged = model.logits(probe).to(Device::cpu());
   model.merge_adapters();
   const double difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged);
 
   fs::create_directories(options.out);
-  nn::save_gpt2(options.out, model.weights());
+  model.save_pretrained(options.out);
+  keep_base_config_keys(options.model, options.out, model.dtype());
   copy_tokenizer_files(options.model, options.out);
   fmt::print("merged {} into {}: wrote {} (max |logit difference| merged vs adapter: {:.3g})\n", options.adapter, options.model,
              options.out, difference);
@@ -59,11 +73,11 @@ void run_merge(const MergeOptions& options) {
 }  // namespace
 
 void add_merge_command(CLI::App& app) {
-  auto* command = app.add_subcommand("merge", "Merge a LoRA adapter into its base model and write a GPT-2 model directory");
+  auto* command = app.add_subcommand("merge", "Merge a LoRA adapter into its base model and write a model directory transformers loads");
   auto options = std::make_shared<MergeOptions>();
-  command->add_option("--model", options->model, "base GPT-2 model directory")->required();
+  command->add_option("--model", options->model, "base model directory")->required();
   command->add_option("--adapter", options->adapter, "PEFT adapter directory")->required();
-  command->add_option("--out", options->out, "directory for the merged model (config.json, model.safetensors, tokenizer files)")
+  command->add_option("--out", options->out, "directory for the merged model (config.json, model.safetensors, generation_config.json, tokenizer files)")
       ->required();
   command->callback([options] { run_merge(*options); });
 }

@@ -1,14 +1,20 @@
-// `lowrank train`: LoRA fine-tuning of a GPT-2 model directory on a text file. The run lives in --out:
+// `lowrank train`: LoRA fine-tuning of a model directory (any family of nn::load_model) on a text file. The run lives in --out:
 // run.json (its settings), checkpoint.safetensors (adapters, AdamW state, step and random streams,
 // written atomically every --checkpoint-every steps and at the end), metrics.csv, loss.png and the PEFT
 // adapter in adapter/. --resume continues from the checkpoint and reproduces the uninterrupted run's
 // losses exactly.
+//
+// Under `mpirun -np N` (an MPI build, dist/) every rank loads the model and the text, draws the same
+// global batch, computes its share of the step's micro-batches and the gradients are summed over the
+// micro-batches in a fixed order (dist::MicroBatchGradients), so the run is the same bit for bit on any N
+// that divides the micro-batch count. Rank 0 alone writes files and prints progress.
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,9 +24,10 @@
 
 #include "commands.hpp"
 #include "lowrank/core/error.hpp"
-#include "lowrank/nn/adapter_files.hpp"
-#include "lowrank/nn/gpt.hpp"
+#include "lowrank/dist/communicator.hpp"
+#include "lowrank/dist/micro_batches.hpp"
 #include "lowrank/nn/checkpoint.hpp"
+#include "lowrank/nn/language_model.hpp"
 #include "lowrank/optim/adam.hpp"
 #include "lowrank/optim/schedule.hpp"
 #include "progress.hpp"
@@ -30,13 +37,6 @@
 
 namespace lowrank::tools {
 namespace {
-
-// --targets accepts the six projections and the shorthand mlp (= fc,proj; nn::expand_lora_targets).
-std::vector<std::string> accepted_target_names() {
-  std::vector<std::string> names = nn::lora_target_names();
-  names.emplace_back("mlp");
-  return names;
-}
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -57,12 +57,14 @@ struct TrainSettings {
   std::int64_t steps = 200;
   std::int64_t batch = 8;
   std::int64_t seq = 128;
+  std::int64_t micro_batch = 0;  // windows per micro-batch; 0: the whole batch (resolved before the run)
   std::uint64_t seed = 0;
 
   nlohmann::json to_json() const {
     return {{"model", model}, {"text", text},   {"rank", rank},   {"alpha", alpha}, {"dropout", dropout},
             {"targets", targets}, {"scaling", scaling}, {"lr", lr}, {"weight_decay", weight_decay},
-            {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"seed", seed}};
+            {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"micro_batch", micro_batch},
+            {"seed", seed}};
   }
 };
 
@@ -102,6 +104,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
       fail("{}: setting '{}' {}", run_file.string(), key, problem);
   };
   for (const char* key : {"rank", "steps", "batch", "seq"}) check(key, positive_integer);
+  check("micro_batch", non_negative_integer);
   for (const char* key : {"alpha", "lr"}) check(key, positive_number);
   for (const char* key : {"dropout", "weight_decay", "clip"}) check(key, non_negative_number);
   if (result["warmup"] != -1) check("warmup", non_negative_integer);
@@ -122,6 +125,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
     merged.steps = result["steps"];
     merged.batch = result["batch"];
     merged.seq = result["seq"];
+    merged.micro_batch = result["micro_batch"];
     merged.seed = result["seed"];
   } catch (const nlohmann::json::exception& e) {
     fail("{}: a setting has the wrong type: {}", run_file.string(), e.what());
@@ -137,7 +141,9 @@ std::vector<std::int32_t> read_tokens(const fs::path& file, const text::Tokenize
   return tokenizer.encode(text);
 }
 
-void run_train(const CLI::App& command, TrainOptions options) {
+// The checks that need no model: --resume against the run directory (and the saved settings merged in),
+// the target names, the micro-batches against the ranks. Returns the settings the run uses.
+TrainSettings validated_settings(const CLI::App& command, TrainOptions& options, const dist::Communicator& comm) {
   const fs::path out = options.out;
   const fs::path run_file = out / "run.json", checkpoint_file = out / "checkpoint.safetensors";
   if (options.resume) {
@@ -148,140 +154,297 @@ void run_train(const CLI::App& command, TrainOptions options) {
     fail("--out {} already holds a run ({}); continue it with --resume or choose another --out", out.string(),
          checkpoint_file.string());
   }
-  if (options.threads > 0) set_cpu_threads(options.threads);
   const TrainSettings& s = options.settings;
-  for (const auto& target : nn::expand_lora_targets(s.targets))
-    if (std::find(nn::lora_target_names().begin(), nn::lora_target_names().end(), target) == nn::lora_target_names().end())
-      fail("--targets {}: unknown target '{}' (accepted: {}, and mlp for fc,proj)", fmt::join(s.targets, ","), target,
-           fmt::join(nn::lora_target_names(), ", "));
-  if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::lora_target_names(), ", "));
-  const Device device = parse_device(options.device);
+  if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::all_lora_target_names(), ", "));
+  TrainSettings resolved = s;
+  if (resolved.micro_batch == 0) resolved.micro_batch = resolved.batch;
+  if (resolved.batch % resolved.micro_batch != 0)
+    fail("--micro-batch {} does not divide --batch {}", resolved.micro_batch, resolved.batch);
+  const std::int64_t micro_batches = resolved.batch / resolved.micro_batch;
+  if (micro_batches % comm.size() != 0)
+    fail("--batch {} in micro-batches of {} is {} micro-batch{}, which {} ranks cannot share evenly; choose --micro-batch so "
+         "that batch / micro-batch is a multiple of the rank count (e.g. --micro-batch 1: then any rank count that divides "
+         "--batch gives the same result)",
+         resolved.batch, resolved.micro_batch, micro_batches, micro_batches == 1 ? "" : "es", comm.size());
+  return resolved;
+}
 
-  nn::GPTWeights weights = load_model(s.model);
-  const nn::GPTConfig config = weights.config;
-  if (s.seq > config.n_positions)
-    fail("--seq {} exceeds the model's context of {} tokens (n_positions in {})", s.seq, config.n_positions,
-         (fs::path(s.model) / "config.json").string());
-  const auto tokenizer = load_tokenizer(s.model);
-  if (tokenizer->vocab_size() > config.vocab_size)
-    fail("--model {}: the tokenizer has {} tokens but the model only {} (vocab_size)", s.model, tokenizer->vocab_size(),
-         config.vocab_size);
-  const std::vector<std::int32_t> tokens = read_tokens(s.text, *tokenizer);
-  if (static_cast<std::int64_t>(tokens.size()) < s.seq + 2)
-    fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s.text, tokens.size(), s.seq);
-  move_to(weights, device);
-  nn::GPT model(std::move(weights));
+// One step's batch: `batch` windows of `seq` tokens at starts drawn from the data stream, and their
+// targets (the same windows shifted by one token). Every rank draws the whole batch (the same one) and
+// takes its micro-batches' rows.
+struct Batch {
+  std::int64_t seq = 0;
+  std::vector<std::int32_t> inputs, targets;  // [batch, seq], row-major
 
-  nn::LoraSettings lora;
-  lora.config.rank = s.rank;
-  lora.config.alpha = s.alpha;
-  lora.config.dropout = s.dropout;
-  lora.config.scaling = parse_scaling(s.scaling);
-  lora.targets = s.targets;
-  RandomStream init_rng{derive_seed(s.seed, 1), 0};
-  model.enable_lora(lora, init_rng);
+  TokenIds input_rows(std::int64_t first, std::int64_t rows) const { return slice(inputs, first, rows); }
+  TokenIds target_rows(std::int64_t first, std::int64_t rows) const { return slice(targets, first, rows); }
 
-  AdamOptions adam;
-  adam.lr = s.lr;
-  adam.weight_decay = s.weight_decay;
-  AdamW optimizer(model.trainable_parameters(), adam);
-  const std::int64_t warmup = s.warmup >= 0 ? s.warmup : std::max<std::int64_t>(1, s.steps / 20);
-  LrScheduler schedule(optimizer, WarmupCosineSchedule(s.lr, std::max<std::int64_t>(1, warmup), s.steps, s.lr / 10));
-  nn::TrainingState state;
-  state.data_rng = RandomStream{derive_seed(s.seed, 2), 0};
-  state.dropout_rng = RandomStream{derive_seed(s.seed, 3), 0};
-
-  MetricsLog metrics;
-  if (options.resume) {
-    nn::load_checkpoint(checkpoint_file, model, optimizer, state);
-    if (fs::exists(out / "metrics.csv")) metrics = MetricsLog::read_csv(out / "metrics.csv");
-    metrics.truncate_before(state.step + 1);
-    fmt::print("resuming {} at step {} of {}\n", out.string(), state.step, s.steps);
-  } else {
-    fs::create_directories(out);
-    // Absolute paths, so that --resume works from any working directory.
-    TrainSettings saved = s;
-    saved.model = fs::absolute(s.model).string();
-    saved.text = fs::absolute(s.text).string();
-    write_json(run_file, saved.to_json());
+ private:
+  TokenIds slice(const std::vector<std::int32_t>& ids, std::int64_t first, std::int64_t rows) const {
+    const auto begin = ids.begin() + static_cast<std::ptrdiff_t>(first * seq);
+    return token_ids(rows, seq, std::vector<std::int32_t>(begin, begin + static_cast<std::ptrdiff_t>(rows * seq)));
   }
+};
 
-  const auto count = model.parameter_count();
-  fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%)\n", s.model, s.text, tokens.size(), count.trainable,
-             count.total(), 100 * count.trainable_fraction());
+class BatchSampler {
+ public:
+  BatchSampler(const std::vector<std::int32_t>& tokens, std::int64_t batch, std::int64_t seq)
+      : tokens_(tokens),
+        batch_(batch),
+        seq_(seq),
+        window_starts_(static_cast<std::uint64_t>(tokens.size()) - static_cast<std::uint64_t>(seq)) {}
 
-  auto save = [&] {
-    nn::save_checkpoint(checkpoint_file, model, optimizer, state);
-    metrics.write_csv(out / "metrics.csv");
-    fs::create_directories(out / "adapter");
-    nn::save_adapter(out / "adapter", model);
-  };
-
-  const std::int64_t last = options.stop_at > 0 ? std::min(options.stop_at, s.steps) : s.steps;
-  const auto window_starts = static_cast<std::uint64_t>(tokens.size()) - static_cast<std::uint64_t>(s.seq);
-  model.train(true);
-  Progress progress("train", s.steps, "steps");
-  progress.update(state.step);
-  double seconds = 0.0;
-  std::int64_t steps_run = 0, steps_skipped = 0;
-  while (state.step < last) {
+  Batch next(RandomStream& data_rng) const {
     std::vector<std::int32_t> inputs, targets;
-    inputs.reserve(static_cast<std::size_t>(s.batch * s.seq));
+    inputs.reserve(static_cast<std::size_t>(batch_ * seq_));
     targets.reserve(inputs.capacity());
-    for (std::int64_t row = 0; row < s.batch; ++row) {
-      const auto start = static_cast<std::size_t>(draw_below(state.data_rng, window_starts));
-      inputs.insert(inputs.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start),
-                    tokens.begin() + static_cast<std::ptrdiff_t>(start) + s.seq);
-      targets.insert(targets.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start) + 1,
-                     tokens.begin() + static_cast<std::ptrdiff_t>(start) + s.seq + 1);
+    for (std::int64_t row = 0; row < batch_; ++row) {
+      const auto start = static_cast<std::ptrdiff_t>(draw_below(data_rng, window_starts_));
+      const auto first = tokens_.begin() + start;
+      inputs.insert(inputs.end(), first, first + seq_);
+      targets.insert(targets.end(), first + 1, first + seq_ + 1);
     }
-    const auto started = Clock::now();
-    const StepOutcome outcome = training_step(model, optimizer, schedule, state.step, token_ids(s.batch, s.seq, std::move(inputs)),
-                                              token_ids(s.batch, s.seq, std::move(targets)), s.clip, options.nonfinite);
-    const double step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
-    seconds += step_seconds;
-    ++steps_run;
-    steps_skipped += outcome.skipped;
-    ++state.step;
-    const double rate = static_cast<double>(s.batch * s.seq) / step_seconds;
-    metrics.add({state.step, "train", outcome.loss, outcome.lr, rate, outcome.skipped});
-    progress.update(state.step, fmt::format("loss {:.4f}  {:.0f} tok/s", outcome.loss, rate));
-    if (state.step % options.checkpoint_every == 0 || state.step == last) save();
+    return {seq_, std::move(inputs), std::move(targets)};
   }
-  progress.finish();
-  if (steps_run == 0) save();
-  const bool plotted = plot_losses(out / "metrics.csv", out / "loss.png");
-  if (steps_skipped > 0)
-    fmt::print("skipped {} of the {} steps run: their loss or gradients were not finite (--skip-nonfinite; the 'skipped' "
-               "column of {})\n",
-               steps_skipped, steps_run, (out / "metrics.csv").string());
-  if (state.step < s.steps) {
-    fmt::print("stopped after step {} of {} (--stop-at); continue with: lowrank train --out {} --resume\n", state.step, s.steps,
-               out.string());
-  } else {
-    fmt::print("done: {} steps, final loss {:.4f}, {:.0f} tokens/s; wrote {}/adapter, checkpoint.safetensors, metrics.csv{}\n",
-               s.steps, metrics.rows().empty() ? 0.0 : metrics.rows().back().loss,
-               steps_run > 0 ? static_cast<double>(steps_run * s.batch * s.seq) / seconds : 0.0, out.string(),
-               plotted ? ", loss.png" : "");
+
+ private:
+  const std::vector<std::int32_t>& tokens_;
+  std::int64_t batch_, seq_;
+  std::uint64_t window_starts_;
+};
+
+// A run in --out: the model with its adapters, the optimizer and schedule, the training state and the
+// metrics, set up fresh or from the checkpoint; run() trains to --stop-at / --steps and save() writes the
+// checkpoint, metrics and adapter (rank 0 only).
+class TrainingRun {
+ public:
+  TrainingRun(const TrainOptions& options, const TrainSettings& settings, dist::Communicator& comm)
+      : options_(options),
+        comm_(comm),
+        s_(settings),
+        out_(options.out),
+        checkpoint_file_(out_ / "checkpoint.safetensors"),
+        model_(load()),
+        optimizer_(enable_lora(), adam_options()),
+        schedule_(optimizer_, WarmupCosineSchedule(s_.lr, std::max<std::int64_t>(1, warmup()), s_.steps, s_.lr / 10)) {
+    state_.data_rng = RandomStream{derive_seed(s_.seed, 2), 0};
+    state_.dropout_rng = RandomStream{derive_seed(s_.seed, 3), 0};
+    if (options_.resume) {
+      nn::load_checkpoint(checkpoint_file_, *model_, optimizer_, state_);
+      if (comm_.is_root()) {
+        if (fs::exists(out_ / "metrics.csv")) metrics_ = MetricsLog::read_csv(out_ / "metrics.csv");
+        metrics_.truncate_before(state_.step + 1);
+        fmt::print("resuming {} at step {} of {}{}\n", out_.string(), state_.step, s_.steps, on_ranks());
+      }
+    } else if (comm_.is_root()) {
+      fs::create_directories(out_);
+      // Absolute paths, so that --resume works from any working directory.
+      TrainSettings saved = s_;
+      saved.model = fs::absolute(s_.model).string();
+      saved.text = fs::absolute(s_.text).string();
+      write_json(out_ / "run.json", saved.to_json());
+    }
+    gradients_ = std::make_unique<dist::MicroBatchGradients>(comm_, model_->trainable_parameters(), s_.batch / s_.micro_batch);
+    model_->train(true);
+    measure_dropout_strides();
   }
+
+  void run() {
+    const bool root = comm_.is_root();
+    const auto count = model_->parameter_count();
+    if (root)
+      fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%){}\n", s_.model, s_.text, tokens_.size(),
+                 count.trainable, count.total(), 100 * count.trainable_fraction(), on_ranks());
+    const std::int64_t last = options_.stop_at > 0 ? std::min(options_.stop_at, s_.steps) : s_.steps;
+    const BatchSampler sampler(tokens_, s_.batch, s_.seq);
+    std::optional<Progress> progress;
+    if (root) progress.emplace("train", s_.steps, "steps");
+    if (progress) progress->update(state_.step);
+    while (state_.step < last) {
+      const Batch batch = sampler.next(state_.data_rng);
+      const auto started = Clock::now();
+      const StepOutcome outcome = step(batch);
+      const double step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
+      seconds_ += step_seconds;
+      ++steps_run_;
+      steps_skipped_ += outcome.skipped;
+      ++state_.step;
+      const double rate = static_cast<double>(s_.batch * s_.seq) / step_seconds;
+      metrics_.add({state_.step, "train", outcome.loss, outcome.lr, rate, outcome.skipped});
+      if (progress) progress->update(state_.step, fmt::format("loss {:.4f}  {:.0f} tok/s", outcome.loss, rate));
+      if (state_.step % options_.checkpoint_every == 0 || state_.step == last) save();
+    }
+    if (progress) progress->finish();
+    if (steps_run_ == 0) save();
+    if (root) report();
+  }
+
+ private:
+  // One optimizer step: this rank's micro-batches, each forward and backward on its own, their gradients
+  // summed with every rank's in micro-batch order, then the same update on every rank.
+  StepOutcome step(const Batch& batch) {
+    optimizer_.zero_grad();
+    const std::vector<RandomStream> streams = model_->lora_dropout_streams();
+    std::string failure;
+    try {
+      for (std::int64_t j = 0; j < gradients_->per_rank(); ++j) {
+        const std::int64_t m = gradients_->global_index(j);
+        place_dropout_streams(streams, m);
+        const std::int64_t first = m * s_.micro_batch;
+        const double loss = forward_backward_checked(*model_, state_.step, batch.input_rows(first, s_.micro_batch),
+                                                     batch.target_rows(first, s_.micro_batch), options_.nonfinite);
+        gradients_->add(j, loss);
+      }
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    const double loss = gradients_->finish(failure);
+    place_dropout_streams(streams, gradients_->micro_batches());
+    return update_step(*model_, optimizer_, schedule_, state_.step, loss, s_.clip, options_.nonfinite);
+  }
+
+  // Micro-batch m draws its LoRA dropout masks from where it would in one process running micro-batches
+  // 0..M-1 in turn: each stream's step-start offset plus m strides (one micro-batch's draw). With one
+  // micro-batch the streams simply advance as before.
+  void measure_dropout_strides() {
+    if (gradients_->micro_batches() == 1) return;
+    const std::vector<RandomStream> before = model_->lora_dropout_streams();
+    const std::vector<std::int32_t> zeros(static_cast<std::size_t>(s_.micro_batch * s_.seq), 0);
+    model_->loss(token_ids(s_.micro_batch, s_.seq, zeros), token_ids(s_.micro_batch, s_.seq, zeros));
+    const std::vector<RandomStream> after = model_->lora_dropout_streams();
+    for (std::size_t i = 0; i < before.size(); ++i) dropout_strides_.push_back(after[i].offset - before[i].offset);
+    model_->set_lora_dropout_streams(before);
+  }
+  void place_dropout_streams(const std::vector<RandomStream>& step_start, std::int64_t m) {
+    if (gradients_->micro_batches() == 1) return;
+    std::vector<RandomStream> placed = step_start;
+    for (std::size_t i = 0; i < placed.size(); ++i) placed[i].offset += static_cast<std::uint64_t>(m) * dropout_strides_[i];
+    model_->set_lora_dropout_streams(placed);
+  }
+
+  std::string on_ranks() const { return comm_.size() > 1 ? fmt::format(" on {} ranks", comm_.size()) : ""; }
+
+  std::unique_ptr<nn::LanguageModel> load() {
+    const Device device = parse_device(options_.device);
+    std::unique_ptr<nn::LanguageModel> model = load_model(s_.model, device);
+    model_lora_targets(*model, s_.targets);
+    if (s_.seq > model->context_length())
+      fail("--seq {} exceeds the model's context of {} tokens ({} in {})", s_.seq, model->context_length(), model->context_length_key(),
+           (fs::path(s_.model) / "config.json").string());
+    const auto tokenizer = load_tokenizer(s_.model);
+    if (tokenizer->vocab_size() > model->vocab_size())
+      fail("--model {}: the tokenizer has {} tokens but the model only {} (vocab_size)", s_.model, tokenizer->vocab_size(),
+           model->vocab_size());
+    tokens_ = read_tokens(s_.text, *tokenizer);
+    if (static_cast<std::int64_t>(tokens_.size()) < s_.seq + 2)
+      fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s_.text, tokens_.size(), s_.seq);
+    return model;
+  }
+
+  Parameters enable_lora() {
+    nn::LoraSettings lora;
+    lora.config.rank = s_.rank;
+    lora.config.alpha = s_.alpha;
+    lora.config.dropout = s_.dropout;
+    lora.config.scaling = parse_scaling(s_.scaling);
+    lora.targets = s_.targets;
+    RandomStream init_rng{derive_seed(s_.seed, 1), 0};
+    model_->enable_lora(lora, init_rng);
+    return model_->trainable_parameters();
+  }
+
+  AdamOptions adam_options() const {
+    AdamOptions adam;
+    adam.lr = s_.lr;
+    adam.weight_decay = s_.weight_decay;
+    return adam;
+  }
+
+  std::int64_t warmup() const { return s_.warmup >= 0 ? s_.warmup : std::max<std::int64_t>(1, s_.steps / 20); }
+
+  // Rank 0 writes (each file atomically); every rank then learns whether that worked, so that a failed
+  // write stops all of them.
+  void save() {
+    std::string failure;
+    if (comm_.is_root()) {
+      try {
+        nn::save_checkpoint(checkpoint_file_, *model_, optimizer_, state_);
+        metrics_.write_csv(out_ / "metrics.csv");
+        fs::create_directories(out_ / "adapter");
+        model_->save_adapter(out_ / "adapter");
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+    }
+    comm_.agree(failure);
+  }
+
+  void report() const {
+    const bool plotted = plot_losses(out_ / "metrics.csv", out_ / "loss.png");
+    if (steps_skipped_ > 0)
+      fmt::print("skipped {} of the {} steps run: their loss or gradients were not finite (--skip-nonfinite; the 'skipped' "
+                 "column of {})\n",
+                 steps_skipped_, steps_run_, (out_ / "metrics.csv").string());
+    if (state_.step < s_.steps) {
+      fmt::print("stopped after step {} of {} (--stop-at); continue with: lowrank train --out {} --resume\n", state_.step,
+                 s_.steps, out_.string());
+    } else {
+      fmt::print("done: {} steps, final loss {:.4f}, {:.0f} tokens/s; wrote {}/adapter, checkpoint.safetensors, metrics.csv{}\n",
+                 s_.steps, metrics_.rows().empty() ? 0.0 : metrics_.rows().back().loss,
+                 steps_run_ > 0 ? static_cast<double>(steps_run_ * s_.batch * s_.seq) / seconds_ : 0.0, out_.string(),
+                 plotted ? ", loss.png" : "");
+    }
+  }
+
+  const TrainOptions& options_;
+  dist::Communicator& comm_;
+  const TrainSettings s_;
+  const fs::path out_, checkpoint_file_;
+  std::vector<std::int32_t> tokens_;  // filled by load(), before model_ is set
+  std::unique_ptr<nn::LanguageModel> model_;
+  AdamW optimizer_;
+  LrScheduler schedule_;
+  nn::TrainingState state_;
+  MetricsLog metrics_;  // rank 0's
+  std::unique_ptr<dist::MicroBatchGradients> gradients_;
+  std::vector<std::uint64_t> dropout_strides_;  // per LoRA dropout stream, one micro-batch's draw
+  double seconds_ = 0.0;
+  std::int64_t steps_run_ = 0, steps_skipped_ = 0;
+};
+
+void run_train(const CLI::App& command, TrainOptions options) {
+  dist::Communicator& comm = dist::world();
+  // Every rank sets up on its own; a rank that fails (a missing file, a bad flag) stops them all, named.
+  std::unique_ptr<TrainingRun> run;
+  std::string failure;
+  try {
+    const TrainSettings settings = validated_settings(command, options, comm);
+    if (options.threads > 0) set_cpu_threads(options.threads);
+    run = std::make_unique<TrainingRun>(options, settings, comm);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  comm.agree(failure);
+  run->run();
 }
 
 }  // namespace
 
 void add_train_command(CLI::App& app) {
-  auto* command = app.add_subcommand("train", "LoRA fine-tuning of a GPT-2 model directory on a text file, with resumable checkpoints");
+  auto* command = app.add_subcommand("train", "LoRA fine-tuning of a model directory on a text file, with resumable checkpoints");
   auto options = std::make_shared<TrainOptions>();
   TrainSettings& s = options->settings;
-  command->add_option("--model", s.model, "GPT-2 model directory (config.json + model.safetensors [+ vocab.json, merges.txt])");
+  command->add_option("--model", s.model, "model directory (config.json + model.safetensors or sharded weights [+ vocab.json, merges.txt])");
   command->add_option("--text", s.text, "training text (UTF-8); tokenized with the model's BPE if it has one, else as bytes");
   command->add_option("--out", options->out, "run directory: run.json, checkpoint.safetensors, metrics.csv, adapter/")->required();
   command->add_flag("--resume", options->resume, "continue the run in --out from its checkpoint (flags not given keep their saved values)");
   command->add_option("--rank", s.rank, "LoRA rank r")->check(positive_integer)->capture_default_str();
   command->add_option("--alpha", s.alpha, "LoRA alpha")->check(positive_number)->capture_default_str();
   command->add_option("--dropout", s.dropout, "dropout on the LoRA branch's input")->check(non_negative_number)->capture_default_str();
-  command->add_option("--targets", s.targets, "comma-separated projections to adapt, of: q, k, v, o, fc, proj; mlp = fc,proj")
+  command->add_option("--targets", s.targets, "comma-separated modules to adapt, in the model family's names (GPT-2: q, k, v, o, fc, proj; mlp = fc,proj; "
+                  "c_attn = q,k,v; all-linear = all six)")
       ->delimiter(',')
-      ->check(CLI::IsMember(accepted_target_names()))
+      ->check(CLI::IsMember(nn::all_lora_target_names()))
       ->capture_default_str();
   command->add_option("--scaling", s.scaling, "s = alpha/r (alpha_over_r), alpha, or alpha/sqrt(r) (rslora)")
       ->check(CLI::IsMember({"alpha_over_r", "alpha", "rslora"}))
@@ -294,6 +457,11 @@ void add_train_command(CLI::App& app) {
   command->add_option("--clip", s.clip, "clip the global gradient norm to this (0: no clipping)")->check(non_negative_number)->capture_default_str();
   command->add_option("--steps", s.steps, "optimizer steps")->check(positive_integer)->capture_default_str();
   command->add_option("--batch", s.batch, "windows per step")->check(positive_integer)->capture_default_str();
+  command->add_option("--micro-batch", s.micro_batch,
+                      "windows per micro-batch (default: the whole batch); each micro-batch is one forward and backward, "
+                      "their gradients summed in a fixed order, so that mpirun -np N gives the same result for every N "
+                      "dividing batch / micro-batch")
+      ->check(positive_integer);
   command->add_option("--seq", s.seq, "tokens per window (at most the model's n_positions)")->check(positive_integer)->capture_default_str();
   command->add_option("--seed", s.seed, "seed of the LoRA init and the data order")->capture_default_str();
   command->add_option("--device", options->device, "where to train")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();

@@ -1,5 +1,6 @@
 #include "training.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -9,11 +10,12 @@
 #include <omp.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "lowrank/autodiff/anomaly.hpp"
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/atomic_file.hpp"
-#include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "lowrank/nn/language_model.hpp"
 #include "lowrank/optim/clip.hpp"
 #include "lowrank/text/bpe_tokenizer.hpp"
 #include "lowrank/text/byte_tokenizer.hpp"
@@ -47,12 +49,28 @@ void set_cpu_threads(int threads) {
   omp_set_num_threads(threads);
 }
 
-nn::GPTWeights load_model(const fs::path& model) {
+std::unique_ptr<nn::LanguageModel> load_model(const fs::path& model, Device device) {
   std::error_code ec;
   if (!fs::exists(model, ec)) fail("--model {}: no such file or directory", model.string());
   if (!fs::is_directory(model, ec))
-    fail("--model {}: expected a GPT-2 model directory (config.json + model.safetensors), not a file", model.string());
-  return nn::load_gpt2(model);
+    fail("--model {}: expected a model directory (config.json + model.safetensors), not a file", model.string());
+  nn::LoadOptions options;
+  options.device = device;
+  return nn::load_model(model, options);
+}
+
+std::vector<std::string> model_lora_targets(const nn::LanguageModel& model, const std::vector<std::string>& targets) {
+  const std::vector<std::string> modules = model.lora_modules();
+  const std::vector<std::string> expanded = model.expand_lora_targets(targets);
+  for (const std::string& target : expanded)
+    if (std::find(modules.begin(), modules.end(), target) == modules.end()) {
+      std::string accepted;
+      for (const nn::ModelFamily& family : nn::model_families())
+        if (family.model_type == model.model_type()) accepted = fmt::format("{}", fmt::join(family.lora_target_names, ", "));
+      fail("--targets {}: '{}' is not a module of a {} model (accepted: {})", fmt::join(targets, ","), target, model.model_type(),
+           accepted);
+    }
+  return expanded;
 }
 
 std::unique_ptr<text::Tokenizer> load_tokenizer(const fs::path& model) {
@@ -62,7 +80,8 @@ std::unique_ptr<text::Tokenizer> load_tokenizer(const fs::path& model) {
 }
 
 void copy_tokenizer_files(const fs::path& from, const fs::path& to) {
-  for (const char* name : {"vocab.json", "merges.txt"}) {
+  for (const char* name : {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                           "tokenizer.model", "generation_config.json"}) {
     if (!fs::is_regular_file(from / name)) continue;
     std::string bytes;
     {
@@ -99,19 +118,21 @@ void add_nonfinite_options(CLI::App& command, NonFinitePolicy& policy) {
                    "skip (and report) any step whose loss or gradients are not finite instead of stopping");
 }
 
-StepOutcome training_step(nn::GPT& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, const TokenIds& inputs,
-                          const TokenIds& targets, double clip, const NonFinitePolicy& policy) {
-  optimizer.zero_grad();
-  StepOutcome outcome;
-  {
-    std::optional<AnomalyMode> anomaly;
-    if (policy.detect_anomaly) anomaly.emplace();
-    try {
-      outcome.loss = model.forward_backward(inputs, targets);
-    } catch (const NumericalError& e) {
-      fail("step {}: {} (--detect-anomaly)", step + 1, e.what());
-    }
+double forward_backward_checked(nn::LanguageModel& model, std::int64_t step, const TokenIds& inputs, const TokenIds& targets,
+                                const NonFinitePolicy& policy) {
+  std::optional<AnomalyMode> anomaly;
+  if (policy.detect_anomaly) anomaly.emplace();
+  try {
+    return model.forward_backward(inputs, targets);
+  } catch (const NumericalError& e) {
+    fail("step {}: {} (--detect-anomaly)", step + 1, e.what());
   }
+}
+
+StepOutcome update_step(nn::LanguageModel& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, double loss, double clip,
+                        const NonFinitePolicy& policy) {
+  StepOutcome outcome;
+  outcome.loss = loss;
   // clip_grad_norm leaves non-finite gradients as they are and returns a non-finite norm.
   const double norm = clip_grad_norm(model.trainable_parameters(), clip > 0 ? clip : INFINITY);
   if (!std::isfinite(outcome.loss) || !std::isfinite(norm)) {
@@ -129,6 +150,13 @@ StepOutcome training_step(nn::GPT& model, Optimizer& optimizer, LrScheduler& sch
   outcome.lr = optimizer.lr(0);
   optimizer.step();
   return outcome;
+}
+
+StepOutcome training_step(nn::LanguageModel& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, const TokenIds& inputs,
+                          const TokenIds& targets, double clip, const NonFinitePolicy& policy) {
+  optimizer.zero_grad();
+  const double loss = forward_backward_checked(model, step, inputs, targets, policy);
+  return update_step(model, optimizer, schedule, step, loss, clip, policy);
 }
 
 lora::Scaling parse_scaling(const std::string& name) {

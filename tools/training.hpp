@@ -25,12 +25,18 @@ void move_to(nn::GPTWeights& weights, Device device);
 // CPU threads for BLIS and OpenMP. Call before the first GEMM: BLIS reads its thread count once.
 void set_cpu_threads(int threads);
 
-// A GPT-2 directory (config.json + model.safetensors, as Hugging Face, `lowrank merge` and the demo
-// write them). Anything else is an error naming the path and what was expected.
-nn::GPTWeights load_model(const std::filesystem::path& model);
+// A Hugging Face model directory of any family nn::load_model knows (config.json + model.safetensors or
+// sharded weights, as Hugging Face, `lowrank merge` and the demo write them), its weights on `device`.
+// Anything else is an error naming the path and what was expected.
+std::unique_ptr<nn::LanguageModel> load_model(const std::filesystem::path& model, Device device = Device::cpu());
+// --targets as the model's family names them: shorthands expanded, and every name one of its modules;
+// an error names the flag, the name, the model_type and the accepted names.
+std::vector<std::string> model_lora_targets(const nn::LanguageModel& model, const std::vector<std::string>& targets);
 // The directory's GPT-2 BPE (vocab.json + merges.txt) when it has one, else byte-level tokens.
 std::unique_ptr<text::Tokenizer> load_tokenizer(const std::filesystem::path& model);
-// Copies vocab.json and merges.txt (when present) so that a written model directory keeps its tokenizer.
+// Copies the tokenizer files (vocab.json, merges.txt, tokenizer.json, tokenizer_config.json,
+// special_tokens_map.json, tokenizer.model) and generation_config.json, those present, so that a written
+// model directory keeps its tokenizer and generation defaults.
 void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to);
 
 // Independent random streams from one user seed: stream k of seed s.
@@ -57,8 +63,18 @@ struct StepOutcome {
 
 // One optimizer step `step` (0-based): zero the gradients, forward and backward over the batch, clip the
 // global gradient norm to `clip` (<= 0: no clipping), set the learning rate, update.
-StepOutcome training_step(nn::GPT& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, const TokenIds& inputs,
+// = zero_grad + forward_backward_checked + update_step.
+StepOutcome training_step(nn::LanguageModel& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, const TokenIds& inputs,
                           const TokenIds& targets, double clip, const NonFinitePolicy& policy);
+
+// Forward and backward of step `step` (gradients accumulate), under --detect-anomaly when asked; returns
+// the loss.
+double forward_backward_checked(nn::LanguageModel& model, std::int64_t step, const TokenIds& inputs, const TokenIds& targets,
+                                const NonFinitePolicy& policy);
+// The rest of a step once the gradients are in place (from one backward, or micro-batches summed across
+// ranks): clip, refuse or skip non-finite values, set the learning rate, update.
+StepOutcome update_step(nn::LanguageModel& model, Optimizer& optimizer, LrScheduler& schedule, std::int64_t step, double loss, double clip,
+                        const NonFinitePolicy& policy);
 
 // LoRA scaling names as the CLI accepts them.
 lora::Scaling parse_scaling(const std::string& name);

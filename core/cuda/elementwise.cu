@@ -1,4 +1,4 @@
-// fill and strided copy kernels (cuda::map lives in map_impl.hpp and instantiate_map.cu).
+// fill and strided copy kernels (cuda::map lives in map_impl.hpp; its instantiations in the functors' headers).
 #include "lowrank/core/cuda/elementwise.hpp"
 #include "lowrank/core/cuda/launch.hpp"
 

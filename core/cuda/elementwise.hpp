@@ -2,9 +2,10 @@
 // Element-wise kernels of the CUDA backend, called by core/elementwise.hpp with raw device pointers.
 //
 // cuda::map is declared here and defined in map_impl.hpp, which only nvcc compiles. Every (functor,
-// arity) pair that runs on CUDA is instantiated once, for float and double, in the list in
-// core/cuda/instantiate_map.cu. A call with a functor missing from that list compiles and then fails at
-// link time with an undefined reference to lowrank::cuda::map<T, Functor, ...>: add one line there.
+// arity) pair that runs on CUDA is instantiated once, for float and double, by the LOWRANK_CUDA_KERNELS
+// section of the header that defines the functor (compiled into the library through the file that
+// cmake/LowrankCudaKernels.cmake generates). A call with a functor that has no such line compiles and
+// then fails at link time with an undefined reference to lowrank::cuda::map<T, Functor, ...>.
 #include <cstdint>
 
 namespace lowrank {

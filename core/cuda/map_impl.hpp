@@ -2,8 +2,9 @@
 // The definition of cuda::map: a grid-stride kernel over a device-safe functor. nvcc only. A .cu file
 // includes this, the headers of its functors, and instantiates each (functor, arity) pair with
 //   LOWRANK_CUDA_MAP(2, lowrank::functors::Add);
-// which emits map<float, Add, float, float> and map<double, Add, double, double>. The project's list is
-// core/cuda/instantiate_map.cu; a downstream program may keep its own list in its own .cu file.
+// which emits map<float, Add, float, float> and map<double, Add, double, double>. The project's lines
+// stand in the LOWRANK_CUDA_KERNELS section of each functor's header, gathered into one generated .cu
+// file (cmake/LowrankCudaKernels.cmake); a downstream program may keep its own lines in its own .cu file.
 #if !defined(__CUDACC__)
 #error "lowrank/core/cuda/map_impl.hpp defines CUDA kernels: include it from .cu files only"
 #endif

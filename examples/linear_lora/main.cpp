@@ -301,11 +301,11 @@ int main(int argc, char** argv) {
 
   fmt::print("\nsummary                 trainable   final loss (held out)   time     peak memory   GEMM flops/step\n");
   fmt::print("  LoRA r = {}            {:>9}   {:>21.3e}   {:5.2f} s  {:>11}   {:>15}\n", lora_rank,
-             lora::group_thousands(lora_count.trainable), task_b_after, lora_run.seconds, lora::format_bytes(lora_run.peak_bytes),
-             lora::group_thousands(static_cast<std::int64_t>(lora_run.gemm_flops_per_step)));
-  fmt::print("  full fine-tuning      {:>9}   {:>21.3e}   {:5.2f} s  {:>11}   {:>15}\n", lora::group_thousands(full_count.trainable),
-             full_after, full_run.seconds, lora::format_bytes(full_run.peak_bytes),
-             lora::group_thousands(static_cast<std::int64_t>(full_run.gemm_flops_per_step)));
+             group_thousands(lora_count.trainable), task_b_after, lora_run.seconds, format_bytes(lora_run.peak_bytes),
+             group_thousands(static_cast<std::int64_t>(lora_run.gemm_flops_per_step)));
+  fmt::print("  full fine-tuning      {:>9}   {:>21.3e}   {:5.2f} s  {:>11}   {:>15}\n", group_thousands(full_count.trainable),
+             full_after, full_run.seconds, format_bytes(full_run.peak_bytes),
+             group_thousands(static_cast<std::int64_t>(full_run.gemm_flops_per_step)));
   fmt::print("  (task A base training reached loss {:.3e})\n", base.final_loss);
   fmt::print("  Peak memory counts gradients, Adam moments, new parameter values and activations. Here the\n"
              "  activations of {} rows dominate it, so the two are close; section 5 shows a wide layer.\n", settings.samples);
@@ -314,10 +314,10 @@ int main(int argc, char** argv) {
   constexpr std::int64_t wide = 1024, wide_rows = 16;
   fmt::print("\n5. training memory on a {} -> {} layer, {} rows, 3 Adam steps each\n", wide, wide, wide_rows);
   const MemoryComparison memory = compare_memory(wide, wide_rows, lora_rank, rng);
-  fmt::print("  LoRA r = {}: {:>9} trainable, peak training memory {:>10}\n", lora_rank, lora::group_thousands(memory.lora_trainable),
-             lora::format_bytes(memory.lora_bytes));
-  fmt::print("  full:       {:>9} trainable, peak training memory {:>10} ({:.0f}x LoRA's)\n", lora::group_thousands(memory.full_trainable),
-             lora::format_bytes(memory.full_bytes), static_cast<double>(memory.full_bytes) / static_cast<double>(memory.lora_bytes));
+  fmt::print("  LoRA r = {}: {:>9} trainable, peak training memory {:>10}\n", lora_rank, group_thousands(memory.lora_trainable),
+             format_bytes(memory.lora_bytes));
+  fmt::print("  full:       {:>9} trainable, peak training memory {:>10} ({:.0f}x LoRA's)\n", group_thousands(memory.full_trainable),
+             format_bytes(memory.full_bytes), static_cast<double>(memory.full_bytes) / static_cast<double>(memory.lora_bytes));
 
   const bool fell = task_b_after < success_ratio * task_b_before;
   // Held-out inputs estimate the floor from 256 rows; half of it leaves room for that sampling.

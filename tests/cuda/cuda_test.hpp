@@ -18,7 +18,7 @@
     }                                                                                                    \
   } while (false)
 
-namespace lowrank::testing {
+namespace lowrank::test {
 
 inline const Device gpu = Device::cuda(0);
 
@@ -34,4 +34,4 @@ inline Tensor abs_of(const Tensor& t) {
   return Tensor::from(t.shape(), values, DType::f64);
 }
 
-}  // namespace lowrank::testing
+}  // namespace lowrank::test

@@ -8,7 +8,7 @@
 #include "lowrank/core/elementwise.hpp"
 
 using namespace lowrank;
-using namespace lowrank::testing;
+using namespace lowrank::test;
 
 namespace {
 

@@ -9,7 +9,7 @@
 #endif
 
 using namespace lowrank;
-using namespace lowrank::testing;
+using namespace lowrank::test;
 
 namespace {
 

@@ -19,7 +19,7 @@
 #include "parity.hpp"
 
 using namespace lowrank;
-using namespace lowrank::testing;
+using namespace lowrank::test;
 
 namespace {
 

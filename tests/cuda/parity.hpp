@@ -13,7 +13,7 @@
 #include "cuda_test.hpp"
 #include "lowrank/autodiff/autodiff.hpp"
 
-namespace lowrank::testing {
+namespace lowrank::test {
 
 // The reference backend (a plain `cpu` would clash with namespace lowrank::cpu).
 inline const Device host = Device::cpu();
@@ -73,4 +73,4 @@ inline Tensor uniform(Shape shape, double low, double high, std::uint64_t seed, 
   return Tensor::uniform(shape, low, high, rng, dtype);
 }
 
-}  // namespace lowrank::testing
+}  // namespace lowrank::test

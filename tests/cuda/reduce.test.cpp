@@ -10,7 +10,7 @@
 #include "lowrank/core/reduce.hpp"
 
 using namespace lowrank;
-using namespace lowrank::testing;
+using namespace lowrank::test;
 
 namespace {
 

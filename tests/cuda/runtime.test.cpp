@@ -4,7 +4,7 @@
 #include "lowrank/core/cuda/runtime.hpp"
 
 using namespace lowrank;
-using namespace lowrank::testing;
+using namespace lowrank::test;
 
 TEST_CASE("cuda: availability and device memory errors never abort") {
   // Runs with and without a device: each machine checks the half of the contract it can.

@@ -20,7 +20,7 @@
 #include "parity.hpp"
 
 using namespace lowrank;
-using namespace lowrank::testing;
+using namespace lowrank::test;
 
 namespace {
 

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "../support/temp_dir.hpp"
 
@@ -19,6 +20,15 @@ class ScratchDirectory {
   explicit ScratchDirectory(const std::string& target) : dir_("fuzz-" + target) {}
 
   const std::filesystem::path& path() const { return dir_.path; }
+
+  // Removes the file when `bytes` is empty (an input without that file).
+  void write_or_remove(const char* name, std::string_view bytes) const {
+    if (bytes.empty()) {
+      std::filesystem::remove(dir_.path / name);
+      return;
+    }
+    write(name, bytes);
+  }
 
   void write(const char* name, std::string_view bytes) const {
     std::ofstream out(dir_.path / name, std::ios::binary | std::ios::trunc);
@@ -43,6 +53,20 @@ inline TwoFiles split_at_nul(std::string_view input) {
   const std::size_t cut = input.find('\0');
   if (cut == std::string_view::npos) return {input, {}};
   return {input.substr(0, cut), input.substr(cut + 1)};
+}
+
+// Inputs of more than two files, some of them binary (safetensors shards hold 0x00 bytes), are cut at
+// every occurrence of this line instead.
+inline constexpr std::string_view file_separator = "\n--next-file--\n";
+
+inline std::vector<std::string_view> split_files(std::string_view input) {
+  std::vector<std::string_view> files;
+  for (std::size_t cut; (cut = input.find(file_separator)) != std::string_view::npos;) {
+    files.push_back(input.substr(0, cut));
+    input.remove_prefix(cut + file_separator.size());
+  }
+  files.push_back(input);
+  return files;
 }
 
 }  // namespace lowrank::fuzz

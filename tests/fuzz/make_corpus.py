@@ -304,6 +304,147 @@ def utf8_seeds():
     write(t, "empty", b"")
 
 
+# ---- Hugging Face directories --------------------------------------------------------------------
+# Parts cut at each separator line: index, generation_config.json, shard 1, shard 2 (hf_directory.fuzz.cpp).
+
+SEPARATOR = b"\n--next-file--\n"
+SHARD_1, SHARD_2 = "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"
+
+
+def hf_input(index, generation=b"", shard1=b"", shard2=b""):
+    parts = [json.dumps(p).encode("utf-8") if isinstance(p, dict) else (p.encode("utf-8") if isinstance(p, str) else p)
+             for p in (index, generation, shard1, shard2)]
+    return SEPARATOR.join(parts)
+
+
+def hf_shard(named_shapes, dtype="F32", seed=1):
+    entries, data = f32_tensors(named_shapes, seed=seed, dtype=dtype)
+    return safetensors(entries, data, metadata={"format": "pt"})
+
+
+def bf16_shard(named_shapes):
+    """BF16: the upper halves of the float32 values."""
+    entries, data = {}, b""
+    for i, (name, shape) in enumerate(named_shapes):
+        values = struct.pack("<%df" % numel(shape), *small_floats(numel(shape), 7 + i))
+        blob = b"".join(values[k + 2:k + 4] for k in range(0, len(values), 4))
+        entries[name] = ("BF16", shape, [len(data), len(data) + len(blob)])
+        data += blob
+    return safetensors(entries, data)
+
+
+def hf_seeds():
+    t = "hf_directory"
+    first, second = [("a", [2, 3]), ("b", [3])], [("c", [4])]
+    index = {"metadata": {"total_size": 52}, "weight_map": {"a": SHARD_1, "b": SHARD_1, "c": SHARD_2}}
+    generation = {"bos_token_id": 1, "eos_token_id": [2, 3], "temperature": 0.7, "top_p": 0.9, "top_k": 40, "do_sample": True}
+    write(t, "valid_two_shards", hf_input(index, generation, hf_shard(first), hf_shard(second, seed=5)))
+    write(t, "valid_bf16_f16_shards", hf_input(index, b"", bf16_shard(first), hf_shard(second, dtype="F16")))
+    write(t, "valid_one_shard_no_generation",
+          hf_input({"weight_map": {"a": SHARD_1, "b": SHARD_1}}, b"", hf_shard(first)))
+    write(t, "listed_integer_tensor",
+          hf_input({"weight_map": {"i": SHARD_1}}, b"", safetensors({"i": ("I32", [2], [0, 8])}, struct.pack("<2i", 1, 2))))
+    write(t, "bad_missing_shard", hf_input(index, generation, hf_shard(first)))
+    write(t, "bad_listed_but_absent",
+          hf_input({"weight_map": {"a": SHARD_1, "b": SHARD_1, "c": SHARD_2, "d": SHARD_2}}, b"", hf_shard(first), hf_shard(second)))
+    write(t, "bad_unlisted_tensor", hf_input({"weight_map": {"a": SHARD_1, "c": SHARD_2}}, b"", hf_shard(first), hf_shard(second)))
+    write(t, "bad_tensor_in_two_shards",
+          hf_input(index, b"", hf_shard(first), hf_shard(second + [("a", [1])])))
+    write(t, "bad_duplicate_weight_map_key",
+          hf_input('{"weight_map": {"a": "%s", "a": "%s"}}' % (SHARD_1, SHARD_2), b"", hf_shard([("a", [1])]), hf_shard([("a", [1])])))
+    write(t, "bad_shard_outside_directory", hf_input({"weight_map": {"a": "../" + SHARD_1}}, b"", hf_shard(first)))
+    write(t, "bad_no_weight_map", hf_input({"metadata": {}}, b"", hf_shard(first)))
+    write(t, "bad_index_not_json", hf_input('{"weight_map": {"a": ', b"", hf_shard(first)))
+    write(t, "bad_generation_eos_string", hf_input(index, {"eos_token_id": "2"}, hf_shard(first), hf_shard(second)))
+    write(t, "bad_generation_top_p", hf_input(index, {"top_p": 2}, hf_shard(first), hf_shard(second)))
+    write(t, "bad_no_weights", hf_input(b""))
+
+
+# ---- Hugging Face tokenizer.json ---------------------------------------------------------------
+# An input is tokenizer.json, 0x00, tokenizer_config.json, 0x00, a text to encode.
+
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+TOKENIZER_TEXT = "Hello  world! It's 12345 cats'LL run.\r\n\tcafe\u0301 \u65e5\u672c \U0001F44D <|eot_id|><s> \xff\n"
+
+
+def byte_level_tokenizer(pattern=LLAMA3_PATTERN, normalizer=None):
+    bytes_in_order, table = byte_stand_ins()
+    space = table[0x20]
+    learned = ["he", space + "t", "ll", "hell", space + "the"]
+    vocab = {token: i for i, token in enumerate(bytes_in_order + learned)}
+    merges = [["h", "e"], [space, "t"], ["l", "l"], ["he", "ll"], [space + "t", "he"]]
+    specials = ["<|begin_of_text|>", "<|eot_id|>"]
+    added = [{"id": len(vocab) + i, "content": s, "single_word": False, "lstrip": False, "rstrip": i == 1,
+              "normalized": False, "special": True} for i, s in enumerate(specials)]
+    template = {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": specials[0], "type_id": 0}},
+                                                         {"Sequence": {"id": "A", "type_id": 0}}],
+                "special_tokens": {specials[0]: {"id": specials[0], "ids": [len(vocab)], "tokens": [specials[0]]}}}
+    return {"added_tokens": added, "normalizer": normalizer,
+            "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]},
+            "post_processor": template, "decoder": {"type": "ByteLevel"},
+            "model": {"type": "BPE", "ignore_merges": True, "vocab": vocab, "merges": merges}}
+
+
+def sentencepiece_tokenizer(metaspace=False):
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    for b in range(256):
+        vocab[f"<0x{b:02X}>"] = len(vocab)
+    for piece in ["\u2581", "h", "e", "l", "o", "he", "ll", "\u2581he", "\u2581hell"]:
+        vocab[piece] = len(vocab)
+    merges = ["h e", "l l", "\u2581 he", "\u2581he ll"]
+    added = [{"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
+              "special": True} for i, s in enumerate(["<unk>", "<s>", "</s>"])]
+    normalizer = {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                      {"type": "Replace", "pattern": {"String": " "},
+                                                       "content": "\u2581"}]}
+    pre = None
+    if metaspace:
+        normalizer, pre = None, {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": True}
+    return {"added_tokens": added, "normalizer": normalizer, "pre_tokenizer": pre,
+            "post_processor": None,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "}, {"type": "ByteFallback"},
+                {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+            "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": True, "vocab": vocab,
+                      "merges": merges}}
+
+
+def tokenizer_input(tokenizer, config=None, text=TOKENIZER_TEXT):
+    parts = [tokenizer if isinstance(tokenizer, str) else json.dumps(tokenizer, ensure_ascii=False),
+             "" if config is None else json.dumps(config), text]
+    return "\x00".join(parts).encode("utf-8", "surrogateescape")
+
+
+def hf_tokenizer_seeds():
+    t = "hf_tokenizer"
+    chatml = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>"
+              "system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + "
+              "'\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}")
+    llama3 = "<|start_header_id|>{{ bos_token }}<|end_header_id|><|eot_id|>"
+    inst = "{{ bos_token }}[INST] <<SYS>> [/INST]{{ eos_token }}"
+    write(t, "valid_llama3", tokenizer_input(byte_level_tokenizer(), {"bos_token": "<|begin_of_text|>",
+                                                                       "eos_token": "<|eot_id|>", "chat_template": llama3}))
+    write(t, "valid_qwen2_nfc", tokenizer_input(byte_level_tokenizer(LLAMA3_PATTERN.replace("{1,3}", ""),
+                                                                     {"type": "NFC"}), {"chat_template": chatml}))
+    write(t, "valid_llama2", tokenizer_input(sentencepiece_tokenizer(), {"bos_token": "<s>", "eos_token": "</s>",
+                                                                         "chat_template": inst}))
+    write(t, "valid_metaspace_split", tokenizer_input(sentencepiece_tokenizer(metaspace=True)))
+    bad_regex = byte_level_tokenizer(pattern=r"\w+")
+    write(t, "bad_unknown_regex", tokenizer_input(bad_regex))
+    lowercase = sentencepiece_tokenizer()
+    lowercase["normalizer"] = {"type": "Lowercase"}
+    write(t, "bad_normalizer", tokenizer_input(lowercase))
+    huge = sentencepiece_tokenizer()
+    huge["model"]["vocab"]["<unk>"] = 2000000000
+    write(t, "bad_huge_id", tokenizer_input(huge))
+    write(t, "bad_unknown_template", tokenizer_input(sentencepiece_tokenizer(), {"chat_template": "{{ x }}"}))
+    write(t, "bad_not_json", b'{"model": \x00\x00text')
+    write(t, "bad_empty", b"")
+
+
 if __name__ == "__main__":
     # Inputs a fuzzer once crashed on (regression_*) are kept; everything else is written afresh.
     for target in os.listdir(CORPUS) if os.path.isdir(CORPUS) else []:
@@ -315,5 +456,7 @@ if __name__ == "__main__":
     utf8_seeds()
     gpt2_seeds()
     adapter_seeds()
+    hf_seeds()
+    hf_tokenizer_seeds()
     for target in sorted(os.listdir(CORPUS)):
         print(f"{target}: {len(os.listdir(os.path.join(CORPUS, target)))} seeds")

@@ -8,6 +8,7 @@
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/atomic_file.hpp"
 #include "../support/files.hpp"
+#include "scratch.hpp"
 
 using namespace lowrank;
 namespace fs = std::filesystem;
@@ -16,9 +17,9 @@ namespace {
 
 using lowrank::test::read_raw;
 
+// A fresh directory per test inside the io scratch directory.
 fs::path scratch_dir(const std::string& name) {
-  const fs::path dir = fs::path(LOWRANK_BINARY_DIR) / "test-scratch" / "io" / (name + "-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  const fs::path dir = lowrank::test::io_scratch() / name;
   fs::create_directories(dir);
   return dir;
 }

@@ -19,6 +19,7 @@
 #include "lowrank/io/safetensors.hpp"
 #include "../support/errors.hpp"
 #include "../support/files.hpp"
+#include "scratch.hpp"
 
 using namespace lowrank;
 namespace fs = std::filesystem;
@@ -27,11 +28,8 @@ namespace {
 
 using lowrank::test::read_raw;
 
-fs::path scratch(const std::string& name) {
-  const fs::path dir = fs::path(LOWRANK_BINARY_DIR) / "test-scratch" / "io";
-  fs::create_directories(dir);
-  return dir / (name + "-" + std::to_string(::getpid()) + ".safetensors");
-}
+// A file path per test inside the io scratch directory.
+fs::path scratch(const std::string& name) { return lowrank::test::io_scratch() / (name + ".safetensors"); }
 
 std::string le64(std::uint64_t n) {
   std::string s(8, '\0');

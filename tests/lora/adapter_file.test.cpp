@@ -27,7 +27,7 @@ namespace {
 
 using lowrank::test::TempDir;
 using lowrank::test::write_text;
-using lora_test::bitwise_equal;
+using lowrank::test::bitwise_equal;
 
 Tensor scaled_random(Shape shape, std::uint64_t seed, double scale = 1.0) {
   RandomStream rng{seed, 0};

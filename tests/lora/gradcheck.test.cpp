@@ -2,7 +2,7 @@
 // tolerance: x, A, B (and a trainable bias) against central differences. W is frozen and never checked.
 #include "support.hpp"
 
-using namespace lora_test;
+using namespace lowrank::test;
 using lora::BiasTerm;
 using lora::Path;
 

@@ -5,7 +5,7 @@
 #include "lowrank/optim/sgd.hpp"
 #include "support.hpp"
 
-using namespace lora_test;
+using namespace lowrank::test;
 using lora::BiasTerm;
 using lora::Path;
 

@@ -2,7 +2,7 @@
 // and PEFT-style names.
 #include "support.hpp"
 
-using namespace lora_test;
+using namespace lowrank::test;
 using lora::BiasTerm;
 using lora::Path;
 

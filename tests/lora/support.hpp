@@ -7,7 +7,7 @@
 #include "../support/errors.hpp"
 #include "../support/random.hpp"
 
-namespace lora_test {
+namespace lowrank::test {
 
 using namespace lowrank;
 
@@ -32,4 +32,4 @@ using lowrank::test::bitwise_equal;
 using lowrank::test::require_passed;
 using lowrank::test::error_of;
 
-}  // namespace lora_test
+}  // namespace lowrank::test

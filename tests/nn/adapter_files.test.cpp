@@ -15,7 +15,7 @@
 #include "../support/errors.hpp"
 #include "../support/checks.hpp"
 
-using namespace checkpoint_test;
+using namespace lowrank::test;
 namespace fs = std::filesystem;
 using nlohmann::json;
 

@@ -8,7 +8,7 @@
 
 using namespace lowrank;
 using namespace lowrank::nn;
-using namespace lowrank::nn_test;
+using namespace lowrank::test;
 
 namespace {
 

@@ -8,7 +8,7 @@
 #include "../support/checks.hpp"
 #include "lowrank/nn/config.hpp"
 
-namespace lowrank::nn_test {
+namespace lowrank::test {
 
 // The block and module tests' sizes: small enough for finite differences, two heads so that head
 // split and merge are exercised.
@@ -33,4 +33,4 @@ inline nn::GPTConfig small_config(std::int64_t layers = 2) {
   return {.vocab_size = 11, .n_positions = 6, .n_embd = embd, .n_layer = layers, .n_head = heads};
 }
 
-}  // namespace lowrank::nn_test
+}  // namespace lowrank::test

@@ -28,7 +28,7 @@ namespace {
 
 using lowrank::test::TempDir;
 
-using lowrank::nn_test::small_config;
+using lowrank::test::small_config;
 
 // A tensor of a raw safetensors file: values are stored in `dtype` ("F32", "F16", "BF16").
 struct RawTensor {

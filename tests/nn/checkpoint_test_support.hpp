@@ -12,7 +12,7 @@
 #include "../support/checks.hpp"
 #include "../support/temp_dir.hpp"
 
-namespace checkpoint_test {
+namespace lowrank::test {
 
 using namespace lowrank;
 using namespace lowrank::nn;
@@ -55,4 +55,4 @@ using lowrank::test::TempDir;
 
 using lowrank::test::bitwise_equal;
 
-}  // namespace checkpoint_test
+}  // namespace lowrank::test

@@ -8,7 +8,7 @@
 #include "lowrank/nn/generate.hpp"
 #include "checkpoint_test_support.hpp"
 
-using namespace checkpoint_test;
+using namespace lowrank::test;
 
 namespace {
 

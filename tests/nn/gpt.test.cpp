@@ -14,11 +14,11 @@
 
 using namespace lowrank;
 using namespace lowrank::nn;
-using namespace lowrank::nn_test;
+using namespace lowrank::test;
 
 namespace {
 
-using lowrank::nn_test::small_config;
+using lowrank::test::small_config;
 
 // GPT-2's initialisation with every bias and gain randomised too, so that none of them is a no-op.
 GPTWeights random_weights(const GPTConfig& c, std::uint64_t seed, DType dtype = DType::f64) {

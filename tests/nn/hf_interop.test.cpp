@@ -16,7 +16,7 @@
 #include "checkpoint_test_support.hpp"
 #include "../support/errors.hpp"
 
-using namespace checkpoint_test;
+using namespace lowrank::test;
 namespace fs = std::filesystem;
 using nlohmann::json;
 

@@ -14,7 +14,7 @@
 #include "reference_gpt.hpp"
 
 using namespace lowrank;
-using namespace lowrank::nn_test;
+using namespace lowrank::test;
 
 namespace {
 

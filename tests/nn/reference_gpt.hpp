@@ -12,7 +12,7 @@
 
 #include "lowrank/nn/weights.hpp"
 
-namespace lowrank::nn_test {
+namespace lowrank::test {
 
 struct ReferenceAdapter {
   int layer = 0;
@@ -154,4 +154,4 @@ class ReferenceGPT {
   std::vector<ReferenceAdapter> adapters_;
 };
 
-}  // namespace lowrank::nn_test
+}  // namespace lowrank::test

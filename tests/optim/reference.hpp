@@ -9,7 +9,7 @@
 
 #include "lowrank/autodiff/parameter.hpp"
 
-namespace optim_test {
+namespace lowrank::test {
 
 using lowrank::DType;
 using lowrank::Tensor;
@@ -50,4 +50,4 @@ inline void check_close(const std::vector<double>& actual, const std::vector<dou
 
 inline const char* name(DType dtype) { return dtype == DType::f32 ? "float32" : "float64"; }
 
-}  // namespace optim_test
+}  // namespace lowrank::test

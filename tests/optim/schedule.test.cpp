@@ -8,7 +8,7 @@
 #include "reference.hpp"
 
 using namespace lowrank;
-using namespace optim_test;
+using namespace lowrank::test;
 
 TEST_CASE("optim: warmup + cosine schedule at its key steps") {
   const double peak = 1e-3, floor = 1e-5;

@@ -4,7 +4,7 @@
 #include "reference.hpp"
 
 using namespace lowrank;
-using namespace optim_test;
+using namespace lowrank::test;
 
 namespace {
 

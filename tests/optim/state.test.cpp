@@ -7,7 +7,7 @@
 #include "reference.hpp"
 
 using namespace lowrank;
-using namespace optim_test;
+using namespace lowrank::test;
 
 namespace {
 

@@ -20,7 +20,7 @@
 #include "lowrank/tests/reliability/scratch.hpp"
 
 using namespace lowrank;
-using lowrank::reliability::ScratchDir;
+using lowrank::test::ScratchDir;
 namespace fs = std::filesystem;
 
 namespace {

@@ -13,12 +13,14 @@
 #include <vector>
 
 #include "lowrank/core/error.hpp"
+#include "lowrank/io/hf_directory.hpp"
 #include "lowrank/io/safetensors.hpp"
 #include "lowrank/lora/adapter_file.hpp"
 #include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "lowrank/tests/fuzz/adapter_base.hpp"
+#include "lowrank/tests/fuzz/fuzz_directory.hpp"
 #include "lowrank/tests/reliability/scratch.hpp"
 #include "lowrank/text/bpe_tokenizer.hpp"
 #include "lowrank/text/byte_tokenizer.hpp"
@@ -106,6 +108,32 @@ Outcome run_adapter(const std::string& bytes, const fs::path& directory) {
   }
 }
 
+// The parts the hf_directory fuzz target writes (hf_directory.fuzz.cpp), in order; an empty part is a
+// file the directory lacks. config.json is "{}".
+Outcome run_hf_directory(const std::string& bytes, const fs::path& directory) {
+  const char* const names[] = {hf_weights_index_file_name, hf_generation_config_file_name, "model-00001-of-00002.safetensors",
+                               "model-00002-of-00002.safetensors"};
+  std::ofstream(directory / hf_config_file_name) << "{}";
+  const auto parts = lowrank::fuzz::split_files(bytes);
+  for (std::size_t i = 0; i < std::size(names); ++i) {
+    fs::remove(directory / names[i]);
+    if (i < parts.size() && !parts[i].empty()) std::ofstream(directory / names[i], std::ios::binary) << parts[i];
+  }
+  try {
+    const HfDirectory model = HfDirectory::open(directory);
+    for (const std::string& name : model.tensor_names()) {
+      try {
+        model.load(name);
+      } catch (const Error&) {
+        return Outcome::listed_only;
+      }
+    }
+    return Outcome::loaded;
+  } catch (const Error&) {
+    return Outcome::error;
+  }
+}
+
 void check_seed(const Seed& seed, Outcome outcome) {
   INFO("seed " << seed.name);
   if (seed.name.starts_with("valid_")) CHECK(outcome == Outcome::loaded);
@@ -141,15 +169,22 @@ TEST_CASE("reliability: UTF-8 fuzz seeds pre-tokenize and round-trip") {
 }
 
 TEST_CASE("reliability: GPT-2 directory fuzz seeds load or fail as their names say") {
-  const reliability::ScratchDir dir("gpt2_seeds");
+  const test::ScratchDir dir("gpt2_seeds");
   const auto all = seeds("gpt2_checkpoint");
   CHECK(all.size() >= 12);
   for (const Seed& seed : all) check_seed(seed, run_gpt2(seed.bytes, dir.path()));
 }
 
 TEST_CASE("reliability: adapter directory fuzz seeds load or fail as their names say") {
-  const reliability::ScratchDir dir("adapter_seeds");
+  const test::ScratchDir dir("adapter_seeds");
   const auto all = seeds("adapter");
   CHECK(all.size() >= 12);
   for (const Seed& seed : all) check_seed(seed, run_adapter(seed.bytes, dir.path()));
+}
+
+TEST_CASE("reliability: Hugging Face directory fuzz seeds load or fail as their names say") {
+  const reliability::ScratchDir dir("hf_directory_seeds");
+  const auto all = seeds("hf_directory");
+  CHECK(all.size() >= 12);
+  for (const Seed& seed : all) check_seed(seed, run_hf_directory(seed.bytes, dir.path()));
 }

@@ -22,7 +22,7 @@
 #include "../support/errors.hpp"
 
 using namespace lowrank;
-using lowrank::reliability::ScratchDir;
+using lowrank::test::ScratchDir;
 namespace fs = std::filesystem;
 
 namespace {

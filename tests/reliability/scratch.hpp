@@ -5,7 +5,7 @@
 
 #include "../support/temp_dir.hpp"
 
-namespace lowrank::reliability {
+namespace lowrank::test {
 
 class ScratchDir {
  public:
@@ -17,4 +17,4 @@ class ScratchDir {
   test::TempDir dir_;
 };
 
-}  // namespace lowrank::reliability
+}  // namespace lowrank::test

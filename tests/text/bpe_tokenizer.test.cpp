@@ -15,6 +15,7 @@
 #include "lowrank/text/bpe_trainer.hpp"
 #include "lowrank/text/byte_unicode.hpp"
 #include "space_mark.hpp"
+#include "../support/temp_dir.hpp"
 
 using namespace lowrank;
 using namespace lowrank::text;
@@ -29,27 +30,18 @@ BpeTokenizer::Vocab vocab_with(const std::vector<std::string>& extra) {
   return vocab;
 }
 
-using lowrank::text_test::G;  // 'Ġ', the stand-in for a space
+using lowrank::test::G;  // 'Ġ', the stand-in for a space
 
-class TempDir {
+// A scratch directory (support/temp_dir.hpp) with the two accessors these tests use.
+class TokenizerDir {
  public:
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path_ = std::filesystem::temp_directory_path() /
-            ("lowrank-text-test-" + std::to_string(std::random_device{}()) + "-" + std::to_string(counter++));
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::filesystem::path& path() const { return path_; }
+  const std::filesystem::path& path() const { return dir_.path; }
   void write(const std::string& name, const std::string& contents) const {
-    std::ofstream(path_ / name, std::ios::binary) << contents;
+    std::ofstream(dir_.path / name, std::ios::binary) << contents;
   }
 
  private:
-  std::filesystem::path path_;
+  lowrank::test::TempDir dir_{"text"};
 };
 
 std::vector<std::string> spellings(const BpeTokenizer& tokenizer, const std::vector<std::int32_t>& ids) {
@@ -164,7 +156,7 @@ TEST_CASE("tokenizer: BPE encode is safe from several threads") {
 }
 
 TEST_CASE("tokenizer: BPE loads GPT-2 format files") {
-  const TempDir dir;
+  const TokenizerDir dir;
   nlohmann::json vocab_json = nlohmann::json::object();
   for (const auto& [spelling, id] : vocab_with({"ll", G + "h", "ell", G + "hell", "<|endoftext|>"})) vocab_json[spelling] = id;
   dir.write("vocab.json", vocab_json.dump(-1, ' ', /*ensure_ascii=*/true));  // "\u0120h" like GPT-2's file
@@ -181,7 +173,7 @@ TEST_CASE("tokenizer: BPE loads GPT-2 format files") {
 
 TEST_CASE("tokenizer: BPE save then load gives the same tokenizer") {
   const BpeTokenizer original = train_bpe(kTrainingText, 420);
-  const TempDir dir;
+  const TokenizerDir dir;
   const auto model_dir = dir.path() / "model";  // save creates it
   original.save(model_dir);
   CHECK(std::filesystem::exists(model_dir / "vocab.json"));
@@ -201,7 +193,7 @@ TEST_CASE("tokenizer: BPE save then load gives the same tokenizer") {
 }
 
 TEST_CASE("tokenizer: BPE errors name the file, line or id") {
-  const TempDir dir;
+  const TokenizerDir dir;
   nlohmann::json vocab_json = nlohmann::json::object();
   for (const auto& [spelling, id] : vocab_with({"ll"})) vocab_json[spelling] = id;
 

@@ -11,7 +11,7 @@ using namespace lowrank;
 using namespace lowrank::text;
 
 namespace {
-using lowrank::text_test::G;  // 'Ġ', the stand-in for a space
+using lowrank::test::G;  // 'Ġ', the stand-in for a space
 }
 
 TEST_CASE("tokenizer: train_bpe learns the most frequent pairs, ties by smaller ids") {

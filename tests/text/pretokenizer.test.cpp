@@ -1,7 +1,11 @@
 #include <doctest/doctest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "lowrank/text/pretokenizer.hpp"
 #include "lowrank/text/unicode.hpp"
@@ -85,5 +89,30 @@ TEST_CASE("tokenizer: pre-tokenizer classifies ASCII like the Unicode tables") {
     CHECK((pieces_around('!') == 1) ==
           !(is_letter(static_cast<char32_t>(c)) || is_number(static_cast<char32_t>(c)) ||
             is_whitespace(static_cast<char32_t>(c))));
+  }
+}
+
+TEST_CASE("pretokenizer: GPT-2, Llama 3 and Qwen2 patterns cut as tokenizers' Split does") {
+  std::ifstream in(std::filesystem::path(LOWRANK_SOURCE_DIR) / "tests/text/data/hf_tokenizers/split_pieces.json");
+  REQUIRE(in);
+  const nlohmann::json reference = nlohmann::json::parse(in);
+  const auto pieces_of = [](std::string_view text, auto piece_end) {
+    std::vector<std::string> pieces;
+    for (std::size_t pos = 0; pos < text.size();) {
+      const std::size_t end = piece_end(text, pos);
+      pieces.emplace_back(text.substr(pos, end - pos));
+      pos = end;
+    }
+    return pieces;
+  };
+  REQUIRE(reference.at("cases").size() >= 300);
+  for (const auto& c : reference.at("cases")) {
+    const std::string text = c.at("text").get<std::string>();
+    CAPTURE(text);
+    CHECK(pieces_of(text, gpt2_piece_end) == c.at("gpt2").get<std::vector<std::string>>());
+    CHECK(pieces_of(text, [](std::string_view t, std::size_t p) { return llama3_piece_end(t, p, 3); }) ==
+          c.at("llama3").get<std::vector<std::string>>());
+    CHECK(pieces_of(text, [](std::string_view t, std::size_t p) { return llama3_piece_end(t, p, 1); }) ==
+          c.at("qwen2").get<std::vector<std::string>>());
   }
 }

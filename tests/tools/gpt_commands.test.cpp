@@ -14,9 +14,11 @@
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "report.hpp"
 #include "run_cli.hpp"
+#include "../support/tiny_gpt.hpp"
 
 using lowrank::test::run_cli;
 using lowrank::test::ScratchDir;
+using lowrank::test::write_tiny_model_and_text;
 namespace fs = std::filesystem;
 
 namespace {
@@ -25,15 +27,6 @@ nlohmann::json read_report(const fs::path& file) {
   std::ifstream in(file);
   REQUIRE(in);
   return nlohmann::json::parse(in);
-}
-
-// A tiny random GPT-2 directory and a text to train it on.
-void write_tiny_model_and_text(const fs::path& dir) {
-  const lowrank::nn::GPTConfig config{.vocab_size = 256, .n_positions = 16, .n_embd = 16, .n_layer = 1, .n_head = 2};
-  lowrank::RandomStream rng{11, 0};
-  lowrank::nn::save_gpt2(dir / "model", lowrank::nn::GPTWeights::random(config, rng));
-  std::ofstream text(dir / "text.txt", std::ios::binary);
-  for (int i = 0; i < 20; ++i) text << "the quick brown fox jumps over the lazy dog " << i << "\n";
 }
 
 std::vector<std::string> train_args(const fs::path& dir, const std::string& out, const std::string& seed = "5",

@@ -23,12 +23,8 @@ inline std::string shell_word(const std::string& word) {
   return out + "'";
 }
 
-inline CliResult run_cli(const std::vector<std::string>& args) {
-  std::string command = shell_word(LOWRANK_CLI);
-  for (const auto& a : args) {
-    command += ' ';
-    command += shell_word(a);
-  }
+// A shell command line, stderr joined to stdout.
+inline CliResult run_command(std::string command) {
   command += " 2>&1";
   CliResult result;
   std::FILE* pipe = ::popen(command.c_str(), "r");
@@ -39,6 +35,17 @@ inline CliResult run_cli(const std::vector<std::string>& args) {
   result.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   return result;
 }
+
+inline std::string cli_command(const std::vector<std::string>& args) {
+  std::string command = shell_word(LOWRANK_CLI);
+  for (const auto& a : args) {
+    command += ' ';
+    command += shell_word(a);
+  }
+  return command;
+}
+
+inline CliResult run_cli(const std::vector<std::string>& args) { return run_command(cli_command(args)); }
 
 // A fresh empty directory under the build tree, removed with its contents when the test ends.
 class ScratchDir {

@@ -1,5 +1,6 @@
-// Must not link: lowrank::map on a functor that declares a CUDA kernel (has_cuda_kernel) which
-// core/cuda/instantiate_map.cu does not list. Built only
+// Must not link: lowrank::map on a functor that declares a CUDA kernel (has_cuda_kernel) which no
+// LOWRANK_CUDA_MAP line instantiates (a program's own functor: the library's headers are checked when the
+// kernel file is generated, cmake/LowrankCudaKernels.cmake). Built only
 // by the ctest "cuda: a functor missing from the instantiation list fails at link time".
 #include "lowrank/core/elementwise.hpp"
 
