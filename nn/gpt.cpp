@@ -88,9 +88,12 @@ template <class Leaf> auto embeddings(const TokenIds& ids, const TokenIds& posit
 template <class Input, class Leaf> auto head_logits(Input h, Leaf ln_w, Leaf ln_b, Leaf wte, double eps) {
   return matmul(layernorm(std::move(h), std::move(ln_w), std::move(ln_b), eps), t(std::move(wte)));
 }
+// The head and the loss as one op (ops/linear_cross_entropy.hpp): chunked over the rows when the logits
+// exceed `chunk_elements`, otherwise the very computation of cross_entropy(head_logits(...)).
 template <class Input, class Leaf>
-auto head_loss(Input h, Leaf ln_w, Leaf ln_b, Leaf wte, double eps, const TokenIds& targets) {
-  return cross_entropy(head_logits(std::move(h), std::move(ln_w), std::move(ln_b), std::move(wte), eps), targets);
+auto head_loss(Input h, Leaf ln_w, Leaf ln_b, Leaf wte, double eps, const TokenIds& targets, std::int64_t chunk_elements) {
+  return linear_cross_entropy(layernorm(std::move(h), std::move(ln_w), std::move(ln_b), eps), std::move(wte), targets, -100,
+                              chunk_elements);
 }
 
 using FullBlockExpression = decltype(block::expression(ParameterPtr{}, block::FullBlock{}, 1, 1.0));
@@ -190,6 +193,7 @@ void check_batch(const GPTConfig& config, const char* who, const TokenIds& ids, 
 struct GPT::State {
   GPTWeights w;
   bool training = true;
+  KernelOptions kernels;
   // Full mode's parameters, made at their first use: each carries a gradient buffer the size of its
   // weight, and a model loaded to be LoRA-trained (enable_lora drops them) must never hold those, or
   // loading would cost twice the weights (docs/io.md).
@@ -216,7 +220,7 @@ struct GPT::State {
   }
   template <class Tapes, class MakeBlock> Tensor run_blocks(Tapes& tapes, Tensor x, bool keep, MakeBlock make_block) {
     return steps.run_blocks(tapes, std::move(x), keep, [&](std::size_t i, const ParameterPtr& in) {
-      return block::expression(in, make_block(i), w.config.n_head, eps());
+      return block::expression(in, make_block(i), w.config.n_head, eps(), kernels.attention);
     });
   }
   auto full_block() {
@@ -266,7 +270,7 @@ struct GPT::State {
       auto embed = eval(embeddings(ids, steps.positions_for(ids), param(full.wte), param(full.wpe)));
       const Tensor x = run_blocks(steps.full_tapes, embed.value(), true, full_block());
       auto head = eval(head_loss(param(steps.block_input(n, x, true)), param(full.ln_f_weight), param(full.ln_f_bias),
-                                 param(full.wte), eps(), targets));
+                                 param(full.wte), eps(), targets, kernels.head_chunk_elements));
       steps.saved_bytes = steps.saved_by(steps.full_tapes) + embed.memory().saved_bytes + head.memory().saved_bytes;
       const double loss = head.value().item();
       head.backward();
@@ -276,7 +280,7 @@ struct GPT::State {
     }
     const Tensor x = run_blocks(steps.lora_tapes, frozen_embeddings(ids), true, lora_block());
     auto head = eval(head_loss(param(steps.block_input(n, x, true)), frozen(w.ln_f_weight), frozen(w.ln_f_bias), frozen(w.wte),
-                               eps(), targets));
+                               eps(), targets, kernels.head_chunk_elements));
     steps.saved_bytes = steps.saved_by(steps.lora_tapes) + head.memory().saved_bytes;
     const double loss = head.value().item();
     head.backward();
@@ -405,7 +409,8 @@ double GPT::loss(const TokenIds& inputs, const TokenIds& targets) {
   check_batch(s.w.config, "nn::GPT::loss", inputs, &targets);
   Steps::Cleanup cleanup{s.steps};
   const Tensor h = s.hidden(inputs);
-  return eval(head_loss(input(h), frozen(s.w.ln_f_weight), frozen(s.w.ln_f_bias), frozen(s.w.wte), s.eps(), targets))
+  return eval(head_loss(input(h), frozen(s.w.ln_f_weight), frozen(s.w.ln_f_bias), frozen(s.w.wte), s.eps(), targets,
+                        s.kernels.head_chunk_elements))
       .value()
       .item();
 }
@@ -419,6 +424,14 @@ Tensor GPT::logits(const TokenIds& inputs) {
 }
 
 std::size_t GPT::saved_activation_bytes() const { return state_->steps.saved_bytes; }
+
+void GPT::set_kernel_options(const KernelOptions& options) {
+  if (options.head_chunk_elements <= 0)
+    fail("nn::GPT::set_kernel_options: head_chunk_elements {} must be positive", options.head_chunk_elements);
+  state_->kernels = options;
+}
+
+const KernelOptions& GPT::kernel_options() const { return state_->kernels; }
 
 std::vector<GPT::Adapter> GPT::adapters() const {
   std::vector<Adapter> list;

@@ -128,7 +128,7 @@ template <Expression W> Embedding(W) -> Embedding<W>;
 
 // ---- attention, MLP, block ----------------------------------------------------------------------------
 // Causal multi-head self-attention on x [B, T, E]: q|k|v = split_heads(proj(x)) to [B·H, T, D],
-// o(merge_heads(causal_softmax(q·kᵀ, 1/√D)·v)). q, k and v are Linear modules; GPT-2's fused c_attn is
+// o(merge_heads(causal_attention(q, k, v, 1/√D))), i.e. o(merge_heads(causal_softmax(q·kᵀ, 1/√D)·v)). q, k and v are Linear modules; GPT-2's fused c_attn is
 // three column ranges of one weight (fused_attention below).
 template <class Q, class K, class V, class O> struct MultiHeadSelfAttention {
   Q q;
@@ -136,6 +136,9 @@ template <class Q, class K, class V, class O> struct MultiHeadSelfAttention {
   V v;
   O o;
   std::int64_t heads = 1;
+  // causal_attention's kernel (ops/causal_attention.hpp): flash, or the materialized softmax (same bits as
+  // matmul(causal_softmax(matmul(q, t(k))), v)). The expression's type is the same for both.
+  AttentionKernel kernel = AttentionKernel::flash;
 
   template <Expression X, class Use> auto operator()(X x, Tag<Use>) const {
     const std::int64_t width = q.out_features();
@@ -148,12 +151,14 @@ template <class Q, class K, class V, class O> struct MultiHeadSelfAttention {
     auto kh = split_heads(k(a), heads);
     auto vh = split_heads(v(a), heads);
     const double d = static_cast<double>(width / heads);
-    auto merged = share<AttentionHeads<Use>>(merge_heads(matmul(causal_softmax(matmul(qh, t(kh)), 1.0 / std::sqrt(d)), vh), heads));
+    auto merged = share<AttentionHeads<Use>>(merge_heads(causal_attention(qh, kh, vh, 1.0 / std::sqrt(d), kernel), heads));
     return o(merged);
   }
 };
 template <class Q, class K, class V, class O>
 MultiHeadSelfAttention(Q, K, V, O, std::int64_t) -> MultiHeadSelfAttention<Q, K, V, O>;
+template <class Q, class K, class V, class O>
+MultiHeadSelfAttention(Q, K, V, O, std::int64_t, AttentionKernel) -> MultiHeadSelfAttention<Q, K, V, O>;
 
 // Trainable attention in GPT-2's layout: c_attn [E, 3E] + [3E] with columns q | k | v, c_proj [E, E] + [E].
 // Each of q, k, v reads its column range of the one c_attn tensor, so their gradients land in its one
