@@ -8,7 +8,13 @@
 //
 //   bench/gpt_step [--steps N] [--warmup N] [--clock wall|cpu] [--layers L] [--embd E] [--heads H]
 //                  [--ctx T] [--batch B] [--vocab V] [--rank R] [--targets q,v] [--mode lora|full|both]
-//                  [--dtype f32|f64] [--device cpu|cuda]
+//                  [--dtype f32|f64] [--device cpu|cuda] [--model DIR] [--adapter DIR]
+//                  [--head-chunk N] [--attention flash|materialized]
+// --model DIR loads a Hugging Face GPT-2 directory (config.json + model.safetensors) instead of random
+// weights (the sizes then come from it); --adapter DIR loads a PEFT adapter for the LoRA mode instead of
+// drawing one (bench/compare_peft.py passes the model and adapter it gave transformers + PEFT, so the two
+// start from the same numbers). --head-chunk and --attention set nn::KernelOptions (the unfused kernels:
+// --head-chunk 1e18 --attention materialized). The JSON line carries the first warm-up step's loss.
 // With --device cuda the model, its gradients and AdamW's state live on the GPU and each timed step
 // ends with a device synchronisation; "allocations" then counts cudaMalloc calls of the caching allocator
 // (the tensor peak and peak RSS stay host figures).
@@ -24,9 +30,14 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <nlohmann/json.hpp>
+
 #include "lowrank/core/cuda/runtime.hpp"
+#include "lowrank/core/gemm.hpp"
 #include "lowrank/lora/accounting.hpp"
+#include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/gpt.hpp"
+#include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "lowrank/optim/optim.hpp"
 
 using namespace lowrank;
@@ -73,6 +84,8 @@ struct Options {
   std::string mode = "both";
   DType dtype = DType::f32;
   Device device = Device::cpu();
+  std::string model, adapter;
+  nn::KernelOptions kernels;
 };
 
 // Allocations that reached the system: malloc'd host blocks, or cudaMalloc calls on the device.
@@ -82,8 +95,12 @@ std::size_t system_allocations(Device device) {
 
 void run(const Options& o, bool lora) {
   RandomStream rng{1, 0};
-  nn::GPT model(nn::GPTWeights::random(o.config, rng, o.dtype).to(o.device));
-  if (lora) {
+  nn::GPT model(o.model.empty() ? nn::GPTWeights::random(o.config, rng, o.dtype).to(o.device)
+                                : nn::load_gpt2(o.model, o.dtype).to(o.device));
+  model.set_kernel_options(o.kernels);
+  if (lora && !o.adapter.empty()) {
+    nn::load_adapter(o.adapter, model);
+  } else if (lora) {
     nn::LoraSettings s;
     s.config.rank = o.rank;
     s.config.alpha = static_cast<double>(2 * o.rank);
@@ -107,17 +124,24 @@ void run(const Options& o, bool lora) {
   };
   const std::size_t rss_before = peak_rss_bytes();
   // Warm-up: the first step allocates the optimizer state from blocks the second step would reuse.
-  for (int i = 0; i < o.warmup; ++i) step();
+  double first_loss = 0;
+  for (int i = 0; i < o.warmup; ++i) {
+    const double l = step();
+    if (i == 0) first_loss = l;
+  }
+  if (o.warmup == 0) first_loss = step();
   const clockid_t clock = o.cpu_clock ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC;
   std::vector<double> times;
   double loss = 0;
   const auto allocations = system_allocations(o.device);
   reset_peak_memory();
+  reset_gemm_counters();
   for (int i = 0; i < o.steps; ++i) {
     const double t0 = seconds(clock);
     loss = step();
     times.push_back(seconds(clock) - t0);
   }
+  const double flops = gemm_counters().flops;
   const std::size_t tensor_peak = memory_stats().peak;
   const std::size_t rss_peak = peak_rss_bytes();
   std::sort(times.begin(), times.end());
@@ -133,10 +157,10 @@ void run(const Options& o, bool lora) {
   fmt::print("{:<14} {}\n", "", count.summary());
   fmt::print(R"({{"bench": "gpt_step", "name": "gpt_{}", "ms": {:.4f}, "median_ms": {:.4f}, "tokens_per_s": {:.1f}, )"
              R"("trainable": {}, "saved_activation_bytes": {}, "tensor_peak_bytes": {}, "peak_rss_bytes": {}, )"
-             R"("rss_growth_bytes": {}, "clock": "{}", "steps": {}}})"
+             R"("rss_growth_bytes": {}, "clock": "{}", "steps": {}, "first_loss": {:.9g}, "gemm_flops_per_step": {:.6g}}})"
              "\n",
              lora ? "lora" : "full", 1e3 * best, 1e3 * median, tokens / best, count.trainable, model.saved_activation_bytes(),
-             tensor_peak, rss_peak, rss_peak - rss_before, o.cpu_clock ? "cpu" : "wall", o.steps);
+             tensor_peak, rss_peak, rss_peak - rss_before, o.cpu_clock ? "cpu" : "wall", o.steps, first_loss, flops / o.steps);
 }
 
 }  // namespace
@@ -164,6 +188,15 @@ int main(int argc, char** argv) {
     else if (key == "--targets") o.targets = split(value);
     else if (key == "--mode") o.mode = value;
     else if (key == "--dtype") o.dtype = std::strcmp(value, "f64") == 0 ? DType::f64 : DType::f32;
+    else if (key == "--model") o.model = value;
+    else if (key == "--adapter") o.adapter = value;
+    else if (key == "--head-chunk") o.kernels.head_chunk_elements = static_cast<std::int64_t>(std::atof(value));
+    else if (key == "--attention" && std::strcmp(value, "flash") == 0) o.kernels.attention = AttentionKernel::flash;
+    else if (key == "--attention" && std::strcmp(value, "materialized") == 0) o.kernels.attention = AttentionKernel::materialized;
+    else if (key == "--attention") {
+      fmt::print(stderr, "--attention {}: expected flash or materialized\n", value);
+      return 2;
+    }
     else if (key == "--device" && std::strcmp(value, "cpu") == 0) o.device = Device::cpu();
     else if (key == "--device" && std::strcmp(value, "cuda") == 0) o.device = Device::cuda();
     else if (key == "--device") {
@@ -178,6 +211,17 @@ int main(int argc, char** argv) {
   if (o.steps < 1 || o.warmup < 0) {
     fmt::print(stderr, "bench/gpt_step: --steps {} must be >= 1 and --warmup {} >= 0\n", o.steps, o.warmup);
     return 2;
+  }
+  if (!o.model.empty()) {
+    try {
+      const std::string path = o.model + "/config.json";
+      std::ifstream file(path);
+      if (!file) fail("bench/gpt_step: cannot read {}", path);
+      o.config = nn::config_from_json(nlohmann::json::parse(file), path);
+    } catch (const Error& e) {
+      fmt::print(stderr, "{}\n", e.what());
+      return 2;
+    }
   }
   if (o.device.is_cuda() && !cuda_available()) {
     fmt::print(stderr, "--device cuda: no CUDA device is available\n");

@@ -50,3 +50,23 @@ if(NOT TARGET lowrank::blis)
     set_target_properties(lowrank::blis PROPERTIES INTERFACE_LINK_LIBRARIES "${BLIS_SHARED_LIBRARY}")
   endif()
 endif()
+
+# SLEEF (libsleef-dev): vectorised exp for the softmax and cross-entropy kernels, one binary for every
+# x86-64 level (core/cpu/vector_math.cpp picks AVX-512, AVX2 or SSE2 at run time).
+find_path(SLEEF_INCLUDE_DIR sleef.h PATH_SUFFIXES x86_64-linux-gnu PATHS /usr/include /usr/local/include)
+find_library(SLEEF_LIBRARY NAMES sleef PATHS /usr/lib /usr/lib/x86_64-linux-gnu /usr/local/lib)
+if(NOT SLEEF_INCLUDE_DIR OR NOT SLEEF_LIBRARY)
+  set(sleef_missing "SLEEF not found: install libsleef-dev (scripts/setup does)")
+  if(LOWRANK_PACKAGE_CONFIG)
+    set(lowrank_NOT_FOUND_MESSAGE "${sleef_missing}")
+    set(lowrank_FOUND FALSE)
+    return()
+  endif()
+  message(FATAL_ERROR "${sleef_missing}")
+endif()
+if(NOT TARGET lowrank::sleef)
+  add_library(lowrank::sleef INTERFACE IMPORTED)
+  # sleef.h lives in Debian's multiarch include directory, which the compiler searches already: no
+  # include directory is added (that would change every translation unit's command line).
+  set_target_properties(lowrank::sleef PROPERTIES INTERFACE_LINK_LIBRARIES "${SLEEF_LIBRARY}")
+endif()

@@ -2,14 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include "lowrank/core/error.hpp"
+#include "lowrank/io/text_file.hpp"
 
 namespace lowrank {
 
@@ -17,15 +16,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-std::string read_file_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open for reading", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) fail("{}: reading failed", path.string());
-  return text.str();
-}
 
 // The index's weight_map is a JSON object, and nlohmann::json keeps the last of duplicate keys without a
 // word: the parser callback sees every key of the object directly under "weight_map".
@@ -117,7 +107,7 @@ GenerationConfig generation_config_from_json(const json& j, const std::string& s
 }
 
 json read_json_file(const fs::path& path) {
-  const std::string text = read_file_text(path);
+  const std::string text = read_text(path);
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
@@ -157,7 +147,7 @@ HfDirectory HfDirectory::open(const fs::path& directory) {
   }
 
   const std::string index_file = index_path.string();
-  const json index = parse_index(read_file_text(index_path), index_file);
+  const json index = parse_index(read_text(index_path), index_file);
   if (!index.is_object()) fail("{}: is a JSON {}, expected an object", index_file, index.type_name());
   const auto map = index.find("weight_map");
   if (map == index.end()) fail("{}: has no \"weight_map\" (the tensor -> shard file table)", index_file);

@@ -1,7 +1,7 @@
 #pragma once
 // One GPT-2 block as ONE expression (pre-LN), composed from the modules of nn/modules.hpp:
 //   a   = ln_1(x)
-//   h   = x + c_proj(merge_heads(causal_softmax(q·kᵀ, 1/√D)·v)),  q|k|v = split_heads(a·W[:, range] + b[range])
+//   h   = x + c_proj(merge_heads(causal_attention(q, k, v, 1/√D))),  i.e. causal_softmax(q·kᵀ, 1/√D)·v,  q|k|v = split_heads(a·W[:, range] + b[range])
 //   out = h + mlp_c_proj(gelu(c_fc(ln_2(h))))
 // in two kinds, which differ only in their leaves and projections:
 //   FullBlock  every weight a param (pretraining);
@@ -60,16 +60,20 @@ struct LoraBlock {
 };
 
 // The block as an nn::Block module over these weights.
-template <class Weights> auto module(const Weights& w, std::int64_t heads, double eps) {
+template <class Weights>
+auto module(const Weights& w, std::int64_t heads, double eps, AttentionKernel attention = AttentionKernel::flash) {
   return Block{LayerNorm{Weights::leaf(w.ln_1_weight), Weights::leaf(w.ln_1_bias), eps},
-               MultiHeadSelfAttention{linear<true>(w.q), linear<true>(w.k), linear<true>(w.v), linear<false>(w.o), heads},
+               MultiHeadSelfAttention{linear<true>(w.q), linear<true>(w.k), linear<true>(w.v), linear<false>(w.o), heads,
+                                      attention},
                LayerNorm{Weights::leaf(w.ln_2_weight), Weights::leaf(w.ln_2_bias), eps},
                MLP{linear<false>(w.fc), linear<false>(w.proj)}};
 }
 
 // The block's expression; `input` holds the block's input [B, T, E] as its value.
-template <class Weights> auto expression(const ParameterPtr& input, const Weights& w, std::int64_t heads, double eps) {
-  return module(w, heads, eps)(param(input), tag<BlockTag>);
+template <class Weights>
+auto expression(const ParameterPtr& input, const Weights& w, std::int64_t heads, double eps,
+                AttentionKernel attention = AttentionKernel::flash) {
+  return module(w, heads, eps, attention)(param(input), tag<BlockTag>);
 }
 
 }  // namespace lowrank::nn::block

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <utility>
 
 #include "lowrank/core/elementwise.hpp"
@@ -196,28 +197,39 @@ std::int32_t pick_token(const Tensor& logits, const Sampling& sampling, std::uin
   return static_cast<std::int32_t>(last_kept);  // rounding left target at the very top
 }
 
-std::vector<std::int32_t> generate(const GPT& model, std::vector<std::int32_t> prompt, int new_tokens, const Sampling& sampling) {
-  const GPTConfig& c = model.config();
+std::vector<std::int32_t> sample_tokens(const std::function<Tensor(std::span<const std::int32_t>)>& feed, std::vector<std::int32_t> prompt,
+                                        int new_tokens, const Sampling& sampling, std::int64_t context, const char* context_key) {
   if (prompt.empty()) fail("generate: the prompt is empty (give at least one token, e.g. <|endoftext|>)");
   if (new_tokens < 0) fail("generate: new_tokens = {} must be >= 0", new_tokens);
   const std::int64_t total = static_cast<std::int64_t>(prompt.size()) + new_tokens;
-  if (total > c.n_positions)
-    fail("generate: prompt of {} tokens + {} new tokens = {} exceeds the model's n_positions = {}", prompt.size(), new_tokens,
-         total, c.n_positions);
+  if (total > context)
+    fail("generate: prompt of {} tokens + {} new tokens = {} exceeds the model's {} = {}", prompt.size(), new_tokens, total, context_key,
+         context);
   if (!sampling.greedy && sampling.temperature != 0.0 && !(sampling.temperature > 0.0 && std::isfinite(sampling.temperature)))
     fail("generate: temperature {} must be finite and > 0 (0 or greedy for argmax)", sampling.temperature);
   if (sampling.top_k < 0) fail("generate: top_k {} must be >= 0 (0: no limit)", sampling.top_k);
   if (new_tokens == 0) return prompt;
 
-  KVCacheDecoder decoder(model, total);
-  Tensor logits = decoder.feed(prompt);
+  Tensor logits = feed(prompt);
   for (int i = 0; i < new_tokens; ++i) {
     const std::int32_t next = pick_token(logits, sampling, static_cast<std::uint64_t>(i));
     prompt.push_back(next);
     if (next == sampling.stop_token || i + 1 == new_tokens) break;
-    logits = decoder.feed(std::span<const std::int32_t>(&prompt.back(), 1));
+    logits = feed(std::span<const std::int32_t>(&prompt.back(), 1));
   }
   return prompt;
+}
+
+std::vector<std::int32_t> generate(const GPT& model, std::vector<std::int32_t> prompt, int new_tokens, const Sampling& sampling) {
+  const GPTConfig& c = model.config();
+  // The decoder holds exactly the positions this request needs (checked against n_positions first).
+  std::unique_ptr<KVCacheDecoder> decoder;
+  return sample_tokens(
+      [&](std::span<const std::int32_t> tokens) {
+        if (!decoder) decoder = std::make_unique<KVCacheDecoder>(model, static_cast<std::int64_t>(prompt.size()) + new_tokens);
+        return decoder->feed(tokens);
+      },
+      prompt, new_tokens, sampling, c.n_positions, "n_positions");
 }
 
 }  // namespace lowrank::nn

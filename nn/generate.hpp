@@ -8,6 +8,7 @@
 // that are enabled and not merged add s·(x·Aᵀ)·Bᵀ to their layer's output; merged adapters are already in
 // the weights, and disabled ones are skipped.
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -56,6 +57,13 @@ class KVCacheDecoder {
 // draw from softmax(logits / temperature) over the top_k largest, using Philox element `draw` of
 // sampling.seed as the uniform number.
 std::int32_t pick_token(const Tensor& logits, const Sampling& sampling, std::uint64_t draw);
+
+// The sampling loop every model's generate() runs: checks the request (prompt non-empty, new_tokens >= 0,
+// prompt + new_tokens within `context` = the model's `context_key`, temperature, top_k), then feeds the
+// prompt, picks a token from the logits, feeds it, and so on. feed(tokens) runs the model on the tokens
+// that follow those fed so far and returns the logits [V] at the last of them; ids are checked by feed.
+std::vector<std::int32_t> sample_tokens(const std::function<Tensor(std::span<const std::int32_t>)>& feed, std::vector<std::int32_t> prompt,
+                                        int new_tokens, const Sampling& sampling, std::int64_t context, const char* context_key);
 
 // Returns the prompt followed by up to `new_tokens` generated tokens (fewer when stop_token comes up).
 // The prompt must be non-empty, hold ids in [0, vocab_size), and prompt + new_tokens must fit in

@@ -17,6 +17,8 @@
 #include "lowrank/nn/block.hpp"
 #include "lowrank/nn/generate.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "lowrank/nn/layer_adapters.hpp"
+#include "lowrank/nn/layer_steps.hpp"
 #include "lowrank/nn/parameter_binding.hpp"
 
 namespace lowrank::nn {
@@ -54,6 +56,14 @@ constexpr std::array<const char*, target_count> module_paths = {"attn.q", "attn.
 std::int64_t in_features(Target t, std::int64_t e) { return t == proj_target ? 4 * e : e; }
 std::int64_t out_features(Target t, std::int64_t e) { return t == fc_target ? 4 * e : e; }
 
+// The projection kinds of a block, in Target order (nn/layer_adapters.hpp).
+std::vector<ProjectionKind> projection_kinds(std::int64_t e) {
+  std::vector<ProjectionKind> kinds;
+  for (std::size_t t = 0; t < target_count; ++t)
+    kinds.push_back({lora_target_names()[t], module_paths[t], in_features(Target(t), e), out_features(Target(t), e)});
+  return kinds;
+}
+
 // The Conv1D weight [in, out] (a column range of c_attn for q, k, v) and bias an adapter attaches to.
 struct TargetTensors {
   Tensor weight, bias;
@@ -78,9 +88,12 @@ template <class Leaf> auto embeddings(const TokenIds& ids, const TokenIds& posit
 template <class Input, class Leaf> auto head_logits(Input h, Leaf ln_w, Leaf ln_b, Leaf wte, double eps) {
   return matmul(layernorm(std::move(h), std::move(ln_w), std::move(ln_b), eps), t(std::move(wte)));
 }
+// The head and the loss as one op (ops/linear_cross_entropy.hpp): chunked over the rows when the logits
+// exceed `chunk_elements`, otherwise the very computation of cross_entropy(head_logits(...)).
 template <class Input, class Leaf>
-auto head_loss(Input h, Leaf ln_w, Leaf ln_b, Leaf wte, double eps, const TokenIds& targets) {
-  return cross_entropy(head_logits(std::move(h), std::move(ln_w), std::move(ln_b), std::move(wte), eps), targets);
+auto head_loss(Input h, Leaf ln_w, Leaf ln_b, Leaf wte, double eps, const TokenIds& targets, std::int64_t chunk_elements) {
+  return linear_cross_entropy(layernorm(std::move(h), std::move(ln_w), std::move(ln_b), eps), std::move(wte), targets, -100,
+                              chunk_elements);
 }
 
 using FullBlockExpression = decltype(block::expression(ParameterPtr{}, block::FullBlock{}, 1, 1.0));
@@ -141,171 +154,37 @@ struct FullParameters {
   }
 };
 
-// ---- LoRA mode: the adapters, and which projection holds which ---------------------------------------------
-struct GptAdapters {
-  bool enabled = false;  // enable_lora was called
-  LoraSettings settings;
-  std::array<bool, target_count> chosen{};
-  AdapterSet set;                                             // layer by layer, targets in Target order
-  std::vector<std::array<std::size_t, target_count>> index;  // [layer][target] -> position in set (chosen only)
-  std::array<lora::Branch, target_count> absent;              // the branch of a projection without adapter
-
-  lora::Branch branch(std::size_t layer, Target t, bool training) {
-    if (chosen[t]) return set[index[layer][t]].branch();
-    lora::Branch b = absent[t];
-    b.training = training;
-    return b;
-  }
-
-  block::LoraBlock block(const BlockWeights& bw, std::size_t i, std::int64_t e, bool training) {
-    auto projection = [&](Target t) {
-      auto [weight, bias] = target_tensors(bw, t, e);
-      return block::LoraProjection{std::move(weight), std::move(bias), branch(i, t, training)};
-    };
-    block::LoraBlock b;
-    b.ln_1_weight = bw.ln_1_weight;
-    b.ln_1_bias = bw.ln_1_bias;
-    b.ln_2_weight = bw.ln_2_weight;
-    b.ln_2_bias = bw.ln_2_bias;
-    b.q = projection(q_target);
-    b.k = projection(k_target);
-    b.v = projection(v_target);
-    b.o = projection(o_target);
-    b.fc = projection(fc_target);
-    b.proj = projection(proj_target);
-    return b;
-  }
-};
-
+// ---- LoRA mode: the adapters (nn/layer_adapters.hpp) in the block struct ------------------------------------
 namespace {
 
-// The targets named in `settings`, checked: known, not repeated, each a valid adapter for its projection.
-std::array<bool, target_count> chosen_targets(const LoraSettings& settings, const std::vector<std::string>& targets,
-                                              std::int64_t e) {
-  const bool has_shorthand = targets.size() != settings.targets.size();
-  std::array<bool, target_count> chosen{};
-  for (const std::string& name : targets) {
-    const auto& names = lora_target_names();
-    const auto it = std::find(names.begin(), names.end(), name);
-    if (it == names.end())
-      fail("nn::GPT::enable_lora: unknown target '{}' (choose from {}, or mlp for fc and proj)", name, fmt::join(names, ", "));
-    const auto t = static_cast<std::size_t>(it - names.begin());
-    if (chosen[t])
-      fail("nn::GPT::enable_lora: target '{}' is listed twice{}", name,
-           has_shorthand ? fmt::format(" (targets [{}]; mlp stands for fc and proj)", fmt::join(settings.targets, ", ")) : "");
-    chosen[t] = true;
-  }
-  for (std::size_t t = 0; t < target_count; ++t)
-    if (chosen[t]) {
-      try {
-        lora::validate(settings.config, in_features(Target(t), e), out_features(Target(t), e));
-      } catch (const Error& err) {
-        fail("nn::GPT::enable_lora: target '{}' ({}): {}", lora_target_names()[t], module_paths[t], err.what());
-      }
-    }
-  return chosen;
+block::LoraBlock lora_block_of(LayerAdapters& adapters, const BlockWeights& bw, std::size_t i, std::int64_t e, bool training) {
+  auto projection = [&](Target t) {
+    auto [weight, bias] = target_tensors(bw, t, e);
+    return block::LoraProjection{std::move(weight), std::move(bias), adapters.branch(i, t, training)};
+  };
+  block::LoraBlock b;
+  b.ln_1_weight = bw.ln_1_weight;
+  b.ln_1_bias = bw.ln_1_bias;
+  b.ln_2_weight = bw.ln_2_weight;
+  b.ln_2_bias = bw.ln_2_bias;
+  b.q = projection(q_target);
+  b.k = projection(k_target);
+  b.v = projection(v_target);
+  b.o = projection(o_target);
+  b.fc = projection(fc_target);
+  b.proj = projection(proj_target);
+  return b;
 }
 
 }  // namespace
 
 // ---- one step: the tapes and the activations passed between them -------------------------------------------
-struct Steps {
-  // The activations between tapes as param leaves (index n_layer feeds the head), positions, and the
-  // block tapes of the step in flight.
-  std::vector<ParameterPtr> inputs;
-  TokenIds positions;
-  std::vector<FullBlockTape> full_tapes;
-  std::vector<LoraBlockTape> lora_tapes;
-  std::size_t saved_bytes = 0;
-
-  explicit Steps(std::size_t layers) {
-    for (std::size_t i = 0; i <= layers; ++i) inputs.push_back(std::make_shared<Parameter>(fmt::format("h.{}.input", i), Tensor{}));
-    full_tapes.reserve(layers);
-    lora_tapes.reserve(layers);
-  }
-
-  const TokenIds& positions_for(const TokenIds& ids) {
-    if (!positions.defined() || positions.shape() != ids.shape()) {
-      const std::int64_t b = ids.shape()[0], t = ids.shape()[1];
-      std::vector<std::int32_t> p(static_cast<std::size_t>(b * t));
-      for (std::size_t i = 0; i < p.size(); ++i) p[i] = static_cast<std::int32_t>(static_cast<std::int64_t>(i) % t);
-      positions = TokenIds(ids.shape(), std::move(p));
-    }
-    return positions;
-  }
-
-  // The activation entering block i (i == n_layer: the head); with a zeroed gradient when training.
-  const ParameterPtr& block_input(std::size_t i, const Tensor& x, bool gradient) {
-    Parameter& p = *inputs[i];
-    p.value = x;
-    if (gradient) p.grad = Tensor::zeros(x.shape(), x.dtype(), x.device());
-    return inputs[i];
-  }
-  void release_inputs() {
-    for (auto& p : inputs) p->value = p->grad = Tensor();
-  }
-
-  // Runs every block forward, keeping the tapes (training) or dropping each at once (inference).
-  template <class Tapes, class MakeBlock>
-  Tensor run_blocks(Tapes& tapes, Tensor x, bool keep, std::int64_t heads, double eps, MakeBlock make_block) {
-    for (std::size_t i = 0; i + 1 < inputs.size(); ++i) {
-      const ParameterPtr& in = block_input(i, x, keep);
-      if (keep) {
-        tapes.emplace_back(block::expression(in, make_block(i), heads, eps));
-        x = tapes.back().value();
-      } else {
-        typename Tapes::value_type tape(block::expression(in, make_block(i), heads, eps));
-        x = tape.value();
-        in->value = Tensor();
-      }
-    }
-    return x;
-  }
-
-  // Reverse walk over the block tapes, releasing each after its backward; returns dL/d(block 0 input).
-  // `done(i)` runs once block i's backward is complete.
-  template <class Tapes, class Done> Tensor backward_blocks(Tapes& tapes, Done done) {
-    for (std::size_t i = tapes.size(); i-- > 0;) {
-      tapes.back().backward(inputs[i + 1]->grad);
-      tapes.pop_back();
-      inputs[i + 1]->value = inputs[i + 1]->grad = Tensor();
-      done(i);
-    }
-    return inputs[0]->grad;
-  }
-
-  template <class Tapes> std::size_t saved_by(const Tapes& tapes) const {
-    std::size_t bytes = 0;
-    for (const auto& tape : tapes) bytes += tape.memory().saved_bytes;
-    for (const auto& p : inputs)
-      if (p->value.defined()) bytes += p->value.nbytes();
-    return bytes;
-  }
-
-  // Tapes and step activations are cleared however a step ends, so a failed step leaves nothing behind.
-  struct Cleanup {
-    Steps& s;
-    ~Cleanup() {
-      s.full_tapes.clear();
-      s.lora_tapes.clear();
-      s.release_inputs();
-    }
-  };
-};
+using Steps = LayerSteps<FullBlockTape, LoraBlockTape>;
 
 namespace {
 
 void check_batch(const GPTConfig& config, const char* who, const TokenIds& ids, const TokenIds* targets) {
-  if (!ids.defined() || ids.shape().rank() != 2)
-    fail("{}: inputs {} must be token ids of shape [B, T]", who, ids.defined() ? ids.shape().str() : "(none)");
-  const std::int64_t b = ids.shape()[0], t = ids.shape()[1];
-  if (b == 0 || t == 0) fail("{}: inputs {} are empty", who, ids.shape());
-  if (t > config.n_positions)
-    fail("{}: sequence length {} exceeds the model's context length n_positions = {} (inputs {})", who, t, config.n_positions,
-         ids.shape());
-  if (targets && (!targets->defined() || targets->shape() != ids.shape()))
-    fail("{}: targets {} must have the shape of the inputs {}", who, targets->defined() ? targets->shape().str() : "(none)",
-         ids.shape());
+  check_token_batch(who, ids, targets, "n_positions", config.n_positions);
 }
 
 }  // namespace
@@ -314,11 +193,12 @@ void check_batch(const GPTConfig& config, const char* who, const TokenIds& ids, 
 struct GPT::State {
   GPTWeights w;
   bool training = true;
+  KernelOptions kernels;
   // Full mode's parameters, made at their first use: each carries a gradient buffer the size of its
   // weight, and a model loaded to be LoRA-trained (enable_lora drops them) must never hold those, or
   // loading would cost twice the weights (docs/io.md).
   std::optional<FullParameters> full_parameters;
-  GptAdapters lora;
+  LayerAdapters lora;
   Steps steps;
 
   explicit State(GPTWeights weights) : w(validated(std::move(weights))), steps(w.blocks.size()) {}
@@ -339,13 +219,15 @@ struct GPT::State {
     return eval(embeddings(ids, steps.positions_for(ids), frozen(w.wte), frozen(w.wpe))).value();
   }
   template <class Tapes, class MakeBlock> Tensor run_blocks(Tapes& tapes, Tensor x, bool keep, MakeBlock make_block) {
-    return steps.run_blocks(tapes, std::move(x), keep, w.config.n_head, eps(), make_block);
+    return steps.run_blocks(tapes, std::move(x), keep, [&](std::size_t i, const ParameterPtr& in) {
+      return block::expression(in, make_block(i), w.config.n_head, eps(), kernels.attention);
+    });
   }
   auto full_block() {
     return [this](std::size_t i) { return full().block(i, embd()); };
   }
   auto lora_block() {
-    return [this](std::size_t i) { return lora.block(w.blocks[i], i, embd(), training); };
+    return [this](std::size_t i) { return lora_block_of(lora, w.blocks[i], i, embd(), training); };
   }
 
   // GPT::set_gradients_ready: the callback, and the trainable parameters final after block i's backward
@@ -388,7 +270,7 @@ struct GPT::State {
       auto embed = eval(embeddings(ids, steps.positions_for(ids), param(full.wte), param(full.wpe)));
       const Tensor x = run_blocks(steps.full_tapes, embed.value(), true, full_block());
       auto head = eval(head_loss(param(steps.block_input(n, x, true)), param(full.ln_f_weight), param(full.ln_f_bias),
-                                 param(full.wte), eps(), targets));
+                                 param(full.wte), eps(), targets, kernels.head_chunk_elements));
       steps.saved_bytes = steps.saved_by(steps.full_tapes) + embed.memory().saved_bytes + head.memory().saved_bytes;
       const double loss = head.value().item();
       head.backward();
@@ -398,7 +280,7 @@ struct GPT::State {
     }
     const Tensor x = run_blocks(steps.lora_tapes, frozen_embeddings(ids), true, lora_block());
     auto head = eval(head_loss(param(steps.block_input(n, x, true)), frozen(w.ln_f_weight), frozen(w.ln_f_bias), frozen(w.wte),
-                               eps(), targets));
+                               eps(), targets, kernels.head_chunk_elements));
     steps.saved_bytes = steps.saved_by(steps.lora_tapes) + head.memory().saved_bytes;
     const double loss = head.value().item();
     head.backward();
@@ -438,36 +320,11 @@ GPTWeights& GPT::weights() { return state_->w; }
 void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
   State& s = *state_;
   if (s.lora.enabled) fail("nn::GPT::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
-  const lora::Config& config = settings.config;
-  if (config.mode != lora::Mode::adapter)
-    fail("nn::GPT::enable_lora: mode {} is not supported; nn::GPT adds the adapter branch (mode adapter) and merges "
-         "with merge_adapters()",
-         config.mode);
-  if (config.bias != lora::Bias::none)
-    fail("nn::GPT::enable_lora: bias option {} is not supported; only none (biases stay frozen)", config.bias);
-  if (settings.targets.empty())
-    fail("nn::GPT::enable_lora: no targets given (choose from {})", fmt::join(lora_target_names(), ", "));
-  const std::vector<std::string> targets = expand_lora_targets(settings.targets);
-  const std::int64_t e = s.embd();
-  const std::array<bool, target_count> chosen = chosen_targets(settings, targets, e);
-
+  const TargetNaming naming{"nn::GPT::enable_lora", ", or mlp for fc and proj", "mlp stands for fc and proj",
+                            [](std::size_t i) { return fmt::format("h.{}", i); }};
   // Built aside and moved in, so that a failure leaves the model as it was.
-  GptAdapters adapters;
-  const DType dtype = s.w.dtype();
-  const Device device = s.w.device();
-  adapters.index.resize(s.w.blocks.size());
-  for (std::size_t i = 0; i < s.w.blocks.size(); ++i)
-    for (std::size_t t = 0; t < target_count; ++t)
-      if (chosen[t])
-        adapters.index[i][t] = adapters.set.add(lora::Adapter(in_features(Target(t), e), out_features(Target(t), e), config,
-                                                              init, dtype, device, fmt::format("h.{}.{}", i, module_paths[t])));
-  for (std::size_t t = 0; t < target_count; ++t) adapters.absent[t] = lora::Branch::inactive(out_features(Target(t), e), dtype, device);
-  adapters.set.train(s.training);
-  adapters.chosen = chosen;
-  adapters.settings = settings;
-  adapters.settings.targets = targets;
-  adapters.enabled = true;
-  s.lora = std::move(adapters);
+  s.lora = LayerAdapters::create(settings, expand_lora_targets(settings.targets), projection_kinds(s.embd()), s.w.blocks.size(), naming,
+                                 init, s.w.dtype(), s.w.device(), s.training);
   s.full_parameters.reset();
 }
 
@@ -479,7 +336,7 @@ const LoraSettings& GPT::lora_settings() const {
 }
 
 void GPT::set_adapters_enabled(bool on) {
-  GptAdapters& a = state_->lora;
+  LayerAdapters& a = state_->lora;
   if (!a.enabled) fail("nn::GPT::set_adapters_enabled({}): the model has no adapters (call enable_lora first)", on);
   if (!on && a.set.merged())
     fail("nn::GPT::set_adapters_enabled(false): the adapters are merged into the weights; call unmerge_adapters() first");
@@ -490,20 +347,15 @@ bool GPT::adapters_enabled() const { return state_->lora.enabled && state_->lora
 
 void GPT::merge_adapters() {
   State& s = *state_;
-  GptAdapters& a = s.lora;
+  LayerAdapters& a = s.lora;
   if (!a.enabled) fail("nn::GPT::merge_adapters: the model has no adapters (call enable_lora first)");
   if (a.set.merged()) fail("nn::GPT::merge_adapters: the adapters are already merged");
   if (!a.set.enabled()) fail("nn::GPT::merge_adapters: the adapters are disabled; enable them to merge");
-  // The set lists the adapters layer by layer, targets in Target order: walk the same order.
-  std::vector<Tensor> views;
-  for (std::size_t i = 0; i < s.w.blocks.size(); ++i)
-    for (std::size_t t = 0; t < target_count; ++t)
-      if (a.chosen[t]) views.push_back(target_tensors(s.w.blocks[i], Target(t), s.embd()).weight);
-  a.set.merge([&](std::size_t k) { return views[k]; }, lora::Layout::in_out, lora::Restore::exact);
+  a.merge([&](std::size_t i, std::size_t t) { return target_tensors(s.w.blocks[i], Target(t), s.embd()).weight; }, lora::Layout::in_out);
 }
 
 void GPT::unmerge_adapters() {
-  GptAdapters& a = state_->lora;
+  LayerAdapters& a = state_->lora;
   if (!a.set.merged()) fail("nn::GPT::unmerge_adapters: the adapters are not merged");
   a.set.unmerge();
 }
@@ -557,7 +409,8 @@ double GPT::loss(const TokenIds& inputs, const TokenIds& targets) {
   check_batch(s.w.config, "nn::GPT::loss", inputs, &targets);
   Steps::Cleanup cleanup{s.steps};
   const Tensor h = s.hidden(inputs);
-  return eval(head_loss(input(h), frozen(s.w.ln_f_weight), frozen(s.w.ln_f_bias), frozen(s.w.wte), s.eps(), targets))
+  return eval(head_loss(input(h), frozen(s.w.ln_f_weight), frozen(s.w.ln_f_bias), frozen(s.w.wte), s.eps(), targets,
+                        s.kernels.head_chunk_elements))
       .value()
       .item();
 }
@@ -572,15 +425,19 @@ Tensor GPT::logits(const TokenIds& inputs) {
 
 std::size_t GPT::saved_activation_bytes() const { return state_->steps.saved_bytes; }
 
+void GPT::set_kernel_options(const KernelOptions& options) {
+  if (options.head_chunk_elements <= 0)
+    fail("nn::GPT::set_kernel_options: head_chunk_elements {} must be positive", options.head_chunk_elements);
+  state_->kernels = options;
+}
+
+const KernelOptions& GPT::kernel_options() const { return state_->kernels; }
+
 std::vector<GPT::Adapter> GPT::adapters() const {
-  const GptAdapters& a = state_->lora;
   std::vector<Adapter> list;
-  for (std::size_t i = 0; i < a.index.size(); ++i)
-    for (std::size_t t = 0; t < target_count; ++t)
-      if (a.chosen[t]) {
-        const lora::Adapter& adapter = a.set[a.index[i][t]];
-        list.push_back({static_cast<int>(i), lora_target_names()[t], adapter.lora_A(), adapter.lora_B(), adapter.scaling()});
-      }
+  state_->lora.for_each([&](std::size_t i, std::size_t t, const lora::Adapter& adapter) {
+    list.push_back({static_cast<int>(i), lora_target_names()[t], adapter.lora_A(), adapter.lora_B(), adapter.scaling()});
+  });
   return list;
 }
 

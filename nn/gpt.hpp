@@ -15,6 +15,7 @@
 #include "lowrank/nn/config.hpp"
 #include "lowrank/nn/language_model.hpp"
 #include "lowrank/nn/weights.hpp"
+#include "lowrank/ops/causal_attention.hpp"
 #include "lowrank/ops/token_ids.hpp"
 
 namespace lowrank::nn {
@@ -32,6 +33,18 @@ inline const std::vector<std::string>& lora_target_names() {
 // (o), "c_fc" or "mlp.c_fc" (fc), "mlp.c_proj" (proj). A bare "c_proj" is refused as ambiguous (it would
 // name both attn.c_proj and mlp.c_proj).
 const std::vector<std::pair<std::string, std::vector<std::string>>>& gpt2_lora_shorthands();
+
+// How a step computes, not what: every choice gives the same results up to float rounding (tests/nn/gpt.test.cpp
+// compares them); the defaults are the fast, low-memory kernels.
+struct KernelOptions {
+  // Logits per chunk of the fused LM head + loss (ops/linear_cross_entropy.hpp): a batch with more than this
+  // many tokens × vocabulary entries goes through in row chunks and never holds its [tokens, vocab] logits.
+  // A batch that fits in one chunk runs the unfused matmul + cross_entropy computation.
+  std::int64_t head_chunk_elements = std::int64_t{1} << 24;
+  // Attention (ops/causal_attention.hpp): flash keeps no [T, T] probabilities; materialized is the unfused
+  // matmul + causal_softmax + matmul computation, bit for bit.
+  AttentionKernel attention = AttentionKernel::flash;
+};
 
 // Targets with the shorthands replaced, in place, by what they stand for; other names pass unchanged (so that the caller's check still reports unknown ones).
 // enable_lora stores the expanded list, so lora_settings().targets and the files written from it hold
@@ -116,6 +129,9 @@ class GPT final : public LanguageModel {
   // Bytes the last forward_backward kept alive for its backward pass, measured when its forward had
   // finished: every tape's saved values (Tape::memory()) plus the activations passed between tapes.
   std::size_t saved_activation_bytes() const;
+
+  void set_kernel_options(const KernelOptions& options);  // checked: head_chunk_elements > 0; applies from the next step
+  const KernelOptions& kernel_options() const;
 
   // LoRA tensors with PEFT key names, for adapter files: "base_model.model.transformer.h.<i>.attn.
   // <target>.lora_A.weight" etc. (the checkpoint engineer turns q/v into PEFT's fused c_attn form).

@@ -10,6 +10,7 @@
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "lowrank/nn/language_model.hpp"
+#include "lowrank/nn/llama.hpp"
 
 namespace lowrank::nn {
 
@@ -29,6 +30,20 @@ std::unique_ptr<LanguageModel> load_gpt2_model(const fs::path& directory, const 
   return std::make_unique<GPT>(std::move(weights));
 }
 
+std::vector<std::string> llama_family_target_names() {
+  std::vector<std::string> names = llama_target_names();
+  names.emplace_back("all-linear");
+  return names;
+}
+
+// llama, qwen2 and mistral: one class, nn::Llama, whose config reader checks the model_type's keys.
+std::unique_ptr<LanguageModel> load_llama_model(const fs::path& directory, const LoadOptions& options) {
+  if (!options.device.is_cpu())
+    fail("{}: the Llama family runs on the CPU only (rmsnorm and rope have no CUDA kernels); asked for {}", directory.string(),
+         options.device);
+  return std::make_unique<Llama>(load_llama_weights(directory, options.dtype));
+}
+
 std::string supported_types() {
   std::vector<std::string> types;
   for (const ModelFamily& family : model_families()) types.push_back(family.model_type);
@@ -41,6 +56,9 @@ const std::vector<ModelFamily>& model_families() {
   // The first row is also the family of a config.json without model_type.
   static const std::vector<ModelFamily> families = {
       {"gpt2", gpt2_target_names(), load_gpt2_model},
+      {"llama", llama_family_target_names(), load_llama_model},
+      {"qwen2", llama_family_target_names(), load_llama_model},
+      {"mistral", llama_family_target_names(), load_llama_model},
   };
   return families;
 }

@@ -11,6 +11,11 @@
 //   MultiHeadSelfAttention{q, k, v, o, heads}   causal, pre-softmax scale 1/√D
 //   MLP{fc, proj}               y = proj(gelu(fc(x)))
 //   Block{ln_1, attn, ln_2, mlp}                h = x + attn(ln_1(x)); y = h + mlp(ln_2(h))   (pre-LN)
+// and for the Llama family (nn/llama_block.hpp composes them into a Block):
+//   RMSNorm{w, eps}             y = rmsnorm(x)
+//   GroupedQueryAttention{q, k, v, o, heads, kv_heads, positions, frequencies}
+//                               rotary q and k, kv heads shared by heads / kv_heads query heads, causal
+//   SwiGLU{gate, up, down}      y = down(silu(gate(x)) ⊙ up(x))
 //
 // The modules that read a value more than once (attention, MLP, block) name it with share<Tag>, and a tag
 // is one tape slot for the whole expression. Their call therefore takes a tag naming the USE:
@@ -39,7 +44,7 @@ template <class Use> inline constexpr Tag<Use> tag{};
 template <class Use> struct AttentionInput;   // the input q, k and v read
 template <class Use> struct AttentionHeads;   // the merged heads o reads
 template <class Use> struct MlpInput;         // the input fc reads
-template <class Use> struct MlpHidden;        // gelu(fc(x)), which proj reads
+template <class Use> struct MlpHidden;        // gelu(fc(x)) (SwiGLU: silu(gate(x))·up(x)), which proj reads
 template <class Use> struct BlockInput;       // x: ln_1 and the first residual
 template <class Use> struct BlockResidual;    // h: ln_2 and the second residual
 template <class Use> struct BlockAttention;   // the use of a block's attention
@@ -53,6 +58,8 @@ struct NoAdapter {};
 inline std::int64_t output_width(const Param& w) { return w.parameter->value.dim(-1); }
 inline std::int64_t output_width(const Frozen& w) { return w.value.dim(-1); }
 template <class X> std::int64_t output_width(const Node<ColumnSlice, X>& w) { return w.op.end - w.op.begin; }
+// t(param(W)) with W [out, in], PyTorch's nn.Linear layout.
+inline std::int64_t output_width(const Node<Transpose, Param>& w) { return std::get<0>(w.args).parameter->value.dim(0); }
 
 // y = x·W + b with W [in, out] (GPT-2's Conv1D; a PyTorch [out, in] weight enters as t(...) or a
 // transposed view). B is a bias expression or NoBias; A is NoAdapter or a callable that builds the additive
@@ -121,7 +128,7 @@ template <Expression W> Embedding(W) -> Embedding<W>;
 
 // ---- attention, MLP, block ----------------------------------------------------------------------------
 // Causal multi-head self-attention on x [B, T, E]: q|k|v = split_heads(proj(x)) to [B·H, T, D],
-// o(merge_heads(causal_softmax(q·kᵀ, 1/√D)·v)). q, k and v are Linear modules; GPT-2's fused c_attn is
+// o(merge_heads(causal_attention(q, k, v, 1/√D))), i.e. o(merge_heads(causal_softmax(q·kᵀ, 1/√D)·v)). q, k and v are Linear modules; GPT-2's fused c_attn is
 // three column ranges of one weight (fused_attention below).
 template <class Q, class K, class V, class O> struct MultiHeadSelfAttention {
   Q q;
@@ -129,6 +136,9 @@ template <class Q, class K, class V, class O> struct MultiHeadSelfAttention {
   V v;
   O o;
   std::int64_t heads = 1;
+  // causal_attention's kernel (ops/causal_attention.hpp): flash, or the materialized softmax (same bits as
+  // matmul(causal_softmax(matmul(q, t(k))), v)). The expression's type is the same for both.
+  AttentionKernel kernel = AttentionKernel::flash;
 
   template <Expression X, class Use> auto operator()(X x, Tag<Use>) const {
     const std::int64_t width = q.out_features();
@@ -141,12 +151,14 @@ template <class Q, class K, class V, class O> struct MultiHeadSelfAttention {
     auto kh = split_heads(k(a), heads);
     auto vh = split_heads(v(a), heads);
     const double d = static_cast<double>(width / heads);
-    auto merged = share<AttentionHeads<Use>>(merge_heads(matmul(causal_softmax(matmul(qh, t(kh)), 1.0 / std::sqrt(d)), vh), heads));
+    auto merged = share<AttentionHeads<Use>>(merge_heads(causal_attention(qh, kh, vh, 1.0 / std::sqrt(d), kernel), heads));
     return o(merged);
   }
 };
 template <class Q, class K, class V, class O>
 MultiHeadSelfAttention(Q, K, V, O, std::int64_t) -> MultiHeadSelfAttention<Q, K, V, O>;
+template <class Q, class K, class V, class O>
+MultiHeadSelfAttention(Q, K, V, O, std::int64_t, AttentionKernel) -> MultiHeadSelfAttention<Q, K, V, O>;
 
 // Trainable attention in GPT-2's layout: c_attn [E, 3E] + [3E] with columns q | k | v, c_proj [E, E] + [E].
 // Each of q, k, v reads its column range of the one c_attn tensor, so their gradients land in its one
@@ -190,5 +202,60 @@ template <class Ln1, class Attention, class Ln2, class Mlp> struct Block {
   }
 };
 template <class Ln1, class Attention, class Ln2, class Mlp> Block(Ln1, Attention, Ln2, Mlp) -> Block<Ln1, Attention, Ln2, Mlp>;
+
+// ---- the Llama family's modules -----------------------------------------------------------------------
+template <Expression W> struct RMSNorm {
+  W weight;
+  double eps = 1e-6;
+  template <Expression X> auto operator()(X x) const { return rmsnorm(std::move(x), weight, eps); }
+};
+template <Expression W> RMSNorm(W, double) -> RMSNorm<W>;
+
+// Causal grouped-query self-attention on x [B, T, E] (Llama, Qwen2, Mistral): q [B, T, H·D] and k
+// [B, T, H_kv·D] turned by rope at `positions`, each kv head read by H / H_kv query heads (repeat_heads,
+// whose backward sums the group's gradients), scale 1/√D, o(merge_heads(...)). H_kv == H is multi-head
+// attention. q, k, v, o are Linear modules.
+template <class Q, class K, class V, class O> struct GroupedQueryAttention {
+  Q q;
+  K k;
+  V v;
+  O o;
+  std::int64_t heads = 1, kv_heads = 1;
+  TokenIds positions;
+  RotaryFrequencies frequencies;
+
+  template <Expression X, class Use> auto operator()(X x, Tag<Use>) const {
+    const std::int64_t d = frequencies ? 2 * static_cast<std::int64_t>(frequencies->size()) : 0;
+    if (d == 0 || heads <= 0 || kv_heads <= 0 || heads % kv_heads != 0 || q.out_features() != heads * d ||
+        k.out_features() != kv_heads * d || v.out_features() != kv_heads * d)
+      fail("nn::GroupedQueryAttention: q, k, v have {}, {}, {} output features for {} heads, {} kv heads of {} features; q needs "
+           "heads·D, k and v kv_heads·D, and heads a multiple of kv_heads",
+           q.out_features(), k.out_features(), v.out_features(), heads, kv_heads, d);
+    const std::int64_t groups = heads / kv_heads;
+    auto a = share<AttentionInput<Use>>(std::move(x));
+    auto qh = split_heads(rope(q(a), positions, frequencies, heads), heads);
+    auto kh = repeat_heads(split_heads(rope(k(a), positions, frequencies, kv_heads), kv_heads), groups);
+    auto vh = repeat_heads(split_heads(v(a), kv_heads), groups);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    auto merged = share<AttentionHeads<Use>>(merge_heads(matmul(causal_softmax(matmul(qh, t(kh)), scale), vh), heads));
+    return o(merged);
+  }
+};
+template <class Q, class K, class V, class O>
+GroupedQueryAttention(Q, K, V, O, std::int64_t, std::int64_t, TokenIds, RotaryFrequencies) -> GroupedQueryAttention<Q, K, V, O>;
+
+// The SwiGLU MLP: down(silu(gate(x)) ⊙ up(x)).
+template <class Gate, class Up, class Down> struct SwiGLU {
+  Gate gate;
+  Up up;
+  Down down;
+
+  template <Expression X, class Use> auto operator()(X x, Tag<Use>) const {
+    auto m = share<MlpInput<Use>>(std::move(x));
+    auto h = share<MlpHidden<Use>>(mul(silu(gate(m)), up(m)));
+    return down(h);
+  }
+};
+template <class Gate, class Up, class Down> SwiGLU(Gate, Up, Down) -> SwiGLU<Gate, Up, Down>;
 
 }  // namespace lowrank::nn

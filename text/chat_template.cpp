@@ -1,12 +1,11 @@
 #include "lowrank/text/chat_template.hpp"
 
 #include <ctime>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "lowrank/core/error.hpp"
+#include "lowrank/io/text_file.hpp"
 #include "lowrank/text/unicode.hpp"
 
 namespace lowrank::text {
@@ -209,11 +208,10 @@ ChatTemplate ChatTemplate::parse_config(const nlohmann::json& config, std::strin
 
 ChatTemplate ChatTemplate::load(const std::filesystem::path& dir) {
   const std::filesystem::path path = dir / "tokenizer_config.json";
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("ChatTemplate::load: cannot open {}", path.string());
+  const std::string text = read_text(path);
   nlohmann::json config;
   try {
-    config = nlohmann::json::parse(in);
+    config = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail("ChatTemplate::load: {} is not valid JSON: {}", path.string(), e.what());
   }

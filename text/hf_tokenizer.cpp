@@ -3,14 +3,13 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <fstream>
 #include <mutex>
 #include <queue>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "lowrank/core/error.hpp"
+#include "lowrank/io/text_file.hpp"
 #include "lowrank/text/bpe_tokenizer.hpp"
 #include "lowrank/text/byte_unicode.hpp"
 #include "lowrank/text/normalize.hpp"
@@ -30,15 +29,6 @@ constexpr std::string_view kQwen2Pattern =
 constexpr std::string_view kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // U+2581, SentencePiece's stand-in for a space
-
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("HfTokenizer::load: cannot open {}", path.string());
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) fail("HfTokenizer::load: error while reading {}", path.string());
-  return std::move(contents).str();
-}
 
 std::uint64_t pair_key(std::int32_t left, std::int32_t right) {
   return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(left)) << 32) | static_cast<std::uint32_t>(right);
@@ -687,8 +677,8 @@ HfTokenizer::~HfTokenizer() = default;
 HfTokenizer HfTokenizer::load(const std::filesystem::path& dir) {
   const std::filesystem::path tokenizer_path = dir / "tokenizer.json";
   const std::filesystem::path config_path = dir / "tokenizer_config.json";
-  const std::string tokenizer_text = read_file(tokenizer_path);
-  const std::string config_text = std::filesystem::exists(config_path) ? read_file(config_path) : std::string();
+  const std::string tokenizer_text = read_text(tokenizer_path);
+  const std::string config_text = std::filesystem::exists(config_path) ? read_text(config_path) : std::string();
   return parse(tokenizer_text, config_text, tokenizer_path.string(), config_path.string());
 }
 

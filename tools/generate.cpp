@@ -1,12 +1,14 @@
 // `lowrank generate`: continue a prompt with a model directory of any family (nn::load_model), optionally
-// with a PEFT adapter.
+// with a PEFT adapter; with --chat, answer a conversation rendered by the model's chat template.
 #include <algorithm>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
 
 #include "commands.hpp"
+#include "data.hpp"
 #include "lowrank/core/error.hpp"
 #include "lowrank/nn/language_model.hpp"
 #include "training.hpp"
@@ -24,7 +26,32 @@ struct GenerateOptions {
   int top_k = 0;
   std::uint64_t seed = 0;
   bool greedy = false;
+  bool chat = false;          // --chat: render a conversation with the chat template
+  std::string messages;       // --messages FILE.json
+  std::string chat_format;    // --chat-format
 };
+
+// --chat: the conversation (--messages, or --prompt as one user turn) rendered with the model's chat
+// template and the generation prompt, and the id of the template's end-of-turn token where the
+// vocabulary has it.
+struct ChatPrompt {
+  std::vector<std::int32_t> ids;
+  std::optional<std::int32_t> end_of_turn;
+};
+ChatPrompt chat_prompt(const GenerateOptions& options, const text::Tokenizer& tokenizer) {
+  std::vector<text::ChatMessage> messages;
+  if (!options.messages.empty()) {
+    messages = text::read_messages_file(options.messages);
+    if (!options.prompt.empty()) messages.push_back({"user", options.prompt});
+  } else {
+    messages.push_back({"user", options.prompt});
+  }
+  const text::ChatTemplate chat = model_chat_template(options.model, tokenizer, options.chat_format);
+  ChatPrompt prompt;
+  prompt.ids = tokenizer.encode(chat.render(messages, true), text::SpecialTokens::recognize);
+  prompt.end_of_turn = tokenizer.special_token_id(chat.end_of_turn());
+  return prompt;
+}
 
 void run_generate(const GenerateOptions& options) {
   const auto tokenizer = load_tokenizer(options.model);
@@ -32,7 +59,18 @@ void run_generate(const GenerateOptions& options) {
   nn::LanguageModel& model = *loaded;
   if (!options.adapter.empty()) model.load_adapter(options.adapter);
   model.train(false);
-  std::vector<std::int32_t> prompt = tokenizer->encode(options.prompt);
+  std::optional<std::int32_t> stop;
+  std::vector<std::int32_t> prompt;
+  if (options.chat) {
+    ChatPrompt chat = chat_prompt(options, *tokenizer);
+    prompt = std::move(chat.ids);
+    stop = chat.end_of_turn;
+  } else {
+    if (!options.messages.empty()) fail("--messages needs --chat");
+    prompt = tokenizer->encode(options.prompt);
+    // A GPT-2 vocabulary's end-of-text token ends the continuation, and is not printed.
+    stop = tokenizer->special_token_id("<|endoftext|>");
+  }
   if (prompt.empty()) fail("--prompt: the prompt is empty; generation needs at least one token");
   const auto context = model.context_length();
   if (static_cast<std::int64_t>(prompt.size()) >= context)
@@ -47,13 +85,12 @@ void run_generate(const GenerateOptions& options) {
   sampling.top_k = options.top_k;
   sampling.seed = options.seed;
   sampling.greedy = options.greedy || options.temperature == 0.0;
-  // A GPT-2 vocabulary's end-of-text token ends the continuation, and is not printed.
-  const auto end_of_text = tokenizer->special_token_id("<|endoftext|>");
-  if (end_of_text) sampling.stop_token = *end_of_text;
+  if (stop) sampling.stop_token = *stop;
   const std::vector<std::int32_t> all = model.generate(prompt, options.tokens, sampling);
   std::vector<std::int32_t> continuation(all.begin() + static_cast<std::ptrdiff_t>(prompt.size()), all.end());
-  if (end_of_text && !continuation.empty() && continuation.back() == *end_of_text) continuation.pop_back();
-  fmt::print("{}{}\n", options.prompt, tokenizer->decode(continuation));
+  if (stop && !continuation.empty() && continuation.back() == *stop) continuation.pop_back();
+  // A chat prints the assistant's answer alone; a continuation follows its prompt.
+  fmt::print("{}{}\n", options.chat ? "" : options.prompt, tokenizer->decode(continuation));
 }
 
 }  // namespace
@@ -63,7 +100,15 @@ void add_generate_command(CLI::App& app) {
   auto options = std::make_shared<GenerateOptions>();
   command->add_option("--model", options->model, "model directory (config.json + model.safetensors or sharded weights)")->required();
   command->add_option("--adapter", options->adapter, "PEFT adapter directory (adapter_config.json + adapter_model.safetensors)");
-  command->add_option("--prompt", options->prompt, "text to continue")->required();
+  command->add_option("--prompt", options->prompt, "text to continue (with --chat: the user's turn)");
+  command->add_flag("--chat", options->chat,
+                    "render the prompt (or --messages) with the model's chat template and the generation prompt; stop at "
+                    "the end-of-turn token and print the answer");
+  command->add_option("--messages", options->messages,
+                      "with --chat: a JSON file of the conversation so far ([{role, content}, ...]); --prompt, if given, is "
+                      "appended as a user turn");
+  command->add_option("--chat-format", options->chat_format, "render in this format instead of the model's chat template")
+      ->check(CLI::IsMember(text::ChatTemplate::format_names()));
   command->add_option("--tokens", options->tokens, "new tokens to generate")->check(positive_integer)->capture_default_str();
   command->add_option("--temperature", options->temperature, "softmax temperature (0: greedy)")
       ->check(non_negative_number)
@@ -73,7 +118,11 @@ void add_generate_command(CLI::App& app) {
       ->capture_default_str();
   command->add_option("--seed", options->seed, "sampling seed")->capture_default_str();
   command->add_flag("--greedy", options->greedy, "always take the most likely token");
-  command->callback([options] { run_generate(*options); });
+  command->callback([options] {
+    if (options->prompt.empty() && (options->messages.empty() || !options->chat))
+      fail("generate: --prompt is required (or --chat with --messages)");
+    run_generate(*options);
+  });
 }
 
 }  // namespace lowrank::tools

@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   lowrank::tools::add_generate_command(app);
   lowrank::tools::add_merge_command(app);
   lowrank::tools::add_export_command(app);
+  lowrank::tools::add_eval_command(app);
 #endif
   // CLI11 would call an unknown command an unexpected argument; name it and the known ones instead.
   if (argc > 1 && argv[1][0] != '-') {

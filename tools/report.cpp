@@ -1,5 +1,6 @@
 #include "report.hpp"
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -9,6 +10,7 @@
 
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/atomic_file.hpp"
+#include "lowrank/io/text_file.hpp"
 
 namespace lowrank::tools {
 namespace fs = std::filesystem;
@@ -37,7 +39,8 @@ void MetricsLog::truncate_before(std::int64_t step) {
 std::string MetricsLog::csv() const {
   std::string out = std::string(header) + "\n";
   for (const auto& r : rows_)
-    out += fmt::format("{},{},{:.17g},{:.17g},{:.6g},{}\n", r.step, r.phase, r.loss, r.lr, r.tokens_per_second, r.skipped ? 1 : 0);
+    out += fmt::format("{},{},{:.17g},{:.17g},{:.6g},{},{:.9g}\n", r.step, r.phase, r.loss, r.lr, r.tokens_per_second, r.skipped ? 1 : 0,
+                       std::exp(r.loss));
   return out;
 }
 
@@ -47,14 +50,18 @@ MetricsLog MetricsLog::read_csv(const fs::path& file) {
   std::ifstream in(file);
   if (!in) fail("{}: cannot be opened for reading", file.string());
   std::string line;
-  if (!std::getline(in, line) || line != header) fail("{}: line 1 is not the header '{}'", file.string(), header);
+  if (!std::getline(in, line) || (line != header && line != header_without_perplexity))
+    fail("{}: line 1 is not the header '{}'", file.string(), header);
+  const bool with_perplexity = line == header;
   MetricsLog log;
   for (std::size_t number = 2; std::getline(in, line); ++number) {
     std::istringstream fields(line);
     std::string step, phase, loss, lr, rate, skipped;
     if (!std::getline(fields, step, ',') || !std::getline(fields, phase, ',') || !std::getline(fields, loss, ',') ||
-        !std::getline(fields, lr, ',') || !std::getline(fields, rate, ',') || !std::getline(fields, skipped))
-      fail("{}: line {} does not have the 6 fields of '{}'", file.string(), number, header);
+        !std::getline(fields, lr, ',') || !std::getline(fields, rate, ',') ||
+        !std::getline(fields, skipped, with_perplexity ? ',' : '\n'))
+      fail("{}: line {} does not have the {} fields of '{}'", file.string(), number, with_perplexity ? 7 : 6,
+           with_perplexity ? header : header_without_perplexity);
     try {
       log.add({std::stoll(step), phase, std::stod(loss), std::stod(lr), std::stod(rate), skipped == "1"});
     } catch (const std::exception&) {
@@ -105,10 +112,9 @@ bool plot_losses(const fs::path& csv, const fs::path& png) {
 void write_json(const fs::path& file, const nlohmann::json& value) { write_file_atomically(file, value.dump(2) + "\n"); }
 
 nlohmann::json read_json(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail("{}: cannot be opened for reading", file.string());
+  const std::string text = read_text(file);
   try {
-    return nlohmann::json::parse(in);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON: {}", file.string(), e.what());
   }

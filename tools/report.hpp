@@ -12,7 +12,7 @@ namespace lowrank::tools {
 
 struct MetricsRow {
   std::int64_t step = 0;      // 1-based optimizer step within its phase
-  std::string phase;          // "pretrain", "lora", "train"
+  std::string phase;          // "pretrain", "lora", "train", or "eval" (the held-out loss after that step)
   double loss = 0.0;
   double lr = 0.0;
   double tokens_per_second = 0.0;
@@ -21,7 +21,10 @@ struct MetricsRow {
 
 class MetricsLog {
  public:
-  static constexpr const char* header = "step,phase,loss,lr,tokens_per_s,skipped";
+  // perplexity is exp(loss), written for the reader (eval rows especially) and not read back.
+  static constexpr const char* header = "step,phase,loss,lr,tokens_per_s,skipped,perplexity";
+  // The header of files written before the perplexity column, which read_csv also reads.
+  static constexpr const char* header_without_perplexity = "step,phase,loss,lr,tokens_per_s,skipped";
 
   void add(MetricsRow row) { rows_.push_back(std::move(row)); }
   const std::vector<MetricsRow>& rows() const { return rows_; }

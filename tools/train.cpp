@@ -1,4 +1,5 @@
-// `lowrank train`: LoRA fine-tuning of a model directory (any family of nn::load_model) on a text file. The run lives in --out:
+// `lowrank train`: LoRA fine-tuning of a model directory (any family of nn::load_model) on a text file or on
+// JSONL examples (--data; text/dataset.hpp, docs/data.md), with an optional held-out loss (--eval-data). The run lives in --out:
 // run.json (its settings), checkpoint.safetensors (adapters, AdamW state, step and random streams,
 // written atomically every --checkpoint-every steps and at the end), metrics.csv, loss.png and the PEFT
 // adapter in adapter/. --resume continues from the checkpoint and reproduces the uninterrupted run's
@@ -9,6 +10,7 @@
 // micro-batches in a fixed order (dist::MicroBatchGradients), so the run is the same bit for bit on any N
 // that divides the micro-batch count. Rank 0 alone writes files and prints progress.
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +25,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "data.hpp"
 #include "lowrank/core/error.hpp"
 #include "lowrank/dist/communicator.hpp"
 #include "lowrank/dist/micro_batches.hpp"
@@ -59,12 +62,16 @@ struct TrainSettings {
   std::int64_t seq = 128;
   std::int64_t micro_batch = 0;  // windows per micro-batch; 0: the whole batch (resolved before the run)
   std::uint64_t seed = 0;
+  DataFlags data;                      // --data files, --chat-format, --train-on-all-tokens, --refuse-long
+  std::vector<std::string> eval_data;  // --eval-data
+  std::int64_t eval_every = 0;         // 0: at the end only (when there is --eval-data)
 
   nlohmann::json to_json() const {
     return {{"model", model}, {"text", text},   {"rank", rank},   {"alpha", alpha}, {"dropout", dropout},
             {"targets", targets}, {"scaling", scaling}, {"lr", lr}, {"weight_decay", weight_decay},
             {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"micro_batch", micro_batch},
-            {"seed", seed}};
+            {"seed", seed}, {"data", data.files}, {"chat_format", data.chat_format}, {"train_on_all_tokens", data.all_tokens},
+            {"refuse_long", data.refuse_long}, {"eval_data", eval_data}, {"eval_every", eval_every}};
   }
 };
 
@@ -108,6 +115,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
   for (const char* key : {"alpha", "lr"}) check(key, positive_number);
   for (const char* key : {"dropout", "weight_decay", "clip"}) check(key, non_negative_number);
   if (result["warmup"] != -1) check("warmup", non_negative_integer);
+  if (result["eval_every"] != 0) check("eval_every", positive_integer);
   if (!result["seed"].is_number_unsigned())
     fail("{}: setting 'seed' must be a non-negative integer, not '{}'", run_file.string(), result["seed"].dump());
   try {
@@ -127,6 +135,12 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
     merged.seq = result["seq"];
     merged.micro_batch = result["micro_batch"];
     merged.seed = result["seed"];
+    merged.data.files = result["data"].get<std::vector<std::string>>();
+    merged.data.chat_format = result["chat_format"];
+    merged.data.all_tokens = result["train_on_all_tokens"];
+    merged.data.refuse_long = result["refuse_long"];
+    merged.eval_data = result["eval_data"].get<std::vector<std::string>>();
+    merged.eval_every = result["eval_every"];
   } catch (const nlohmann::json::exception& e) {
     fail("{}: a setting has the wrong type: {}", run_file.string(), e.what());
   }
@@ -161,6 +175,11 @@ TrainSettings validated_settings(const CLI::App& command, TrainOptions& options,
   if (resolved.batch % resolved.micro_batch != 0)
     fail("--micro-batch {} does not divide --batch {}", resolved.micro_batch, resolved.batch);
   const std::int64_t micro_batches = resolved.batch / resolved.micro_batch;
+  // The micro-batches' losses are combined as equal parts of the step; padded rows of --data carry
+  // different numbers of loss tokens, for which that would not be the mean over the batch.
+  if (!resolved.data.files.empty() && micro_batches > 1)
+    fail("--micro-batch {} with --data: training on JSONL examples takes the whole batch at once (no --micro-batch)",
+         resolved.micro_batch);
   if (micro_batches % comm.size() != 0)
     fail("--batch {} in micro-batches of {} is {} micro-batch{}, which {} ranks cannot share evenly; choose --micro-batch so "
          "that batch / micro-batch is a multiple of the rank count (e.g. --micro-batch 1: then any rank count that divides "
@@ -241,7 +260,9 @@ class TrainingRun {
       // Absolute paths, so that --resume works from any working directory.
       TrainSettings saved = s_;
       saved.model = fs::absolute(s_.model).string();
-      saved.text = fs::absolute(s_.text).string();
+      if (!s_.text.empty()) saved.text = fs::absolute(s_.text).string();
+      for (auto& file : saved.data.files) file = fs::absolute(file).string();
+      for (auto& file : saved.eval_data) file = fs::absolute(file).string();
       write_json(out_ / "run.json", saved.to_json());
     }
     gradients_ = std::make_unique<dist::MicroBatchGradients>(comm_, model_->trainable_parameters(), s_.batch / s_.micro_batch);
@@ -252,16 +273,25 @@ class TrainingRun {
   void run() {
     const bool root = comm_.is_root();
     const auto count = model_->parameter_count();
-    if (root)
+    if (root && !s_.text.empty())
       fmt::print("training {} on {} ({} tokens): {} of {} parameters train ({:.2f}%){}\n", s_.model, s_.text, tokens_.size(),
                  count.trainable, count.total(), 100 * count.trainable_fraction(), on_ranks());
+    if (root && s_.text.empty())
+      fmt::print("training {} on {} examples of {} ({} loss-carrying tokens{}): {} of {} parameters train ({:.2f}%){}\n", s_.model,
+                 examples_.examples.size(), fmt::join(s_.data.files, ", "), examples_.loss_tokens(),
+                 examples_.truncated > 0 ? fmt::format("; {} examples cut to --seq {} + 1 tokens", examples_.truncated, s_.seq) : "",
+                 count.trainable, count.total(), 100 * count.trainable_fraction(), on_ranks());
+    if (root && !held_out_.examples.empty())
+      fmt::print("held-out data: {} examples, {} loss-carrying tokens{}\n", held_out_.examples.size(), held_out_.loss_tokens(),
+                 held_out_.truncated > 0 ? fmt::format(" ({} cut to --seq {} + 1 tokens)", held_out_.truncated, s_.seq) : "");
     const std::int64_t last = options_.stop_at > 0 ? std::min(options_.stop_at, s_.steps) : s_.steps;
-    const BatchSampler sampler(tokens_, s_.batch, s_.seq);
+    const std::optional<BatchSampler> sampler =
+        tokens_.empty() ? std::nullopt : std::optional<BatchSampler>(std::in_place, tokens_, s_.batch, s_.seq);
     std::optional<Progress> progress;
     if (root) progress.emplace("train", s_.steps, "steps");
     if (progress) progress->update(state_.step);
     while (state_.step < last) {
-      const Batch batch = sampler.next(state_.data_rng);
+      const Batch batch = sampler ? sampler->next(state_.data_rng) : example_batch();
       const auto started = Clock::now();
       const StepOutcome outcome = step(batch);
       const double step_seconds = std::chrono::duration<double>(Clock::now() - started).count();
@@ -269,9 +299,16 @@ class TrainingRun {
       ++steps_run_;
       steps_skipped_ += outcome.skipped;
       ++state_.step;
-      const double rate = static_cast<double>(s_.batch * s_.seq) / step_seconds;
+      const double rate = static_cast<double>(batch.inputs.size()) / step_seconds;
+      tokens_run_ += static_cast<std::int64_t>(batch.inputs.size());
       metrics_.add({state_.step, "train", outcome.loss, outcome.lr, rate, outcome.skipped});
       if (progress) progress->update(state_.step, fmt::format("loss {:.4f}  {:.0f} tok/s", outcome.loss, rate));
+      if (!held_out_.examples.empty() && ((s_.eval_every > 0 && state_.step % s_.eval_every == 0) || state_.step == s_.steps)) {
+        const MaskedLoss held = masked_loss(*model_, held_out_, s_.batch, pad_);
+        model_->train(true);
+        metrics_.add({state_.step, "eval", held.mean(), outcome.lr, 0.0, false});
+        if (progress) progress->update(state_.step, fmt::format("loss {:.4f}  eval loss {:.4f}", outcome.loss, held.mean()));
+      }
       if (state_.step % options_.checkpoint_every == 0 || state_.step == last) save();
     }
     if (progress) progress->finish();
@@ -280,6 +317,14 @@ class TrainingRun {
   }
 
  private:
+  // --data: the examples of this step follow from the seed and the step alone, so a resume needs no data
+  // state; right-padded to the longest.
+  Batch example_batch() const {
+    const auto chosen = text::step_examples(examples_.examples.size(), derive_seed(s_.seed, 4), state_.step, s_.batch);
+    text::PaddedBatch rows = text::pad_batch(examples_, chosen, pad_);
+    return {rows.columns, std::move(rows.inputs), std::move(rows.targets)};
+  }
+
   // One optimizer step: this rank's micro-batches, each forward and backward on its own, their gradients
   // summed with every rank's in micro-batch order, then the same update on every rank.
   StepOutcome step(const Batch& batch) {
@@ -335,9 +380,19 @@ class TrainingRun {
     if (tokenizer->vocab_size() > model->vocab_size())
       fail("--model {}: the tokenizer has {} tokens but the model only {} (vocab_size)", s_.model, tokenizer->vocab_size(),
            model->vocab_size());
-    tokens_ = read_tokens(s_.text, *tokenizer);
-    if (static_cast<std::int64_t>(tokens_.size()) < s_.seq + 2)
-      fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s_.text, tokens_.size(), s_.seq);
+    // --text: windows of --seq tokens at random positions. --data: whole examples of at most --seq + 1
+    // tokens (--seq predictions), masked by docs/data.md's rules.
+    if (!s_.text.empty()) {
+      tokens_ = read_tokens(s_.text, *tokenizer);
+      if (static_cast<std::int64_t>(tokens_.size()) < s_.seq + 2)
+        fail("--text {}: {} tokens, too few for one window of --seq {} (+1 target)", s_.text, tokens_.size(), s_.seq);
+    } else {
+      examples_ = read_data(s_.data.files, s_.model, *tokenizer, s_.data, s_.seq + 1);
+      if (examples_.loss_tokens() == 0)
+        fail("--data: no token of the examples carries the loss (after cutting them to --seq {} + 1 tokens)", s_.seq);
+    }
+    if (!s_.eval_data.empty()) held_out_ = read_data(s_.eval_data, s_.model, *tokenizer, s_.data, s_.seq + 1);
+    pad_ = padding_id(*tokenizer);
     return model;
   }
 
@@ -390,17 +445,30 @@ class TrainingRun {
                  s_.steps, out_.string());
     } else {
       fmt::print("done: {} steps, final loss {:.4f}, {:.0f} tokens/s; wrote {}/adapter, checkpoint.safetensors, metrics.csv{}\n",
-                 s_.steps, metrics_.rows().empty() ? 0.0 : metrics_.rows().back().loss,
-                 steps_run_ > 0 ? static_cast<double>(steps_run_ * s_.batch * s_.seq) / seconds_ : 0.0, out_.string(),
+                 s_.steps, last_train_loss(), steps_run_ > 0 ? static_cast<double>(tokens_run_) / seconds_ : 0.0, out_.string(),
                  plotted ? ", loss.png" : "");
     }
+    // The best held-out loss of the whole run (metrics.csv keeps the rows of earlier sessions of a resumed run).
+    const MetricsRow* best = nullptr;
+    for (const MetricsRow& row : metrics_.rows())
+      if (row.phase == "eval" && (best == nullptr || row.loss < best->loss)) best = &row;
+    if (best != nullptr)
+      fmt::print("best eval loss {:.4f} (perplexity {:.4f}) at step {}\n", best->loss, std::exp(best->loss), best->step);
+  }
+
+  double last_train_loss() const {
+    for (auto row = metrics_.rows().rbegin(); row != metrics_.rows().rend(); ++row)
+      if (row->phase == "train") return row->loss;
+    return 0.0;
   }
 
   const TrainOptions& options_;
   dist::Communicator& comm_;
   const TrainSettings s_;
   const fs::path out_, checkpoint_file_;
-  std::vector<std::int32_t> tokens_;  // filled by load(), before model_ is set
+  std::vector<std::int32_t> tokens_;  // --text; filled by load(), before model_ is set
+  text::Dataset examples_, held_out_;  // --data and --eval-data; filled by load()
+  std::int32_t pad_ = 0;
   std::unique_ptr<nn::LanguageModel> model_;
   AdamW optimizer_;
   LrScheduler schedule_;
@@ -409,7 +477,7 @@ class TrainingRun {
   std::unique_ptr<dist::MicroBatchGradients> gradients_;
   std::vector<std::uint64_t> dropout_strides_;  // per LoRA dropout stream, one micro-batch's draw
   double seconds_ = 0.0;
-  std::int64_t steps_run_ = 0, steps_skipped_ = 0;
+  std::int64_t steps_run_ = 0, steps_skipped_ = 0, tokens_run_ = 0;
 };
 
 void run_train(const CLI::App& command, TrainOptions options) {
@@ -435,7 +503,12 @@ void add_train_command(CLI::App& app) {
   auto options = std::make_shared<TrainOptions>();
   TrainSettings& s = options->settings;
   command->add_option("--model", s.model, "model directory (config.json + model.safetensors or sharded weights [+ vocab.json, merges.txt])");
-  command->add_option("--text", s.text, "training text (UTF-8); tokenized with the model's BPE if it has one, else as bytes");
+  command->add_option("--text", s.text, "training text (UTF-8); tokenized with the model's tokenizer if it has one, else as bytes");
+  add_data_options(*command, s.data,
+                   "JSONL training examples (text, prompt/completion or messages; docs/data.md), instead of --text; repeatable");
+  command->add_option("--eval-data", s.eval_data, "held-out JSONL examples: their loss is measured every --eval-every steps and at the end");
+  command->add_option("--eval-every", s.eval_every, "steps between held-out evaluations (default: at the end only)")
+      ->check(positive_integer);
   command->add_option("--out", options->out, "run directory: run.json, checkpoint.safetensors, metrics.csv, adapter/")->required();
   command->add_flag("--resume", options->resume, "continue the run in --out from its checkpoint (flags not given keep their saved values)");
   command->add_option("--rank", s.rank, "LoRA rank r")->check(positive_integer)->capture_default_str();
@@ -474,8 +547,9 @@ void add_train_command(CLI::App& app) {
       ->check(positive_integer);
   add_nonfinite_options(*command, options->nonfinite);
   command->callback([command, options] {
-    if (!options->resume && (options->settings.model.empty() || options->settings.text.empty()))
-      fail("train: --model and --text are required (except with --resume, which reads them from run.json)");
+    const TrainSettings& given = options->settings;
+    if (!options->resume && (given.model.empty() || given.text.empty() == given.data.files.empty()))
+      fail("train: --model and one of --text or --data are required (except with --resume, which reads them from run.json)");
     run_train(*command, *options);
   });
 }

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
-#include <iterator>
 #include <optional>
 
 #include <omp.h>
@@ -15,10 +13,12 @@
 #include "lowrank/autodiff/anomaly.hpp"
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/atomic_file.hpp"
+#include "lowrank/io/text_file.hpp"
 #include "lowrank/nn/language_model.hpp"
 #include "lowrank/optim/clip.hpp"
 #include "lowrank/text/bpe_tokenizer.hpp"
 #include "lowrank/text/byte_tokenizer.hpp"
+#include "lowrank/text/hf_tokenizer.hpp"
 
 namespace lowrank::tools {
 namespace fs = std::filesystem;
@@ -74,6 +74,7 @@ std::vector<std::string> model_lora_targets(const nn::LanguageModel& model, cons
 }
 
 std::unique_ptr<text::Tokenizer> load_tokenizer(const fs::path& model) {
+  if (fs::is_regular_file(model / "tokenizer.json")) return text::load_tokenizer(model);
   if (fs::is_regular_file(model / "vocab.json") && fs::is_regular_file(model / "merges.txt"))
     return std::make_unique<text::BpeTokenizer>(text::BpeTokenizer::load(model));
   return std::make_unique<text::ByteTokenizer>();
@@ -83,13 +84,7 @@ void copy_tokenizer_files(const fs::path& from, const fs::path& to) {
   for (const char* name : {"vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                            "tokenizer.model", "generation_config.json"}) {
     if (!fs::is_regular_file(from / name)) continue;
-    std::string bytes;
-    {
-      std::ifstream in(from / name, std::ios::binary);
-      if (!in) fail("{}: cannot be opened for reading", (from / name).string());
-      bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    }
-    write_file_atomically(to / name, bytes);
+    write_file_atomically(to / name, read_text(from / name));
   }
 }
 

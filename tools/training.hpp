@@ -32,7 +32,8 @@ std::unique_ptr<nn::LanguageModel> load_model(const std::filesystem::path& model
 // --targets as the model's family names them: shorthands expanded, and every name one of its modules;
 // an error names the flag, the name, the model_type and the accepted names.
 std::vector<std::string> model_lora_targets(const nn::LanguageModel& model, const std::vector<std::string>& targets);
-// The directory's GPT-2 BPE (vocab.json + merges.txt) when it has one, else byte-level tokens.
+// The directory's tokenizer.json (text/hf_tokenizer) when it has one, else its GPT-2 BPE (vocab.json +
+// merges.txt), else byte-level tokens.
 std::unique_ptr<text::Tokenizer> load_tokenizer(const std::filesystem::path& model);
 // Copies the tokenizer files (vocab.json, merges.txt, tokenizer.json, tokenizer_config.json,
 // special_tokens_map.json, tokenizer.model) and generation_config.json, those present, so that a written

@@ -112,7 +112,7 @@ int cpu_threads() {
   return static_cast<int>(bli_thread_get_num_threads());
 }
 
-void blis_gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c) {
+void blis_gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c, bool single_thread_only) {
   const std::int64_t m = a.dim(0), k = a.dim(1), n = b.dim(1);
   if (m == 0 || n == 0) return;
   // Operands BLIS cannot read in place (broadcast views) are copied. An output cannot be: gemm() refuses
@@ -128,7 +128,7 @@ void blis_gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tens
   rntm_t single_thread;
   bli_rntm_init(&single_thread);
   bli_rntm_set_num_threads(1, &single_thread);
-  rntm_t* rntm = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < small_gemm_flops ? &single_thread : nullptr;
+  rntm_t* rntm = single_thread_only || 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < small_gemm_flops ? &single_thread : nullptr;
   const BlisStrides sa = *blis_strides(a_usable), sb = *blis_strides(b_usable), sc = *c_strides;
   dispatch(a.dtype(), [&]<class T>() {
     T alpha_t = static_cast<T>(alpha), beta_t = static_cast<T>(beta);

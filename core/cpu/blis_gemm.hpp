@@ -5,7 +5,9 @@ namespace lowrank::cpu {
 
 // C = alpha·A·B + beta·C for 2-D CPU views through BLIS's typed expert API (row and column strides,
 // alpha and beta as given). Chooses the BLIS kernel set per shape (see cpu_gemm_kernel_for).
-void blis_gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c);
+// single_thread: run on the calling thread whatever the size (for callers that are themselves one of an
+// OpenMP team's threads, such as the attention kernel's loop over heads).
+void blis_gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c, bool single_thread = false);
 
 // The threads BLIS and OpenMP use: OMP_NUM_THREADS / BLIS_NUM_THREADS, default all cores.
 int cpu_threads();

@@ -350,6 +350,47 @@ TEST_CASE("gpt: forward_backward accumulates gradients and agrees with loss()") 
   CHECK(model.saved_activation_bytes() > 0);
 }
 
+TEST_CASE("gpt: the kernel options (flash attention, chunked head) agree with the unfused kernels, full and LoRA") {
+  // float32 with context 9 and vocabulary 40: a chunk of 3 rows (120 logits) splits the 18 tokens into 6.
+  GPTConfig c = small_config(2);
+  c.vocab_size = 40;
+  c.n_positions = 9;
+  const GPTWeights w = random_weights(c, 31, DType::f32);
+  const TokenIds ids = random_ids(2, 9, c.vocab_size, 32);
+  std::vector<std::int32_t> t = values(random_ids(2, 9, c.vocab_size, 33));
+  t[5] = -100;
+  const TokenIds targets({2, 9}, t);
+  for (const bool lora : {false, true}) {
+    CAPTURE(lora);
+    auto run = [&](const KernelOptions& options, std::vector<Tensor>& grads) {
+      GPT model(clone(w));
+      model.set_kernel_options(options);
+      if (lora) {
+        LoraSettings s;
+        s.targets = {"q", "v", "fc"};
+        RandomStream init{34, 0};
+        model.enable_lora(s, init);
+        randomise_b(model, 35);
+      }
+      const Parameters params = model.trainable_parameters();
+      zero_grad(params);
+      const double loss = model.forward_backward(ids, targets);
+      for (const auto& p : params) grads.push_back(p->grad.clone());
+      CHECK(model.loss(ids, targets) == doctest::Approx(loss).epsilon(1e-6));
+      return loss;
+    };
+    std::vector<Tensor> unfused_grads, fused_grads;
+    const double unfused = run({.head_chunk_elements = std::int64_t{1} << 40, .attention = AttentionKernel::materialized}, unfused_grads);
+    const double fused = run({.head_chunk_elements = 3 * 40, .attention = AttentionKernel::flash}, fused_grads);
+    CHECK(fused == doctest::Approx(unfused).epsilon(1e-6));
+    REQUIRE(fused_grads.size() == unfused_grads.size());
+    for (std::size_t i = 0; i < fused_grads.size(); ++i)
+      CHECK(relative_error(fused_grads[i].to_vector(), unfused_grads[i].to_vector()) < 1e-4);
+  }
+  GPT model(clone(w));
+  CHECK(contains(error_message([&] { model.set_kernel_options({.head_chunk_elements = 0}); }), "head_chunk_elements 0"));
+}
+
 TEST_CASE("gradcheck: gpt") {
   // Central differences of loss() against forward_backward()'s gradients, through the chain of block tapes.
   const GPTConfig c = small_config(2);

@@ -3,6 +3,9 @@
 // switched off, merged and unmerged. The fixture tests/nn/data/gpt_recorded.safetensors was written by
 // this test with LOWRANK_RECORD_FIXTURES=1 (tests/support/recorded.hpp); it is a regression guard, the
 // correctness of the numbers is established against the reference implementation in gpt.test.cpp.
+// The models run the materialized attention kernel, the computation the values were recorded with (the
+// default flash kernel agrees to float rounding: gpt.test.cpp, "gpt: the kernel options ..."); the head's
+// 10 tokens × 11 classes fit one chunk, which is the unfused computation.
 #include <doctest/doctest.h>
 
 #include <filesystem>
@@ -62,6 +65,7 @@ TEST_CASE("recorded: nn::GPT full mode, bit for bit") {
   const TokenIds inputs = ids(1501, false), targets = ids(1502, true);
 
   nn::GPT model(weights());
+  model.set_kernel_options({.attention = AttentionKernel::materialized});
   rec.check("full.logits", model.logits(inputs));
   const Parameters params = model.trainable_parameters();
   zero_grad(params);
@@ -74,6 +78,7 @@ TEST_CASE("recorded: nn::GPT full mode, bit for bit") {
 
   // LoRA on every projection kind but k (an inactive projection between active ones), dropout on.
   nn::GPT lora(weights());
+  lora.set_kernel_options({.attention = AttentionKernel::materialized});
   nn::LoraSettings settings;
   settings.config.rank = 2;
   settings.config.alpha = 6.0;

@@ -18,6 +18,7 @@
 #include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
+#include "report.hpp"
 #include "run_cli.hpp"
 #include "../support/files.hpp"
 
@@ -261,10 +262,9 @@ TEST_CASE("cli: train --skip-nonfinite skips every non-finite step and says how 
   REQUIRE(result.status == 0);
   CHECK(contains(result.output, "skipped 3 of the 3 steps run"));
   CHECK(contains(result.output, "step 1: loss nan"));
-  std::ifstream metrics(dir / "run" / "metrics.csv");
-  std::string line;
   int skipped_rows = 0;
-  while (std::getline(metrics, line)) skipped_rows += line.ends_with(",1");
+  const auto metrics = lowrank::tools::MetricsLog::read_csv(dir / "run" / "metrics.csv");
+  for (const auto& row : metrics.rows()) skipped_rows += row.skipped;
   CHECK(skipped_rows == 3);
 }
 #endif

@@ -27,6 +27,13 @@ TEST_CASE("cli: metrics.csv keeps every bit of the losses and truncates for a re
   back.truncate_before(3);
   CHECK(back.rows().size() == 2);
 
+  CHECK(log.csv().find(fmt::format(",{:.9g}\n", std::exp(2.0 / 7.0))) != std::string::npos);  // perplexity = exp(loss)
+  // Files written before the perplexity column still read.
+  std::ofstream(dir / "old.csv") << MetricsLog::header_without_perplexity << "\n4,eval,0.5,0.001,0,0\n";
+  const auto old = MetricsLog::read_csv(dir / "old.csv");
+  REQUIRE(old.rows().size() == 1);
+  CHECK(old.rows()[0].loss == 0.5);
+  CHECK(old.rows()[0].phase == "eval");
   std::ofstream(dir / "bad.csv") << MetricsLog::header << "\n1,train,x,0,0,0\n";
   CHECK_THROWS_WITH_AS(MetricsLog::read_csv(dir / "bad.csv"), doctest::Contains("line 2"), lowrank::Error);
 }

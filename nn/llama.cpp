@@ -1,0 +1,613 @@
+// nn::Llama's implementation and the one translation unit that instantiates its tapes: the layer in its
+// two kinds (full and LoRA), the embedding and the head. Depth is a runtime loop over tapes of one type.
+#include "lowrank/nn/llama.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <map>
+#include <set>
+#include <utility>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "lowrank/autodiff/autodiff.hpp"
+#include "lowrank/io/atomic_file.hpp"
+#include "lowrank/io/hf_directory.hpp"
+#include "lowrank/io/safetensors.hpp"
+#include "lowrank/lora/adapter_file.hpp"
+#include "lowrank/nn/layer_adapters.hpp"
+#include "lowrank/nn/layer_steps.hpp"
+#include "lowrank/nn/llama_block.hpp"
+
+namespace lowrank::nn {
+
+// ---- weights ----------------------------------------------------------------------------------------------
+namespace {
+
+// The projections in llama_target_names() order, with their module paths under model.layers.<i>.
+enum Projection : std::size_t { q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, projection_count };
+constexpr std::array<const char*, projection_count> module_paths = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                                                    "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                                                    "mlp.down_proj"};
+
+Tensor& projection_weight(LlamaLayerWeights& l, Projection p) {
+  switch (p) {
+    case q_proj: return l.q_proj;
+    case k_proj: return l.k_proj;
+    case v_proj: return l.v_proj;
+    case o_proj: return l.o_proj;
+    case gate_proj: return l.gate_proj;
+    case up_proj: return l.up_proj;
+    case down_proj: return l.down_proj;
+    case projection_count: break;
+  }
+  fail("nn::Llama: unknown projection {}", static_cast<int>(p));
+}
+const Tensor& projection_weight(const LlamaLayerWeights& l, Projection p) {
+  return projection_weight(const_cast<LlamaLayerWeights&>(l), p);
+}
+
+// [out, in] of each projection.
+std::pair<std::int64_t, std::int64_t> projection_shape(const LlamaConfig& c, Projection p) {
+  switch (p) {
+    case q_proj: return {c.q_width(), c.hidden_size};
+    case k_proj:
+    case v_proj: return {c.kv_width(), c.hidden_size};
+    case o_proj: return {c.hidden_size, c.q_width()};
+    case gate_proj:
+    case up_proj: return {c.intermediate_size, c.hidden_size};
+    case down_proj: return {c.hidden_size, c.intermediate_size};
+    case projection_count: break;
+  }
+  fail("nn::Llama: unknown projection {}", static_cast<int>(p));
+}
+
+std::vector<ProjectionKind> projection_kinds(const LlamaConfig& c) {
+  std::vector<ProjectionKind> kinds;
+  for (std::size_t p = 0; p < projection_count; ++p) {
+    const auto [out, in] = projection_shape(c, Projection(p));
+    kinds.push_back({llama_target_names()[p], module_paths[p], in, out});
+  }
+  return kinds;
+}
+
+std::string layer_path(std::size_t i) { return fmt::format("model.layers.{}", i); }
+
+}  // namespace
+
+const std::vector<std::string>& llama_target_names() {
+  static const std::vector<std::string> names = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
+std::vector<std::string> expand_llama_targets(const std::vector<std::string>& targets) {
+  std::vector<std::string> expanded;
+  for (const std::string& t : targets) {
+    if (t == "all-linear") expanded.insert(expanded.end(), llama_target_names().begin(), llama_target_names().end());
+    else expanded.push_back(t);
+  }
+  return expanded;
+}
+
+LlamaWeights LlamaWeights::random(const LlamaConfig& config, RandomStream& rng, DType dtype, double std_dev) {
+  config.validate();
+  LlamaWeights w;
+  w.config = config;
+  const std::int64_t e = config.hidden_size;
+  w.embed_tokens = Tensor::normal({config.vocab_size, e}, 0.0, std_dev, rng, dtype);
+  for (std::int64_t i = 0; i < config.num_hidden_layers; ++i) {
+    LlamaLayerWeights l;
+    l.input_layernorm = Tensor::ones({e}, dtype);
+    l.post_attention_layernorm = Tensor::ones({e}, dtype);
+    for (std::size_t p = 0; p < projection_count; ++p) {
+      const auto [out, in] = projection_shape(config, Projection(p));
+      projection_weight(l, Projection(p)) = Tensor::normal({out, in}, 0.0, std_dev, rng, dtype);
+    }
+    if (config.qkv_bias) {
+      l.q_bias = Tensor::zeros({config.q_width()}, dtype);
+      l.k_bias = Tensor::zeros({config.kv_width()}, dtype);
+      l.v_bias = Tensor::zeros({config.kv_width()}, dtype);
+    }
+    w.layers.push_back(std::move(l));
+  }
+  w.norm = Tensor::ones({e}, dtype);
+  if (!config.tie_word_embeddings) w.lm_head = Tensor::normal({config.vocab_size, e}, 0.0, std_dev, rng, dtype);
+  return w;
+}
+
+NamedTensorList LlamaWeights::named_tensors() const {
+  NamedTensorList list;
+  list.emplace_back("model.embed_tokens.weight", embed_tokens);
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const LlamaLayerWeights& l = layers[i];
+    const std::string at = layer_path(i) + ".";
+    list.emplace_back(at + "input_layernorm.weight", l.input_layernorm);
+    for (std::size_t p = 0; p < projection_count; ++p) {
+      list.emplace_back(at + module_paths[p] + ".weight", projection_weight(l, Projection(p)));
+      if (config.qkv_bias && p <= v_proj) list.emplace_back(at + module_paths[p] + ".bias", p == q_proj ? l.q_bias : p == k_proj ? l.k_bias : l.v_bias);
+    }
+    list.emplace_back(at + "post_attention_layernorm.weight", l.post_attention_layernorm);
+  }
+  list.emplace_back("model.norm.weight", norm);
+  if (!config.tie_word_embeddings) list.emplace_back("lm_head.weight", lm_head);
+  return list;
+}
+
+namespace {
+// name -> expected shape, in named_tensors() order.
+std::vector<std::pair<std::string, Shape>> expected_shapes(const LlamaConfig& c) {
+  std::vector<std::pair<std::string, Shape>> shapes;
+  const std::int64_t e = c.hidden_size;
+  shapes.emplace_back("model.embed_tokens.weight", Shape{c.vocab_size, e});
+  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    const std::string at = layer_path(static_cast<std::size_t>(i)) + ".";
+    shapes.emplace_back(at + "input_layernorm.weight", Shape{e});
+    for (std::size_t p = 0; p < projection_count; ++p) {
+      const auto [out, in] = projection_shape(c, Projection(p));
+      shapes.emplace_back(at + module_paths[p] + ".weight", Shape{out, in});
+      if (c.qkv_bias && p <= v_proj) shapes.emplace_back(at + module_paths[p] + ".bias", Shape{out});
+    }
+    shapes.emplace_back(at + "post_attention_layernorm.weight", Shape{e});
+  }
+  shapes.emplace_back("model.norm.weight", Shape{e});
+  if (!c.tie_word_embeddings) shapes.emplace_back("lm_head.weight", Shape{c.vocab_size, e});
+  return shapes;
+}
+}  // namespace
+
+void LlamaWeights::validate() const {
+  config.validate();
+  if (layers.size() != static_cast<std::size_t>(config.num_hidden_layers))
+    fail("LlamaWeights: {} layers for num_hidden_layers = {}", layers.size(), config.num_hidden_layers);
+  const auto shapes = expected_shapes(config);
+  const NamedTensorList named = named_tensors();
+  for (std::size_t k = 0; k < named.size(); ++k) {
+    const auto& [name, t] = named[k];
+    if (!t.defined()) fail("LlamaWeights: tensor '{}' is missing", name);
+    if (t.shape() != shapes[k].second) fail("LlamaWeights: tensor '{}' is {}, expected {}", name, t.shape(), shapes[k].second);
+    if (t.dtype() != embed_tokens.dtype() || t.device() != embed_tokens.device())
+      fail("LlamaWeights: tensor '{}' is {} on {}, model.embed_tokens.weight {} on {}", name, t.dtype(), t.device(), embed_tokens.dtype(),
+           embed_tokens.device());
+  }
+}
+
+LlamaWeights load_llama_weights(const std::filesystem::path& directory, DType dtype) {
+  const HfDirectory dir = HfDirectory::open(directory);
+  LlamaWeights w;
+  w.config = llama_config_from_json(dir.config(), dir.config_path().string());
+  const auto shapes = expected_shapes(w.config);
+  std::set<std::string> wanted;
+  for (const auto& [name, shape] : shapes) wanted.insert(name);
+  for (const std::string& name : dir.tensor_names()) {
+    const bool rotary_buffer = name.ends_with("rotary_emb.inv_freq");
+    const bool tied_head = w.config.tie_word_embeddings && name == "lm_head.weight";
+    if (!wanted.contains(name) && !rotary_buffer && !tied_head)
+      fail("{}: tensor '{}' is not part of a {} model with this config (q/k/v biases {}, tied head {})", dir.file_of(name), name,
+           w.config.model_type, w.config.qkv_bias, w.config.tie_word_embeddings);
+  }
+  std::map<std::string, Tensor> loaded;
+  for (const auto& [name, shape] : shapes) {
+    if (!dir.contains(name)) fail("{}: tensor '{}' is missing", dir.weights_name(), name);
+    loaded.emplace(name, dir.load(name, shape, dtype));
+  }
+  w.embed_tokens = loaded.at("model.embed_tokens.weight");
+  for (std::int64_t i = 0; i < w.config.num_hidden_layers; ++i) {
+    const std::string at = layer_path(static_cast<std::size_t>(i)) + ".";
+    LlamaLayerWeights l;
+    l.input_layernorm = loaded.at(at + "input_layernorm.weight");
+    l.post_attention_layernorm = loaded.at(at + "post_attention_layernorm.weight");
+    for (std::size_t p = 0; p < projection_count; ++p) projection_weight(l, Projection(p)) = loaded.at(at + module_paths[p] + ".weight");
+    if (w.config.qkv_bias) {
+      l.q_bias = loaded.at(at + "self_attn.q_proj.bias");
+      l.k_bias = loaded.at(at + "self_attn.k_proj.bias");
+      l.v_bias = loaded.at(at + "self_attn.v_proj.bias");
+    }
+    w.layers.push_back(std::move(l));
+  }
+  w.norm = loaded.at("model.norm.weight");
+  if (!w.config.tie_word_embeddings) w.lm_head = loaded.at("lm_head.weight");
+  w.validate();
+  return w;
+}
+
+void save_llama_weights(const std::filesystem::path& directory, const LlamaWeights& weights) {
+  weights.validate();
+  std::filesystem::create_directories(directory);
+  NamedTensors tensors;
+  for (const auto& [name, t] : weights.named_tensors()) tensors.emplace_back(name, t);
+  save_safetensors(directory / "model.safetensors", tensors, {{"format", "pt"}});
+  nlohmann::json j = llama_config_to_json(weights.config);
+  j["torch_dtype"] = weights.dtype() == DType::f64 ? "float64" : "float32";
+  write_file_atomically(directory / "config.json", j.dump(2) + "\n");
+}
+
+// ---- the tapes ---------------------------------------------------------------------------------------------
+namespace {
+
+using FullLayerExpression = decltype(llama_block::expression(ParameterPtr{}, llama_block::FullLayer{}, llama_block::LayerSettings{}));
+using LoraLayerExpression = decltype(llama_block::expression(ParameterPtr{}, llama_block::LoraLayer{}, llama_block::LayerSettings{}));
+
+template <class Input, class Leaf> auto head_logits(Input h, Leaf norm, Leaf head, double eps) {
+  return matmul(rmsnorm(std::move(h), std::move(norm), eps), t(std::move(head)));
+}
+template <class Input, class Leaf> auto head_loss(Input h, Leaf norm, Leaf head, double eps, const TokenIds& targets) {
+  return cross_entropy(head_logits(std::move(h), std::move(norm), std::move(head), eps), targets);
+}
+
+}  // namespace
+
+using LlamaFullTape = Tape<FullLayerExpression>;
+using LlamaLoraTape = Tape<LoraLayerExpression>;
+using LlamaSteps = LayerSteps<LlamaFullTape, LlamaLoraTape>;
+
+// Full mode: one parameter per weight (sharing its storage), found by name; q/k/v zero biases for a model
+// without them, outside the bound (trainable) set.
+struct LlamaFullParameters {
+  ParameterBinding binding;
+  ParameterPtr embed, norm, head;
+  std::vector<llama_block::FullLayer> layers;
+
+  explicit LlamaFullParameters(const LlamaWeights& w) : binding(w.named_tensors(), "nn::Llama") {
+    const LlamaConfig& c = w.config;
+    embed = binding.at("model.embed_tokens.weight");
+    norm = binding.at("model.norm.weight");
+    head = c.tie_word_embeddings ? embed : binding.at("lm_head.weight");
+    for (std::size_t i = 0; i < w.layers.size(); ++i) {
+      auto at = [&](const std::string& name) { return binding.at(layer_path(i) + "." + name); };
+      auto bias = [&](Projection p, std::int64_t width) {
+        if (c.qkv_bias) return at(std::string(module_paths[p]) + ".bias");
+        return make_parameter(layer_path(i) + "." + module_paths[p] + ".zero_bias", Tensor::zeros({width}, w.dtype(), w.device()));
+      };
+      llama_block::FullLayer l;
+      l.input_norm = at("input_layernorm.weight");
+      l.post_norm = at("post_attention_layernorm.weight");
+      l.q = at("self_attn.q_proj.weight");
+      l.k = at("self_attn.k_proj.weight");
+      l.v = at("self_attn.v_proj.weight");
+      l.o = at("self_attn.o_proj.weight");
+      l.gate = at("mlp.gate_proj.weight");
+      l.up = at("mlp.up_proj.weight");
+      l.down = at("mlp.down_proj.weight");
+      l.q_bias = bias(q_proj, c.q_width());
+      l.k_bias = bias(k_proj, c.kv_width());
+      l.v_bias = bias(v_proj, c.kv_width());
+      layers.push_back(std::move(l));
+    }
+  }
+  void clear() {
+    binding.clear();
+    layers.clear();
+    embed = norm = head = nullptr;
+  }
+};
+
+struct Llama::State {
+  LlamaWeights w;
+  bool training = true;
+  LlamaFullParameters full;  // cleared by enable_lora
+  LayerAdapters lora;
+  LlamaSteps steps;
+  RotaryFrequencies frequencies;
+  std::vector<Tensor> zero_biases;  // q, k, v zero biases for LoRA mode without q/k/v biases
+
+  explicit State(LlamaWeights weights) : w(validated(std::move(weights))), full(w), steps(w.layers.size()) {
+    const LlamaConfig& c = w.config;
+    frequencies = rotary_frequencies(c.head_width(), c.rope_theta, c.rope_scaling);
+    if (!c.qkv_bias)
+      zero_biases = {Tensor::zeros({c.q_width()}, w.dtype(), w.device()), Tensor::zeros({c.kv_width()}, w.dtype(), w.device()),
+                     Tensor::zeros({c.kv_width()}, w.dtype(), w.device())};
+  }
+  static LlamaWeights validated(LlamaWeights weights) {
+    weights.validate();
+    return weights;
+  }
+
+  llama_block::LayerSettings settings(const TokenIds& ids) {
+    const LlamaConfig& c = w.config;
+    return {c.num_attention_heads, c.num_key_value_heads, c.rms_norm_eps, steps.positions_for(ids), frequencies};
+  }
+
+  llama_block::LoraLayer lora_layer(std::size_t i) {
+    const LlamaLayerWeights& l = w.layers[i];
+    auto projection = [&](Projection p) { return llama_block::LoraProjection{projection_weight(l, p), lora.branch(i, p, training)}; };
+    llama_block::LoraLayer b;
+    b.input_norm = l.input_layernorm;
+    b.post_norm = l.post_attention_layernorm;
+    b.q = projection(q_proj);
+    b.k = projection(k_proj);
+    b.v = projection(v_proj);
+    b.o = projection(o_proj);
+    b.gate = projection(gate_proj);
+    b.up = projection(up_proj);
+    b.down = projection(down_proj);
+    b.q_bias = w.config.qkv_bias ? l.q_bias : zero_biases[0];
+    b.k_bias = w.config.qkv_bias ? l.k_bias : zero_biases[1];
+    b.v_bias = w.config.qkv_bias ? l.v_bias : zero_biases[2];
+    return b;
+  }
+
+  template <class Tapes, class MakeLayer> Tensor run(Tapes& tapes, Tensor x, bool keep, const TokenIds& ids, MakeLayer make_layer) {
+    const llama_block::LayerSettings s = settings(ids);
+    return steps.run_blocks(tapes, std::move(x), keep,
+                            [&](std::size_t i, const ParameterPtr& in) { return llama_block::expression(in, make_layer(i), s); });
+  }
+  auto full_layer() {
+    return [this](std::size_t i) { return full.layers[i]; };
+  }
+  auto lora_layers() {
+    return [this](std::size_t i) { return lora_layer(i); };
+  }
+  Tensor frozen_embeddings(const TokenIds& ids) { return eval(embedding(ids, frozen(w.embed_tokens))).value(); }
+
+  double forward_backward(const TokenIds& ids, const TokenIds& targets) {
+    const std::size_t n = w.layers.size();
+    const double eps = w.config.rms_norm_eps;
+    if (!lora.enabled) {
+      full.binding.sync(w.named_tensors());
+      auto embed = eval(embedding(ids, param(full.embed)));
+      const Tensor x = run(steps.full_tapes, embed.value(), true, ids, full_layer());
+      auto head = eval(head_loss(param(steps.block_input(n, x, true)), param(full.norm), param(full.head), eps, targets));
+      steps.saved_bytes = steps.saved_by(steps.full_tapes) + embed.memory().saved_bytes + head.memory().saved_bytes;
+      const double loss = head.value().item();
+      head.backward();
+      embed.backward(steps.backward_blocks(steps.full_tapes));
+      return loss;
+    }
+    const Tensor x = run(steps.lora_tapes, frozen_embeddings(ids), true, ids, lora_layers());
+    auto head = eval(head_loss(param(steps.block_input(n, x, true)), frozen(w.norm), frozen(w.head()), eps, targets));
+    steps.saved_bytes = steps.saved_by(steps.lora_tapes) + head.memory().saved_bytes;
+    const double loss = head.value().item();
+    head.backward();
+    steps.backward_blocks(steps.lora_tapes);
+    return loss;
+  }
+
+  Tensor hidden(const TokenIds& ids) {
+    if (!lora.enabled) {
+      full.binding.sync(w.named_tensors());
+      return run(steps.full_tapes, frozen_embeddings(ids), false, ids, full_layer());
+    }
+    return run(steps.lora_tapes, frozen_embeddings(ids), false, ids, lora_layers());
+  }
+
+  void check(const char* who, const TokenIds& ids, const TokenIds* targets) const {
+    const LlamaConfig& c = w.config;
+    const bool window = c.sliding_window > 0 && c.sliding_window < c.max_position_embeddings;
+    check_token_batch(who, ids, targets, window ? "sliding_window" : "max_position_embeddings", c.context_length());
+  }
+
+  Tensor logits(const TokenIds& ids) {
+    check("nn::Llama::logits", ids, nullptr);
+    LlamaSteps::Cleanup cleanup{steps};
+    const Tensor h = hidden(ids);
+    return eval(head_logits(input(h), frozen(w.norm), frozen(w.head()), w.config.rms_norm_eps)).value();
+  }
+};
+
+Llama::Llama(LlamaWeights weights) : state_(std::make_unique<State>(std::move(weights))) {}
+Llama::~Llama() = default;
+Llama::Llama(Llama&&) noexcept = default;
+Llama& Llama::operator=(Llama&&) noexcept = default;
+
+const LlamaConfig& Llama::config() const { return state_->w.config; }
+nlohmann::json Llama::config_json() const { return llama_config_to_json(config()); }
+std::string Llama::context_length_key() const {
+  const LlamaConfig& c = config();
+  return c.sliding_window > 0 && c.sliding_window < c.max_position_embeddings ? "sliding_window" : "max_position_embeddings";
+}
+DType Llama::dtype() const { return state_->w.dtype(); }
+void Llama::save_adapter(const std::filesystem::path& directory) const { nn::save_adapter(directory, *this); }
+void Llama::load_adapter(const std::filesystem::path& directory) { nn::load_adapter(directory, *this); }
+void Llama::save_pretrained(const std::filesystem::path& directory) const { save_llama_weights(directory, weights()); }
+Device Llama::device() const { return state_->w.device(); }
+const LlamaWeights& Llama::weights() const { return state_->w; }
+LlamaWeights& Llama::weights() { return state_->w; }
+
+void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
+  State& s = *state_;
+  if (s.lora.enabled) fail("nn::Llama::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
+  const TargetNaming naming{"nn::Llama::enable_lora", ", or all-linear for all of them", "all-linear stands for all seven", layer_path};
+  s.lora = LayerAdapters::create(settings, expand_llama_targets(settings.targets), projection_kinds(s.w.config), s.w.layers.size(), naming,
+                                 init, s.w.dtype(), s.w.device(), s.training);
+  s.full.clear();
+}
+
+bool Llama::has_lora() const { return state_->lora.enabled; }
+
+const LoraSettings& Llama::lora_settings() const {
+  if (!state_->lora.enabled) fail("nn::Llama::lora_settings: the model has no adapters (call enable_lora first)");
+  return state_->lora.settings;
+}
+
+void Llama::set_adapters_enabled(bool on) {
+  LayerAdapters& a = state_->lora;
+  if (!a.enabled) fail("nn::Llama::set_adapters_enabled({}): the model has no adapters (call enable_lora first)", on);
+  if (!on && a.set.merged())
+    fail("nn::Llama::set_adapters_enabled(false): the adapters are merged into the weights; call unmerge_adapters() first");
+  a.set.set_enabled(on);
+}
+
+bool Llama::adapters_enabled() const { return state_->lora.enabled && state_->lora.set.enabled(); }
+
+void Llama::merge_adapters() {
+  State& s = *state_;
+  LayerAdapters& a = s.lora;
+  if (!a.enabled) fail("nn::Llama::merge_adapters: the model has no adapters (call enable_lora first)");
+  if (a.set.merged()) fail("nn::Llama::merge_adapters: the adapters are already merged");
+  if (!a.set.enabled()) fail("nn::Llama::merge_adapters: the adapters are disabled; enable them to merge");
+  a.merge([&](std::size_t i, std::size_t p) { return projection_weight(s.w.layers[i], Projection(p)); }, lora::Layout::out_in);
+}
+
+void Llama::unmerge_adapters() {
+  LayerAdapters& a = state_->lora;
+  if (!a.set.merged()) fail("nn::Llama::unmerge_adapters: the adapters are not merged");
+  a.set.unmerge();
+}
+
+bool Llama::merged() const { return state_->lora.set.merged(); }
+
+void Llama::train(bool on) {
+  state_->training = on;
+  state_->lora.set.train(on);
+}
+
+bool Llama::training() const { return state_->training; }
+
+Parameters Llama::trainable_parameters() const {
+  const State& s = *state_;
+  if (!s.lora.enabled) return s.full.binding.all();
+  if (s.lora.set.merged())
+    fail("nn::Llama::trainable_parameters: the adapters are merged into the weights (training would start from W + s·B·A); "
+         "call unmerge_adapters() first");
+  return s.lora.set.parameters();
+}
+
+lora::ParameterCount Llama::parameter_count() const {
+  const State& s = *state_;
+  lora::ParameterCount c;
+  for (const auto& [name, tensor] : s.w.named_tensors()) {
+    if (s.lora.enabled) c.add_frozen(tensor);
+    else c.add_trainable(tensor);
+  }
+  c += s.lora.set.parameter_count();
+  return c;
+}
+
+double Llama::forward_backward(const TokenIds& inputs, const TokenIds& targets) {
+  State& s = *state_;
+  s.check("nn::Llama::forward_backward", inputs, &targets);
+  if (s.lora.set.merged())
+    fail("nn::Llama::forward_backward: the adapters are merged into the weights (A and B would train on top of themselves); call "
+         "unmerge_adapters() first");
+  if (s.lora.enabled && !s.lora.set.enabled())
+    fail("nn::Llama::forward_backward: the adapters are disabled, so nothing would train; call set_adapters_enabled(true)");
+  LlamaSteps::Cleanup cleanup{s.steps};
+  return s.forward_backward(inputs, targets);
+}
+
+double Llama::loss(const TokenIds& inputs, const TokenIds& targets) {
+  State& s = *state_;
+  s.check("nn::Llama::loss", inputs, &targets);
+  LlamaSteps::Cleanup cleanup{s.steps};
+  const Tensor h = s.hidden(inputs);
+  return eval(head_loss(input(h), frozen(s.w.norm), frozen(s.w.head()), s.w.config.rms_norm_eps, targets)).value().item();
+}
+
+Tensor Llama::logits(const TokenIds& inputs) { return state_->logits(inputs); }
+
+std::size_t Llama::saved_activation_bytes() const { return state_->steps.saved_bytes; }
+
+std::vector<Llama::Adapter> Llama::adapters() const {
+  std::vector<Adapter> list;
+  state_->lora.for_each([&](std::size_t i, std::size_t p, const lora::Adapter& adapter) {
+    list.push_back({static_cast<int>(i), llama_target_names()[p], adapter.lora_A(), adapter.lora_B(), adapter.scaling()});
+  });
+  return list;
+}
+
+std::vector<RandomStream> Llama::lora_dropout_streams() const { return state_->lora.set.dropout_streams(); }
+
+void Llama::set_lora_dropout_streams(const std::vector<RandomStream>& streams) {
+  state_->lora.set.set_dropout_streams(streams, "nn::Llama::set_lora_dropout_streams");
+}
+
+// ---- PEFT adapter files -----------------------------------------------------------------------------------------
+namespace {
+std::string module_of(int layer, const std::string& target) {
+  const auto& names = llama_target_names();
+  const auto p = static_cast<std::size_t>(std::find(names.begin(), names.end(), target) - names.begin());
+  return fmt::format("{}.{}", layer_path(static_cast<std::size_t>(layer)), module_paths[p]);
+}
+}  // namespace
+
+void save_adapter(const std::filesystem::path& directory, const Llama& model) {
+  if (!model.has_lora()) fail("nn::save_adapter: the Llama has no adapters (call enable_lora first)");
+  if (model.merged()) fail("nn::save_adapter: the adapters are merged into the weights; call unmerge_adapters() first");
+  lora::PeftConfig config = lora::peft_config_of(model.lora_settings().config);
+  config.target_modules = model.lora_settings().targets;
+  config.task_type = "CAUSAL_LM";
+  std::vector<lora::AdapterTensors> modules;
+  for (const Llama::Adapter& a : model.adapters()) modules.push_back({module_of(a.layer, a.target), a.A->value, a.B->value, Tensor()});
+  nlohmann::json settings = {{"targets", model.lora_settings().targets}, {"model_type", model.config().model_type}};
+  lora::write_adapter_directory(directory, config, modules, {{"lowrank.llama_targets", settings.dump()}});
+}
+
+LoraSettings llama_adapter_settings(const std::filesystem::path& directory) {
+  const lora::PeftConfig peft = lora::read_adapter_config(directory);
+  LoraSettings s;
+  s.config = lora::config_of(peft);
+  s.targets.clear();
+  for (const std::string& name : llama_target_names()) {
+    const bool all = std::find(peft.target_modules.begin(), peft.target_modules.end(), "all-linear") != peft.target_modules.end();
+    bool selected = all;
+    for (const std::string& m : peft.target_modules)
+      if (m == name || m.ends_with("." + name)) selected = true;
+    if (selected) s.targets.push_back(name);
+  }
+  if (s.targets.empty())
+    fail("{}: target_modules [{}] select none of the Llama projections ({})", (directory / lora::adapter_config_file_name).string(),
+         fmt::join(peft.target_modules, ", "), fmt::join(llama_target_names(), ", "));
+  return s;
+}
+
+void load_adapter(const std::filesystem::path& directory, Llama& model) {
+  if (!model.has_lora()) {
+    RandomStream init{0, 0};  // A and B are overwritten from the file
+    model.enable_lora(llama_adapter_settings(directory), init);
+  }
+  if (model.merged()) fail("nn::load_adapter: the Llama's adapters are merged; call unmerge_adapters() first");
+  const std::vector<Llama::Adapter> adapters = model.adapters();
+  std::vector<lora::ExpectedModule> expected;
+  for (const Llama::Adapter& a : adapters)
+    expected.push_back({module_of(a.layer, a.target), a.A->value.dim(1), a.B->value.dim(0), false});
+  const lora::AdapterDirectory file = lora::read_adapter_directory(directory, expected);
+  const std::string config_path = (directory / lora::adapter_config_file_name).string();
+  for (std::size_t k = 0; k < adapters.size(); ++k) {
+    const Llama::Adapter& a = adapters[k];
+    if (file.modules[k].lora_A.shape() != a.A->value.shape())
+      fail("{}: module '{}' has rank {}, the model's adapters rank {}", config_path, expected[k].module, file.modules[k].lora_A.dim(0),
+           a.A->value.dim(0));
+    const double s = file.config.scaling();
+    if (std::abs(s - a.scaling) > 1e-12 * std::max(1.0, std::abs(a.scaling)))
+      fail("{}: the file's scale {} (lora_alpha {}, r {}) differs from the model's {}", config_path, s, file.config.lora_alpha, file.config.r,
+           a.scaling);
+  }
+  for (std::size_t k = 0; k < adapters.size(); ++k) {
+    adapters[k].A->value.copy_from(file.modules[k].lora_A);
+    adapters[k].B->value.copy_from(file.modules[k].lora_B);
+  }
+}
+
+// ---- generation ---------------------------------------------------------------------------------------------------
+// The model's state is behind a pointer: generation runs forwards (which use the step machinery) without
+// changing what the model computes, so it is a const member as LanguageModel asks.
+std::vector<std::int32_t> Llama::generate(const std::vector<std::int32_t>& prompt, int new_tokens, const Sampling& sampling) const {
+  State& s = *state_;
+  const LlamaConfig& c = s.w.config;
+  std::vector<std::int32_t> sequence;
+  // Dropout off while generating, restored however generation ends.
+  struct Restore {
+    State& s;
+    bool training;
+    ~Restore() {
+      s.training = training;
+      s.lora.set.train(training);
+    }
+  } restore{s, s.training};
+  s.training = false;
+  s.lora.set.train(false);
+  return sample_tokens(
+      [&](std::span<const std::int32_t> tokens) {
+        for (const std::int32_t id : tokens)
+          if (id < 0 || id >= c.vocab_size) fail("generate: token id {} outside [0, vocab_size = {})", id, c.vocab_size);
+        sequence.insert(sequence.end(), tokens.begin(), tokens.end());
+        const auto t = static_cast<std::int64_t>(sequence.size());
+        const Tensor logits = s.logits(TokenIds({1, t}, sequence));
+        return logits.select(0, 0).select(0, t - 1).contiguous();
+      },
+      prompt, new_tokens, sampling, c.context_length(), context_length_key().c_str());
+}
+
+}  // namespace lowrank::nn

@@ -1,0 +1,123 @@
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "op_test_support.hpp"
+
+using namespace lowrank;
+using namespace lowrank::test;
+
+namespace linear_ce_test {
+
+// The loss and gradients of the unfused expression cross_entropy(matmul(x, t(W)), targets) — the
+// reference the fused op must reproduce.
+struct Unfused {
+  double loss;
+  Tensor dx, dw;
+};
+Unfused unfused(const Tensor& x, const Tensor& w, const TokenIds& targets) {
+  auto px = make_parameter("x", x.clone());
+  auto pw = make_parameter("W", w.clone());
+  auto tape = eval(cross_entropy(matmul(param(px), t(param(pw))), targets));
+  const double loss = tape.value().item();
+  tape.backward();
+  return {loss, px->grad, pw->grad};
+}
+
+Unfused fused(const Tensor& x, const Tensor& w, const TokenIds& targets, std::int64_t chunk_elements) {
+  auto px = make_parameter("x", x.clone());
+  auto pw = make_parameter("W", w.clone());
+  auto tape = eval(linear_cross_entropy(param(px), param(pw), targets, -100, chunk_elements));
+  const double loss = tape.value().item();
+  tape.backward();
+  return {loss, px->grad, pw->grad};
+}
+
+double max_abs_difference(const Tensor& a, const Tensor& b) {
+  const auto va = a.to_vector(), vb = b.to_vector();
+  REQUIRE(va.size() == vb.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < va.size(); ++i) worst = std::max(worst, std::abs(va[i] - vb[i]));
+  return worst;
+}
+
+}  // namespace linear_ce_test
+
+TEST_CASE("gradcheck: linear_cross_entropy, chunked and whole") {
+  auto x = random_param("x", {2, 3, 4}, 1801, DType::f64, -1.0, 1.0);
+  auto w = random_param("W", {7, 4}, 1802, DType::f64, -1.0, 1.0);
+  const TokenIds targets({2, 3}, {6, -100, 0, 3, 3, 1});
+  // 14 logits a chunk: 2 rows of 7 classes, so 3 chunks (one holding the ignored row).
+  for (const std::int64_t chunk : {std::int64_t{14}, std::int64_t{1} << 20})
+    require_passed(gradcheck([&] { return linear_cross_entropy(param(x), param(w), targets, -100, chunk); }, {x, w}));
+  auto x2 = random_param("x", {5, 3}, 1803, DType::f64, -1.0, 1.0);
+  auto w2 = random_param("W", {4, 3}, 1804, DType::f64, -1.0, 1.0);
+  const TokenIds t2({5}, {1, 2, 9, 0, 3});  // 9: a custom ignore_index
+  require_passed(gradcheck([&] { return linear_cross_entropy(param(x2), param(w2), t2, 9, 8); }, {x2, w2}));
+}
+
+TEST_CASE("linear_cross_entropy: chunked matches cross_entropy(x·Wᵀ) in float32; one chunk matches it bit for bit") {
+  using namespace linear_ce_test;
+  const Tensor x = random_tensor({3, 17, 24}, 1805, DType::f32, -2.0, 2.0);
+  const Tensor w = random_tensor({101, 24}, 1806, DType::f32, -0.5, 0.5);
+  std::vector<std::int32_t> ids;
+  for (int i = 0; i < 51; ++i) ids.push_back(i % 7 == 3 ? -100 : (i * 37) % 101);
+  const TokenIds targets({3, 17}, ids);
+  const Unfused reference = unfused(x, w, targets);
+  for (const std::int64_t chunk : {std::int64_t{101}, std::int64_t{101 * 5}, std::int64_t{101 * 16 + 50}}) {
+    CAPTURE(chunk);
+    const Unfused got = fused(x, w, targets, chunk);
+    CHECK(std::abs(got.loss - reference.loss) < 1e-5 * std::abs(reference.loss));
+    CHECK(max_abs_difference(got.dx, reference.dx) < 1e-6);
+    CHECK(max_abs_difference(got.dw, reference.dw) < 1e-6);
+  }
+  const Unfused whole = fused(x, w, targets, LinearCrossEntropy::default_chunk_elements);
+  CHECK(whole.loss == reference.loss);
+  CHECK(bitwise_equal(whole.dx, reference.dx));
+  CHECK(bitwise_equal(whole.dw, reference.dw));
+}
+
+TEST_CASE("linear_cross_entropy: with a frozen W only x gets a gradient, chunked or not") {
+  using namespace linear_ce_test;
+  const Tensor x = random_tensor({6, 5}, 1807, DType::f64);
+  const Tensor w = random_tensor({9, 5}, 1808, DType::f64);
+  const TokenIds targets({6}, {0, 8, 4, -100, 2, 2});
+  const Unfused reference = unfused(x, w, targets);
+  for (const std::int64_t chunk : {std::int64_t{9}, std::int64_t{1000}}) {
+    auto px = make_parameter("x", x.clone());
+    auto tape = eval(linear_cross_entropy(param(px), frozen(w), targets, -100, chunk));
+    CHECK(tape.value().item() == doctest::Approx(reference.loss).epsilon(1e-14));
+    tape.backward();
+    CHECK(max_abs_difference(px->grad, reference.dx) < 1e-14);
+  }
+}
+
+TEST_CASE("linear_cross_entropy: an all-ignored batch has loss 0 and zero gradients") {
+  auto x = make_parameter("x", Tensor::from({2, 2}, {1, 2, 3, 4}, DType::f64));
+  auto w = make_parameter("W", Tensor::from({3, 2}, {1, 0, 0, 1, 1, 1}, DType::f64));
+  for (const std::int64_t chunk : {std::int64_t{3}, std::int64_t{100}}) {
+    x->grad = Tensor::zeros({2, 2}, DType::f64);
+    w->grad = Tensor::zeros({3, 2}, DType::f64);
+    auto tape = eval(linear_cross_entropy(param(x), param(w), TokenIds({2}, {-100, -100}), -100, chunk));
+    CHECK(tape.value().item() == 0.0);
+    tape.backward();
+    for (double g : x->grad.to_vector()) CHECK(g == 0.0);
+    for (double g : w->grad.to_vector()) CHECK(g == 0.0);
+  }
+}
+
+TEST_CASE("linear_cross_entropy: bad shapes and targets are errors naming them") {
+  const Tensor x = Tensor::zeros({2, 4}), w = Tensor::zeros({5, 4});
+  const std::string target = error_message([&] { eval(linear_cross_entropy(input(x), frozen(w), TokenIds({2}, {1, 5}))); });
+  CHECK(contains(target, "linear_cross_entropy"));
+  CHECK(contains(target, "target 5"));
+  CHECK(contains(target, "[0, 5)"));
+  const std::string width = error_message([&] { eval(linear_cross_entropy(input(x), frozen(Tensor::zeros({5, 3})), TokenIds({2}, {0, 0}))); });
+  CHECK(contains(width, "[2, 4]"));
+  CHECK(contains(width, "[5, 3]"));
+  const std::string rows = error_message([&] { eval(linear_cross_entropy(input(x), frozen(w), TokenIds({3}, {0, 0, 0}))); });
+  CHECK(contains(rows, "[3]"));
+  CHECK(contains(error_message([&] { eval(linear_cross_entropy(input(x), frozen(w), TokenIds({2}, {0, 0}), -100, 0)); }),
+                 "chunk_elements 0"));
+}
