@@ -19,6 +19,7 @@
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "report.hpp"
+#include "lowrank/io/gguf.hpp"
 #include "run_cli.hpp"
 #include "../support/files.hpp"
 
@@ -268,3 +269,16 @@ TEST_CASE("cli: train --skip-nonfinite skips every non-finite step and says how 
   CHECK(skipped_rows == 3);
 }
 #endif
+
+TEST_CASE("cli: export --format gguf writes a GPT-2 adapter and refuses other families and formats") {
+  const std::filesystem::path data = std::filesystem::path(LOWRANK_SOURCE_DIR) / "tests" / "nn" / "data";
+  const std::filesystem::path out = std::filesystem::path(LOWRANK_BINARY_DIR) / "export_test_adapter.gguf";
+  const CliResult ok = run_cli({"export", "--format", "gguf", "--adapter", (data / "hf_tiny_gpt2" / "peft_all").string(), "--out", out.string()});
+  CHECK(ok.status == 0);
+  CHECK(lowrank::GgufFile::open(out).tensors().size() == 16);
+  std::filesystem::remove(out);
+  check_user_error(run_cli({"export", "--format", "gguf", "--adapter", (data / "hf_tiny_llama" / "peft").string(), "--out", out.string()}),
+                   {"adapter_model.safetensors", "model.layers.0.", "is not a LoRA A or B of a GPT-2"});
+  CHECK(!std::filesystem::exists(out));
+  check_user_error(run_cli({"export", "--format", "onnx", "--adapter", "x", "--out", "y"}), {"--format", "gguf"});
+}
