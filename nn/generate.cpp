@@ -214,7 +214,8 @@ std::vector<std::int32_t> sample_tokens(const std::function<Tensor(std::span<con
   for (int i = 0; i < new_tokens; ++i) {
     const std::int32_t next = pick_token(logits, sampling, static_cast<std::uint64_t>(i));
     prompt.push_back(next);
-    if (next == sampling.stop_token || i + 1 == new_tokens) break;
+    const auto& stops = sampling.stop_tokens;
+    if (std::find(stops.begin(), stops.end(), next) != stops.end() || i + 1 == new_tokens) break;
     logits = feed(std::span<const std::int32_t>(&prompt.back(), 1));
   }
   return prompt;

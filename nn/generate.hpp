@@ -65,7 +65,7 @@ std::int32_t pick_token(const Tensor& logits, const Sampling& sampling, std::uin
 std::vector<std::int32_t> sample_tokens(const std::function<Tensor(std::span<const std::int32_t>)>& feed, std::vector<std::int32_t> prompt,
                                         int new_tokens, const Sampling& sampling, std::int64_t context, const char* context_key);
 
-// Returns the prompt followed by up to `new_tokens` generated tokens (fewer when stop_token comes up).
+// Returns the prompt followed by up to `new_tokens` generated tokens (fewer when one of sampling.stop_tokens comes up).
 // The prompt must be non-empty, hold ids in [0, vocab_size), and prompt + new_tokens must fit in
 // n_positions.
 std::vector<std::int32_t> generate(const GPT& model, std::vector<std::int32_t> prompt, int new_tokens, const Sampling& sampling);

@@ -33,7 +33,9 @@ struct Sampling {
   int top_k = 0;             // sample among the k largest logits (ties at the k-th included); 0: all
   std::uint64_t seed = 0;    // Philox stream of the draws: the same seed gives the same tokens
   bool greedy = false;       // argmax (the lowest id among equal maxima)
-  std::int32_t stop_token = -1;  // generation ends after producing this id; -1: never
+  // Generation ends after producing any of these ids (a model may have several: Llama 3's generation_config
+  // lists <|end_of_text|>, <|eom_id|> and <|eot_id|>); empty: never.
+  std::vector<std::int32_t> stop_tokens;
 };
 
 class LanguageModel {
@@ -76,7 +78,7 @@ class LanguageModel {
   virtual double forward_backward(const TokenIds& inputs, const TokenIds& targets) = 0;
   virtual double loss(const TokenIds& inputs, const TokenIds& targets) = 0;
   virtual Tensor logits(const TokenIds& inputs) = 0;  // [B, T, vocab_size]
-  // The prompt followed by up to new_tokens generated ones (fewer when sampling.stop_token comes up).
+  // The prompt followed by up to new_tokens generated ones (fewer when one of sampling.stop_tokens comes up).
   virtual std::vector<std::int32_t> generate(const std::vector<std::int32_t>& prompt, int new_tokens,
                                              const Sampling& sampling) const = 0;
 
@@ -100,6 +102,9 @@ struct ModelFamily {
   std::string model_type;
   std::vector<std::string> lora_target_names;  // lora_modules() and the shorthands expand_lora_targets takes
   std::function<std::unique_ptr<LanguageModel>(const std::filesystem::path& directory, const LoadOptions& options)> load;
+  // What `train` adapts without --targets: the query and value projections, as in the LoRA paper and PEFT's
+  // defaults for these model types.
+  std::vector<std::string> default_lora_targets;
 };
 // Every family lowrank computes (nn/model_families.cpp).
 const std::vector<ModelFamily>& model_families();

@@ -55,10 +55,10 @@ std::string supported_types() {
 const std::vector<ModelFamily>& model_families() {
   // The first row is also the family of a config.json without model_type.
   static const std::vector<ModelFamily> families = {
-      {"gpt2", gpt2_target_names(), load_gpt2_model},
-      {"llama", llama_family_target_names(), load_llama_model},
-      {"qwen2", llama_family_target_names(), load_llama_model},
-      {"mistral", llama_family_target_names(), load_llama_model},
+      {"gpt2", gpt2_target_names(), load_gpt2_model, {"q", "v"}},
+      {"llama", llama_family_target_names(), load_llama_model, {"q_proj", "v_proj"}},
+      {"qwen2", llama_family_target_names(), load_llama_model, {"q_proj", "v_proj"}},
+      {"mistral", llama_family_target_names(), load_llama_model, {"q_proj", "v_proj"}},
   };
   return families;
 }

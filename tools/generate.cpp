@@ -10,6 +10,7 @@
 #include "commands.hpp"
 #include "data.hpp"
 #include "lowrank/core/error.hpp"
+#include "lowrank/io/hf_directory.hpp"
 #include "lowrank/nn/language_model.hpp"
 #include "training.hpp"
 #include "validators.hpp"
@@ -53,23 +54,45 @@ ChatPrompt chat_prompt(const GenerateOptions& options, const text::Tokenizer& to
   return prompt;
 }
 
+// The ids that end a continuation whatever the prompt: the tokenizer's eos, else a GPT-2 vocabulary's
+// <|endoftext|>, and generation_config.json's eos_token_id (one id or a list) where the directory has one.
+// An id outside the model's vocabulary could never be produced: it is an error naming the file.
+std::vector<std::int32_t> generation_stop_ids(const std::filesystem::path& model, const text::Tokenizer& tokenizer, std::int64_t vocab_size) {
+  std::vector<std::int32_t> stops;
+  const auto add = [&stops](std::int32_t id) {
+    if (std::find(stops.begin(), stops.end(), id) == stops.end()) stops.push_back(id);
+  };
+  if (const auto eos = tokenizer.eos_id()) add(*eos);
+  else if (const auto end_of_text = tokenizer.special_token_id("<|endoftext|>")) add(*end_of_text);
+  const std::filesystem::path file = model / hf_generation_config_file_name;
+  if (std::filesystem::is_regular_file(file)) {
+    const GenerationConfig config = generation_config_from_json(read_json_file(file), file.string());
+    for (const std::int64_t id : config.eos_token_ids) {
+      if (id < 0 || id >= vocab_size)
+        fail("{}: eos_token_id {} is outside the model's vocabulary [0, {})", file.string(), id, vocab_size);
+      add(static_cast<std::int32_t>(id));
+    }
+  }
+  return stops;
+}
+
 void run_generate(const GenerateOptions& options) {
   const auto tokenizer = load_tokenizer(options.model);
   const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model);
   nn::LanguageModel& model = *loaded;
   if (!options.adapter.empty()) model.load_adapter(options.adapter);
   model.train(false);
-  std::optional<std::int32_t> stop;
+  // The continuation ends at the tokenizer's eos (a GPT-2 vocabulary's <|endoftext|>), at every eos id of
+  // generation_config.json (Llama 3 lists several), and with --chat at the template's end-of-turn token.
+  std::vector<std::int32_t> stops = generation_stop_ids(options.model, *tokenizer, model.vocab_size());
   std::vector<std::int32_t> prompt;
   if (options.chat) {
     ChatPrompt chat = chat_prompt(options, *tokenizer);
     prompt = std::move(chat.ids);
-    stop = chat.end_of_turn;
+    if (chat.end_of_turn) stops.push_back(*chat.end_of_turn);
   } else {
     if (!options.messages.empty()) fail("--messages needs --chat");
     prompt = tokenizer->encode(options.prompt);
-    // A GPT-2 vocabulary's end-of-text token ends the continuation, and is not printed.
-    stop = tokenizer->special_token_id("<|endoftext|>");
   }
   if (prompt.empty()) fail("--prompt: the prompt is empty; generation needs at least one token");
   const auto context = model.context_length();
@@ -85,10 +108,11 @@ void run_generate(const GenerateOptions& options) {
   sampling.top_k = options.top_k;
   sampling.seed = options.seed;
   sampling.greedy = options.greedy || options.temperature == 0.0;
-  if (stop) sampling.stop_token = *stop;
+  sampling.stop_tokens = stops;
   const std::vector<std::int32_t> all = model.generate(prompt, options.tokens, sampling);
   std::vector<std::int32_t> continuation(all.begin() + static_cast<std::ptrdiff_t>(prompt.size()), all.end());
-  if (stop && !continuation.empty() && continuation.back() == *stop) continuation.pop_back();
+  // The stop token itself is not printed.
+  if (!continuation.empty() && std::find(stops.begin(), stops.end(), continuation.back()) != stops.end()) continuation.pop_back();
   // A chat prints the assistant's answer alone; a continuation follows its prompt.
   fmt::print("{}{}\n", options.chat ? "" : options.prompt, tokenizer->decode(continuation));
 }

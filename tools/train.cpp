@@ -164,9 +164,13 @@ TrainSettings validated_settings(const CLI::App& command, TrainOptions& options,
     if (!fs::is_regular_file(checkpoint_file))
       fail("--resume: {} does not exist; start the run without --resume", checkpoint_file.string());
     options.settings = settings_for_resume(command, options.settings, read_json(run_file), run_file);
-  } else if (fs::exists(checkpoint_file)) {
-    fail("--out {} already holds a run ({}); continue it with --resume or choose another --out", out.string(),
-         checkpoint_file.string());
+  } else {
+    if (fs::exists(checkpoint_file))
+      fail("--out {} already holds a run ({}); continue it with --resume or choose another --out", out.string(),
+           checkpoint_file.string());
+    // Without --targets, the family's own query and value projections (GPT-2: q,v; Llama: q_proj,v_proj).
+    if (command.count("--targets") == 0 && !options.settings.model.empty())
+      options.settings.targets = nn::model_family(options.settings.model).default_lora_targets;
   }
   const TrainSettings& s = options.settings;
   if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::all_lora_target_names(), ", "));
@@ -515,10 +519,10 @@ void add_train_command(CLI::App& app) {
   command->add_option("--alpha", s.alpha, "LoRA alpha")->check(positive_number)->capture_default_str();
   command->add_option("--dropout", s.dropout, "dropout on the LoRA branch's input")->check(non_negative_number)->capture_default_str();
   command->add_option("--targets", s.targets, "comma-separated modules to adapt, in the model family's names (GPT-2: q, k, v, o, fc, proj; mlp = fc,proj; "
-                  "c_attn = q,k,v; all-linear = all six)")
+                  "c_attn = q,k,v; all-linear = all six; Llama, Qwen2, Mistral: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
+                  "down_proj, all-linear). Default: the family's query and value projections (q,v; q_proj,v_proj)")
       ->delimiter(',')
-      ->check(CLI::IsMember(nn::all_lora_target_names()))
-      ->capture_default_str();
+      ->check(CLI::IsMember(nn::all_lora_target_names()));
   command->add_option("--scaling", s.scaling, "s = alpha/r (alpha_over_r), alpha, or alpha/sqrt(r) (rslora)")
       ->check(CLI::IsMember({"alpha_over_r", "alpha", "rslora"}))
       ->capture_default_str();

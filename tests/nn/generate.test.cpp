@@ -185,13 +185,22 @@ TEST_CASE("generate: errors name the numbers") {
   CHECK_THROWS_WITH_AS(KVCacheDecoder(model, 17), doctest::Contains("capacity 17"), Error);
 }
 
-TEST_CASE("generate: stop_token ends generation after producing it") {
+TEST_CASE("generate: any of the stop_tokens ends generation after producing it") {
   GPT model(spread_weights(tiny_config(), 13));
   Sampling greedy;
   greedy.greedy = true;
   const auto full = generate(model, {2, 3}, 10, greedy);
-  greedy.stop_token = full[4];  // the third generated token
+  greedy.stop_tokens = {full[4]};  // the third generated token
   const auto stopped = generate(model, {2, 3}, 10, greedy);
   const auto first = std::find(full.begin() + 2, full.end(), full[4]);
   CHECK(stopped == std::vector<std::int32_t>(full.begin(), first + 1));
+  // Several ids: the earliest of them to come up ends it; an id never produced changes nothing.
+  std::int32_t absent = 0;
+  while (std::find(full.begin() + 2, full.end(), absent) != full.end()) ++absent;
+  greedy.stop_tokens = {absent, full[5], full[3]};
+  const auto either = generate(model, {2, 3}, 10, greedy);
+  const auto earliest = std::find_if(full.begin() + 2, full.end(), [&](std::int32_t t) { return t == full[5] || t == full[3]; });
+  CHECK(either == std::vector<std::int32_t>(full.begin(), earliest + 1));
+  greedy.stop_tokens = {absent};
+  CHECK(generate(model, {2, 3}, 10, greedy) == full);
 }
