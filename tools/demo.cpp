@@ -204,13 +204,16 @@ PhaseResult train_phase(const std::string& phase, nn::GPT& model, Task task, con
 // (every weight, the adapters' gradients, AdamW's two moments), what one forward_backward adds, and
 // what the demo itself holds meanwhile. Per step, with N = batch·T rows, E = n_embd, H heads, V the
 // vocabulary, L layers, k adapted projections of rank r (float32 values, 4 bytes):
-//   saved for backward  per layer 10·N·E + B·H·T² + k·N·r values (layernorm outputs, q/k/v, the
-//                       attention probabilities and output, the residual, the MLP's activations, the
-//                       rank-r products x·Aᵀ) and N·V + N·E for the head (logits, final layernorm):
-//                       what the tapes keep (Tape::memory(); checked against the measurement below)
+//   saved for backward  per layer 10·N·E + k·N·r values (layernorm outputs, q/k/v, the attention output,
+//                       the residual, the MLP's activations, the rank-r products x·Aᵀ) and 2·N·E for the
+//                       head (the final layernorm's input and output): what the tapes keep (Tape::memory(); checked
+//                       against the measurement below). The fused kernels keep no [T, T] probabilities and
+//                       no logits in the tape: flash attention holds its per-row log-sum-exp, the fused
+//                       head its logits while the batch fits one chunk, inside the op (step buffers)
 //   step buffers        the gradient of each block's input, (L+1)·N·E values, zeroed in forward; the
 //                       per-row float64 mean and 1/std of 2L+1 layernorms and the loss's [N, 2]
-//                       log-sum-exp: 16·N·(2L+2) bytes
+//                       log-sum-exp: 16·N·(2L+2) bytes; attention's float64 log-sum-exp, 8·L·B·H·T bytes;
+//                       the head's logits, N·V values
 //   backward working    the larger of the head's (the logits' gradient N·V and the final layernorm's
 //                       output gradient N·E, with the head's tape alive) and a block's (the MLP's
 //                       gradients: 4E + 4E + E per row, after the head released its logits: 9·N·E − N·V)
@@ -229,8 +232,8 @@ PlannedMemory planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::int
   const double L = static_cast<double>(c.n_layer), r = static_cast<double>(plan.lora_rank);
   const double k = static_cast<double>(model.lora_settings().targets.size());
   constexpr double value = 4.0;  // float32
-  const double saved = value * (L * (10 * N * E + B * H * T * T + k * N * r) + N * V + N * E);
-  const double step_buffers = value * (L + 1) * N * E + 16.0 * N * (2 * L + 2);
+  const double saved = value * (L * (10 * N * E + k * N * r) + 2 * N * E);
+  const double step_buffers = value * ((L + 1) * N * E + N * V) + 16.0 * N * (2 * L + 2) + 8.0 * L * B * H * T;
   const double working = value * std::max(N * V + N * E, 9 * N * E - N * V);
   const double parameters = static_cast<double>(count.total_bytes());
   const double gradients = static_cast<double>(count.trainable_bytes);
