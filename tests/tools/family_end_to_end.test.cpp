@@ -186,4 +186,66 @@ TEST_CASE("cli: generate stops at any eos id of generation_config.json (a list, 
   CHECK(bad.status == 2);
   CHECK(bad.output.find("generation_config.json: eos_token_id 100000 is outside the model's vocabulary") != std::string::npos);
 }
+TEST_CASE("cli: a Llama 3 and a Qwen2.5 instruct directory fine-tune on JSONL conversations with answer-only loss and held-out eval") {
+  using namespace family_e2e;
+  const std::vector<Family> families = {
+      {"llama", "llama3", {"<|eot_id|>"}},
+      {"qwen2", "qwen2_5", {"<|im_end|>"}},
+  };
+  // Conversations whose answers follow from the question: "<a> plus <b>?" -> "<a+b>."; training and
+  // held-out sets share the rule, not the examples.
+  auto conversations = [](int first, int count) {
+    std::string jsonl;
+    for (int i = first; i < first + count; ++i) {
+      const int a = i % 7, b = (i / 7) % 5;
+      jsonl += nlohmann::json{{"messages",
+                               {{{"role", "system"}, {"content", "Answer with a number."}},
+                                {{"role", "user"}, {"content", std::to_string(a) + " plus " + std::to_string(b) + "?"}},
+                                {{"role", "assistant"}, {"content", std::to_string(a + b) + "."}}}}}
+                   .dump() +
+               "\n";
+    }
+    return jsonl;
+  };
+  for (const Family& family : families) {
+    const std::string model_type = family.model_type;
+    CAPTURE(model_type);
+    const lowrank::test::ScratchDir dir(std::string("cli_e2e_chat_") + family.model_type);
+    const fs::path model = write_model(dir.path(), family);
+    lowrank::test::write_text(dir / "train.jsonl", conversations(0, 24));
+    lowrank::test::write_text(dir / "held_out.jsonl", conversations(24, 6));
+    const auto eval = [&](const std::vector<std::string>& extra) {
+      std::vector<std::string> args = {"eval", "--model", model.string(), "--data", (dir / "held_out.jsonl").string(), "--json"};
+      args.insert(args.end(), extra.begin(), extra.end());
+      const auto result = lowrank::test::run_cli(args);
+      INFO(result.output);
+      REQUIRE(result.status == 0);
+      return nlohmann::json::parse(result.output);
+    };
+    const nlohmann::json before = eval({});
+    // Answer-only: the loss counts the answers' tokens (and each turn's end), far fewer than every token.
+    const nlohmann::json all_tokens = eval({"--train-on-all-tokens"});
+    CHECK(before.at("tokens").get<std::int64_t>() < all_tokens.at("tokens").get<std::int64_t>() / 4);
+    CHECK(before.at("tokens").get<std::int64_t>() >= 6 * 2);
+
+    const auto trained = lowrank::test::run_cli({"train", "--model", model.string(), "--data", (dir / "train.jsonl").string(),
+                                                 "--eval-data", (dir / "held_out.jsonl").string(), "--eval-every", "5", "--steps",
+                                                 "10", "--batch", "4", "--seq", "64", "--rank", "4", "--alpha", "8", "--lr", "0.02",
+                                                 "--warmup", "0", "--targets", "all-linear", "--seed", "5", "--out",
+                                                 (dir / "run").string()});
+    INFO(trained.output);
+    REQUIRE(trained.status == 0);
+    CHECK(trained.output.find("best eval loss") != std::string::npos);
+    std::vector<double> eval_losses;
+    const lowrank::tools::MetricsLog metrics = lowrank::tools::MetricsLog::read_csv(dir / "run" / "metrics.csv");
+    for (const auto& row : metrics.rows())
+      if (row.phase == "eval") eval_losses.push_back(row.loss);
+    REQUIRE(eval_losses.size() == 2);
+    // The held-out answer-only loss falls, and `lowrank eval` with the saved adapter measures the last one.
+    CHECK(eval_losses.back() < before.at("loss").get<double>() - 0.1);
+    const nlohmann::json after = eval({"--adapter", (dir / "run" / "adapter").string()});
+    CHECK(std::abs(after.at("loss").get<double>() - eval_losses.back()) < 1e-5);
+    CHECK(after.at("tokens") == before.at("tokens"));
+  }
+}
 #endif
