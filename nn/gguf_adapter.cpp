@@ -1,8 +1,10 @@
 #include "lowrank/nn/gguf_adapter.hpp"
 
+#include <iterator>
 #include <map>
-#include <regex>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 #include "lowrank/core/error.hpp"
@@ -25,6 +27,38 @@ struct Pair {
   std::string a_key, b_key;
 };
 
+// "base_model.model.[transformer.]h.<layer>.<module>.lora_<A|B>.weight" with <module> one of module_names'
+// PEFT paths and <layer> 1-6 digits; anything else is not a GPT-2 LoRA tensor.
+struct PeftLoraKey {
+  int layer = 0;
+  int module = 0;
+  bool is_a = false;
+};
+
+std::optional<PeftLoraKey> parse_peft_lora_key(std::string_view name) {
+  auto consume = [&name](std::string_view prefix) {
+    if (!name.starts_with(prefix)) return false;
+    name.remove_prefix(prefix.size());
+    return true;
+  };
+  if (!consume("base_model.model.")) return std::nullopt;
+  consume("transformer.");
+  if (!consume("h.")) return std::nullopt;
+  PeftLoraKey key;
+  std::size_t digits = 0;
+  while (digits < name.size() && name[digits] >= '0' && name[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 6) return std::nullopt;
+  for (std::size_t i = 0; i < digits; ++i) key.layer = key.layer * 10 + (name[i] - '0');
+  name.remove_prefix(digits);
+  if (!consume(".")) return std::nullopt;
+  for (key.module = 0; key.module < static_cast<int>(std::size(module_names)); ++key.module)
+    if (consume(module_names[key.module].peft)) break;
+  if (key.module == static_cast<int>(std::size(module_names))) return std::nullopt;
+  if (name == ".lora_A.weight") key.is_a = true;
+  else if (name != ".lora_B.weight") return std::nullopt;
+  return key;
+}
+
 }  // namespace
 
 GgufAdapter gguf_adapter_of(const std::filesystem::path& peft_directory) {
@@ -37,20 +71,16 @@ GgufAdapter gguf_adapter_of(const std::filesystem::path& peft_directory) {
   const SafetensorsFile weights = SafetensorsFile::open(weights_path);
   const std::string weights_file = weights_path.string();
 
-  static const std::regex key_pattern(
-      R"(base_model\.model\.(?:transformer\.)?h\.(\d{1,6})\.(attn\.c_attn|attn\.c_proj|mlp\.c_fc|mlp\.c_proj)\.lora_([AB])\.weight)");
   std::map<std::tuple<int, int>, Pair> pairs;  // (layer, module index) -> A, B
   for (const TensorInfo& info : weights.tensors()) {
-    std::smatch match;
-    if (!std::regex_match(info.name, match, key_pattern))
+    const std::optional<PeftLoraKey> key = parse_peft_lora_key(info.name);
+    if (!key)
       fail("{}: tensor '{}' is not a LoRA A or B of a GPT-2 linear layer (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj); "
            "GGUF export supports GPT-2 adapters without bias",
            weights_file, info.name);
-    const int layer = std::stoi(match[1].str());
-    int module = 0;
-    while (match[2].str() != module_names[module].peft) ++module;
+    const int layer = key->layer, module = key->module;
     Pair& pair = pairs[{layer, module}];
-    if (match[3].str() == "A") {
+    if (key->is_a) {
       pair.a = weights.load(info.name, DType::f32);
       pair.a_key = info.name;
     } else {
