@@ -330,35 +330,19 @@ void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
 
 bool GPT::has_lora() const { return state_->lora.enabled; }
 
-const LoraSettings& GPT::lora_settings() const {
-  if (!state_->lora.enabled) fail("nn::GPT::lora_settings: the model has no adapters (call enable_lora first)");
-  return state_->lora.settings;
-}
+const LoraSettings& GPT::lora_settings() const { return state_->lora.settings_of("nn::GPT"); }
 
-void GPT::set_adapters_enabled(bool on) {
-  LayerAdapters& a = state_->lora;
-  if (!a.enabled) fail("nn::GPT::set_adapters_enabled({}): the model has no adapters (call enable_lora first)", on);
-  if (!on && a.set.merged())
-    fail("nn::GPT::set_adapters_enabled(false): the adapters are merged into the weights; call unmerge_adapters() first");
-  a.set.set_enabled(on);
-}
+void GPT::set_adapters_enabled(bool on) { state_->lora.set_enabled(on, "nn::GPT"); }
 
 bool GPT::adapters_enabled() const { return state_->lora.enabled && state_->lora.set.enabled(); }
 
 void GPT::merge_adapters() {
   State& s = *state_;
-  LayerAdapters& a = s.lora;
-  if (!a.enabled) fail("nn::GPT::merge_adapters: the model has no adapters (call enable_lora first)");
-  if (a.set.merged()) fail("nn::GPT::merge_adapters: the adapters are already merged");
-  if (!a.set.enabled()) fail("nn::GPT::merge_adapters: the adapters are disabled; enable them to merge");
-  a.merge([&](std::size_t i, std::size_t t) { return target_tensors(s.w.blocks[i], Target(t), s.embd()).weight; }, lora::Layout::in_out);
+  s.lora.merge_checked(
+      "nn::GPT", [&](std::size_t i, std::size_t t) { return target_tensors(s.w.blocks[i], Target(t), s.embd()).weight; }, lora::Layout::in_out);
 }
 
-void GPT::unmerge_adapters() {
-  LayerAdapters& a = state_->lora;
-  if (!a.set.merged()) fail("nn::GPT::unmerge_adapters: the adapters are not merged");
-  a.set.unmerge();
-}
+void GPT::unmerge_adapters() { state_->lora.unmerge("nn::GPT"); }
 
 bool GPT::merged() const { return state_->lora.set.merged(); }
 
@@ -372,10 +356,7 @@ bool GPT::training() const { return state_->training; }
 Parameters GPT::trainable_parameters() const {
   State& s = *state_;
   if (!s.lora.enabled) return s.full().binding.all();
-  if (s.lora.set.merged())
-    fail("nn::GPT::trainable_parameters: the adapters are merged into the weights (training would start from W + s·B·A); "
-         "call unmerge_adapters() first");
-  return s.lora.set.parameters();
+  return s.lora.trainable("nn::GPT");
 }
 
 lora::ParameterCount GPT::parameter_count() const {

@@ -78,4 +78,38 @@ void LayerAdapters::for_each(const std::function<void(std::size_t, std::size_t, 
       if (chosen[k]) f(i, k, set[index[i][k]]);
 }
 
+const LoraSettings& LayerAdapters::settings_of(std::string_view model) const {
+  if (!enabled) fail("{}::lora_settings: the model has no adapters (call enable_lora first)", model);
+  return settings;
+}
+
+void LayerAdapters::set_enabled(bool on, std::string_view model) {
+  if (!enabled) fail("{}::set_adapters_enabled({}): the model has no adapters (call enable_lora first)", model, on);
+  if (!on && set.merged())
+    fail("{}::set_adapters_enabled(false): the adapters are merged into the weights; call unmerge_adapters() first", model);
+  set.set_enabled(on);
+}
+
+void LayerAdapters::merge_checked(std::string_view model,
+                                  const std::function<Tensor(std::size_t layer, std::size_t kind)>& weight_of,
+                                  lora::Layout layout) {
+  if (!enabled) fail("{}::merge_adapters: the model has no adapters (call enable_lora first)", model);
+  if (set.merged()) fail("{}::merge_adapters: the adapters are already merged", model);
+  if (!set.enabled()) fail("{}::merge_adapters: the adapters are disabled; enable them to merge", model);
+  merge(weight_of, layout);
+}
+
+void LayerAdapters::unmerge(std::string_view model) {
+  if (!set.merged()) fail("{}::unmerge_adapters: the adapters are not merged", model);
+  set.unmerge();
+}
+
+Parameters LayerAdapters::trainable(std::string_view model) const {
+  if (set.merged())
+    fail("{}::trainable_parameters: the adapters are merged into the weights (training would start from W + s·B·A); "
+         "call unmerge_adapters() first",
+         model);
+  return set.parameters();
+}
+
 }  // namespace lowrank::nn

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lowrank/lora/adapter.hpp"
@@ -53,6 +54,16 @@ struct LayerAdapters {
   void merge(const std::function<Tensor(std::size_t layer, std::size_t kind)>& weight_of, lora::Layout layout);
   // Calls f(layer, kind, adapter) for every adapter in set order.
   void for_each(const std::function<void(std::size_t layer, std::size_t kind, const lora::Adapter&)>& f) const;
+
+  // The model's LoRA life cycle, checked once for every family; `model` ("nn::GPT") starts each error,
+  // followed by the model method that was called.
+  const LoraSettings& settings_of(std::string_view model) const;  // refused before enable_lora
+  void set_enabled(bool on, std::string_view model);              // refused before enable_lora; off while merged
+  // merge() after checking that adapters exist, are enabled and not merged yet.
+  void merge_checked(std::string_view model, const std::function<Tensor(std::size_t layer, std::size_t kind)>& weight_of,
+                     lora::Layout layout);
+  void unmerge(std::string_view model);  // refused unless merged
+  Parameters trainable(std::string_view model) const;  // every A and B; refused while merged
 };
 
 }  // namespace lowrank::nn

@@ -416,35 +416,19 @@ void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
 
 bool Llama::has_lora() const { return state_->lora.enabled; }
 
-const LoraSettings& Llama::lora_settings() const {
-  if (!state_->lora.enabled) fail("nn::Llama::lora_settings: the model has no adapters (call enable_lora first)");
-  return state_->lora.settings;
-}
+const LoraSettings& Llama::lora_settings() const { return state_->lora.settings_of("nn::Llama"); }
 
-void Llama::set_adapters_enabled(bool on) {
-  LayerAdapters& a = state_->lora;
-  if (!a.enabled) fail("nn::Llama::set_adapters_enabled({}): the model has no adapters (call enable_lora first)", on);
-  if (!on && a.set.merged())
-    fail("nn::Llama::set_adapters_enabled(false): the adapters are merged into the weights; call unmerge_adapters() first");
-  a.set.set_enabled(on);
-}
+void Llama::set_adapters_enabled(bool on) { state_->lora.set_enabled(on, "nn::Llama"); }
 
 bool Llama::adapters_enabled() const { return state_->lora.enabled && state_->lora.set.enabled(); }
 
 void Llama::merge_adapters() {
   State& s = *state_;
-  LayerAdapters& a = s.lora;
-  if (!a.enabled) fail("nn::Llama::merge_adapters: the model has no adapters (call enable_lora first)");
-  if (a.set.merged()) fail("nn::Llama::merge_adapters: the adapters are already merged");
-  if (!a.set.enabled()) fail("nn::Llama::merge_adapters: the adapters are disabled; enable them to merge");
-  a.merge([&](std::size_t i, std::size_t p) { return projection_weight(s.w.layers[i], Projection(p)); }, lora::Layout::out_in);
+  s.lora.merge_checked(
+      "nn::Llama", [&](std::size_t i, std::size_t p) { return projection_weight(s.w.layers[i], Projection(p)); }, lora::Layout::out_in);
 }
 
-void Llama::unmerge_adapters() {
-  LayerAdapters& a = state_->lora;
-  if (!a.set.merged()) fail("nn::Llama::unmerge_adapters: the adapters are not merged");
-  a.set.unmerge();
-}
+void Llama::unmerge_adapters() { state_->lora.unmerge("nn::Llama"); }
 
 bool Llama::merged() const { return state_->lora.set.merged(); }
 
@@ -458,10 +442,7 @@ bool Llama::training() const { return state_->training; }
 Parameters Llama::trainable_parameters() const {
   const State& s = *state_;
   if (!s.lora.enabled) return s.full.binding.all();
-  if (s.lora.set.merged())
-    fail("nn::Llama::trainable_parameters: the adapters are merged into the weights (training would start from W + s·B·A); "
-         "call unmerge_adapters() first");
-  return s.lora.set.parameters();
+  return s.lora.trainable("nn::Llama");
 }
 
 lora::ParameterCount Llama::parameter_count() const {
