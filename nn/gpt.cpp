@@ -359,25 +359,12 @@ Parameters GPT::trainable_parameters() const {
   return s.lora.trainable("nn::GPT");
 }
 
-lora::ParameterCount GPT::parameter_count() const {
-  const State& s = *state_;
-  lora::ParameterCount c;
-  for (const auto& [name, tensor] : s.w.named_tensors()) {
-    if (s.lora.enabled) c.add_frozen(tensor);
-    else c.add_trainable(tensor);
-  }
-  c += s.lora.set.parameter_count();
-  return c;
-}
+lora::ParameterCount GPT::parameter_count() const { return state_->lora.parameter_count(state_->w.named_tensors()); }
 
 double GPT::forward_backward(const TokenIds& inputs, const TokenIds& targets) {
   State& s = *state_;
   check_batch(s.w.config, "nn::GPT::forward_backward", inputs, &targets);
-  if (s.lora.set.merged())
-    fail("nn::GPT::forward_backward: the adapters are merged into the weights (A and B would train on top of "
-         "themselves); call unmerge_adapters() first");
-  if (s.lora.enabled && !s.lora.set.enabled())
-    fail("nn::GPT::forward_backward: the adapters are disabled, so nothing would train; call set_adapters_enabled(true)");
+  s.lora.check_can_train("nn::GPT");
   Steps::Cleanup cleanup{s.steps};
   if (s.ready.callback) s.collect_ready_lists(s.lora.enabled ? adapters() : std::vector<Adapter>{});
   return s.forward_backward(inputs, targets);

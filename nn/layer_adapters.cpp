@@ -112,4 +112,23 @@ Parameters LayerAdapters::trainable(std::string_view model) const {
   return set.parameters();
 }
 
+void LayerAdapters::check_can_train(std::string_view model) const {
+  if (set.merged())
+    fail("{}::forward_backward: the adapters are merged into the weights (A and B would train on top of themselves); "
+         "call unmerge_adapters() first",
+         model);
+  if (enabled && !set.enabled())
+    fail("{}::forward_backward: the adapters are disabled, so nothing would train; call set_adapters_enabled(true)", model);
+}
+
+lora::ParameterCount LayerAdapters::parameter_count(const std::vector<std::pair<std::string, Tensor>>& base) const {
+  lora::ParameterCount c;
+  for (const auto& [name, tensor] : base) {
+    if (enabled) c.add_frozen(tensor);
+    else c.add_trainable(tensor);
+  }
+  c += set.parameter_count();
+  return c;
+}
+
 }  // namespace lowrank::nn

@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "lowrank/lora/adapter.hpp"
@@ -64,6 +65,10 @@ struct LayerAdapters {
                      lora::Layout layout);
   void unmerge(std::string_view model);  // refused unless merged
   Parameters trainable(std::string_view model) const;  // every A and B; refused while merged
+  // Before a training step: refused while merged (A and B would train on themselves) or disabled.
+  void check_can_train(std::string_view model) const;
+  // The model's parameters: `base` (its weights) frozen when adapters exist, else trainable, plus the adapters.
+  lora::ParameterCount parameter_count(const std::vector<std::pair<std::string, Tensor>>& base) const;
 };
 
 }  // namespace lowrank::nn

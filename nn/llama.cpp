@@ -445,25 +445,12 @@ Parameters Llama::trainable_parameters() const {
   return s.lora.trainable("nn::Llama");
 }
 
-lora::ParameterCount Llama::parameter_count() const {
-  const State& s = *state_;
-  lora::ParameterCount c;
-  for (const auto& [name, tensor] : s.w.named_tensors()) {
-    if (s.lora.enabled) c.add_frozen(tensor);
-    else c.add_trainable(tensor);
-  }
-  c += s.lora.set.parameter_count();
-  return c;
-}
+lora::ParameterCount Llama::parameter_count() const { return state_->lora.parameter_count(state_->w.named_tensors()); }
 
 double Llama::forward_backward(const TokenIds& inputs, const TokenIds& targets) {
   State& s = *state_;
   s.check("nn::Llama::forward_backward", inputs, &targets);
-  if (s.lora.set.merged())
-    fail("nn::Llama::forward_backward: the adapters are merged into the weights (A and B would train on top of themselves); call "
-         "unmerge_adapters() first");
-  if (s.lora.enabled && !s.lora.set.enabled())
-    fail("nn::Llama::forward_backward: the adapters are disabled, so nothing would train; call set_adapters_enabled(true)");
+  s.lora.check_can_train("nn::Llama");
   LlamaSteps::Cleanup cleanup{s.steps};
   return s.forward_backward(inputs, targets);
 }
