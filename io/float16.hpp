@@ -2,7 +2,7 @@
 // Exact conversions from the narrow floating-point formats found in safetensors files to float32. Every
 // value of these formats is representable in float32, so each conversion is exact: zeros keep their
 // sign, subnormals become normal floats, infinities stay infinite and NaNs stay NaN (payload kept where
-// the format has one).
+// the format has one). The one conversion the other way, float_to_half (GGUF export in F16), rounds.
 #include <bit>
 #include <cstdint>
 #include <limits>
@@ -22,6 +22,36 @@ inline float half_to_float(std::uint16_t h) {
   }
   // Rebias the exponent from 15 to 127; the mantissa gains 13 low zero bits.
   return std::bit_cast<float>(sign | ((exponent + (127 - 15)) << 23) | (mantissa << 13));
+}
+
+// float32 to IEEE 754 binary16, rounding to nearest with ties to even (as numpy's astype(float16) and
+// ggml's converter): magnitudes from 65520 up become infinity, those below 2^-25 become zero, NaN stays
+// NaN (a quiet one, the top mantissa bits kept).
+inline std::uint16_t float_to_half(float f) {
+  const std::uint32_t x = std::bit_cast<std::uint32_t>(f);
+  const auto sign = static_cast<std::uint16_t>((x >> 16) & 0x8000u);
+  const std::uint32_t magnitude = x & 0x7FFFFFFFu;
+  if (magnitude >= 0x7F800000u)  // infinity or NaN
+    return static_cast<std::uint16_t>(sign | 0x7C00u | (magnitude > 0x7F800000u ? 0x200u | ((magnitude >> 13) & 0x3FFu) : 0u));
+  if (magnitude >= 0x477FF000u) return static_cast<std::uint16_t>(sign | 0x7C00u);  // >= 65520: rounds past 65504
+  const std::uint32_t exponent = magnitude >> 23;
+  if (exponent < 113) {
+    // Below 2^-14: a binary16 subnormal m·2^-24, m = significand·2^(exponent-126) rounded.
+    if (exponent < 102) return sign;  // < 2^-25: rounds to zero (float32 subnormals included)
+    const std::uint32_t significand = (magnitude & 0x7FFFFFu) | 0x800000u;
+    const std::uint32_t shift = 126 - exponent;  // 14 ... 24
+    std::uint32_t m = significand >> shift;
+    const std::uint32_t rest = significand & ((1u << shift) - 1);
+    const std::uint32_t half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (m & 1u))) ++m;  // m may reach 0x400, the smallest normal
+    return static_cast<std::uint16_t>(sign | m);
+  }
+  // Normal: rebias the exponent from 127 to 15 and round the 13 dropped mantissa bits; a carry moves into
+  // the exponent, which is the correctly rounded result.
+  std::uint32_t h = ((exponent - 112) << 10) | ((magnitude >> 13) & 0x3FFu);
+  const std::uint32_t rest = magnitude & 0x1FFFu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+  return static_cast<std::uint16_t>(sign | h);
 }
 
 // bfloat16 is the upper half of a float32.
