@@ -379,6 +379,12 @@ TEST_CASE("quant: f32 storage keeps the floats and exposes them") {
   CHECK(Matrix::quantize(Format::bf16, x, 2, 3).f32_data() == nullptr);
   const Matrix copy = m;  // copies share the stored data
   CHECK(copy.f32_data() == m.f32_data());
+  CHECK(m.device() == Device::cpu());
+  CHECK(m.to(Device::cpu()).f32_data() == m.f32_data());
+#if !defined(LOWRANK_WITH_CUDA)
+  CHECK(error_of([&] { m.to(Device::cuda(0)); }) ==
+        "Matrix::to(cuda:0): lowrank was built without CUDA (configure with -DLOWRANK_CUDA=ON on a machine with nvcc)");
+#endif
 }
 
 TEST_CASE("quant: bad input names the values") {
