@@ -99,7 +99,8 @@ class Matrix {
 
   // Rows [first, first + count) as floats into `out` (count x cols, row-major; memory of the matrix's
   // device): the one way an op reads the weight, a panel at a time. Each value is the float32 the reference tool's dequantizer gives; the
-  // double overload widens those floats (for float64 gradient checks).
+  // double overload widens those floats (for float64 gradient checks). One thread (callers run panels in
+  // parallel); safe to call concurrently on one matrix.
   void dequantize_rows(std::int64_t first, std::int64_t count, float* out) const;
   void dequantize_rows(std::int64_t first, std::int64_t count, double* out) const;
   // The float32 values themselves for f32 storage (an op may skip the panel copy), in the matrix's
