@@ -383,6 +383,15 @@ Matrix Matrix::quantize(Format format, std::span<const float> values, std::int64
   return Matrix(format, rows, cols, std::move(data));
 }
 
+Matrix Matrix::quantize(Format format, const Tensor& values, QuantizeOptions options) {
+  if (!values.defined() || values.rank() != 2)
+    fail("quantize to {}: needs a rank-2 tensor [rows, cols], got {}", name_of(format),
+         values.defined() ? fmt::format("shape {}", values.shape()) : std::string("an undefined tensor"));
+  const Tensor host = values.to(Device::cpu()).to(DType::f32).contiguous();
+  return quantize(format, std::span<const float>(host.data<float>(), static_cast<std::size_t>(host.numel())), host.dim(0),
+                  host.dim(1), options);
+}
+
 Matrix Matrix::from_f32(std::vector<float> values, std::int64_t rows, std::int64_t cols) {
   check_shape("Matrix::from_f32", rows, cols);
   if (static_cast<std::int64_t>(values.size()) != rows * cols)

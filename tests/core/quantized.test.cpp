@@ -388,6 +388,18 @@ TEST_CASE("quant: f32 storage keeps the floats and exposes them") {
 #endif
 }
 
+TEST_CASE("quant: quantizing a tensor equals quantizing its float32 values") {
+  RandomStream rng{3};
+  const Tensor w = Tensor::normal({4, 64}, 0.0, 1.0, rng, DType::f64);
+  const std::vector<double> wide = w.to_vector();
+  const std::vector<float> narrow(wide.begin(), wide.end());
+  const Matrix from_tensor = Matrix::quantize(Format::nf4, w.t().contiguous().t());  // strided view of a copy
+  CHECK(from_tensor.rows() == 4);
+  CHECK(from_tensor.nf4_parts().codes == Matrix::quantize(Format::nf4, narrow, 4, 64).nf4_parts().codes);
+  CHECK(error_of([] { Matrix::quantize(Format::q8_0, Tensor::zeros({2, 3, 32})); }) ==
+        "quantize to q8_0: needs a rank-2 tensor [rows, cols], got shape [2, 3, 32]");
+}
+
 TEST_CASE("quant: bad input names the values") {
   const std::vector<float> x(64, 0.5f);
   CHECK(error_of([&] { Matrix::quantize(Format::q8_0, x, 2, 32); }) == "(no error)");
