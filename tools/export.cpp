@@ -1,6 +1,7 @@
 // `lowrank export --format gguf`: a PEFT LoRA adapter directory as a llama.cpp LoRA adapter GGUF file
 // (nn/gguf_adapter.hpp), or a model directory as a llama.cpp model GGUF file (nn/gguf_model.hpp with the
-// tokenizer of text/gguf_vocab.hpp); docs/interop.md.
+// tokenizer of text/gguf_vocab.hpp); `--format peft`: a llama.cpp LoRA adapter GGUF back as a PEFT adapter
+// directory (nn::import_gguf_adapter); docs/interop.md.
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -10,6 +11,7 @@
 #include "commands.hpp"
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/gguf.hpp"
+#include "lowrank/lora/adapter_file.hpp"
 #include "lowrank/nn/gguf_adapter.hpp"
 #include "lowrank/nn/gguf_model.hpp"
 #include "lowrank/text/gguf_vocab.hpp"
@@ -62,7 +64,23 @@ void export_model(const ExportOptions& options) {
              tokenizer ? "with its tokenizer" : "without a tokenizer: llama.cpp evaluates token ids only");
 }
 
+// `--format peft --adapter FILE.gguf --base DIR`: a llama.cpp LoRA adapter back as a PEFT directory.
+void import_adapter(const ExportOptions& options) {
+  if (options.adapter.empty() || !options.model.empty())
+    fail("export --format peft: give --adapter FILE.gguf (a llama.cpp LoRA adapter) and --base DIR, not --model");
+  if (!std::filesystem::is_regular_file(options.adapter))
+    fail("--adapter {}: GGUF adapter file does not exist or is not a file", options.adapter);
+  if (options.base.empty()) fail("export --format peft: --base DIR (the adapter's base model directory) is required");
+  require_directory("--base", options.base, "base model directory");
+  if (options.dtype != "f32" || options.no_tokenizer) fail("export --format peft: --dtype and --no-tokenizer apply to --model");
+  const lora::AdapterDirectory adapter = nn::import_gguf_adapter(options.adapter, nn::gguf_base_of(options.base));
+  lora::write_adapter_directory(options.out, adapter.config, adapter.modules);
+  fmt::print("imported {} as a PEFT adapter: wrote {} ({} modules, r {}, lora_alpha {})\n", options.adapter, options.out,
+             adapter.modules.size(), adapter.config.r, adapter.config.lora_alpha);
+}
+
 void run_export(const ExportOptions& options) {
+  if (options.format == "peft") return import_adapter(options);
   if (options.adapter.empty() == options.model.empty())
     fail("export: give exactly one of --adapter DIR (a PEFT adapter) and --model DIR (a model directory)");
   if (!options.adapter.empty()) {
@@ -81,8 +99,12 @@ void add_export_command(CLI::App& app) {
   auto* command = app.add_subcommand(
       "export", "Write a LoRA adapter or a model in another format (gguf: llama.cpp's adapter and model files)");
   auto options = std::make_shared<ExportOptions>();
-  command->add_option("--format", options->format, "output format: gguf")->required()->check(CLI::IsMember({"gguf"}));
-  command->add_option("--adapter", options->adapter, "PEFT adapter directory (as train writes) to export as a llama.cpp LoRA adapter");
+  command->add_option("--format", options->format, "output format: gguf (llama.cpp), or peft (a llama.cpp adapter read back)")
+      ->required()
+      ->check(CLI::IsMember({"gguf", "peft"}));
+  command->add_option("--adapter", options->adapter,
+                      "gguf: PEFT adapter directory (as train writes) to export as a llama.cpp LoRA adapter; peft: a llama.cpp "
+                      "LoRA adapter .gguf file");
   command->add_option("--base", options->base,
                       "the adapter's base model directory (needed for Llama-family adapters: head counts for the q/k row order)");
   command->add_option("--model", options->model, "model directory (Hugging Face GPT-2 or Llama family, or what merge writes) to export");
@@ -90,7 +112,7 @@ void add_export_command(CLI::App& app) {
                       "with --model: f32, f16 or q8_0 for the weight matrices (vectors stay f32; q8_0 rows not a multiple of 32: f16)")
       ->check(CLI::IsMember({"f32", "f16", "q8_0"}));
   command->add_flag("--no-tokenizer", options->no_tokenizer, "with --model: write no tokenizer even when the directory has one");
-  command->add_option("--out", options->out, "GGUF file to write (atomically)")->required();
+  command->add_option("--out", options->out, "GGUF file to write (atomically); with --format peft, the PEFT directory")->required();
   command->callback([options] { run_export(*options); });
 }
 

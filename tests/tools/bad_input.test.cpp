@@ -305,6 +305,29 @@ TEST_CASE("cli: export --format gguf writes GPT-2 and Llama-family adapters and 
   check_user_error(run_cli({"export", "--format", "onnx", "--adapter", "x", "--out", "y"}), {"--format", "gguf"});
 }
 
+TEST_CASE("cli: export --format peft reads a llama.cpp adapter back into the PEFT directory it came from") {
+  const std::filesystem::path data = std::filesystem::path(LOWRANK_SOURCE_DIR) / "tests" / "nn" / "data";
+  const std::filesystem::path gguf = std::filesystem::path(LOWRANK_BINARY_DIR) / "export_test_import.gguf";
+  const std::filesystem::path peft = std::filesystem::path(LOWRANK_BINARY_DIR) / "export_test_import_peft";
+  std::filesystem::remove_all(peft);
+  REQUIRE(run_cli({"export", "--format", "gguf", "--adapter", (data / "hf_tiny_mistral" / "peft").string(), "--base",
+                   (data / "hf_tiny_mistral").string(), "--out", gguf.string()}).status == 0);
+  const CliResult back = run_cli({"export", "--format", "peft", "--adapter", gguf.string(), "--base", (data / "hf_tiny_mistral").string(),
+                                  "--out", peft.string()});
+  INFO(back.output);
+  REQUIRE(back.status == 0);
+  const lowrank::SafetensorsFile original = lowrank::SafetensorsFile::open(data / "hf_tiny_mistral" / "peft" / "adapter_model.safetensors");
+  const lowrank::SafetensorsFile read = lowrank::SafetensorsFile::open(peft / "adapter_model.safetensors");
+  CHECK(read.tensors().size() == original.tensors().size());
+  for (const auto& info : original.tensors()) CHECK(read.load(info.name).to_vector() == original.load(info.name).to_vector());
+  check_user_error(run_cli({"export", "--format", "peft", "--adapter", gguf.string(), "--base", (data / "hf_tiny_qwen2").string(), "--out",
+                            (peft / "x").string()}),
+                   {"export_test_import.gguf", "general.architecture is 'llama'", "'qwen2'"});
+  check_user_error(run_cli({"export", "--format", "peft", "--adapter", gguf.string(), "--out", (peft / "x").string()}), {"--base DIR"});
+  std::filesystem::remove(gguf);
+  std::filesystem::remove_all(peft);
+}
+
 TEST_CASE("cli: inspect lists a GGUF file's tensors (ggml type, row-major shape) and metadata") {
   const std::filesystem::path data = std::filesystem::path(LOWRANK_SOURCE_DIR) / "tests" / "nn" / "data";
   const std::filesystem::path out = std::filesystem::path(LOWRANK_BINARY_DIR) / "inspect_test_model.gguf";
