@@ -6,7 +6,12 @@
 #include <cstring>
 #include <limits>
 
+#include "lowrank/core/cuda/runtime.hpp"
+#include "lowrank/core/elementwise.hpp"
 #include "lowrank/core/float16.hpp"
+#if defined(LOWRANK_WITH_CUDA)
+#include "lowrank/core/cuda/quantized.hpp"
+#endif
 
 namespace lowrank::quant {
 
@@ -15,6 +20,25 @@ struct Matrix::Data {
   std::vector<std::uint16_t> half;  // bf16 or f16 bits
   std::vector<std::byte> q8_0;
   Nf4Parts nf4;
+};
+
+// A CUDA matrix's stored arrays, uploaded into one device allocation: byte offsets of each array (the
+// NF4 code values and absmax map travel with them, so the kernels need no constant memory).
+struct Matrix::DeviceData {
+  int device = 0;
+  std::size_t bytes = 0;
+  void* base = nullptr;
+  std::size_t values = 0, half = 0, q8_0 = 0, codes = 0, absmax = 0, absmax_codes = 0, absmax_scales = 0,
+              code_values = 0, absmax_map = 0;
+  DeviceData() = default;
+  DeviceData(const DeviceData&) = delete;
+  DeviceData& operator=(const DeviceData&) = delete;
+  ~DeviceData() {
+    if (base != nullptr) cuda::release(base, bytes, device);
+  }
+  template <class T> const T* at(std::size_t offset) const {
+    return reinterpret_cast<const T*>(static_cast<const std::byte*>(base) + offset);
+  }
 };
 
 namespace {
@@ -170,6 +194,8 @@ Nf4Parts quantize_nf4(std::span<const float> x, const QuantizeOptions& options) 
     auto& byte = parts.codes[static_cast<std::size_t>(e / 2)];
     byte = static_cast<std::uint8_t>(byte | (e % 2 == 0 ? code << 4 : code));
   };
+  // Blocks start at even elements, so no two blocks write the same byte: they run in parallel.
+#pragma omp parallel for schedule(static) if (n >= parallel_threshold)
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::int64_t begin = b * nf4_block_values;
     const std::int64_t end = std::min(n, begin + nf4_block_values);
@@ -325,19 +351,26 @@ Matrix Matrix::quantize(Format format, std::span<const float> values, std::int64
   auto data = std::make_shared<Data>();
   switch (format) {
     case Format::f32: data->f32.assign(values.begin(), values.end()); break;
-    case Format::bf16:
+    case Format::bf16: {
       data->half.resize(values.size());
-      for (std::size_t i = 0; i < values.size(); ++i) data->half[i] = float_to_bfloat16(values[i]);
+      const auto n = static_cast<std::int64_t>(values.size());
+#pragma omp parallel for schedule(static) if (n >= parallel_threshold)
+      for (std::int64_t i = 0; i < n; ++i) data->half[static_cast<std::size_t>(i)] = float_to_bfloat16(values[static_cast<std::size_t>(i)]);
       break;
-    case Format::f16:
+    }
+    case Format::f16: {
       data->half.resize(values.size());
-      for (std::size_t i = 0; i < values.size(); ++i) data->half[i] = float_to_half(values[i]);
+      const auto n = static_cast<std::int64_t>(values.size());
+#pragma omp parallel for schedule(static) if (n >= parallel_threshold)
+      for (std::int64_t i = 0; i < n; ++i) data->half[static_cast<std::size_t>(i)] = float_to_half(values[static_cast<std::size_t>(i)]);
       break;
+    }
     case Format::q8_0: {
       check_q8_0_cols(who, cols);
       check_finite(who, format, values);
       const std::int64_t blocks = rows * cols / q8_0_block_values;
       data->q8_0.resize(static_cast<std::size_t>(blocks) * q8_0_block_bytes);
+#pragma omp parallel for schedule(static) if (blocks * q8_0_block_values >= parallel_threshold)
       for (std::int64_t b = 0; b < blocks; ++b)
         quantize_q8_0_block(values.data() + b * q8_0_block_values, data->q8_0.data() + b * static_cast<std::int64_t>(q8_0_block_bytes));
       break;
@@ -348,6 +381,15 @@ Matrix Matrix::quantize(Format format, std::span<const float> values, std::int64
       break;
   }
   return Matrix(format, rows, cols, std::move(data));
+}
+
+Matrix Matrix::quantize(Format format, const Tensor& values, QuantizeOptions options) {
+  if (!values.defined() || values.rank() != 2)
+    fail("quantize to {}: needs a rank-2 tensor [rows, cols], got {}", name_of(format),
+         values.defined() ? fmt::format("shape {}", values.shape()) : std::string("an undefined tensor"));
+  const Tensor host = values.to(Device::cpu()).to(DType::f32).contiguous();
+  return quantize(format, std::span<const float>(host.data<float>(), static_cast<std::size_t>(host.numel())), host.dim(0),
+                  host.dim(1), options);
 }
 
 Matrix Matrix::from_f32(std::vector<float> values, std::int64_t rows, std::int64_t cols) {
@@ -433,12 +475,73 @@ std::size_t Matrix::bytes() const {
   return 0;
 }
 
+Matrix Matrix::to(Device device) const {
+  if (!data_) fail("Matrix::to: the matrix is empty (default-constructed)");
+  if (device == device_) return *this;
+  if (device.is_cpu()) return Matrix(format_, rows_, cols_, data_);
+#if !defined(LOWRANK_WITH_CUDA)
+  fail("Matrix::to({}): lowrank was built without CUDA (configure with -DLOWRANK_CUDA=ON on a machine with nvcc)", device);
+#else
+  // Lay the arrays out in one staging buffer (each at a 256-byte boundary), then upload it at once.
+  std::vector<std::byte> staging;
+  auto append = [&](const void* source, std::size_t bytes) {
+    const std::size_t offset = (staging.size() + 255) / 256 * 256;
+    staging.resize(offset + bytes);
+    if (bytes != 0) std::memcpy(staging.data() + offset, source, bytes);
+    return offset;
+  };
+  auto device_data = std::make_shared<DeviceData>();
+  const Data& d = *data_;
+  device_data->values = append(d.f32.data(), d.f32.size() * sizeof(float));
+  device_data->half = append(d.half.data(), d.half.size() * sizeof(std::uint16_t));
+  device_data->q8_0 = append(d.q8_0.data(), d.q8_0.size());
+  device_data->codes = append(d.nf4.codes.data(), d.nf4.codes.size());
+  device_data->absmax = append(d.nf4.absmax.data(), d.nf4.absmax.size() * sizeof(float));
+  device_data->absmax_codes = append(d.nf4.absmax_codes.data(), d.nf4.absmax_codes.size());
+  device_data->absmax_scales = append(d.nf4.absmax_scales.data(), d.nf4.absmax_scales.size() * sizeof(float));
+  device_data->code_values = append(nf4_values.data(), sizeof(nf4_values));
+  device_data->absmax_map = append(nf4_absmax_map().data(), sizeof(float) * 256);
+  device_data->device = device.index;
+  device_data->bytes = staging.size();
+  device_data->base = cuda::allocate(staging.size(), device.index);
+  cuda::copy_host_to_device(device_data->base, staging.data(), staging.size(), device.index);
+  Matrix moved(format_, rows_, cols_, data_);
+  moved.device_ = device;
+  moved.device_data_ = std::move(device_data);
+  return moved;
+#endif
+}
+
 template <class T> void Matrix::dequantize_rows_as(std::int64_t first, std::int64_t count, T* out) const {
   if (!data_) fail("Matrix::dequantize_rows: the matrix is empty (default-constructed)");
   if (first < 0 || count < 0 || first > rows_ - count)
     fail("Matrix::dequantize_rows: rows [{}, {}) outside a {} matrix of {} rows", first, first + count, name_of(format_), rows_);
   const std::int64_t begin = first * cols_;
   const std::int64_t n = count * cols_;
+  if (device_.is_cuda()) {
+#if defined(LOWRANK_WITH_CUDA)
+    const DeviceData& dd = *device_data_;
+    switch (format_) {
+      case Format::f32: cuda::dequantize_f32(dd.at<float>(dd.values), begin, begin + n, out); return;
+      case Format::bf16: cuda::dequantize_bf16(dd.at<std::uint16_t>(dd.half), begin, begin + n, out); return;
+      case Format::f16: cuda::dequantize_f16(dd.at<std::uint16_t>(dd.half), begin, begin + n, out); return;
+      case Format::q8_0: cuda::dequantize_q8_0(dd.at<std::uint8_t>(dd.q8_0), begin, begin + n, out); return;
+      case Format::nf4: {
+        const bool double_quant = data_->nf4.double_quant();
+        const cuda::Nf4Device weight{dd.at<std::uint8_t>(dd.codes),
+                                     dd.at<float>(dd.code_values),
+                                     double_quant ? nullptr : dd.at<float>(dd.absmax),
+                                     double_quant ? dd.at<std::uint8_t>(dd.absmax_codes) : nullptr,
+                                     dd.at<float>(dd.absmax_map),
+                                     dd.at<float>(dd.absmax_scales),
+                                     data_->nf4.absmax_offset};
+        cuda::dequantize_nf4(weight, begin, begin + n, out);
+        return;
+      }
+    }
+#endif
+    fail("Matrix::dequantize_rows: a {} matrix on {} in a build without CUDA", name_of(format_), device_);
+  }
   switch (format_) {
     case Format::f32: {
       const float* in = data_->f32.data() + begin;
@@ -470,10 +573,14 @@ void Matrix::dequantize_rows(std::int64_t first, std::int64_t count, double* out
   dequantize_rows_as(first, count, out);
 }
 
-const float* Matrix::f32_data() const { return data_ && format_ == Format::f32 ? data_->f32.data() : nullptr; }
+const float* Matrix::f32_data() const {
+  if (!data_ || format_ != Format::f32) return nullptr;
+  if (device_.is_cuda()) return device_data_->at<float>(device_data_->values);
+  return data_->f32.data();
+}
 
 Tensor Matrix::dequantize(DType dtype) const {
-  Tensor out = Tensor::empty({rows_, cols_}, dtype);
+  Tensor out = Tensor::empty({rows_, cols_}, dtype, device_);
   dispatch(dtype, [&]<class T>() { dequantize_rows(0, rows_, out.data<T>()); });
   return out;
 }

@@ -75,6 +75,9 @@ class Matrix {
   // a multiple of 32), nf4 as bitsandbytes' quantize_4bit. q8_0 and nf4 refuse non-finite values.
   static Matrix quantize(Format format, std::span<const float> values, std::int64_t rows, std::int64_t cols,
                          QuantizeOptions options = {});
+  // The same from a rank-2 tensor ([rows, cols], any strides, float32 or float64 on any device; float64
+  // is rounded to float32 first).
+  static Matrix quantize(Format format, const Tensor& values, QuantizeOptions options = {});
   // From stored data, without passing through float32 (hf bf16/f16 tensors, GGUF Q8_0 blocks,
   // bitsandbytes' NF4 parts). Sizes are checked against the shape; a mismatch throws naming both.
   static Matrix from_f32(std::vector<float> values, std::int64_t rows, std::int64_t cols);
@@ -83,6 +86,13 @@ class Matrix {
   static Matrix from_q8_0(std::vector<std::byte> blocks, std::int64_t rows, std::int64_t cols);
   static Matrix from_nf4(Nf4Parts parts, std::int64_t rows, std::int64_t cols);
 
+  // The same matrix with its stored data on `device`: one upload of the stored bytes to a CUDA device
+  // (the host data is shared with this matrix, not copied), or back to the CPU. On a CUDA matrix,
+  // dequantize_rows writes into device memory, f32_data points to device memory and dequantize returns
+  // a CUDA tensor. Throws in a build without CUDA.
+  Matrix to(Device device) const;
+  Device device() const { return device_; }
+
   bool defined() const { return data_ != nullptr; }
   Format format() const { return format_; }
   std::int64_t rows() const { return rows_; }
@@ -90,30 +100,37 @@ class Matrix {
   std::int64_t numel() const { return rows_ * cols_; }
   std::size_t bytes() const;  // storage held, scales included
 
-  // Rows [first, first + count) as floats into `out` (count x cols, row-major): the one way an op reads
-  // the weight, a panel at a time. Each value is the float32 the reference tool's dequantizer gives; the
-  // double overload widens those floats (for float64 gradient checks).
+  // Rows [first, first + count) as floats into `out` (count x cols, row-major; memory of the matrix's
+  // device): the one way an op reads the weight, a panel at a time. Each value is the float32 the reference tool's dequantizer gives; the
+  // double overload widens those floats (for float64 gradient checks). One thread (callers run panels in
+  // parallel); safe to call concurrently on one matrix.
   void dequantize_rows(std::int64_t first, std::int64_t count, float* out) const;
   void dequantize_rows(std::int64_t first, std::int64_t count, double* out) const;
-  // The float32 values themselves for f32 storage (an op may skip the panel copy); nullptr otherwise.
+  // The float32 values themselves for f32 storage (an op may skip the panel copy), in the matrix's
+  // device memory; nullptr otherwise.
   const float* f32_data() const;
-  // The whole matrix as a [rows, cols] tensor: for merging, export and tests, not for the training path.
+  // The whole matrix as a [rows, cols] tensor on the matrix's device: for merging, export and tests, not
+  // for the training path.
   Tensor dequantize(DType dtype = DType::f32) const;
 
-  // The raw stored data, for export and fixtures; each throws when the format differs.
+  // The raw stored data (host memory, also for a CUDA matrix), for export and fixtures; each throws when
+  // the format differs.
   std::span<const std::uint16_t> half_bits() const;   // bf16 or f16
   std::span<const std::byte> q8_0_blocks() const;
   const Nf4Parts& nf4_parts() const;
 
  private:
   struct Data;
+  struct DeviceData;
   Matrix(Format format, std::int64_t rows, std::int64_t cols, std::shared_ptr<const Data> data);
   template <class T> void dequantize_rows_as(std::int64_t first, std::int64_t count, T* out) const;
 
   Format format_ = Format::f32;
   std::int64_t rows_ = 0;
   std::int64_t cols_ = 0;
-  std::shared_ptr<const Data> data_;
+  std::shared_ptr<const Data> data_;                // the stored data, in host memory
+  Device device_ = Device::cpu();
+  std::shared_ptr<const DeviceData> device_data_;   // its copy on device_, for a CUDA matrix
 };
 
 }  // namespace lowrank::quant

@@ -453,8 +453,8 @@ struct Llama::State {
            who, quant::name_of(w.quantized->format));
   }
   FrozenWeight head_weight() const { return w.quantized ? quantized_head : frozen_weight(w.head()); }
-  // Runs the LoRA tape: LoRA enabled, or a quantized base (whose full-mode tape does not exist).
-  bool lora_tape() const { return lora.enabled || w.quantized; }
+  // Runs the LoRA tape: own or named adapters, or a quantized base (whose full-mode tape does not exist).
+  bool lora_tape() const { return lora.any() || w.quantized; }
 
   llama_block::LayerSettings settings(const TokenIds& ids) {
     const LlamaConfig& c = w.config;
@@ -465,7 +465,7 @@ struct Llama::State {
     const LlamaLayerWeights& l = w.layers[i];
     auto projection = [&](Projection p) {
       FrozenWeight weight = w.quantized ? quantized_projections[i][p] : frozen_weight(projection_weight(l, p));
-      return llama_block::LoraProjection{std::move(weight), lora.enabled ? lora.branch(i, p, training) : base_branches[p]};
+      return llama_block::LoraProjection{std::move(weight), lora.any() ? lora.branch(i, p, training) : base_branches[p]};
     };
     llama_block::LoraLayer b;
     b.input_norm = l.input_layernorm;
@@ -520,6 +520,7 @@ struct Llama::State {
     const double loss = head.value().item();
     head.backward();
     steps.backward_blocks(steps.lora_tapes);
+    for (std::size_t i = 0; i < n; ++i) lora.collect_gradients(i);
     return loss;
   }
 
@@ -576,8 +577,10 @@ void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
   State& s = *state_;
   if (s.lora.enabled) fail("nn::Llama::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
   const TargetNaming naming{"nn::Llama::enable_lora", ", or all-linear for all of them", "all-linear stands for all seven", layer_path};
-  s.lora = LayerAdapters::create(settings, expand_llama_targets(settings.targets), projection_kinds(s.w.config), s.w.layers.size(), naming,
-                                 init, s.w.dtype(), s.w.device(), s.training);
+  LayerAdapters created = LayerAdapters::create(settings, expand_llama_targets(settings.targets), projection_kinds(s.w.config),
+                                                s.w.layers.size(), naming, init, s.w.dtype(), s.w.device(), s.training);
+  created.named = std::move(s.lora.named);  // named adapters stay
+  s.lora = std::move(created);
   s.full.clear();
 }
 
@@ -733,6 +736,30 @@ void load_adapter(const std::filesystem::path& directory, Llama& model) {
     adapters[k].B->value.copy_from(file.modules[k].lora_B);
   }
 }
+
+// ---- named adapters (nn/layer_adapters.hpp) -------------------------------------------------------------------------
+void Llama::add_adapter(const std::string& name, const std::filesystem::path& directory) {
+  State& s = *state_;
+  // load_adapter reads into the model's own adapters: it reads into an empty set here, which then becomes
+  // the named adapter, and the own adapters come back whatever happens.
+  LayerAdapters own = std::move(s.lora);
+  s.lora = LayerAdapters{};
+  LayerAdapters loaded;
+  try {
+    nn::load_adapter(directory, *this);
+    loaded = std::move(s.lora);
+    s.lora = std::move(own);
+  } catch (...) {
+    s.lora = std::move(own);
+    throw;
+  }
+  s.lora.add_named("nn::Llama", name, directory.string(), std::move(loaded));
+}
+
+std::vector<std::string> Llama::adapter_names() const { return state_->lora.named_names(); }
+void Llama::set_adapter_scale(const std::string& name, double scale) { state_->lora.set_named_scale("nn::Llama", name, scale); }
+void Llama::set_adapter_active(const std::string& name, bool on) { state_->lora.set_named_active("nn::Llama", name, on); }
+void Llama::set_row_adapters(std::vector<std::string> row_adapters) { state_->lora.set_rows("nn::Llama", std::move(row_adapters)); }
 
 // ---- generation ---------------------------------------------------------------------------------------------------
 // The model's state is behind a pointer: generation runs forwards (which use the step machinery) without
