@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "lowrank/core/cuda/runtime.hpp"
+#include "lowrank/core/elementwise.hpp"
 #include "lowrank/core/float16.hpp"
 #if defined(LOWRANK_WITH_CUDA)
 #include "lowrank/core/cuda/quantized.hpp"
@@ -193,6 +194,8 @@ Nf4Parts quantize_nf4(std::span<const float> x, const QuantizeOptions& options) 
     auto& byte = parts.codes[static_cast<std::size_t>(e / 2)];
     byte = static_cast<std::uint8_t>(byte | (e % 2 == 0 ? code << 4 : code));
   };
+  // Blocks start at even elements, so no two blocks write the same byte: they run in parallel.
+#pragma omp parallel for schedule(static) if (n >= parallel_threshold)
   for (std::int64_t b = 0; b < blocks; ++b) {
     const std::int64_t begin = b * nf4_block_values;
     const std::int64_t end = std::min(n, begin + nf4_block_values);
@@ -348,19 +351,26 @@ Matrix Matrix::quantize(Format format, std::span<const float> values, std::int64
   auto data = std::make_shared<Data>();
   switch (format) {
     case Format::f32: data->f32.assign(values.begin(), values.end()); break;
-    case Format::bf16:
+    case Format::bf16: {
       data->half.resize(values.size());
-      for (std::size_t i = 0; i < values.size(); ++i) data->half[i] = float_to_bfloat16(values[i]);
+      const auto n = static_cast<std::int64_t>(values.size());
+#pragma omp parallel for schedule(static) if (n >= parallel_threshold)
+      for (std::int64_t i = 0; i < n; ++i) data->half[static_cast<std::size_t>(i)] = float_to_bfloat16(values[static_cast<std::size_t>(i)]);
       break;
-    case Format::f16:
+    }
+    case Format::f16: {
       data->half.resize(values.size());
-      for (std::size_t i = 0; i < values.size(); ++i) data->half[i] = float_to_half(values[i]);
+      const auto n = static_cast<std::int64_t>(values.size());
+#pragma omp parallel for schedule(static) if (n >= parallel_threshold)
+      for (std::int64_t i = 0; i < n; ++i) data->half[static_cast<std::size_t>(i)] = float_to_half(values[static_cast<std::size_t>(i)]);
       break;
+    }
     case Format::q8_0: {
       check_q8_0_cols(who, cols);
       check_finite(who, format, values);
       const std::int64_t blocks = rows * cols / q8_0_block_values;
       data->q8_0.resize(static_cast<std::size_t>(blocks) * q8_0_block_bytes);
+#pragma omp parallel for schedule(static) if (blocks * q8_0_block_values >= parallel_threshold)
       for (std::int64_t b = 0; b < blocks; ++b)
         quantize_q8_0_block(values.data() + b * q8_0_block_values, data->q8_0.data() + b * static_cast<std::int64_t>(q8_0_block_bytes));
       break;
@@ -371,6 +381,15 @@ Matrix Matrix::quantize(Format format, std::span<const float> values, std::int64
       break;
   }
   return Matrix(format, rows, cols, std::move(data));
+}
+
+Matrix Matrix::quantize(Format format, const Tensor& values, QuantizeOptions options) {
+  if (!values.defined() || values.rank() != 2)
+    fail("quantize to {}: needs a rank-2 tensor [rows, cols], got {}", name_of(format),
+         values.defined() ? fmt::format("shape {}", values.shape()) : std::string("an undefined tensor"));
+  const Tensor host = values.to(Device::cpu()).to(DType::f32).contiguous();
+  return quantize(format, std::span<const float>(host.data<float>(), static_cast<std::size_t>(host.numel())), host.dim(0),
+                  host.dim(1), options);
 }
 
 Matrix Matrix::from_f32(std::vector<float> values, std::int64_t rows, std::int64_t cols) {

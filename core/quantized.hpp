@@ -75,6 +75,9 @@ class Matrix {
   // a multiple of 32), nf4 as bitsandbytes' quantize_4bit. q8_0 and nf4 refuse non-finite values.
   static Matrix quantize(Format format, std::span<const float> values, std::int64_t rows, std::int64_t cols,
                          QuantizeOptions options = {});
+  // The same from a rank-2 tensor ([rows, cols], any strides, float32 or float64 on any device; float64
+  // is rounded to float32 first).
+  static Matrix quantize(Format format, const Tensor& values, QuantizeOptions options = {});
   // From stored data, without passing through float32 (hf bf16/f16 tensors, GGUF Q8_0 blocks,
   // bitsandbytes' NF4 parts). Sizes are checked against the shape; a mismatch throws naming both.
   static Matrix from_f32(std::vector<float> values, std::int64_t rows, std::int64_t cols);
@@ -99,7 +102,8 @@ class Matrix {
 
   // Rows [first, first + count) as floats into `out` (count x cols, row-major; memory of the matrix's
   // device): the one way an op reads the weight, a panel at a time. Each value is the float32 the reference tool's dequantizer gives; the
-  // double overload widens those floats (for float64 gradient checks).
+  // double overload widens those floats (for float64 gradient checks). One thread (callers run panels in
+  // parallel); safe to call concurrently on one matrix.
   void dequantize_rows(std::int64_t first, std::int64_t count, float* out) const;
   void dequantize_rows(std::int64_t first, std::int64_t count, double* out) const;
   // The float32 values themselves for f32 storage (an op may skip the panel copy), in the matrix's

@@ -3,6 +3,7 @@
 // bitsandbytes), hand-worked blocks, exhaustive binary16/bfloat16 rounding checks and bad input.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -387,6 +388,18 @@ TEST_CASE("quant: f32 storage keeps the floats and exposes them") {
 #endif
 }
 
+TEST_CASE("quant: quantizing a tensor equals quantizing its float32 values") {
+  RandomStream rng{3};
+  const Tensor w = Tensor::normal({4, 64}, 0.0, 1.0, rng, DType::f64);
+  const std::vector<double> wide = w.to_vector();
+  const std::vector<float> narrow(wide.begin(), wide.end());
+  const Matrix from_tensor = Matrix::quantize(Format::nf4, w.t().contiguous().t());  // strided view of a copy
+  CHECK(from_tensor.rows() == 4);
+  CHECK(from_tensor.nf4_parts().codes == Matrix::quantize(Format::nf4, narrow, 4, 64).nf4_parts().codes);
+  CHECK(error_of([] { Matrix::quantize(Format::q8_0, Tensor::zeros({2, 3, 32})); }) ==
+        "quantize to q8_0: needs a rank-2 tensor [rows, cols], got shape [2, 3, 32]");
+}
+
 TEST_CASE("quant: bad input names the values") {
   const std::vector<float> x(64, 0.5f);
   CHECK(error_of([&] { Matrix::quantize(Format::q8_0, x, 2, 32); }) == "(no error)");
@@ -431,4 +444,37 @@ TEST_CASE("quant: bad input names the values") {
   CHECK(error_of([&] { m.nf4_parts(); }) == "Matrix::nf4_parts: the matrix is bf16, not nf4");
   CHECK(error_of([] { Matrix{}.dequantize_rows(0, 0, static_cast<float*>(nullptr)); }) ==
         "Matrix::dequantize_rows: the matrix is empty (default-constructed)");
+}
+
+TEST_CASE("quant: a large matrix (quantized by several threads) equals its rows quantized one by one") {
+  // 320 x 512 = 163840 values, above the parallel threshold; each row alone is below it. Rows of 512
+  // hold whole Q8_0 and NF4 blocks, so the whole matrix's bytes are its rows' bytes in order.
+  const std::int64_t rows = 320, cols = 512;
+  RandomStream rng{11};
+  const std::vector<double> normal = Tensor::normal({rows, cols}, 0.0, 0.02, rng).to_vector();
+  const std::vector<float> values(normal.begin(), normal.end());
+  for (Format format : {Format::bf16, Format::f16, Format::q8_0, Format::nf4}) {
+    const Matrix whole = Matrix::quantize(format, values, rows, cols);
+    std::size_t mismatches = 0;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const std::span<const float> row(values.data() + r * cols, static_cast<std::size_t>(cols));
+      const Matrix one = Matrix::quantize(format, row, 1, cols);
+      const auto at = static_cast<std::size_t>(r);
+      if (format == Format::q8_0) {
+        const auto a = whole.q8_0_blocks().subspan(at * 16 * 34, 16 * 34);
+        mismatches += !std::equal(a.begin(), a.end(), one.q8_0_blocks().begin(), one.q8_0_blocks().end());
+      } else if (format == Format::nf4) {
+        const auto& w = whole.nf4_parts();
+        const auto& o = one.nf4_parts();
+        mismatches += !std::equal(w.codes.begin() + static_cast<std::ptrdiff_t>(at * 256), w.codes.begin() + static_cast<std::ptrdiff_t>(at * 256 + 256),
+                                  o.codes.begin(), o.codes.end()) ||
+                      !std::equal(w.absmax.begin() + static_cast<std::ptrdiff_t>(at * 8), w.absmax.begin() + static_cast<std::ptrdiff_t>(at * 8 + 8),
+                                  o.absmax.begin(), o.absmax.end());
+      } else {
+        const auto a = whole.half_bits().subspan(at * 512, 512);
+        mismatches += !std::equal(a.begin(), a.end(), one.half_bits().begin(), one.half_bits().end());
+      }
+    }
+    CHECK_MESSAGE(mismatches == 0, quant::name_of(format), ": ", mismatches, " rows differ");
+  }
 }
