@@ -22,9 +22,10 @@
 // or by subtracting the update again (Restore::recompute, no copy, drifts by rounding).
 //
 // Extending it: a DoRA magnitude vector is one more ParameterPtr owned here, with a Branch that also
-// carries it and a holder that rescales its output; several named adapters on one projection are a
+// carries it and a holder that rescales its output (not here yet). Several named adapters on one projection are a
 // container of Adapters whose active set concatenates into one Branch (stack the A's, put s_i·B_i side by
-// side), which keeps one expression type. Neither exists yet.
+// side), which keeps one expression type: nn/layer_adapters.hpp builds such stacked branches for a
+// model's named adapters, and Branch::rows lets each batch row use its own part of the stack.
 //
 // The branch points at the adapter's dropout stream: do not move an Adapter while an expression built
 // from it (or its tape) is alive.
@@ -64,11 +65,15 @@ struct Branch {
   double dropout = 0.0;
   RandomStream* stream = nullptr;  // the adapter's dropout stream; draws advance it
   bool training = true;
+  // [batch, r]: which rank columns each batch row uses (ops/row_mask.hpp), for a batch that runs a
+  // different adapter per sequence over stacked factors (nn/layer_adapters.hpp); undefined: all, every row.
+  Tensor rows;
 
-  // s·(adapter_input(x)·Aᵀ)·Bᵀ; the scale folds into the second GEMM's alpha (ops/scale.hpp).
+  // s·(row_mask(adapter_input(x)·Aᵀ)·Bᵀ; the scale folds into the second GEMM's alpha (ops/scale.hpp).
   template <Expression X> auto operator()(X x) const {
-    return scale(matmul(matmul(adapter_input(std::move(x), active, dropout, stream, training), t(param(a))), t(param(b))),
-                 scaling);
+    return scale(
+        matmul(row_mask(matmul(adapter_input(std::move(x), active, dropout, stream, training), t(param(a))), rows), t(param(b))),
+        scaling);
   }
 
   // An inactive branch of a projection with `out_features` outputs: it adds nothing and keeps nothing.
