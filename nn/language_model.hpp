@@ -29,6 +29,16 @@ struct LoraSettings {
   std::vector<std::string> targets = {"q", "v"};
 };
 
+// The fields of LoraSettings that every file recording them holds (targets, rank, alpha, dropout,
+// scaling); an adapter file and a training checkpoint each add the ones they need.
+inline nlohmann::json lora_settings_json(const LoraSettings& s) {
+  return {{"targets", s.targets},
+          {"rank", s.config.rank},
+          {"alpha", s.config.alpha},
+          {"dropout", s.config.dropout},
+          {"scaling", lora::name_of(s.config.scaling)}};
+}
+
 struct Sampling {
   double temperature = 1.0;  // logits are divided by it; 0 means greedy
   int top_k = 0;             // sample among the k largest logits (ties at the k-th included); 0: all
