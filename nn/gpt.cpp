@@ -426,21 +426,9 @@ std::vector<GPT::AdapterTerm> GPT::adapter_terms() const {
 }
 
 void GPT::add_adapter(const std::string& name, const std::filesystem::path& directory) {
-  State& s = *state_;
-  // load_adapter reads into the model's own adapters: it reads into an empty set here, which then becomes
-  // the named adapter, and the own adapters come back whatever happens.
-  LayerAdapters own = std::move(s.lora);
-  s.lora = LayerAdapters{};
-  LayerAdapters loaded;
-  try {
-    nn::load_adapter(directory, *this);
-    loaded = std::move(s.lora);
-    s.lora = std::move(own);
-  } catch (...) {
-    s.lora = std::move(own);
-    throw;
-  }
-  s.lora.add_named("nn::GPT", name, directory.string(), std::move(loaded));
+  // load_adapter reads into the model's own adapters: add_named_from hands it an empty set, which then
+  // becomes the named adapter.
+  state_->lora.add_named_from("nn::GPT", name, directory.string(), [&] { nn::load_adapter(directory, *this); });
 }
 
 std::vector<std::string> GPT::adapter_names() const { return state_->lora.named_names(); }

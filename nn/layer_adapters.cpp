@@ -163,6 +163,22 @@ void LayerAdapters::collect_gradients(std::size_t layer) {
   }
 }
 
+void LayerAdapters::add_named_from(std::string_view model, const std::string& name, const std::string& source,
+                                   const std::function<void()>& load) {
+  LayerAdapters own = std::move(*this);
+  *this = LayerAdapters{};
+  LayerAdapters loaded;
+  try {
+    load();
+    loaded = std::move(*this);
+    *this = std::move(own);
+  } catch (...) {
+    *this = std::move(own);
+    throw;
+  }
+  add_named(model, name, source, std::move(loaded));
+}
+
 void LayerAdapters::add_named(std::string_view model, const std::string& name, const std::string& source, LayerAdapters loaded) {
   if (name.empty()) fail("{}::add_adapter({}): the adapter name is empty", model, source);
   for (const NamedAdapter& n : named)

@@ -89,6 +89,9 @@ struct LayerAdapters {
   // Adds `loaded` (a LayerAdapters just read from `source` by the model's adapter loader) as the frozen
   // adapter `name`, active with scale 1. Refused: an empty or repeated name, or while merged.
   void add_named(std::string_view model, const std::string& name, const std::string& source, LayerAdapters loaded);
+  // The same for an adapter the model's own loader reads: `load` reads `source` into this object (the
+  // model's own adapters), which are set aside meanwhile and come back whatever happens.
+  void add_named_from(std::string_view model, const std::string& name, const std::string& source, const std::function<void()>& load);
   NamedAdapter& named_adapter(std::string_view model, std::string_view method, const std::string& name);
   std::vector<std::string> named_names() const;
   void set_named_scale(std::string_view model, const std::string& name, double scale);  // refused while merged; finite

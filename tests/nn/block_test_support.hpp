@@ -7,6 +7,7 @@
 #include "lowrank/autodiff/autodiff.hpp"
 #include "../support/checks.hpp"
 #include "lowrank/nn/config.hpp"
+#include "lowrank/nn/llama_config.hpp"
 
 namespace lowrank::test {
 
@@ -31,6 +32,24 @@ using test::require_passed;
 // The smallest GPT the tests compare against the reference: 11 tokens, 6 positions, width 8, 2 heads.
 inline nn::GPTConfig small_config(std::int64_t layers = 2) {
   return {.vocab_size = 11, .n_positions = 6, .n_embd = embd, .n_layer = layers, .n_head = heads};
+}
+
+// The smallest Llama the tests build: 11 tokens, 16 positions, width 8, 2 layers, 4 query heads of width 4
+// over 2 kv heads (4·4 = 16 != 8: the attention width differs from the hidden size), no rope scaling.
+inline nn::LlamaConfig tiny_llama_config() {
+  nn::LlamaConfig c;
+  c.model_type = "llama";
+  c.vocab_size = 11;
+  c.hidden_size = 8;
+  c.intermediate_size = 12;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 4;
+  c.max_position_embeddings = 16;
+  c.rms_norm_eps = 1e-5;
+  c.rope_theta = 100.0;
+  return c;
 }
 
 }  // namespace lowrank::test

@@ -13,6 +13,7 @@
 #include "lowrank/lora/adapter_file.hpp"
 #include "lowrank/nn/llama.hpp"
 #include "lowrank/nn/llama_block.hpp"
+#include "block_test_support.hpp"
 #include "../support/checks.hpp"
 #include "../support/temp_dir.hpp"
 
@@ -54,19 +55,10 @@ std::string llama_error_text(const std::function<void()>& f) {
   return "(no error)";
 }
 
+// tests/nn/block_test_support.hpp's tiny Llama as `type`, with llama3 rope scaling and Qwen2's biases.
 LlamaConfig llama_tiny_config(const std::string& type = "llama") {
-  LlamaConfig c;
+  LlamaConfig c = lowrank::test::tiny_llama_config();
   c.model_type = type;
-  c.vocab_size = 11;
-  c.hidden_size = 8;
-  c.intermediate_size = 12;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 4;  // 4·4 = 16 != 8: the attention width differs from the hidden size
-  c.max_position_embeddings = 16;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 100.0;
   c.rope_scaling = Llama3RopeScaling{.factor = 2, .low_freq_factor = 1, .high_freq_factor = 4, .original_max_position_embeddings = 8};
   c.qkv_bias = type == "qwen2";
   return c;

@@ -267,25 +267,9 @@ TEST_CASE("multi-adapter: bad input names the adapter, the file or the value") {
 
 namespace multi_test {
 
-LlamaConfig llama_config() {
-  LlamaConfig c;
-  c.model_type = "llama";
-  c.vocab_size = 11;
-  c.hidden_size = 8;
-  c.intermediate_size = 12;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 4;
-  c.max_position_embeddings = 16;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 100.0;
-  return c;
-}
-
 LlamaWeights llama_weights(std::uint64_t seed) {
   RandomStream rng{seed, 0};
-  return LlamaWeights::random(llama_config(), rng, DType::f64, 0.4);
+  return LlamaWeights::random(lowrank::test::tiny_llama_config(), rng, DType::f64, 0.4);
 }
 
 LlamaWeights llama_copy(const LlamaWeights& w) {
