@@ -19,9 +19,9 @@ void check_operand(const char* who, const Tensor& x, const quant::Matrix* m, con
     if (dense->rank() != 2) fail("{}: the weight {} must be [out, in]", who, dense->shape());
     check_same_dtype(who, x, *dense);
     check_same_device(who, x, *dense);
-  } else if (!x.device().is_cpu()) {
-    fail("{}: a {} weight [{}, {}] runs on the CPU only (no CUDA panel kernel); x is on {}", who, quant::name_of(m->format()),
-         m->rows(), m->cols(), x.device());
+  } else if (x.device() != m->device()) {
+    fail("{}: the {} weight [{}, {}] is on {} and x on {}; move the matrix with quant::Matrix::to({})", who, quant::name_of(m->format()),
+         m->rows(), m->cols(), m->device(), x.device(), x.device());
   }
   if ((x.rank() != 2 && x.rank() != 3) || x.dim(-1) != in_of(m, dense))
     fail("{}: x {} must be [N, {}] or [B, T, {}] for the weight [{}, {}]", who, x.shape(), in_of(m, dense), in_of(m, dense),
@@ -34,8 +34,13 @@ Tensor flat(const Tensor& x) {
   return x.rank() == 2 ? c : c.reshape({x.dim(0) * x.dim(1), x.dim(2)});
 }
 
-// Rows [first, first + count) of W into panel[0, count) (row-major, cols wide), split over the threads.
+// Rows [first, first + count) of W into panel[0, count) (row-major, cols wide): one kernel on a CUDA
+// matrix (the panel is device memory), split over the OpenMP threads on the CPU.
 template <class T> void dequantize_panel(const quant::Matrix& m, std::int64_t first, std::int64_t count, T* panel) {
+  if (m.device().is_cuda()) {
+    m.dequantize_rows(first, count, panel);
+    return;
+  }
   const std::int64_t cols = m.cols();
   // Below 64k elements one thread does it: waking the team costs more.
   const int threads = count * cols < (std::int64_t{1} << 16) ? 1 : std::min<int>(omp_get_max_threads(), static_cast<int>(count));
@@ -51,7 +56,7 @@ template <class F> void for_each_panel(const quant::Matrix& m, std::int64_t pane
   const std::int64_t out = m.rows(), in = m.cols();
   const std::int64_t p = std::min(panel_rows > 0 ? panel_rows : FrozenLinear::panel_rows_for(in, static_cast<std::int64_t>(size_of(dtype))), out);
   if (p == 0) return;
-  Tensor panel = Tensor::empty({p, in}, dtype);
+  Tensor panel = Tensor::empty({p, in}, dtype, m.device());
   for (std::int64_t j = 0; j < out; j += p) {
     const std::int64_t rows = std::min(p, out - j);
     dispatch(dtype, [&]<class T>() { dequantize_panel(m, j, rows, panel.data<T>()); });
@@ -78,7 +83,7 @@ Tensor FrozenLinear::forward(const Tensor& x, const Tensor& dense) const {
   }
   const Tensor x2 = flat(x);
   Tensor y2 = y.reshape({x2.dim(0), m->rows()});
-  if (m->f32_data() && x.dtype() == DType::f32) {
+  if (m->f32_data() && x.dtype() == DType::f32 && x.device().is_cpu()) {
     // y = x · Wᵀ with Wᵀ [in, out] read in place: element (i, j) is W[j, i].
     gemm_external_b(1.0, x2, m->f32_data(), 1, m->cols(), m->rows(), 0.0, y2, "frozen_linear");
     return y;
@@ -99,7 +104,7 @@ void FrozenLinear::add_input_gradient(const Tensor& dy, const Tensor* dense, Ten
   const Tensor dy2 = flat(dy);
   if (!dx.is_contiguous()) fail("frozen_linear backward: the gradient buffer of x {} is not contiguous", dx.shape());
   Tensor dx2 = dx.rank() == 2 ? dx : dx.reshape({dx.dim(0) * dx.dim(1), dx.dim(2)});
-  if (m->f32_data() && dy.dtype() == DType::f32) {
+  if (m->f32_data() && dy.dtype() == DType::f32 && dy.device().is_cpu()) {
     gemm_external_b(1.0, dy2, m->f32_data(), m->cols(), 1, m->cols(), 1.0, dx2, "frozen_linear backward (dx)");
     return;
   }

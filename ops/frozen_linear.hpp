@@ -12,8 +12,10 @@
 //       dx += dy[:, j:j+P] · panel (beta = 1). The whole float matrix never exists: the panel is the only
 //       float copy of W, P·in elements, sized to stay in a core's L2 cache (panel_rows_for).
 // A float64 x computes in float64 (the panels are dequantized in double): the gradient check's path.
-// Runs on the CPU; a quant::Matrix with a CUDA x is refused naming the op (the dense path runs wherever
-// gemm runs).
+// On CUDA (x and a matrix moved with quant::Matrix::to) each panel is dequantized on the device by
+// qformats' kernels (core/cuda/quantized.hpp) into a device panel and multiplied by cuBLAS; float32
+// storage goes through the same panels there. x and the matrix on different devices are refused naming
+// the op and both devices. The dense path runs wherever gemm runs.
 #include <cstdint>
 #include <memory>
 

@@ -24,12 +24,14 @@ struct EvalOptions {
   std::string text;
   std::int64_t batch = 8;
   bool json = false;
+  std::string base_dtype = "f32";  // --base-dtype
 };
 
 void run_eval(const EvalOptions& options) {
   if (options.data.files.empty() == options.text.empty()) fail("eval: give either --data (one or more) or --text");
+  const quant::Format base_format = parse_base_dtype(options.base_dtype);
   const auto tokenizer = load_tokenizer(options.model);
-  const std::unique_ptr<nn::LanguageModel> model = load_model(options.model);
+  const std::unique_ptr<nn::LanguageModel> model = load_model(options.model, Device::cpu(), base_format);
   if (!options.adapter.empty()) model->load_adapter(options.adapter);
   if (tokenizer->vocab_size() > model->vocab_size())
     fail("--model {}: the tokenizer has {} tokens but the model only {} (vocab_size)", options.model, tokenizer->vocab_size(),
@@ -65,6 +67,7 @@ void add_eval_command(CLI::App& app) {
   add_data_options(*command, options->data, "JSONL file of examples (text, prompt/completion or messages; docs/data.md); repeatable");
   command->add_option("--text", options->text, "plain text file, measured in windows of the model's context");
   command->add_option("--batch", options->batch, "examples per forward pass")->check(positive_integer)->capture_default_str();
+  command->add_option("--base-dtype", options->base_dtype, base_dtype_help)->capture_default_str();
   command->add_flag("--json", options->json, "print {loss, perplexity, tokens, examples, truncated} as JSON");
   command->callback([options] { run_eval(*options); });
 }

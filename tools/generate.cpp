@@ -37,6 +37,7 @@ struct GenerateOptions {
   bool chat = false;          // --chat: render a conversation with the chat template
   std::string messages;       // --messages FILE.json
   std::string chat_format;    // --chat-format
+  std::string base_dtype = "f32";  // --base-dtype
 };
 
 // --chat: the conversation (--messages, or --prompt as one user turn) rendered with the model's chat
@@ -85,7 +86,7 @@ std::vector<std::int32_t> generation_stop_ids(const std::filesystem::path& model
 
 void run_generate(const GenerateOptions& options) {
   const auto tokenizer = load_tokenizer(options.model);
-  const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model);
+  const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model, Device::cpu(), parse_base_dtype(options.base_dtype));
   nn::LanguageModel& model = *loaded;
   load_adapters(model, options.model, options.adapters);
   model.train(false);
@@ -229,6 +230,7 @@ void add_generate_command(CLI::App& app) {
       ->check(non_negative_integer)
       ->capture_default_str();
   command->add_option("--seed", options->seed, "sampling seed")->capture_default_str();
+  command->add_option("--base-dtype", options->base_dtype, base_dtype_help)->capture_default_str();
   command->add_flag("--greedy", options->greedy, "always take the most likely token");
   command->callback([options] {
     if (!options->prompt_file.empty()) {

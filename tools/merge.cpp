@@ -25,6 +25,7 @@ struct MergeOptions {
   std::string model;
   std::vector<std::string> adapters;  // [NAME=]PATH[:SCALE] each (tools/training.hpp)
   std::string out;
+  std::string base_dtype = "f32";  // --base-dtype: the base the adapter was trained over
 };
 
 double max_abs_difference(const Tensor& a, const Tensor& b) {
@@ -50,10 +51,14 @@ void run_merge(const MergeOptions& options) {
   std::error_code ec;
   if (fs::weakly_canonical(options.model, ec) == fs::weakly_canonical(options.out, ec))
     fail("merge: --out {} is the --model directory; the base model would be overwritten", options.out);
-  const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model);
+  const quant::Format base_format = parse_base_dtype(options.base_dtype);
+  const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model, Device::cpu(), base_format);
   nn::LanguageModel& model = *loaded;
   load_adapters(model, options.model, options.adapters);
   model.train(false);
+  // A quantized base is merged into its dequantized weights (what the adapter was trained over), written in
+  // float32: a quantized file would round the merged update away.
+  if (base_format != quant::Format::f32) model.dequantize_base();
 
   // The same logits before and after merging, on a probe of every token id the context allows.
   const std::int64_t length = std::min<std::int64_t>(model.context_length(), 32);
@@ -70,6 +75,9 @@ void run_merge(const MergeOptions& options) {
   copy_tokenizer_files(options.model, options.out);
   fmt::print("merged {} into {}: wrote {} (max |logit difference| merged vs adapter: {:.3g})\n", fmt::join(options.adapters, ", "),
              options.model, options.out, difference);
+  if (base_format != quant::Format::f32)
+    fmt::print("the base was loaded as {}: the merged model holds the dequantized {} weights plus the adapters, written in {}\n",
+               quant::name_of(base_format), quant::name_of(base_format), name_of(model.dtype()));
 }
 
 }  // namespace
@@ -83,6 +91,10 @@ void add_merge_command(CLI::App& app) {
       ->required();
   command->add_option("--out", options->out, "directory for the merged model (config.json, model.safetensors, generation_config.json, tokenizer files)")
       ->required();
+  command->add_option("--base-dtype", options->base_dtype,
+                      "the base's storage when the adapter was trained (f32, bf16, f16, q8_0, nf4): the adapter is merged into the "
+                      "base dequantized from it, written in float32")
+      ->capture_default_str();
   command->callback([options] { run_merge(*options); });
 }
 

@@ -66,13 +66,14 @@ struct TrainSettings {
   std::vector<std::string> eval_data;  // --eval-data
   std::int64_t eval_every = 0;         // 0: at the end only (when there is --eval-data)
   std::vector<std::string> with_adapters;  // --with-adapter: frozen named adapters beside the trained one
+  std::string base_dtype = "f32";      // storage of the frozen base; a resume reloads the base in it
 
   nlohmann::json to_json() const {
     return {{"model", model}, {"text", text},   {"rank", rank},   {"alpha", alpha}, {"dropout", dropout},
             {"targets", targets}, {"scaling", scaling}, {"lr", lr}, {"weight_decay", weight_decay},
             {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"micro_batch", micro_batch},
             {"seed", seed}, {"data", data.files}, {"chat_format", data.chat_format}, {"train_on_all_tokens", data.all_tokens},
-            {"refuse_long", data.refuse_long}, {"eval_data", eval_data}, {"eval_every", eval_every}, {"with_adapter", with_adapters}};
+            {"refuse_long", data.refuse_long}, {"eval_data", eval_data}, {"eval_every", eval_every}, {"with_adapter", with_adapters}, {"base_dtype", base_dtype}};
   }
 };
 
@@ -143,6 +144,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
     merged.eval_data = result["eval_data"].get<std::vector<std::string>>();
     merged.eval_every = result["eval_every"];
     merged.with_adapters = result["with_adapter"].get<std::vector<std::string>>();
+    merged.base_dtype = result["base_dtype"];
   } catch (const nlohmann::json::exception& e) {
     fail("{}: a setting has the wrong type: {}", run_file.string(), e.what());
   }
@@ -175,6 +177,7 @@ TrainSettings validated_settings(const CLI::App& command, TrainOptions& options,
       options.settings.targets = nn::model_family(options.settings.model).default_lora_targets;
   }
   const TrainSettings& s = options.settings;
+  (void)parse_base_dtype(s.base_dtype);
   if (s.targets.empty()) fail("--targets: at least one of {} is needed", fmt::join(nn::all_lora_target_names(), ", "));
   TrainSettings resolved = s;
   if (resolved.micro_batch == 0) resolved.micro_batch = resolved.batch;
@@ -381,7 +384,7 @@ class TrainingRun {
 
   std::unique_ptr<nn::LanguageModel> load() {
     const Device device = parse_device(options_.device);
-    std::unique_ptr<nn::LanguageModel> model = load_model(s_.model, device);
+    std::unique_ptr<nn::LanguageModel> model = load_model(s_.model, device, parse_base_dtype(s_.base_dtype));
     model_lora_targets(*model, s_.targets);
     if (s_.seq > model->context_length())
       fail("--seq {} exceeds the model's context of {} tokens ({} in {})", s_.seq, model->context_length(), model->context_length_key(),
@@ -551,6 +554,7 @@ void add_train_command(CLI::App& app) {
                       "dividing batch / micro-batch")
       ->check(positive_integer);
   command->add_option("--seq", s.seq, "tokens per window (at most the model's n_positions)")->check(positive_integer)->capture_default_str();
+  command->add_option("--base-dtype", s.base_dtype, base_dtype_help)->capture_default_str();
   command->add_option("--seed", s.seed, "seed of the LoRA init and the data order")->capture_default_str();
   command->add_option("--device", options->device, "where to train")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   command->add_option("--checkpoint-every", options->checkpoint_every, "write the checkpoint and adapter every N steps")

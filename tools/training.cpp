@@ -52,13 +52,16 @@ void set_cpu_threads(int threads) {
   omp_set_num_threads(threads);
 }
 
-std::unique_ptr<nn::LanguageModel> load_model(const fs::path& model, Device device) {
+quant::Format parse_base_dtype(const std::string& text) { return quant::parse_format(text, "--base-dtype"); }
+
+std::unique_ptr<nn::LanguageModel> load_model(const fs::path& model, Device device, quant::Format base_format) {
   std::error_code ec;
   if (!fs::exists(model, ec)) fail("--model {}: no such file or directory", model.string());
   if (!fs::is_directory(model, ec))
     fail("--model {}: expected a model directory (config.json + model.safetensors), not a file", model.string());
   nn::LoadOptions options;
   options.device = device;
+  options.base_format = base_format;
   return nn::load_model(model, options);
 }
 

@@ -28,7 +28,14 @@ void set_cpu_threads(int threads);
 // A Hugging Face model directory of any family nn::load_model knows (config.json + model.safetensors or
 // sharded weights, as Hugging Face, `lowrank merge` and the demo write them), its weights on `device`.
 // Anything else is an error naming the path and what was expected.
-std::unique_ptr<nn::LanguageModel> load_model(const std::filesystem::path& model, Device device = Device::cpu());
+// base_format: the storage of the frozen base (--base-dtype; docs/quantization.md).
+std::unique_ptr<nn::LanguageModel> load_model(const std::filesystem::path& model, Device device = Device::cpu(),
+                                              quant::Format base_format = quant::Format::f32);
+// --base-dtype f32|bf16|f16|q8_0|nf4 (quant::parse_format); anything else is an error naming the flag and value.
+quant::Format parse_base_dtype(const std::string& text);
+// The help text of --base-dtype, the same for every command.
+inline constexpr const char* base_dtype_help =
+    "storage of the frozen base weights: f32, bf16, f16, q8_0 or nf4 (Llama family; LoRA only; docs/quantization.md)";
 // --targets as the model's family names them: shorthands expanded, and every name one of its modules;
 // an error names the flag, the name, the model_type and the accepted names.
 std::vector<std::string> model_lora_targets(const nn::LanguageModel& model, const std::vector<std::string>& targets);
