@@ -57,12 +57,14 @@ struct NoAdapter {};
 // Output features of a weight expression, known before evaluation for the leaves and a column range.
 inline std::int64_t output_width(const Param& w) { return w.parameter->value.dim(-1); }
 inline std::int64_t output_width(const Frozen& w) { return w.value.dim(-1); }
+// A FrozenWeight is [out, in] in any storage format (not transposed: frozen_linear computes x·Wᵀ).
+inline std::int64_t output_width(const FrozenWeight& w) { return w.rows(); }
 template <class X> std::int64_t output_width(const Node<ColumnSlice, X>& w) { return w.op.end - w.op.begin; }
 // t(param(W)) with W [out, in], PyTorch's nn.Linear layout.
 inline std::int64_t output_width(const Node<Transpose, Param>& w) { return std::get<0>(w.args).parameter->value.dim(0); }
 
 // y = x·W + b with W [in, out] (GPT-2's Conv1D; a PyTorch [out, in] weight enters as t(...) or a
-// transposed view). B is a bias expression or NoBias; A is NoAdapter or a callable that builds the additive
+// transposed view), or y = x·Wᵀ + b when W is a FrozenWeight [out, in] in any storage format (frozen_linear). B is a bias expression or NoBias; A is NoAdapter or a callable that builds the additive
 // branch from x — a lora::Branch (lora/adapter.hpp), taken from the projection's lora::Adapter.
 template <Expression W, class B = NoBias, class A = NoAdapter> struct Linear {
   W weight;
@@ -83,8 +85,12 @@ template <Expression W, class B = NoBias, class A = NoAdapter> struct Linear {
   std::int64_t out_features() const { return output_width(weight); }
 
   template <class X> auto affine(X x) const {
-    if constexpr (std::is_same_v<B, NoBias>) return matmul(std::move(x), weight);
-    else return bias_add(matmul(std::move(x), weight), bias);
+    if constexpr (std::is_same_v<B, NoBias>) return product(std::move(x));
+    else return bias_add(product(std::move(x)), bias);
+  }
+  template <class X> auto product(X x) const {
+    if constexpr (std::is_same_v<W, FrozenWeight>) return frozen_linear(std::move(x), weight);
+    else return matmul(std::move(x), weight);
   }
 };
 template <Expression W> Linear(W) -> Linear<W>;
