@@ -2,7 +2,7 @@
 // row_mask: each row of a batch keeps its own subset of the last dimension.
 //   y[b, ..., j] = x[b, ..., j] · m[b, j]      x [B, ..., R] (rank >= 2), m [B, R] a constant (no gradient)
 //   no mask (undefined m): y = x, a view
-//   backward: dx += dy ⊙ m (dx += dy without a mask).  Saves nothing but m (held by the op).
+//   backward: dx += dy ⊙ m; without a mask dy is dx's own buffer (no pass).  Saves nothing but m (held by the op).
 // A LoRA branch over stacked adapters (lora::Branch) uses it on its [.., Σr] intermediate: m holds 1 in
 // the rank columns of the adapter a sequence uses and 0 elsewhere, so one batch runs a different adapter
 // per sequence with one A GEMM and one B GEMM (nn/layer_adapters.hpp). Shape rule: m must be [x.dim(0),
@@ -37,6 +37,10 @@ struct RowMaskOp {
     return y;
   }
   static constexpr Reads<1> reads(Needs<1>) { return {}; }
+  // Without a mask y is x and dx += dy: the tape lets dy be dx's buffer itself (AliasesGradient), so the
+  // unmasked branch of a single adapter pays no pass and no buffer for this op.
+  template <Needs<1>> int gradient_alias() const { return mask.defined() ? -1 : 0; }
+  Tensor gradient_view(const Tensor& input_grad) const { return input_grad; }
   template <Needs<1>> void backward(const Tensor& dy, Inputs<1>, const Tensor&, Grads<1> dx) const {
     if (!mask.defined()) map("row_mask backward", functors::Add{}, *dx[0], *dx[0], dy);
     else map("row_mask backward", functors::MulAccumulate{}, *dx[0], *dx[0], dy, expanded(dy.shape()));

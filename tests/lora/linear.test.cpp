@@ -168,7 +168,7 @@ TEST_CASE("lora: adapter forward is 3 GEMMs, backward 3 (x input), equal to the 
   CHECK(max_abs_diff(layer.lora_A()->grad, a->grad) < 1e-4);
   CHECK(max_abs_diff(layer.lora_B()->grad, b->grad) < 1e-4);
   // ·Bᵀ, scale and add are one slot in the fused graph and three in the unfused one; the fused graph has
-  // one slot more for the branch's row_mask (a pass-through view without a per-row mask, ops/row_mask.hpp)
+  // the branch's row_mask slot (ops/row_mask.hpp: a view without a mask, its gradient aliased) on top
   CHECK(decltype(fused_tape)::size == 15);
   CHECK(decltype(unfused_tape)::size == 16);
 

@@ -224,3 +224,28 @@ TEST_CASE("cli: train --with-adapter trains beside a frozen adapter as on a base
   REQUIRE(run.at("with_adapter").size() == 1);
   CHECK(has(run["with_adapter"][0].get<std::string>(), fs::absolute(dir / "first" / "adapter").string() + ":0.5"));
 }
+
+TEST_CASE("cli: combine writes PEFT's add_weighted_adapter cat adapter; refusals exit 2 naming the value") {
+  using namespace multi_cli;
+  const lowrank::test::ScratchDir dir("cli_multi_combine");
+  const CliResult ok = run_cli({"combine", "--adapter", (gpt2 / "peft_all").string() + ":0.7", "--adapter",
+                                (gpt2 / "peft_c_attn").string() + ":-1.3", "--combination", "cat", "--out", (dir / "cat").string()});
+  INFO(ok.output);
+  REQUIRE(ok.status == 0);
+  CHECK(has(ok.output, "r = 6"));
+  const auto ours = lowrank::load_safetensors(dir / "cat" / "adapter_model.safetensors");
+  const auto peft = lowrank::load_safetensors(gpt2 / "weighted_cat" / "adapter_model.safetensors");
+  REQUIRE(ours.size() == peft.size());
+  for (const auto& [key, t] : peft) {
+    CAPTURE(key);
+    REQUIRE(ours.count(key) == 1);
+    CHECK(lowrank::max_abs_diff(ours.at(key).to(lowrank::DType::f64), t) < 1e-6);
+  }
+  check_refused(run_cli({"combine", "--adapter", (gpt2 / "peft_all").string(), "--adapter", (gpt2 / "peft_c_attn").string(),
+                         "--combination", "linear", "--out", (dir / "x").string()}),
+                {"linear needs one rank", "r = 2", "r = 4"});
+  check_refused(run_cli({"combine", "--adapter", (gpt2 / "peft_all").string() + ":x", "--out", (dir / "x").string()}), {"'x'"});
+  check_refused(run_cli({"combine", "--adapter", (gpt2 / "peft_all").string(), "--combination", "svd", "--out", (dir / "x").string()}),
+                {"'svd'", "linear or cat"});
+  CHECK_FALSE(fs::exists(dir / "x"));
+}
