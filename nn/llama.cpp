@@ -164,6 +164,7 @@ LlamaWeights LlamaWeights::random(const LlamaConfig& config, RandomStream& rng, 
   }
   w.norm = Tensor::ones({e}, dtype);
   if (!config.tie_word_embeddings) w.lm_head = store("lm_head.weight", Tensor::normal({config.vocab_size, e}, 0.0, std_dev, rng, dtype));
+  if (quantized) release_cached_memory();  // the float tensors drawn are not needed again
   w.quantized = std::move(quantized);
   return w;
 }
@@ -247,6 +248,7 @@ LlamaWeights quantize_llama_base(LlamaWeights weights, quant::Format format) {
     for (std::size_t p = 0; p < projection_count; ++p) convert(projection_name(i, Projection(p)), projection_weight(weights.layers[i], Projection(p)));
   if (!weights.config.tie_word_embeddings) convert("lm_head.weight", weights.lm_head);
   weights.quantized = std::move(q);
+  release_cached_memory();  // the float blocks the conversion freed go back to the system
   return weights;
 }
 
@@ -290,6 +292,9 @@ LlamaWeights load_llama_weights(const std::filesystem::path& directory, DType dt
       loaded.emplace(name, dir.load(name, shape, dtype));
     }
   }
+  // The float copies read and dropped while converting sit in the host block cache (one block of each
+  // tensor size, 326 MB for TinyLlama): they go back to the system here, not when the first step needs memory.
+  if (quantized) release_cached_memory();
   w.quantized = std::move(quantized);
   w.embed_tokens = loaded.at("model.embed_tokens.weight");
   for (std::int64_t i = 0; i < w.config.num_hidden_layers; ++i) {
