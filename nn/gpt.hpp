@@ -140,6 +140,7 @@ class GPT final : public LanguageModel {
     std::string target;
     ParameterPtr A, B;
     double scaling;
+    ParameterPtr magnitude = nullptr;  // DoRA's m [out] (nn::Llama with use_dora); null otherwise
   };
   std::vector<Adapter> adapters() const;
   // The adapters' dropout streams (seed and next offset), in adapters() order: a training checkpoint

@@ -48,6 +48,8 @@ LayerAdapters LayerAdapters::create(const LoraSettings& settings, const std::vec
         a.index[i][k] = a.set.add(lora::Adapter(kinds[k].in_features, kinds[k].out_features, config, init, dtype, device,
                                                 fmt::format("{}.{}", naming.layer_path(i), kinds[k].module_path)));
   for (const ProjectionKind& k : kinds) a.absent.push_back(lora::Branch::inactive(k.out_features, dtype, device));
+  if (config.use_dora)
+    for (const ProjectionKind& k : kinds) a.absent_dora.push_back(lora::DoraBranch::inactive(k.out_features, dtype, device));
   a.set.train(training);
   a.chosen = std::move(chosen);
   a.settings = settings;
@@ -59,6 +61,20 @@ LayerAdapters LayerAdapters::create(const LoraSettings& settings, const std::vec
 lora::Branch LayerAdapters::branch(std::size_t layer, std::size_t kind, bool training) {
   if (chosen[kind]) return set[index[layer][kind]].branch();
   lora::Branch b = absent[kind];
+  b.training = training;
+  return b;
+}
+
+void LayerAdapters::init_magnitudes(const std::function<Tensor(std::size_t, std::size_t)>& weight_of, lora::Layout layout) {
+  for (std::size_t i = 0; i < index.size(); ++i)
+    for (std::size_t k = 0; k < chosen.size(); ++k)
+      if (chosen[k]) set[index[i][k]].init_magnitude(weight_of(i, k), layout);
+}
+
+lora::DoraBranch LayerAdapters::dora_branch(std::size_t layer, std::size_t kind, bool training, const Tensor& weight,
+                                            lora::Layout layout) {
+  if (chosen[kind]) return set[index[layer][kind]].dora_branch(weight, layout);
+  lora::DoraBranch b = absent_dora[kind];
   b.training = training;
   return b;
 }

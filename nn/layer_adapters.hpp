@@ -51,6 +51,12 @@ struct LayerAdapters {
                               RandomStream& init, DType dtype, Device device, bool training);
 
   lora::Branch branch(std::size_t layer, std::size_t kind, bool training);
+  // DoRA (settings.config.use_dora): the magnitudes start as the row norms of the adapted weights (PEFT's
+  // rule), set once after create(); the branch of a projection carries the norm of its current update, or
+  // is the identity stand-in (absent_dora) for a projection without adapter.
+  std::vector<lora::DoraBranch> absent_dora;  // per kind
+  void init_magnitudes(const std::function<Tensor(std::size_t layer, std::size_t kind)>& weight_of, lora::Layout layout);
+  lora::DoraBranch dora_branch(std::size_t layer, std::size_t kind, bool training, const Tensor& weight, lora::Layout layout);
   // Merges every adapter into weight_of(layer, kind) (a view in `layout`), exact restore.
   void merge(const std::function<Tensor(std::size_t layer, std::size_t kind)>& weight_of, lora::Layout layout);
   // Calls f(layer, kind, adapter) for every adapter in set order.
