@@ -2,6 +2,7 @@
 // Everything a user of lowrank needs, in one include.
 #include "lowrank/core/format.hpp"
 #include "lowrank/core/gemm.hpp"
+#include "lowrank/core/quantized.hpp"
 #include "lowrank/core/tensor.hpp"
 #include "lowrank/autodiff/autodiff.hpp"
 #include "lowrank/dist/communicator.hpp"

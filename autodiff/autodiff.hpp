@@ -27,6 +27,7 @@
 #include "lowrank/ops/repeat_heads.hpp"
 #include "lowrank/ops/rmsnorm.hpp"
 #include "lowrank/ops/rope.hpp"
+#include "lowrank/ops/row_mask.hpp"
 #include "lowrank/ops/scale.hpp"
 #include "lowrank/ops/silu.hpp"
 #include "lowrank/ops/softmax.hpp"

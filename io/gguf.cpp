@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -10,7 +11,7 @@
 #include "lowrank/core/error.hpp"
 #include "lowrank/core/utf8.hpp"
 #include "lowrank/io/atomic_file.hpp"
-#include "lowrank/io/float16.hpp"
+#include "lowrank/core/float16.hpp"
 
 namespace lowrank {
 
@@ -157,6 +158,28 @@ GgufValue GgufValue::u32(std::uint32_t value) {
   GgufValue v;
   v.type = GgufValueType::u32;
   v.integer = value;
+  return v;
+}
+GgufValue GgufValue::i32(std::int32_t value) {
+  GgufValue v;
+  v.type = GgufValueType::i32;
+  v.integer = value;
+  return v;
+}
+GgufValue GgufValue::boolean(bool value) {
+  GgufValue v;
+  v.type = GgufValueType::boolean;
+  v.integer = value ? 1 : 0;
+  return v;
+}
+GgufValue GgufValue::array(GgufValueType element_type, std::vector<GgufValue> items) {
+  for (std::size_t i = 0; i < items.size(); ++i)
+    if (items[i].type != element_type)
+      fail("GGUF array of {}: item {} is a {}", gguf_value_type_name(element_type), i, gguf_value_type_name(items[i].type));
+  GgufValue v;
+  v.type = GgufValueType::array;
+  v.element_type = element_type;
+  v.items = std::move(items);
   return v;
 }
 bool GgufValue::is_integer() const {
@@ -365,7 +388,9 @@ class Writer {
 
 }  // namespace
 
-std::vector<std::byte> serialize_gguf(const GgufMetadata& metadata, const GgufTensors& tensors) {
+std::vector<std::byte> serialize_gguf(const GgufMetadata& metadata, const GgufTensors& tensors, std::span<const GgmlType> types) {
+  if (!types.empty() && types.size() != tensors.size())
+    fail("GGUF writer: {} storage types given for {} tensors", types.size(), tensors.size());
   Writer w;
   w.put(gguf_magic);
   w.put(gguf_version);
@@ -379,28 +404,48 @@ std::vector<std::byte> serialize_gguf(const GgufMetadata& metadata, const GgufTe
   }
   std::uint64_t offset = 0;
   std::vector<Tensor> contiguous;
-  for (const auto& [name, tensor] : tensors) {
+  for (std::size_t i = 0; i < tensors.size(); ++i) {
+    const auto& [name, tensor] = tensors[i];
+    const GgmlType type = types.empty() ? GgmlType::f32 : types[i];
+    if (type != GgmlType::f32 && type != GgmlType::f16)
+      fail("GGUF writer: tensor {} cannot be stored as {} (the writer stores F32 and F16)", name, ggml_type_name(type));
     const Shape shape = tensor.shape();
     if (shape.rank() < 1 || static_cast<std::uint64_t>(shape.rank()) > max_dims)
       fail("GGUF writer: tensor {} has rank {} (1 to {} allowed)", name, shape.rank(), max_dims);
     w.put_string(name);
     w.put<std::uint32_t>(static_cast<std::uint32_t>(shape.rank()));
     for (int d = shape.rank() - 1; d >= 0; --d) w.put<std::uint64_t>(static_cast<std::uint64_t>(shape[d]));
-    w.put(static_cast<std::uint32_t>(GgmlType::f32));
+    w.put(static_cast<std::uint32_t>(type));
     w.put(offset);
     contiguous.push_back(tensor.to(Device::cpu()).to(DType::f32).contiguous());
-    offset = align_up(offset + static_cast<std::uint64_t>(contiguous.back().numel()) * 4, default_alignment);
+    const std::uint64_t element_bytes = type == GgmlType::f32 ? 4 : 2;
+    offset = align_up(offset + static_cast<std::uint64_t>(contiguous.back().numel()) * element_bytes, default_alignment);
   }
   w.pad_to(default_alignment);
-  for (const Tensor& t : contiguous) {
-    w.put_bytes(t.raw_data(), static_cast<std::size_t>(t.numel()) * 4);
+  for (std::size_t i = 0; i < contiguous.size(); ++i) {
+    const Tensor& t = contiguous[i];
+    const auto n = static_cast<std::size_t>(t.numel());
+    if (types.empty() || types[i] == GgmlType::f32) {
+      w.put_bytes(t.raw_data(), n * 4);
+    } else {
+      const float* values = static_cast<const float*>(t.raw_data());
+      std::vector<std::uint16_t> halves(n);
+      for (std::size_t j = 0; j < n; ++j) {
+        halves[j] = float_to_half(values[j]);
+        if ((halves[j] & 0x7C00u) == 0x7C00u && std::isfinite(values[j]))
+          fail("GGUF writer: tensor {} holds {} (element {}), beyond F16's range (65504); store it as F32", tensors[i].first,
+               values[j], j);
+      }
+      w.put_bytes(halves.data(), n * 2);
+    }
     w.pad_to(default_alignment);
   }
   return w.bytes;
 }
 
-void save_gguf(const std::filesystem::path& path, const GgufMetadata& metadata, const GgufTensors& tensors) {
-  const std::vector<std::byte> bytes = serialize_gguf(metadata, tensors);
+void save_gguf(const std::filesystem::path& path, const GgufMetadata& metadata, const GgufTensors& tensors,
+               std::span<const GgmlType> types) {
+  const std::vector<std::byte> bytes = serialize_gguf(metadata, tensors, types);
   write_file_atomically(path, bytes);
 }
 

@@ -37,6 +37,10 @@ struct GgufValue {
   static GgufValue string(std::string value);
   static GgufValue f32(float value);
   static GgufValue u32(std::uint32_t value);
+  static GgufValue i32(std::int32_t value);
+  static GgufValue boolean(bool value);
+  // An array of `element_type` (the items must be of that type).
+  static GgufValue array(GgufValueType element_type, std::vector<GgufValue> items);
   bool is_integer() const;
   bool is_float() const { return type == GgufValueType::f32 || type == GgufValueType::f64; }
 };
@@ -94,10 +98,14 @@ class GgufFile {
 using GgufMetadata = std::vector<std::pair<std::string, GgufValue>>;
 using GgufTensors = std::vector<std::pair<std::string, Tensor>>;
 
-// A GGUF v3 file holding `tensors` as F32 (any dtype, strides, device: the file holds contiguous
-// row-major float32, dims reversed into ggml order) after `metadata`, in the given orders, alignment 32.
-std::vector<std::byte> serialize_gguf(const GgufMetadata& metadata, const GgufTensors& tensors);
+// A GGUF v3 file holding `tensors` after `metadata`, in the given orders, alignment 32. Any dtype,
+// strides or device: the file holds contiguous row-major data, dims reversed into ggml order, each tensor
+// stored as `types[i]` (F32, or F16 rounded to nearest even: a finite value beyond F16's range is an
+// Error naming the tensor); `types` empty stores every tensor as F32. BF16 and Q8_0 are not written.
+std::vector<std::byte> serialize_gguf(const GgufMetadata& metadata, const GgufTensors& tensors,
+                                      std::span<const GgmlType> types = {});
 // The same, written atomically (io/atomic_file.hpp).
-void save_gguf(const std::filesystem::path& path, const GgufMetadata& metadata, const GgufTensors& tensors);
+void save_gguf(const std::filesystem::path& path, const GgufMetadata& metadata, const GgufTensors& tensors,
+               std::span<const GgmlType> types = {});
 
 }  // namespace lowrank

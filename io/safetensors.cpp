@@ -18,7 +18,7 @@
 
 #include "lowrank/core/utf8.hpp"
 #include "lowrank/io/atomic_file.hpp"
-#include "lowrank/io/float16.hpp"
+#include "lowrank/core/float16.hpp"
 
 namespace lowrank {
 

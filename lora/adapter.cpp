@@ -118,7 +118,7 @@ Branch Adapter::branch() {
     b.training = training_;
     return b;
   }
-  return Branch{a_, b_, scaling_, true, config_.dropout, &dropout_stream_, training_};
+  return Branch{a_, b_, scaling_, true, config_.dropout, &dropout_stream_, training_, Tensor()};
 }
 
 void Adapter::set_enabled(bool on) {

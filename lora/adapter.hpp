@@ -27,9 +27,11 @@
 // holder computes rescale(x·Wᵀ + branch(x)) + bias (nn::Linear does). merge() folds the whole DoRA weight
 // m/n·(W + s·B·A) into W, row by row.
 //
-// Extending it: several named adapters on one projection are a container of Adapters whose active set
-// concatenates into one Branch (stack the A's, put s_i·B_i side by side), which keeps one expression type.
-// That does not exist yet.
+// Several named adapters on one projection are a container of Adapters whose active set concatenates into
+// one Branch (stack the A's, put s_i·B_i side by side), which keeps one expression type:
+// nn/layer_adapters.hpp builds such stacked branches for a model's named adapters, and Branch::rows lets
+// each batch row use its own part of the stack. (DoRA adapters are not stacked: a model with DoRA has one
+// adapter per projection.)
 //
 // The branch points at the adapter's dropout stream: do not move an Adapter while an expression built
 // from it (or its tape) is alive.
@@ -69,11 +71,15 @@ struct Branch {
   double dropout = 0.0;
   RandomStream* stream = nullptr;  // the adapter's dropout stream; draws advance it
   bool training = true;
+  // [batch, r]: which rank columns each batch row uses (ops/row_mask.hpp), for a batch that runs a
+  // different adapter per sequence over stacked factors (nn/layer_adapters.hpp); undefined: all, every row.
+  Tensor rows;
 
-  // s·(adapter_input(x)·Aᵀ)·Bᵀ; the scale folds into the second GEMM's alpha (ops/scale.hpp).
+  // s·(row_mask(adapter_input(x)·Aᵀ)·Bᵀ; the scale folds into the second GEMM's alpha (ops/scale.hpp).
   template <Expression X> auto operator()(X x) const {
-    return scale(matmul(matmul(adapter_input(std::move(x), active, dropout, stream, training), t(param(a))), t(param(b))),
-                 scaling);
+    return scale(
+        matmul(row_mask(matmul(adapter_input(std::move(x), active, dropout, stream, training), t(param(a))), rows), t(param(b))),
+        scaling);
   }
 
   // An inactive branch of a projection with `out_features` outputs: it adds nothing and keeps nothing.

@@ -54,12 +54,13 @@ KVCacheDecoder::KVCacheDecoder(const GPT& model, std::int64_t capacity) : model_
     values_.push_back(Tensor::empty({heads, capacity, d}, w.dtype()));
   }
   adapters_.resize(static_cast<std::size_t>(c.n_layer));
-  // Merged adapters are inside the weights already; disabled ones compute nothing.
-  if (model.has_lora() && model.adapters_enabled() && !model.merged()) {
-    for (const GPT::Adapter& a : model.adapters()) {
+  // Merged adapters are inside the weights already; disabled ones compute nothing; named adapters add
+  // their updates with their run-time scales (GPT::adapter_terms).
+  {
+    for (const GPT::AdapterTerm& a : model.adapter_terms()) {
       if (a.layer < 0 || a.layer >= c.n_layer) fail("KVCacheDecoder: adapter on layer {} of a {}-layer model", a.layer, c.n_layer);
       LayerAdapters& la = adapters_[static_cast<std::size_t>(a.layer)];
-      LayerAdapter entry{a.A->value, a.B->value, a.scaling};
+      LayerAdapter entry{a.A, a.B, a.scaling};
       if (a.target == "q") la.q.push_back(entry);
       else if (a.target == "k") la.k.push_back(entry);
       else if (a.target == "v") la.v.push_back(entry);
@@ -231,6 +232,62 @@ std::vector<std::int32_t> generate(const GPT& model, std::vector<std::int32_t> p
         return decoder->feed(tokens);
       },
       prompt, new_tokens, sampling, c.n_positions, "n_positions");
+}
+
+std::vector<std::vector<std::int32_t>> generate_per_row(LanguageModel& model, std::vector<std::vector<std::int32_t>> prompts,
+                                                        const std::vector<std::string>& adapters, int new_tokens,
+                                                        const Sampling& sampling) {
+  if (prompts.size() != adapters.size())
+    fail("generate_per_row: {} prompts but {} adapter names (one per prompt)", prompts.size(), adapters.size());
+  if (prompts.empty()) return prompts;
+  const std::int64_t context = model.context_length(), vocab = model.vocab_size();
+  const std::string key = model.context_length_key();
+  for (std::size_t b = 0; b < prompts.size(); ++b) {
+    const auto& p = prompts[b];
+    if (p.empty()) fail("generate_per_row: prompt {} is empty (give at least one token)", b);
+    if (new_tokens < 0) fail("generate_per_row: new_tokens = {} must be >= 0", new_tokens);
+    if (static_cast<std::int64_t>(p.size()) + new_tokens > context)
+      fail("generate_per_row: prompt {} of {} tokens + {} new tokens exceeds the model's {} = {}", b, p.size(), new_tokens, key, context);
+    for (const std::int32_t id : p)
+      if (id < 0 || id >= vocab) fail("generate_per_row: prompt {} has token id {} outside [0, vocab_size = {})", b, id, vocab);
+  }
+  // Dropout off while generating; the training mode and the per-row choice come back however it ends.
+  struct Restore {
+    LanguageModel& model;
+    bool training;
+    ~Restore() {
+      model.train(training);
+      try {
+        model.set_row_adapters({});
+      } catch (...) {  // clearing never refuses; nothing to report from a destructor
+      }
+    }
+  } restore{model, model.training()};
+  model.train(false);
+  model.set_row_adapters(adapters);
+  const auto rows = static_cast<std::int64_t>(prompts.size());
+  std::vector<int> produced(prompts.size(), 0);
+  std::vector<bool> done(prompts.size(), new_tokens == 0);
+  while (std::find(done.begin(), done.end(), false) != done.end()) {
+    std::int64_t width = 0;
+    for (const auto& p : prompts) width = std::max(width, static_cast<std::int64_t>(p.size()));
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(rows * width), 0);
+    for (std::int64_t b = 0; b < rows; ++b)
+      std::copy(prompts[static_cast<std::size_t>(b)].begin(), prompts[static_cast<std::size_t>(b)].end(),
+                ids.begin() + b * width);
+    const Tensor logits = model.logits(TokenIds({rows, width}, std::move(ids))).to(Device::cpu());
+    for (std::size_t b = 0; b < prompts.size(); ++b) {
+      if (done[b]) continue;
+      const auto last = static_cast<std::int64_t>(prompts[b].size()) - 1;
+      const Tensor row = logits.select(0, static_cast<std::int64_t>(b)).select(0, last).contiguous();
+      const std::int32_t next = pick_token(row, sampling, static_cast<std::uint64_t>(produced[b]));
+      prompts[b].push_back(next);
+      ++produced[b];
+      const auto& stops = sampling.stop_tokens;
+      if (std::find(stops.begin(), stops.end(), next) != stops.end() || produced[b] == new_tokens) done[b] = true;
+    }
+  }
+  return prompts;
 }
 
 }  // namespace lowrank::nn

@@ -5,11 +5,12 @@
 //
 // The block math is written out here with the library's kernels (layernorm, GEMM, the gelu functor) and
 // a plain loop for the causal softmax over the cache. It follows the model's current LoRA state: adapters
-// that are enabled and not merged add s·(x·Aᵀ)·Bᵀ to their layer's output; merged adapters are already in
+// that are enabled and not merged, and active named adapters (GPT::adapter_terms), add s·(x·Aᵀ)·Bᵀ to their layer's output; merged adapters are already in
 // the weights, and disabled ones are skipped.
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "lowrank/core/tensor.hpp"
@@ -69,5 +70,17 @@ std::vector<std::int32_t> sample_tokens(const std::function<Tensor(std::span<con
 // The prompt must be non-empty, hold ids in [0, vocab_size), and prompt + new_tokens must fit in
 // n_positions.
 std::vector<std::int32_t> generate(const GPT& model, std::vector<std::int32_t> prompt, int new_tokens, const Sampling& sampling);
+
+// A batch of prompts, each continued with its own named adapter (adapters[b]; "" for the base model
+// alone), in ONE forward per step: the rows are right-padded to the longest (causal attention never lets
+// a position see the padding after it), model.set_row_adapters(adapters) makes each row's LoRA branch
+// use its adapter's part of the stacked factors, and row b's next token is picked from its logits at its
+// own last position, with draw i for its i-th new token as generate() does, so each row gets the tokens
+// generating it alone would give. A row stops at a stop token or after new_tokens; the others go on.
+// Each step recomputes the whole batch (no KV cache). The per-row choice is cleared however it ends.
+// Checks each prompt as generate() does (non-empty, within the context, ids in the vocabulary).
+std::vector<std::vector<std::int32_t>> generate_per_row(LanguageModel& model, std::vector<std::vector<std::int32_t>> prompts,
+                                                        const std::vector<std::string>& adapters, int new_tokens,
+                                                        const Sampling& sampling);
 
 }  // namespace lowrank::nn

@@ -258,6 +258,7 @@ struct GPT::State {
   }
   auto block_done() {
     return [this](std::size_t i) {
+      lora.collect_gradients(i);
       if (ready.callback && !ready.by_layer[i].empty()) ready.callback(ready.by_layer[i]);
     };
   }
@@ -290,7 +291,7 @@ struct GPT::State {
 
   // The final hidden state [B, T, E] without any tape kept.
   Tensor hidden(const TokenIds& ids) {
-    if (!lora.enabled) {
+    if (!lora.any()) {
       full().binding.sync(w.named_tensors());
       return run_blocks(steps.full_tapes, frozen_embeddings(ids), false, full_block());
     }
@@ -325,9 +326,11 @@ void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
          "supported; DoRA runs on the Llama family's Linear projections");
   const TargetNaming naming{"nn::GPT::enable_lora", ", or mlp for fc and proj", "mlp stands for fc and proj",
                             [](std::size_t i) { return fmt::format("h.{}", i); }};
-  // Built aside and moved in, so that a failure leaves the model as it was.
-  s.lora = LayerAdapters::create(settings, expand_lora_targets(settings.targets), projection_kinds(s.embd()), s.w.blocks.size(), naming,
-                                 init, s.w.dtype(), s.w.device(), s.training);
+  // Built aside and moved in, so that a failure leaves the model as it was; named adapters stay.
+  LayerAdapters created = LayerAdapters::create(settings, expand_lora_targets(settings.targets), projection_kinds(s.embd()),
+                                                s.w.blocks.size(), naming, init, s.w.dtype(), s.w.device(), s.training);
+  created.named = std::move(s.lora.named);
+  s.lora = std::move(created);
   s.full_parameters.reset();
 }
 
@@ -417,5 +420,35 @@ std::vector<RandomStream> GPT::lora_dropout_streams() const { return state_->lor
 void GPT::set_lora_dropout_streams(const std::vector<RandomStream>& streams) {
   state_->lora.set.set_dropout_streams(streams, "nn::GPT::set_lora_dropout_streams");
 }
+
+std::vector<GPT::AdapterTerm> GPT::adapter_terms() const {
+  std::vector<AdapterTerm> terms;
+  for (const NamedAdapter::Factors& f : state_->lora.active_terms())
+    terms.push_back({static_cast<int>(f.layer), lora_target_names()[f.kind], f.a, f.b, f.scaling});
+  return terms;
+}
+
+void GPT::add_adapter(const std::string& name, const std::filesystem::path& directory) {
+  State& s = *state_;
+  // load_adapter reads into the model's own adapters: it reads into an empty set here, which then becomes
+  // the named adapter, and the own adapters come back whatever happens.
+  LayerAdapters own = std::move(s.lora);
+  s.lora = LayerAdapters{};
+  LayerAdapters loaded;
+  try {
+    nn::load_adapter(directory, *this);
+    loaded = std::move(s.lora);
+    s.lora = std::move(own);
+  } catch (...) {
+    s.lora = std::move(own);
+    throw;
+  }
+  s.lora.add_named("nn::GPT", name, directory.string(), std::move(loaded));
+}
+
+std::vector<std::string> GPT::adapter_names() const { return state_->lora.named_names(); }
+void GPT::set_adapter_scale(const std::string& name, double scale) { state_->lora.set_named_scale("nn::GPT", name, scale); }
+void GPT::set_adapter_active(const std::string& name, bool on) { state_->lora.set_named_active("nn::GPT", name, on); }
+void GPT::set_row_adapters(std::vector<std::string> row_adapters) { state_->lora.set_rows("nn::GPT", std::move(row_adapters)); }
 
 }  // namespace lowrank::nn

@@ -143,6 +143,20 @@ class GPT final : public LanguageModel {
     ParameterPtr magnitude = nullptr;  // DoRA's m [out] (nn::Llama with use_dora); null otherwise
   };
   std::vector<Adapter> adapters() const;
+  // Every update the model adds now (nn::LayerAdapters::active_terms): the own adapters' (enabled, not
+  // merged) and each active named adapter's, with its run-time scale folded into `scaling`.
+  struct AdapterTerm {
+    int layer;
+    std::string target;
+    Tensor A, B;
+    double scaling;
+  };
+  std::vector<AdapterTerm> adapter_terms() const;
+  void add_adapter(const std::string& name, const std::filesystem::path& directory) override;
+  std::vector<std::string> adapter_names() const override;
+  void set_adapter_scale(const std::string& name, double scale) override;
+  void set_adapter_active(const std::string& name, bool on) override;
+  void set_row_adapters(std::vector<std::string> row_adapters) override;
   // The adapters' dropout streams (seed and next offset), in adapters() order: a training checkpoint
   // saves them so that a resumed run draws the same masks. set_ checks the count.
   std::vector<RandomStream> lora_dropout_streams() const override;

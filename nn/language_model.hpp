@@ -65,6 +65,21 @@ class LanguageModel {
   virtual void merge_adapters() = 0;
   virtual void unmerge_adapters() = 0;
   virtual bool merged() const = 0;
+  // Several adapters on one base (docs/lora.md, "Several adapters on one base"): `add_adapter` reads an
+  // adapter directory in the family's load_adapter format as the frozen adapter `name`, active with scale 1,
+  // beside the model's own adapter (enable_lora / load_adapter, the one that trains) and earlier named ones;
+  // the base is not reloaded. Refused: an empty or repeated name, a file for another architecture or
+  // shape (the load_adapter errors, naming the file), while merged. Each active adapter adds
+  // scale·s·B·A; merge_adapters() folds them all.
+  virtual void add_adapter(const std::string& name, const std::filesystem::path& directory) = 0;
+  virtual std::vector<std::string> adapter_names() const = 0;
+  virtual void set_adapter_scale(const std::string& name, double scale) = 0;  // any finite number, 0 and negative too
+  virtual void set_adapter_active(const std::string& name, bool on) = 0;
+  // For the next forwards of a batch of row_adapters.size() rows: row b gets the named adapter
+  // row_adapters[b] alone ("" for the base model alone), whatever the active flags; empty: back to every
+  // active adapter on every row. Refused: an unknown name (naming it and the row), while merged, or while
+  // the model's own adapter is active.
+  virtual void set_row_adapters(std::vector<std::string> row_adapters) = 0;
   // Each adapter's dropout stream, in the model's adapter order (a checkpoint saves and restores them).
   virtual std::vector<RandomStream> lora_dropout_streams() const = 0;
   virtual void set_lora_dropout_streams(const std::vector<RandomStream>& streams) = 0;

@@ -395,11 +395,12 @@ struct Llama::State {
     const double loss = head.value().item();
     head.backward();
     steps.backward_blocks(tapes);
+    for (std::size_t i = 0; i < n; ++i) lora.collect_gradients(i);
     return loss;
   }
 
   Tensor hidden(const TokenIds& ids) {
-    if (!lora.enabled) {
+    if (!lora.any()) {
       full.binding.sync(w.named_tensors());
       return run(steps.full_tapes, frozen_embeddings(ids), false, ids, full_layer());
     }
@@ -444,12 +445,17 @@ void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
   State& s = *state_;
   if (s.lora.enabled) fail("nn::Llama::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
   const TargetNaming naming{"nn::Llama::enable_lora", ", or all-linear for all of them", "all-linear stands for all seven", layer_path};
-  s.lora = LayerAdapters::create(settings, expand_llama_targets(settings.targets), projection_kinds(s.w.config), s.w.layers.size(), naming,
-                                 init, s.w.dtype(), s.w.device(), s.training);
+  if (settings.config.use_dora && !s.lora.named.empty())
+    fail("nn::Llama::enable_lora: use_dora with named adapters loaded ({}): DoRA adapters are not stacked with others",
+         fmt::join(s.lora.named_names(), ", "));
+  LayerAdapters created = LayerAdapters::create(settings, expand_llama_targets(settings.targets), projection_kinds(s.w.config),
+                                                s.w.layers.size(), naming, init, s.w.dtype(), s.w.device(), s.training);
   // DoRA's magnitudes start as the row norms of W (+ s·B·A, B = 0): a fresh adapter changes nothing.
   if (settings.config.use_dora)
-    s.lora.init_magnitudes([&](std::size_t i, std::size_t p) { return projection_weight(s.w.layers[i], Projection(p)); },
-                           lora::Layout::out_in);
+    created.init_magnitudes([&](std::size_t i, std::size_t p) { return projection_weight(s.w.layers[i], Projection(p)); },
+                            lora::Layout::out_in);
+  created.named = std::move(s.lora.named);  // named adapters stay
+  s.lora = std::move(created);
   s.full.clear();
 }
 
@@ -588,6 +594,30 @@ void load_adapter(const std::filesystem::path& directory, Llama& model) {
     if (adapters[k].magnitude) adapters[k].magnitude->value.copy_from(file.modules[k].magnitude);
   }
 }
+
+// ---- named adapters (nn/layer_adapters.hpp) -------------------------------------------------------------------------
+void Llama::add_adapter(const std::string& name, const std::filesystem::path& directory) {
+  State& s = *state_;
+  // load_adapter reads into the model's own adapters: it reads into an empty set here, which then becomes
+  // the named adapter, and the own adapters come back whatever happens.
+  LayerAdapters own = std::move(s.lora);
+  s.lora = LayerAdapters{};
+  LayerAdapters loaded;
+  try {
+    nn::load_adapter(directory, *this);
+    loaded = std::move(s.lora);
+    s.lora = std::move(own);
+  } catch (...) {
+    s.lora = std::move(own);
+    throw;
+  }
+  s.lora.add_named("nn::Llama", name, directory.string(), std::move(loaded));
+}
+
+std::vector<std::string> Llama::adapter_names() const { return state_->lora.named_names(); }
+void Llama::set_adapter_scale(const std::string& name, double scale) { state_->lora.set_named_scale("nn::Llama", name, scale); }
+void Llama::set_adapter_active(const std::string& name, bool on) { state_->lora.set_named_active("nn::Llama", name, on); }
+void Llama::set_row_adapters(std::vector<std::string> row_adapters) { state_->lora.set_rows("nn::Llama", std::move(row_adapters)); }
 
 // ---- generation ---------------------------------------------------------------------------------------------------
 // The model's state is behind a pointer: generation runs forwards (which use the step machinery) without

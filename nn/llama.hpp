@@ -122,6 +122,11 @@ class Llama final : public LanguageModel {
 
   using Adapter = GPT::Adapter;  // layer, target (q_proj, ...), A, B, scaling
   std::vector<Adapter> adapters() const;
+  void add_adapter(const std::string& name, const std::filesystem::path& directory) override;
+  std::vector<std::string> adapter_names() const override;
+  void set_adapter_scale(const std::string& name, double scale) override;
+  void set_adapter_active(const std::string& name, bool on) override;
+  void set_row_adapters(std::vector<std::string> row_adapters) override;
   std::vector<RandomStream> lora_dropout_streams() const override;
   void set_lora_dropout_streams(const std::vector<RandomStream>& streams) override;
 

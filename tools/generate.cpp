@@ -1,16 +1,22 @@
 // `lowrank generate`: continue a prompt with a model directory of any family (nn::load_model), optionally
-// with a PEFT adapter; with --chat, answer a conversation rendered by the model's chat template.
+// with PEFT adapters (--adapter, repeatable, with names and scales); with --chat, answer a conversation
+// rendered by the model's chat template; with --prompt-file, continue a batch of prompts, each with its
+// own adapter, in one batch (nn::generate_per_row).
 #include <algorithm>
 #include <filesystem>
 #include <optional>
 #include <string>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 #include "data.hpp"
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/hf_directory.hpp"
+#include "lowrank/io/text_file.hpp"
+#include "lowrank/nn/generate.hpp"
 #include "lowrank/nn/language_model.hpp"
 #include "training.hpp"
 #include "validators.hpp"
@@ -20,8 +26,9 @@ namespace {
 
 struct GenerateOptions {
   std::string model;
-  std::string adapter;
+  std::vector<std::string> adapters;  // [NAME=]PATH[:SCALE] each (tools/training.hpp)
   std::string prompt;
+  std::string prompt_file;  // JSONL: {"prompt": ..., "adapter": NAME} per line
   int tokens = 50;
   double temperature = 1.0;
   int top_k = 0;
@@ -80,7 +87,7 @@ void run_generate(const GenerateOptions& options) {
   const auto tokenizer = load_tokenizer(options.model);
   const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model);
   nn::LanguageModel& model = *loaded;
-  if (!options.adapter.empty()) model.load_adapter(options.adapter);
+  load_adapters(model, options.adapters);
   model.train(false);
   // The continuation ends at the tokenizer's eos (a GPT-2 vocabulary's <|endoftext|>), at every eos id of
   // generation_config.json (Llama 3 lists several), and with --chat at the template's end-of-turn token.
@@ -117,13 +124,98 @@ void run_generate(const GenerateOptions& options) {
   fmt::print("{}{}\n", options.chat ? "" : options.prompt, tokenizer->decode(continuation));
 }
 
+// --prompt-file: one JSON object per non-empty line, {"prompt": string, "adapter": string (optional)}.
+struct BatchRequest {
+  std::string prompt, adapter;
+};
+std::vector<BatchRequest> read_prompt_file(const std::string& path) {
+  const std::string text = read_text(path);
+  std::vector<BatchRequest> requests;
+  std::size_t line_number = 0, start = 0;
+  while (start <= text.size()) {
+    std::size_t end = text.find('\n', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string line = text.substr(start, end - start);
+    ++line_number;
+    start = end + 1;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      fail("{}:{}: not a JSON object: {}", path, line_number, e.what());
+    }
+    if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string())
+      fail("{}:{}: expected {{\"prompt\": string, \"adapter\": string}}, got {}", path, line_number, line);
+    BatchRequest r{j["prompt"].get<std::string>(), ""};
+    if (j.contains("adapter")) {
+      if (!j["adapter"].is_string()) fail("{}:{}: \"adapter\" is {}, expected an adapter name", path, line_number, j["adapter"].dump());
+      r.adapter = j["adapter"].get<std::string>();
+    }
+    for (const auto& [key, value] : j.items())
+      if (key != "prompt" && key != "adapter") fail("{}:{}: unknown key \"{}\" (known: prompt, adapter)", path, line_number, key);
+    requests.push_back(std::move(r));
+    if (end == text.size()) break;
+  }
+  if (requests.empty()) fail("{}: no prompts (one JSON object per line)", path);
+  return requests;
+}
+
+void run_generate_batch(const GenerateOptions& options) {
+  const std::vector<BatchRequest> requests = read_prompt_file(options.prompt_file);
+  std::vector<std::string> specs = options.adapters;
+  const auto tokenizer = load_tokenizer(options.model);
+  const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model);
+  nn::LanguageModel& model = *loaded;
+  // Every adapter by name (one plain --adapter too: the rows choose it by its name).
+  for (const std::string& text : specs) {
+    const AdapterSpec spec = parse_adapter_spec(text);
+    model.add_adapter(spec.name, spec.path);
+    model.set_adapter_scale(spec.name, spec.scale);
+  }
+  const std::vector<std::string> names = model.adapter_names();
+  std::vector<std::vector<std::int32_t>> prompts;
+  std::vector<std::string> row_adapters;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const BatchRequest& r = requests[i];
+    if (!r.adapter.empty() && std::find(names.begin(), names.end(), r.adapter) == names.end())
+      fail("{}: prompt {} names adapter '{}', which no --adapter loads (loaded: {})", options.prompt_file, i + 1, r.adapter,
+           names.empty() ? std::string("none") : fmt::format("{}", fmt::join(names, ", ")));
+    prompts.push_back(tokenizer->encode(r.prompt));
+    if (prompts.back().empty()) fail("{}: prompt {} is empty; generation needs at least one token", options.prompt_file, i + 1);
+    row_adapters.push_back(r.adapter);
+  }
+  nn::Sampling sampling;
+  sampling.temperature = options.temperature;
+  sampling.top_k = options.top_k;
+  sampling.seed = options.seed;
+  sampling.greedy = options.greedy || options.temperature == 0.0;
+  sampling.stop_tokens = generation_stop_ids(options.model, *tokenizer, model.vocab_size());
+  const auto all = nn::generate_per_row(model, prompts, row_adapters, options.tokens, sampling);
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    std::vector<std::int32_t> continuation(all[i].begin() + static_cast<std::ptrdiff_t>(prompts[i].size()), all[i].end());
+    const auto& stops = sampling.stop_tokens;
+    if (!continuation.empty() && std::find(stops.begin(), stops.end(), continuation.back()) != stops.end()) continuation.pop_back();
+    const nlohmann::json out = {{"prompt", requests[i].prompt}, {"adapter", requests[i].adapter}, {"completion", tokenizer->decode(continuation)}};
+    // A byte-level vocabulary can cut a character in two: such bytes print as U+FFFD.
+    fmt::print("{}\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
+}
+
 }  // namespace
 
 void add_generate_command(CLI::App& app) {
   auto* command = app.add_subcommand("generate", "Continue a prompt with a model directory, optionally with a LoRA adapter");
   auto options = std::make_shared<GenerateOptions>();
   command->add_option("--model", options->model, "model directory (config.json + model.safetensors or sharded weights)")->required();
-  command->add_option("--adapter", options->adapter, "PEFT adapter directory (adapter_config.json + adapter_model.safetensors)");
+  command->add_option("--adapter", options->adapters,
+                      "PEFT adapter directory (adapter_config.json + adapter_model.safetensors); repeatable as "
+                      "[NAME=]PATH[:SCALE]: every adapter applies, each update times SCALE (default 1), NAME defaults to the "
+                      "directory's name");
+  command->add_option("--prompt-file", options->prompt_file,
+                      "JSONL file, one {\"prompt\": TEXT, \"adapter\": NAME} per line (adapter optional: the base alone): "
+                      "all prompts continue in one batch, each with its named --adapter only; prints one JSON line "
+                      "{prompt, adapter, completion} per prompt");
   command->add_option("--prompt", options->prompt, "text to continue (with --chat: the user's turn)");
   command->add_flag("--chat", options->chat,
                     "render the prompt (or --messages) with the model's chat template and the generation prompt; stop at "
@@ -143,8 +235,13 @@ void add_generate_command(CLI::App& app) {
   command->add_option("--seed", options->seed, "sampling seed")->capture_default_str();
   command->add_flag("--greedy", options->greedy, "always take the most likely token");
   command->callback([options] {
+    if (!options->prompt_file.empty()) {
+      if (!options->prompt.empty() || options->chat) fail("generate: --prompt-file cannot be combined with --prompt or --chat");
+      run_generate_batch(*options);
+      return;
+    }
     if (options->prompt.empty() && (options->messages.empty() || !options->chat))
-      fail("generate: --prompt is required (or --chat with --messages)");
+      fail("generate: --prompt is required (or --chat with --messages, or --prompt-file)");
     run_generate(*options);
   });
 }

@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "lowrank/core/error.hpp"
+#include "lowrank/io/gguf.hpp"
 #include "lowrank/io/safetensors.hpp"
 #include "report.hpp"
 
@@ -43,6 +44,48 @@ nlohmann::json describe_safetensors(const fs::path& file) {
           {"metadata", st.metadata()}};
 }
 
+// A GGUF metadata value as text: numbers and strings as they are, arrays of more than 8 items shortened
+// (a tokenizer's 100k tokens would drown the listing).
+std::string gguf_value_text(const GgufValue& v) {
+  switch (v.type) {
+    case GgufValueType::string: return v.text;
+    case GgufValueType::f32:
+    case GgufValueType::f64: return fmt::format("{}", v.real);
+    case GgufValueType::boolean: return v.integer != 0 ? "true" : "false";
+    case GgufValueType::array: {
+      std::vector<std::string> items;
+      for (std::size_t i = 0; i < v.items.size() && i < 8; ++i) items.push_back(gguf_value_text(v.items[i]));
+      return fmt::format("[{}{}] ({} {})", fmt::join(items, ", "), v.items.size() > 8 ? ", ..." : "", v.items.size(),
+                         gguf_value_type_name(v.element_type));
+    }
+    default: return std::to_string(v.integer);
+  }
+}
+
+nlohmann::json describe_gguf(const fs::path& file) {
+  const GgufFile gguf = GgufFile::open(file);
+  nlohmann::json tensors = nlohmann::json::array();
+  std::uint64_t data_bytes = 0;
+  std::int64_t parameters = 0;
+  std::vector<const GgufTensorInfo*> sorted;
+  for (const auto& t : gguf.tensors()) sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(), [](const GgufTensorInfo* a, const GgufTensorInfo* b) { return a->name < b->name; });
+  for (const GgufTensorInfo* t : sorted) {
+    tensors.push_back({{"name", t->name}, {"dtype", std::string(ggml_type_name(t->type))}, {"shape", t->shape()}, {"bytes", t->nbytes}});
+    data_bytes += t->nbytes;
+    parameters += t->numel();
+  }
+  nlohmann::json metadata = nlohmann::json::object();
+  for (const auto& [key, value] : gguf.metadata()) metadata[key] = gguf_value_text(value);
+  return {{"file", file.string()},
+          {"format", "gguf"},
+          {"header_bytes", gguf.data_start()},
+          {"data_bytes", data_bytes},
+          {"parameters", parameters},
+          {"tensors", std::move(tensors)},
+          {"metadata", std::move(metadata)}};
+}
+
 std::string thousands(std::uint64_t n) {
   std::string digits = std::to_string(n);
   std::string out;
@@ -69,6 +112,8 @@ nlohmann::json describe(const fs::path& path) {
   if (!fs::is_directory(status)) {
     if (path.extension() == ".json")
       description["configs"][path.filename().string()] = read_json(path);
+    else if (path.extension() == ".gguf")
+      description["files"].push_back(describe_gguf(path));
     else
       description["files"].push_back(describe_safetensors(path));
     return description;
@@ -102,10 +147,11 @@ std::string format_description(const nlohmann::json& description) {
     for (const auto& t : tensors)
       out += fmt::format("  {:<{}}  {:<5}  {:<{}}  {:>15}\n", t["name"].get<std::string>(), name_width, t["dtype"].get<std::string>(),
                          shape_text(t["shape"]), shape_width, thousands(t["bytes"].get<std::uint64_t>()));
+    const char* label = file.contains("format") ? "metadata" : "__metadata__";  // GGUF key/values, safetensors' header entry
     if (file["metadata"].empty()) {
-      out += "  __metadata__: (none)\n";
+      out += fmt::format("  {}: (none)\n", label);
     } else {
-      out += "  __metadata__:\n";
+      out += fmt::format("  {}:\n", label);
       for (const auto& [key, value] : file["metadata"].items()) {
         std::string text = value.get<std::string>();
         // Long values (a checkpoint's JSON state) are shown whole: inspect is for looking inside.
@@ -123,11 +169,11 @@ std::string format_description(const nlohmann::json& description) {
 
 void add_inspect_command(CLI::App& app) {
   auto* command = app.add_subcommand(
-      "inspect", "List the tensors (name, dtype, shape, bytes) and metadata of a safetensors file, or the configs and "
+      "inspect", "List the tensors (name, dtype, shape, bytes) and metadata of a safetensors or GGUF file, or the configs and "
                  "safetensors files of a model or adapter directory");
   auto path = std::make_shared<std::string>();
   auto as_json = std::make_shared<bool>(false);
-  command->add_option("PATH", *path, "a .safetensors file, a config JSON file, or a directory holding them")->required();
+  command->add_option("PATH", *path, "a .safetensors or .gguf file, a config JSON file, or a directory holding them")->required();
   command->add_flag("--json", *as_json, "print the description as JSON");
   command->callback([path, as_json] {
     const nlohmann::json description = describe(*path);

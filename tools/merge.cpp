@@ -1,4 +1,5 @@
-// `lowrank merge`: fold a LoRA adapter into its base model (W += s·B·A) and write a plain model directory
+// `lowrank merge`: fold one or several LoRA adapters into their base model (W += Σ c_i·s_i·B_i·A_i, c_i the
+// --adapter scales) and write a plain model directory
 // of the same family that transformers' from_pretrained reads (config.json, model.safetensors, and the
 // base directory's generation_config.json and tokenizer files), with no adapter and no extra latency.
 #include <algorithm>
@@ -7,6 +8,7 @@
 #include <string>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "commands.hpp"
 #include "lowrank/core/error.hpp"
@@ -21,7 +23,7 @@ namespace fs = std::filesystem;
 
 struct MergeOptions {
   std::string model;
-  std::string adapter;
+  std::vector<std::string> adapters;  // [NAME=]PATH[:SCALE] each (tools/training.hpp)
   std::string out;
 };
 
@@ -50,7 +52,7 @@ void run_merge(const MergeOptions& options) {
     fail("merge: --out {} is the --model directory; the base model would be overwritten", options.out);
   const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model);
   nn::LanguageModel& model = *loaded;
-  model.load_adapter(options.adapter);
+  load_adapters(model, options.adapters);
   model.train(false);
 
   // The same logits before and after merging, on a probe of every token id the context allows.
@@ -66,8 +68,8 @@ void run_merge(const MergeOptions& options) {
   model.save_pretrained(options.out);
   keep_base_config_keys(options.model, options.out, model.dtype());
   copy_tokenizer_files(options.model, options.out);
-  fmt::print("merged {} into {}: wrote {} (max |logit difference| merged vs adapter: {:.3g})\n", options.adapter, options.model,
-             options.out, difference);
+  fmt::print("merged {} into {}: wrote {} (max |logit difference| merged vs adapter: {:.3g})\n", fmt::join(options.adapters, ", "),
+             options.model, options.out, difference);
 }
 
 }  // namespace
@@ -76,7 +78,9 @@ void add_merge_command(CLI::App& app) {
   auto* command = app.add_subcommand("merge", "Merge a LoRA adapter into its base model and write a model directory transformers loads");
   auto options = std::make_shared<MergeOptions>();
   command->add_option("--model", options->model, "base model directory")->required();
-  command->add_option("--adapter", options->adapter, "PEFT adapter directory")->required();
+  command->add_option("--adapter", options->adapters,
+                      "PEFT adapter directory; repeatable as [NAME=]PATH[:SCALE] to fold several, each update times SCALE")
+      ->required();
   command->add_option("--out", options->out, "directory for the merged model (config.json, model.safetensors, generation_config.json, tokenizer files)")
       ->required();
   command->callback([options] { run_merge(*options); });

@@ -1,6 +1,7 @@
 #include "training.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <optional>
@@ -168,6 +169,54 @@ std::string scaling_option_name(lora::Scaling scaling) {
     case lora::Scaling::alpha_over_sqrt_rank: return "rslora";
   }
   return "?";
+}
+
+AdapterSpec parse_adapter_spec(const std::string& text) {
+  AdapterSpec spec;
+  spec.text = text;
+  std::string rest = text;
+  if (const auto eq = rest.find('='); eq != std::string::npos) {
+    const std::string name = rest.substr(0, eq);
+    if (name.find('/') == std::string::npos && name.find(':') == std::string::npos) {
+      if (name.empty()) fail("--adapter '{}': the name before '=' is empty (write NAME=PATH[:SCALE] or PATH[:SCALE])", text);
+      spec.name = name;
+      spec.named = true;
+      rest = rest.substr(eq + 1);
+    }
+  }
+  if (const auto colon = rest.rfind(':'); colon != std::string::npos) {
+    const std::string scale = rest.substr(colon + 1);
+    char* end = nullptr;
+    const double value = std::strtod(scale.c_str(), &end);
+    if (scale.empty() || end == nullptr || *end != '\0' || !std::isfinite(value) || std::isspace(static_cast<unsigned char>(scale[0])))
+      fail("--adapter '{}': the scale '{}' after the last ':' is not a finite number (write PATH:SCALE, e.g. {}:0.5)", text, scale,
+           rest.substr(0, colon));
+    spec.scale = value;
+    spec.scaled = true;
+    rest = rest.substr(0, colon);
+  }
+  if (rest.empty()) fail("--adapter '{}': the adapter path is empty", text);
+  spec.path = rest;
+  if (!spec.named) {
+    const fs::path p = spec.path.lexically_normal();
+    spec.name = (p.has_filename() ? p.filename() : p.parent_path().filename()).string();
+    if (spec.name.empty() || spec.name == "." || spec.name == "..")
+      fail("--adapter '{}': no adapter name can be taken from the path; write NAME=PATH", text);
+  }
+  return spec;
+}
+
+void load_adapters(nn::LanguageModel& model, const std::vector<std::string>& specs) {
+  std::vector<AdapterSpec> parsed;
+  for (const std::string& text : specs) parsed.push_back(parse_adapter_spec(text));
+  if (parsed.size() == 1 && !parsed[0].named && !parsed[0].scaled) {
+    model.load_adapter(parsed[0].path);
+    return;
+  }
+  for (const AdapterSpec& spec : parsed) {
+    model.add_adapter(spec.name, spec.path);
+    model.set_adapter_scale(spec.name, spec.scale);
+  }
 }
 
 }  // namespace lowrank::tools

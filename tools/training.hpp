@@ -81,4 +81,20 @@ StepOutcome update_step(nn::LanguageModel& model, Optimizer& optimizer, LrSchedu
 lora::Scaling parse_scaling(const std::string& name);
 std::string scaling_option_name(lora::Scaling scaling);
 
+// --adapter [NAME=]PATH[:SCALE] (generate, merge; as llama.cpp's --lora / --lora-scaled). NAME is what
+// comes before the first '=' when that holds no '/' or ':' (else the whole text is the path), and defaults
+// to the directory's name; SCALE is what follows the last ':' and must be a finite number ("1e-1", "-0.5");
+// anything else after a ':' is an error naming the option and the text.
+struct AdapterSpec {
+  std::string text;  // as given, for messages
+  std::string name;
+  std::filesystem::path path;
+  double scale = 1.0;
+  bool named = false, scaled = false;
+};
+AdapterSpec parse_adapter_spec(const std::string& text);
+// Loads the adapters onto the model: one --adapter PATH without name or scale as the model's own adapter
+// (load_adapter, as before several were possible); otherwise each by name (add_adapter) with its scale.
+void load_adapters(nn::LanguageModel& model, const std::vector<std::string>& specs);
+
 }  // namespace lowrank::tools

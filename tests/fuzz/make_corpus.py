@@ -510,6 +510,27 @@ def gguf_seeds():
     write(t, "bad_q8_0_width", gguf([], [("q", [16], 8, 0)], q8))
 
 
+# ---- quantized weights (tests/fuzz/quantized.fuzz.cpp) ------------------------------------------
+
+def quantized_seeds():
+    """Byte 0: format (0 q8_0, 1 nf4, 2 nf4 double-quantized, 3 bf16, 4 f16), bytes 1-2: rows, cols."""
+    t = "quantized"
+    q8_block = struct.pack("<H", 0x3C00) + bytes((i * 9) % 256 for i in range(32))  # d = 1, codes -128..127
+    write(t, "valid_q8_0_2x32", bytes([0, 2, 32]) + q8_block + struct.pack("<H", 0x7C00) + bytes(range(32)))  # d = inf
+    write(t, "valid_nf4_3x37", bytes([1, 3, 37, 2]) + f32(0.5, 3e38) + bytes((i * 37) % 256 for i in range(56)))
+    write(t, "valid_nf4_double_5x64", bytes([2, 5, 64, 5, 1]) + f32(0.25) + f32(0.125) + bytes([0, 255, 127, 128, 17])
+          + bytes((i * 53) % 256 for i in range(160)))
+    write(t, "valid_bf16_2x3", bytes([3, 2, 3]) + struct.pack("<6H", 0x3F80, 0x7F80, 0x7FC0, 0x8000, 0x0001, 0xFF7F))
+    write(t, "valid_f16_2x3", bytes([4, 2, 3]) + struct.pack("<6H", 0x3C00, 0x7C00, 0x7E01, 0x8000, 0x0001, 0x7BFF))
+    write(t, "valid_empty", bytes([0, 0, 64]))
+    write(t, "bad_q8_0_short", bytes([0, 2, 32]) + q8_block)
+    write(t, "bad_q8_0_cols_33", bytes([0, 1, 33]) + q8_block)
+    write(t, "bad_nf4_codes_short", bytes([1, 3, 37, 2]) + f32(0.5, 1.0) + bytes(55))
+    write(t, "bad_nf4_absmax_count", bytes([1, 3, 37, 3]) + f32(0.5, 1.0, 2.0) + bytes(56))
+    write(t, "bad_nf4_double_no_scales", bytes([2, 5, 64, 5, 0]) + f32(0.25) + bytes(5) + bytes(160))
+    write(t, "bad_bf16_count", bytes([3, 2, 3]) + struct.pack("<5H", 1, 2, 3, 4, 5))
+
+
 if __name__ == "__main__":
     # Inputs a fuzzer once crashed on (regression_*) are kept; everything else is written afresh.
     for target in os.listdir(CORPUS) if os.path.isdir(CORPUS) else []:
@@ -524,5 +545,6 @@ if __name__ == "__main__":
     hf_seeds()
     hf_tokenizer_seeds()
     gguf_seeds()
+    quantized_seeds()
     for target in sorted(os.listdir(CORPUS)):
         print(f"{target}: {len(os.listdir(os.path.join(CORPUS, target)))} seeds")

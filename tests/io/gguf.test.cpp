@@ -2,12 +2,14 @@
 // the writer against the reader, and the reader's refusals.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 #include "lowrank/core/tensor.hpp"
+#include "lowrank/io/float16.hpp"
 #include "lowrank/io/gguf.hpp"
 #include "lowrank/io/safetensors.hpp"
 #include "../support/errors.hpp"
@@ -155,4 +157,72 @@ TEST_CASE("gguf: duplicate tensor names and duplicate keys are refused") {
   CHECK(test::error_message([&] { GgufFile::parse(twice, "dup.gguf"); }).find("tensor x appears twice") != std::string::npos);
   const auto keys = serialize_gguf({{"k", GgufValue::u32(1)}, {"k", GgufValue::u32(2)}}, {});
   CHECK(test::error_message([&] { GgufFile::parse(keys, "dup.gguf"); }).find("metadata key k appears twice") != std::string::npos);
+}
+
+TEST_CASE("gguf: float_to_half rounds to nearest even and every binary16 value survives the round trip") {
+  // Each of the 63,488 non-NaN binary16 values widened exactly (half_to_float) narrows back to itself.
+  int nan_count = 0;
+  for (std::uint32_t h = 0; h <= 0xFFFFu; ++h) {
+    const float f = half_to_float(static_cast<std::uint16_t>(h));
+    if (std::isnan(f)) {
+      ++nan_count;
+      CHECK(std::isnan(half_to_float(float_to_half(f))));
+      continue;
+    }
+    if (float_to_half(f) != h) {
+      CHECK(float_to_half(f) == h);
+      break;
+    }
+  }
+  CHECK(nan_count == 2 * 1023);
+  // Ties between neighbours go to the even one; values between round to the nearer.
+  CHECK(float_to_half(1.0f + 0x1p-11f) == 0x3C00u);          // halfway between 1 and 1+2^-10: even is 1
+  CHECK(float_to_half(1.0f + 3 * 0x1p-11f) == 0x3C02u);      // halfway between 1+2^-10 and 1+2^-9: even is 1+2^-9
+  CHECK(float_to_half(1.0f + 0x1p-11f + 0x1p-20f) == 0x3C01u);
+  CHECK(float_to_half(65504.0f) == 0x7BFFu);
+  CHECK(float_to_half(65519.0f) == 0x7BFFu);
+  CHECK(float_to_half(65520.0f) == 0x7C00u);                  // halfway to 65536: rounds to infinity
+  CHECK(float_to_half(-1e10f) == 0xFC00u);
+  CHECK(float_to_half(0x1p-24f) == 0x0001u);                  // smallest subnormal
+  CHECK(float_to_half(0x1p-25f) == 0x0000u);                  // halfway to it: even is zero
+  CHECK(float_to_half(0x1.8p-25f) == 0x0001u);
+  CHECK(float_to_half(3 * 0x1p-25f) == 0x0002u);              // 1.5 · 2^-24: even is 2 · 2^-24
+  CHECK(float_to_half(0x1p-14f - 0x1p-26f) == 0x0400u);       // rounds up into the smallest normal
+  CHECK(float_to_half(1e-40f) == 0x0000u);                    // float32 subnormal
+  CHECK(float_to_half(-0.0f) == 0x8000u);
+  CHECK(float_to_half(0.1f) == 0x2E66u);                      // 0.0999755859375, as numpy's float16(0.1)
+}
+
+TEST_CASE("gguf: the writer stores F16 tensors rounded, keeps F32 ones exact, and writes arrays and booleans") {
+  const Tensor a = Tensor::from(Shape{2, 3}, {0.1, -2.5, 65504, 1e-8, 3.14159, -0.0});
+  const Tensor b = Tensor::from(Shape{3}, {0.1, 0.2, 0.3});
+  GgufMetadata metadata{{"flag", GgufValue::boolean(true)},
+                        {"ids", GgufValue::array(GgufValueType::i32, {GgufValue::i32(-1), GgufValue::i32(7)})},
+                        {"names", GgufValue::array(GgufValueType::string, {GgufValue::string("a b"), GgufValue::string("")})}};
+  const std::vector<GgmlType> types{GgmlType::f16, GgmlType::f32};
+  const auto path = test::io_scratch() / "written_f16.gguf";
+  save_gguf(path, metadata, {{"a", a}, {"b", b}}, types);
+  const GgufFile file = GgufFile::open(path);
+  CHECK(file.info("a").type == GgmlType::f16);
+  CHECK(file.info("a").nbytes == 12);
+  CHECK(file.info("b").type == GgmlType::f32);
+  std::vector<float> expected;
+  for (double v : a.to_vector()) expected.push_back(half_to_float(float_to_half(static_cast<float>(v))));
+  CHECK(gguf_values(file.load("a")) == expected);
+  CHECK(expected[0] == 0.0999755859375f);
+  CHECK(gguf_values(file.load("b")) == std::vector<float>{0.1f, 0.2f, 0.3f});
+  CHECK(file.value("flag").type == GgufValueType::boolean);
+  CHECK(file.value("flag").integer == 1);
+  CHECK(file.value("ids").element_type == GgufValueType::i32);
+  CHECK(file.value("ids").items[0].integer == -1);
+  CHECK(file.value("names").items[0].text == "a b");
+  CHECK(file.value("names").items[1].text.empty());
+  for (const auto& info : file.tensors()) CHECK(info.offset % 32 == 0);
+
+  CHECK(test::error_message([] { serialize_gguf({}, {{"big", Tensor::from(Shape{2}, {1, 70000})}}, std::vector<GgmlType>{GgmlType::f16}); })
+            .find("tensor big holds 70000 (element 1), beyond F16's range") != std::string::npos);
+  CHECK(test::error_message([&] { serialize_gguf({}, {{"a", a}}, types); }).find("2 storage types given for 1 tensors") != std::string::npos);
+  CHECK(test::error_message([&] { serialize_gguf({}, {{"a", a}}, std::vector<GgmlType>{GgmlType::q8_0}); })
+            .find("tensor a cannot be stored as Q8_0") != std::string::npos);
+  CHECK(test::error_message([] { GgufValue::array(GgufValueType::u32, {GgufValue::i32(1)}); }).find("item 0") != std::string::npos);
 }

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "lowrank/core/tensor.hpp"
-#include "lowrank/io/float16.hpp"
+#include "lowrank/core/float16.hpp"
 #include "lowrank/io/safetensors.hpp"
 #include "../support/errors.hpp"
 #include "../support/files.hpp"

@@ -67,7 +67,7 @@ Adapter make_adapter(const std::string& name, std::int64_t in, std::int64_t out,
 }
 
 block::LoraProjection lora_projection(const Tensor& weight, const Tensor& bias, Adapter& adapter, double scaling) {
-  return {weight, bias, {adapter.a, adapter.b, scaling, adapter.active, adapter.dropout, &adapter.stream, true}};
+  return {weight, bias, {adapter.a, adapter.b, scaling, adapter.active, adapter.dropout, &adapter.stream, true, Tensor()}};
 }
 
 struct LoraAdapters {

@@ -90,6 +90,9 @@ TEST_CASE("llama dora interop: PEFT's DoRA adapters load and the logits match PE
       c.use_dora = false;
       plain.enable_lora({c, model.lora_settings().targets}, init);
       CHECK(lowrank::test::contains(lowrank::test::error_of([&] { load_adapter(dir.path, plain); }), "use_dora"));
+      // Named adapters are stacked into one LoRA branch; a DoRA adapter is not stacked.
+      Llama named(load_llama_weights(directory_of(family), dtype));
+      CHECK(lowrank::test::contains(lowrank::test::error_of([&] { named.add_adapter("d", dir.path); }), "DoRA"));
     }
   }
 }

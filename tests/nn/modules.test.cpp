@@ -95,7 +95,7 @@ struct RandomAdapter {
   RandomAdapter(const std::string& name, std::int64_t in, std::int64_t out, std::uint64_t seed, double p = 0.0)
       : a(random_param(name + ".lora_A", {2, in}, seed)), b(random_param(name + ".lora_B", {out, 2}, seed + 1)), stream{seed + 2, 0},
         dropout(p) {}
-  lora::Branch module() { return {a, b, 1.5, true, dropout, &stream, true}; }
+  lora::Branch module() { return {a, b, 1.5, true, dropout, &stream, true, Tensor()}; }
 };
 
 TokenIds positions_of(std::int64_t b, std::int64_t t) {

@@ -22,6 +22,7 @@
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "lowrank/tests/fuzz/adapter_base.hpp"
 #include "lowrank/tests/fuzz/fuzz_directory.hpp"
+#include "lowrank/tests/fuzz/quantized_input.hpp"
 #include "lowrank/tests/reliability/scratch.hpp"
 #include "lowrank/text/bpe_tokenizer.hpp"
 #include "lowrank/text/byte_tokenizer.hpp"
@@ -69,6 +70,19 @@ Outcome run_gguf(const std::string& bytes) {
   try {
     const auto file = GgufFile::parse({reinterpret_cast<const std::byte*>(bytes.data()), bytes.size()}, "seed");
     for (const GgufTensorInfo& info : file.tensors()) file.load(info.name);
+    return Outcome::loaded;
+  } catch (const Error&) {
+    return Outcome::error;
+  }
+}
+
+Outcome run_quantized(const std::string& bytes) {
+  try {
+    std::size_t given_bytes = 0;
+    const quant::Matrix m =
+        fuzz::quantized_from_input({reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()}, given_bytes);
+    std::vector<float> all(static_cast<std::size_t>(m.numel()));
+    m.dequantize_rows(0, m.rows(), all.data());
     return Outcome::loaded;
   } catch (const Error&) {
     return Outcome::error;
@@ -204,4 +218,10 @@ TEST_CASE("reliability: GGUF fuzz seeds load or fail as their names say") {
   const auto all = seeds("gguf");
   CHECK(all.size() >= 20);
   for (const Seed& seed : all) check_seed(seed, run_gguf(seed.bytes));
+}
+
+TEST_CASE("reliability: quantized-weight fuzz seeds load or fail as their names say") {
+  const auto all = seeds("quantized");
+  CHECK(all.size() >= 12);
+  for (const Seed& seed : all) check_seed(seed, run_quantized(seed.bytes));
 }

@@ -270,7 +270,7 @@ TEST_CASE("cli: train --skip-nonfinite skips every non-finite step and says how 
 }
 #endif
 
-TEST_CASE("cli: export --format gguf writes a GPT-2 adapter and refuses other families and formats") {
+TEST_CASE("cli: export --format gguf writes GPT-2 and Llama-family adapters and models and refuses what it cannot map") {
   const std::filesystem::path data = std::filesystem::path(LOWRANK_SOURCE_DIR) / "tests" / "nn" / "data";
   const std::filesystem::path out = std::filesystem::path(LOWRANK_BINARY_DIR) / "export_test_adapter.gguf";
   const CliResult ok = run_cli({"export", "--format", "gguf", "--adapter", (data / "hf_tiny_gpt2" / "peft_all").string(), "--out", out.string()});
@@ -278,7 +278,45 @@ TEST_CASE("cli: export --format gguf writes a GPT-2 adapter and refuses other fa
   CHECK(lowrank::GgufFile::open(out).tensors().size() == 16);
   std::filesystem::remove(out);
   check_user_error(run_cli({"export", "--format", "gguf", "--adapter", (data / "hf_tiny_llama" / "peft").string(), "--out", out.string()}),
-                   {"adapter_model.safetensors", "model.layers.0.", "is not a LoRA A or B of a GPT-2"});
+                   {"adapter_model.safetensors", "model.layers.0.", "is not a LoRA A or B of a GPT-2", "--base DIR"});
+  CHECK(!std::filesystem::exists(out));
+  const CliResult llama = run_cli({"export", "--format", "gguf", "--adapter", (data / "hf_tiny_llama" / "peft").string(), "--base",
+                                   (data / "hf_tiny_llama").string(), "--out", out.string()});
+  INFO(llama.output);
+  REQUIRE(llama.status == 0);
+  CHECK(contains(llama.output, "(llama)"));
+  CHECK(lowrank::GgufFile::open(out).value("general.architecture").text == "llama");
+  std::filesystem::remove(out);
+  const CliResult model = run_cli({"export", "--format", "gguf", "--model", (data / "hf_tiny_qwen2").string(), "--dtype", "f16", "--out", out.string()});
+  INFO(model.output);
+  REQUIRE(model.status == 0);
+  const lowrank::GgufFile file = lowrank::GgufFile::open(out);
+  CHECK(file.value("general.architecture").text == "qwen2");
+  CHECK(file.value("tokenizer.ggml.model").text == "none");
+  CHECK(file.info("blk.0.attn_q.weight").type == lowrank::GgmlType::f16);
+  std::filesystem::remove(out);
+  check_user_error(run_cli({"export", "--format", "gguf", "--adapter", (data / "hf_tiny_llama" / "peft").string(), "--base",
+                            (data / "hf_tiny_llama" / "peft").string(), "--out", out.string()}),
+                   {"peft/config.json: no such file"});
+  check_user_error(run_cli({"export", "--format", "gguf", "--model", (data / "nowhere").string(), "--out", out.string()}),
+                   {"--model", "nowhere", "does not exist"});
+  check_user_error(run_cli({"export", "--format", "gguf", "--out", out.string()}), {"exactly one of --adapter", "--model"});
   CHECK(!std::filesystem::exists(out));
   check_user_error(run_cli({"export", "--format", "onnx", "--adapter", "x", "--out", "y"}), {"--format", "gguf"});
+}
+
+TEST_CASE("cli: inspect lists a GGUF file's tensors (ggml type, row-major shape) and metadata") {
+  const std::filesystem::path data = std::filesystem::path(LOWRANK_SOURCE_DIR) / "tests" / "nn" / "data";
+  const std::filesystem::path out = std::filesystem::path(LOWRANK_BINARY_DIR) / "inspect_test_model.gguf";
+  REQUIRE(run_cli({"export", "--format", "gguf", "--model", (data / "hf_tiny_llama").string(), "--dtype", "f16", "--out", out.string()}).status == 0);
+  const CliResult listed = run_cli({"inspect", out.string()});
+  INFO(listed.output);
+  REQUIRE(listed.status == 0);
+  CHECK(contains(listed.output, "22 tensors"));
+  CHECK(contains(listed.output, "blk.0.attn_k.weight"));
+  CHECK(contains(listed.output, "F16    [16, 32]"));
+  CHECK(contains(listed.output, "rope_freqs.weight"));
+  CHECK(contains(listed.output, "general.architecture: llama"));
+  CHECK(contains(listed.output, "llama.attention.head_count_kv: 2"));
+  std::filesystem::remove(out);
 }
