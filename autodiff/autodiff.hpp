@@ -1,5 +1,6 @@
 #pragma once
 // The expression language: leaves, the built-in ops, eval/backward and gradcheck.
+#include "lowrank/autodiff/frozen_weight.hpp"
 #include "lowrank/autodiff/grad.hpp"
 #include "lowrank/autodiff/gradcheck.hpp"
 #include "lowrank/autodiff/leaves.hpp"

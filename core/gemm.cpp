@@ -63,4 +63,18 @@ void gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c
   }
 }
 
+void gemm_external_b(double alpha, const Tensor& a, const float* b, std::int64_t rs_b, std::int64_t cs_b, std::int64_t n, double beta,
+                     Tensor& c, const char* op) {
+  if (!a.defined() || !c.defined() || b == nullptr) fail("{}: undefined operand", op);
+  if (a.dtype() != DType::f32 || c.dtype() != DType::f32 || !a.device().is_cpu() || !c.device().is_cpu())
+    fail("{}: a weight read in place needs float32 CPU operands, got A {} on {} and C {} on {}", op, a.dtype(), a.device(), c.dtype(),
+         c.device());
+  if (a.rank() != 2 || c.rank() != 2 || c.dim(0) != a.dim(0) || c.dim(1) != n)
+    fail("{}: shape mismatch: A {} · B [{}, {}] -> C {}", op, a.shape(), a.rank() == 2 ? a.dim(1) : -1, n, c.shape());
+  auto& counters = gemm_counters();
+  counters.calls += 1;
+  counters.flops += 2.0 * static_cast<double>(a.dim(0) * n * a.dim(1));
+  cpu::blis_gemm_external_b(alpha, a, b, rs_b, cs_b, n, beta, c);
+}
+
 }  // namespace lowrank

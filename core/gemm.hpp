@@ -14,6 +14,12 @@ namespace lowrank {
 // C is an Error.
 void gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c, const char* op = "gemm");
 
+// The same for a 2-D float32 CPU A [m, k] and C [m, n] with B [k, n] float32 memory that no Tensor owns,
+// element (i, j) at b[i·rs_b + j·cs_b]: a frozen weight's float32 storage read in place, no copy
+// (ops/frozen_linear.hpp). Counted like gemm().
+void gemm_external_b(double alpha, const Tensor& a, const float* b, std::int64_t rs_b, std::int64_t cs_b, std::int64_t n, double beta,
+                     Tensor& c, const char* op = "gemm");
+
 // Counters for tests and benchmarks (thread-local: one test's GEMMs are its own).
 struct GemmCounters {
   std::int64_t calls = 0;   // one per 2-D product (a batched call counts its batch)

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "lowrank/core/error.hpp"
+#include "lowrank/core/quantized.hpp"
 #include "lowrank/core/utf8.hpp"
 #include "lowrank/io/atomic_file.hpp"
 #include "lowrank/core/float16.hpp"
@@ -407,19 +408,22 @@ std::vector<std::byte> serialize_gguf(const GgufMetadata& metadata, const GgufTe
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const auto& [name, tensor] = tensors[i];
     const GgmlType type = types.empty() ? GgmlType::f32 : types[i];
-    if (type != GgmlType::f32 && type != GgmlType::f16)
-      fail("GGUF writer: tensor {} cannot be stored as {} (the writer stores F32 and F16)", name, ggml_type_name(type));
+    if (type == GgmlType::bf16)
+      fail("GGUF writer: tensor {} cannot be stored as {} (the writer stores F32, F16 and Q8_0)", name, ggml_type_name(type));
     const Shape shape = tensor.shape();
     if (shape.rank() < 1 || static_cast<std::uint64_t>(shape.rank()) > max_dims)
       fail("GGUF writer: tensor {} has rank {} (1 to {} allowed)", name, shape.rank(), max_dims);
+    if (type == GgmlType::q8_0 && shape[shape.rank() - 1] % q8_0_block != 0)
+      fail("GGUF writer: tensor {} has rows of {} values; Q8_0 needs a multiple of {}", name, shape[shape.rank() - 1], q8_0_block);
     w.put_string(name);
     w.put<std::uint32_t>(static_cast<std::uint32_t>(shape.rank()));
     for (int d = shape.rank() - 1; d >= 0; --d) w.put<std::uint64_t>(static_cast<std::uint64_t>(shape[d]));
     w.put(static_cast<std::uint32_t>(type));
     w.put(offset);
     contiguous.push_back(tensor.to(Device::cpu()).to(DType::f32).contiguous());
-    const std::uint64_t element_bytes = type == GgmlType::f32 ? 4 : 2;
-    offset = align_up(offset + static_cast<std::uint64_t>(contiguous.back().numel()) * element_bytes, default_alignment);
+    const auto numel = static_cast<std::uint64_t>(contiguous.back().numel());
+    const std::uint64_t bytes = type == GgmlType::f32 ? numel * 4 : type == GgmlType::f16 ? numel * 2 : numel / q8_0_block * q8_0_block_bytes;
+    offset = align_up(offset + bytes, default_alignment);
   }
   w.pad_to(default_alignment);
   for (std::size_t i = 0; i < contiguous.size(); ++i) {
@@ -427,6 +431,14 @@ std::vector<std::byte> serialize_gguf(const GgufMetadata& metadata, const GgufTe
     const auto n = static_cast<std::size_t>(t.numel());
     if (types.empty() || types[i] == GgmlType::f32) {
       w.put_bytes(t.raw_data(), n * 4);
+    } else if (types[i] == GgmlType::q8_0) {
+      // ggml's blocks of 32 along each row, as the gguf package quantizes (core/quantized.hpp).
+      const std::int64_t cols = t.shape()[t.shape().rank() - 1];
+      const float* values = static_cast<const float*>(t.raw_data());
+      for (std::size_t j = 0; j < n; ++j)
+        if (!std::isfinite(values[j])) fail("GGUF writer: tensor {} holds {} (element {}); Q8_0 stores finite values", tensors[i].first, values[j], j);
+      const quant::Matrix q = quant::Matrix::quantize(quant::Format::q8_0, {values, n}, t.numel() / cols, cols);
+      w.put_bytes(q.q8_0_blocks().data(), q.q8_0_blocks().size());
     } else {
       const float* values = static_cast<const float*>(t.raw_data());
       std::vector<std::uint16_t> halves(n);

@@ -100,8 +100,10 @@ using GgufTensors = std::vector<std::pair<std::string, Tensor>>;
 
 // A GGUF v3 file holding `tensors` after `metadata`, in the given orders, alignment 32. Any dtype,
 // strides or device: the file holds contiguous row-major data, dims reversed into ggml order, each tensor
-// stored as `types[i]` (F32, or F16 rounded to nearest even: a finite value beyond F16's range is an
-// Error naming the tensor); `types` empty stores every tensor as F32. BF16 and Q8_0 are not written.
+// stored as `types[i]`: F32; F16 rounded to nearest even (a finite value beyond F16's range is an Error
+// naming the tensor); Q8_0 in ggml's blocks of 32 along the innermost dimension, quantized as the gguf
+// package does (core/quantized.hpp; that dimension must be a multiple of 32, values finite). `types`
+// empty stores every tensor as F32. BF16 is not written.
 std::vector<std::byte> serialize_gguf(const GgufMetadata& metadata, const GgufTensors& tensors,
                                       std::span<const GgmlType> types = {});
 // The same, written atomically (io/atomic_file.hpp).

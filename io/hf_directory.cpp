@@ -115,6 +115,63 @@ json read_json_file(const fs::path& path) {
   }
 }
 
+namespace {
+
+// The weights of a sharded directory: every shard the index lists, each tensor in exactly the shard the
+// index maps it to.
+struct ShardedWeights {
+  std::vector<SafetensorsFile> shards;
+  std::map<std::string, std::size_t, std::less<>> tensors;  // tensor -> index in shards
+};
+
+ShardedWeights read_sharded_weights(const fs::path& directory, const fs::path& index_path) {
+  std::error_code ec;
+  ShardedWeights result;
+  const std::string index_file = index_path.string();
+  const json index = parse_index(read_text(index_path), index_file);
+  if (!index.is_object()) fail("{}: is a JSON {}, expected an object", index_file, index.type_name());
+  const auto map = index.find("weight_map");
+  if (map == index.end()) fail("{}: has no \"weight_map\" (the tensor -> shard file table)", index_file);
+  if (!map->is_object()) fail("{}: \"weight_map\" is a {}, expected an object", index_file, map->type_name());
+
+  std::map<std::string, std::size_t> shard_of_file;
+  std::map<std::string, std::string> listed;  // tensor -> shard file name
+  for (const auto& [tensor, shard] : map->items()) {
+    if (!shard.is_string()) fail("{}: \"weight_map\" entry '{}' is {}, expected a shard file name", index_file, tensor, shard.dump());
+    const std::string& name = shard.get_ref<const std::string&>();
+    check_shard_name(name, tensor, index_file);
+    if (!shard_of_file.contains(name)) {
+      const fs::path shard_path = directory / name;
+      if (!fs::exists(shard_path, ec))
+        fail("{}: missing shard: {} maps tensor '{}' to it", shard_path.string(), index_file, tensor);
+      shard_of_file.emplace(name, result.shards.size());
+      result.shards.push_back(SafetensorsFile::open(shard_path));
+    }
+    listed.emplace(tensor, name);
+  }
+  if (result.shards.empty()) fail("{}: \"weight_map\" is empty: the model has no tensors", index_file);
+
+  for (const auto& [tensor, name] : listed) {
+    const std::size_t shard = shard_of_file.at(name);
+    if (!result.shards[shard].contains(tensor))
+      fail("{}: tensor '{}' is listed in {} but absent from the shard", result.shards[shard].name(), tensor, index_file);
+    result.tensors.emplace(tensor, shard);
+  }
+  for (std::size_t shard = 0; shard < result.shards.size(); ++shard) {
+    for (const TensorInfo& t : result.shards[shard].tensors()) {
+      const auto it = result.tensors.find(t.name);
+      if (it == result.tensors.end())
+        fail("{}: holds tensor '{}', which {} does not list", result.shards[shard].name(), t.name, index_file);
+      if (it->second != shard)
+        fail("{}: holds tensor '{}', which {} maps to {} (a tensor stored twice)", result.shards[shard].name(), t.name, index_file,
+             result.shards[it->second].name());
+    }
+  }
+  return result;
+}
+
+}  // namespace
+
 HfDirectory HfDirectory::open(const fs::path& directory) {
   std::error_code ec;
   if (!fs::is_directory(directory, ec)) fail("{}: does not exist or is not a directory (expected a model directory)", directory.string());
@@ -146,47 +203,10 @@ HfDirectory HfDirectory::open(const fs::path& directory) {
     fail("{}: missing (and no {} for sharded weights)", single.string(), hf_weights_index_file_name);
   }
 
-  const std::string index_file = index_path.string();
-  const json index = parse_index(read_text(index_path), index_file);
-  if (!index.is_object()) fail("{}: is a JSON {}, expected an object", index_file, index.type_name());
-  const auto map = index.find("weight_map");
-  if (map == index.end()) fail("{}: has no \"weight_map\" (the tensor -> shard file table)", index_file);
-  if (!map->is_object()) fail("{}: \"weight_map\" is a {}, expected an object", index_file, map->type_name());
+  ShardedWeights sharded = read_sharded_weights(directory, index_path);
   result.index_ = index_path;
-
-  std::map<std::string, std::size_t> shard_of_file;
-  std::map<std::string, std::string> listed;  // tensor -> shard file name
-  for (const auto& [tensor, shard] : map->items()) {
-    if (!shard.is_string()) fail("{}: \"weight_map\" entry '{}' is {}, expected a shard file name", index_file, tensor, shard.dump());
-    const std::string& name = shard.get_ref<const std::string&>();
-    check_shard_name(name, tensor, index_file);
-    if (!shard_of_file.contains(name)) {
-      const fs::path shard_path = directory / name;
-      if (!fs::exists(shard_path, ec))
-        fail("{}: missing shard: {} maps tensor '{}' to it", shard_path.string(), index_file, tensor);
-      shard_of_file.emplace(name, result.shards_.size());
-      result.shards_.push_back(SafetensorsFile::open(shard_path));
-    }
-    listed.emplace(tensor, name);
-  }
-  if (result.shards_.empty()) fail("{}: \"weight_map\" is empty: the model has no tensors", index_file);
-
-  for (const auto& [tensor, name] : listed) {
-    const std::size_t shard = shard_of_file.at(name);
-    if (!result.shards_[shard].contains(tensor))
-      fail("{}: tensor '{}' is listed in {} but absent from the shard", result.shards_[shard].name(), tensor, index_file);
-    result.tensors_.emplace(tensor, shard);
-  }
-  for (std::size_t shard = 0; shard < result.shards_.size(); ++shard) {
-    for (const TensorInfo& t : result.shards_[shard].tensors()) {
-      const auto it = result.tensors_.find(t.name);
-      if (it == result.tensors_.end())
-        fail("{}: holds tensor '{}', which {} does not list", result.shards_[shard].name(), t.name, index_file);
-      if (it->second != shard)
-        fail("{}: holds tensor '{}', which {} maps to {} (a tensor stored twice)", result.shards_[shard].name(), t.name, index_file,
-             result.shards_[it->second].name());
-    }
-  }
+  result.shards_ = std::move(sharded.shards);
+  result.tensors_ = std::move(sharded.tensors);
   return result;
 }
 

@@ -80,12 +80,9 @@ double exported_alpha(const lora::Config& config, std::int64_t file_rank) {
 }
 
 json settings_json(const LoraSettings& s) {
-  return {{"targets", s.targets},
-          {"rank", s.config.rank},
-          {"alpha", s.config.alpha},
-          {"dropout", s.config.dropout},
-          {"scaling", lora::name_of(s.config.scaling)},
-          {"init", lora::name_of(lora::resolved_init(s.config))}};
+  json j = lora_settings_json(s);
+  j["init"] = lora::name_of(lora::resolved_init(s.config));
+  return j;
 }
 
 LoraSettings settings_from_json(const json& j, const std::string& source) {

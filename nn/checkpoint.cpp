@@ -8,7 +8,6 @@
 #include <nlohmann/json.hpp>
 
 #include "lowrank/io/safetensors.hpp"
-#include "lowrank/optim/optimizer.hpp"
 
 namespace lowrank::nn {
 
@@ -29,14 +28,11 @@ json streams_json(const std::vector<RandomStream>& streams) {
 }
 
 json settings_json(const LoraSettings& s) {
-  return {{"targets", s.targets},
-          {"rank", s.config.rank},
-          {"alpha", s.config.alpha},
-          {"dropout", s.config.dropout},
-          {"scaling", lora::name_of(s.config.scaling)},
-          {"init", lora::name_of(s.config.init)},
-          {"mode", lora::name_of(s.config.mode)},
-          {"bias", lora::name_of(s.config.bias)}};
+  json j = lora_settings_json(s);
+  j["init"] = lora::name_of(s.config.init);
+  j["mode"] = lora::name_of(s.config.mode);
+  j["bias"] = lora::name_of(s.config.bias);
+  return j;
 }
 
 // Reads metadata fields, naming the file and the field on failure.
@@ -70,17 +66,17 @@ class Fields {
 
 }  // namespace
 
-void save_checkpoint(const fs::path& file, const LanguageModel& model, const Optimizer& optimizer, const TrainingState& state) {
+void save_checkpoint(const fs::path& file, const LanguageModel& model, const OptimizerSnapshot& optimizer, const TrainingState& state) {
   NamedTensors tensors;
   std::set<std::string> names;
   for (const ParameterPtr& p : model.trainable_parameters()) {
     if (!names.insert(p->name).second) fail("save_checkpoint: two trainable parameters are named '{}'", p->name);
     tensors.emplace_back(std::string(param_prefix) + p->name, p->value);
   }
-  for (const auto& [name, tensor] : optimizer.state()) tensors.emplace_back(std::string(optim_prefix) + name, tensor);
+  for (const auto& [name, tensor] : optimizer.state) tensors.emplace_back(std::string(optim_prefix) + name, tensor);
 
   json lrs = json::array();
-  for (std::size_t g = 0; g < optimizer.group_count(); ++g) lrs.push_back(optimizer.lr(g));
+  for (const double lr : optimizer.learning_rates) lrs.push_back(lr);
   json meta{{"format_version", checkpoint_format_version},
             {"mode", model.has_lora() ? "lora" : "full"},
             {"step", state.step},
@@ -193,8 +189,8 @@ std::vector<Tensor> read_parameters(const SafetensorsFile& st, const Parameters&
 }
 
 // The "optim/" entries, with the prefix removed (Optimizer::load_state checks them).
-OptimizerState read_optimizer_state(const SafetensorsFile& st) {
-  OptimizerState entries;
+std::vector<std::pair<std::string, Tensor>> read_optimizer_state(const SafetensorsFile& st) {
+  std::vector<std::pair<std::string, Tensor>> entries;
   for (const TensorInfo& t : st.tensors())
     if (t.name.starts_with(optim_prefix)) entries.emplace_back(t.name.substr(optim_prefix.size()), st.load(t.name));
   return entries;
@@ -202,26 +198,19 @@ OptimizerState read_optimizer_state(const SafetensorsFile& st) {
 
 }  // namespace
 
-void load_checkpoint(const fs::path& file, LanguageModel& model, Optimizer& optimizer, TrainingState& state) {
+CheckpointContents read_checkpoint(const fs::path& file, const LanguageModel& model, std::size_t optimizer_groups) {
   const SafetensorsFile st = SafetensorsFile::open(file);
   const std::string name = file.string();
-  // Everything is read and checked before anything changes.
   const json meta = read_metadata(st, name);
   const Fields fields(meta, name);
   check_same_model(fields, model, name);
-  const RunPosition run = read_run_position(fields, meta, model, optimizer.group_count(), name);
-  const Parameters params = model.trainable_parameters();
-  const std::vector<Tensor> values = read_parameters(st, params, name);
-  const OptimizerState optimizer_state = read_optimizer_state(st);
-
-  // load_state checks its entries and changes nothing when it throws; parameters are copied after it.
-  optimizer.load_state(optimizer_state);
-  for (std::size_t i = 0; i < params.size(); ++i) params[i]->value.copy_from(values[i]);
-  for (std::size_t g = 0; g < run.learning_rates.size(); ++g) optimizer.set_lr(g, run.learning_rates[g]);
-  if (model.has_lora() && !run.adapter_streams.empty()) model.set_lora_dropout_streams(run.adapter_streams);
-  state.step = run.step;
-  state.data_rng = run.data_rng;
-  state.dropout_rng = run.dropout_rng;
+  RunPosition run = read_run_position(fields, meta, model, optimizer_groups, name);
+  CheckpointContents saved;
+  saved.parameters = read_parameters(st, model.trainable_parameters(), name);
+  saved.optimizer = {read_optimizer_state(st), std::move(run.learning_rates)};
+  saved.state = {run.step, run.data_rng, run.dropout_rng};
+  saved.adapter_streams = std::move(run.adapter_streams);
+  return saved;
 }
 
 }  // namespace lowrank::nn

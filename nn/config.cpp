@@ -4,26 +4,22 @@
 #include <limits>
 
 #include "lowrank/core/error.hpp"
+#include "lowrank/nn/config_fields.hpp"
 
 namespace lowrank::nn {
 
 void GPTConfig::validate() const {
-  auto positive = [](const char* field, std::int64_t v) {
-    if (v <= 0) fail("GPTConfig: {} = {} must be positive", field, v);
-  };
-  positive("vocab_size", vocab_size);
-  positive("n_positions", n_positions);
-  positive("n_embd", n_embd);
-  positive("n_layer", n_layer);
-  positive("n_head", n_head);
+  using config_fields::require_positive;
+  require_positive("GPTConfig", "vocab_size", vocab_size);
+  require_positive("GPTConfig", "n_positions", n_positions);
+  require_positive("GPTConfig", "n_embd", n_embd);
+  require_positive("GPTConfig", "n_layer", n_layer);
+  require_positive("GPTConfig", "n_head", n_head);
   if (n_embd % n_head != 0)
     fail("GPTConfig: n_embd = {} is not divisible by n_head = {} (each head gets n_embd / n_head features)", n_embd,
          n_head);
   // Every tensor's element count must be a 64-bit number: sizes from a file can be anything.
-  auto fits = [](std::int64_t a, std::int64_t b) {
-    std::int64_t product = 0;
-    return !__builtin_mul_overflow(a, b, &product);
-  };
+  const auto fits = config_fields::product_fits;
   if (!fits(4, n_embd) || !fits(4 * n_embd, n_embd))
     fail("GPTConfig: n_embd = {} is too large: the MLP weight [n_embd, 4·n_embd] would have more than 2^63 elements", n_embd);
   if (!fits(vocab_size, n_embd))
@@ -36,27 +32,14 @@ void GPTConfig::validate() const {
     fail("GPTConfig: layer_norm_epsilon = {} must be finite and positive", layer_norm_epsilon);
 }
 
-namespace {
-
-std::int64_t integer_field(const nlohmann::json& j, const char* key, const std::string& source) {
-  const auto& v = j.at(key);
-  if (!v.is_number_integer())
-    fail("{}: config key '{}' must be an integer, got {}", source, key, v.dump());
-  return v.get<std::int64_t>();
-}
-
-}  // namespace
-
 GPTConfig config_from_json(const nlohmann::json& j, const std::string& source) {
   if (!j.is_object()) fail("{}: a config must be a JSON object, got {}", source, j.type_name());
   if (j.contains("model_type") && j["model_type"] != "gpt2")
     fail("{}: config key 'model_type' is {}; only \"gpt2\" is supported", source, j["model_type"].dump());
 
+  const auto integer_field = config_fields::integer;
   GPTConfig c;
-  auto required = [&](const char* key) {
-    if (!j.contains(key)) fail("{}: config key '{}' is missing", source, key);
-    return integer_field(j, key, source);
-  };
+  auto required = [&](const char* key) { return config_fields::required_integer(j, key, source); };
   c.vocab_size = required("vocab_size");
   c.n_embd = required("n_embd");
   c.n_layer = required("n_layer");
@@ -64,17 +47,9 @@ GPTConfig config_from_json(const nlohmann::json& j, const std::string& source) {
   if (j.contains("n_positions")) c.n_positions = integer_field(j, "n_positions", source);
   else if (j.contains("n_ctx")) c.n_positions = integer_field(j, "n_ctx", source);
   else fail("{}: config key 'n_positions' is missing (nor is there an 'n_ctx')", source);
-  if (j.contains("layer_norm_epsilon")) {
-    const auto& eps = j["layer_norm_epsilon"];
-    if (!eps.is_number()) fail("{}: config key 'layer_norm_epsilon' must be a number, got {}", source, eps.dump());
-    c.layer_norm_epsilon = eps.get<double>();
-  }
+  if (j.contains("layer_norm_epsilon")) c.layer_norm_epsilon = config_fields::number(j, "layer_norm_epsilon", source);
   // Before the checks below compute with the sizes (4·n_embd).
-  try {
-    c.validate();
-  } catch (const Error& e) {
-    fail("{}: {}", source, e.what());
-  }
+  config_fields::validate(c, source);
 
   // Keys whose non-default values change the computation.
   if (j.contains("activation_function") && j["activation_function"] != "gelu_new")

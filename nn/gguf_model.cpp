@@ -23,8 +23,9 @@ class Builder {
     model_.metadata.emplace_back("general.type", GgufValue::string("model"));
     const std::string name = std::filesystem::absolute(directory).lexically_normal().filename().string();
     if (!name.empty()) model_.metadata.emplace_back("general.name", GgufValue::string(name));
-    // llama_ftype: 0 ALL_F32, 1 MOSTLY_F16.
-    model_.metadata.emplace_back("general.file_type", GgufValue::u32(matrix_type_ == GgmlType::f32 ? 0 : 1));
+    // llama_ftype: 0 ALL_F32, 1 MOSTLY_F16, 7 MOSTLY_Q8_0.
+    model_.metadata.emplace_back("general.file_type",
+                                 GgufValue::u32(matrix_type_ == GgmlType::f32 ? 0 : matrix_type_ == GgmlType::f16 ? 1 : 7));
   }
   void u32(const std::string& key, std::int64_t value) {
     model_.metadata.emplace_back(architecture_ + "." + key, GgufValue::u32(static_cast<std::uint32_t>(value)));
@@ -32,9 +33,14 @@ class Builder {
   void f32(const std::string& key, double value) {
     model_.metadata.emplace_back(architecture_ + "." + key, GgufValue::f32(static_cast<float>(value)));
   }
-  // Matrices in the chosen type, vectors in F32.
-  void tensor(std::string name, const Tensor& value) {
-    model_.types.push_back(value.shape().rank() >= 2 ? matrix_type_ : GgmlType::f32);
+  // Matrices in the chosen type, vectors in F32 (and `keep_f32` matrices: the converter keeps
+  // position_embd F32). Q8_0 needs rows of a multiple of 32 values; other matrices fall back to F16, as the
+  // converter's does when gguf-py refuses to quantize them.
+  void tensor(std::string name, const Tensor& value, bool keep_f32 = false) {
+    const Shape& shape = value.shape();
+    GgmlType type = shape.rank() >= 2 && !keep_f32 ? matrix_type_ : GgmlType::f32;
+    if (type == GgmlType::q8_0 && shape[shape.rank() - 1] % 32 != 0) type = GgmlType::f16;
+    model_.types.push_back(type);
     model_.tensors.emplace_back(std::move(name), value);
   }
   GgufModel take() { return std::move(model_); }
@@ -60,7 +66,7 @@ GgufModel gpt2_model(const std::filesystem::path& directory, GgmlType matrix_typ
   // Conv1D weights are [in, out]; llama.cpp's (and nn.Linear's) are [out, in].
   auto out_in = [](const Tensor& conv1d) { return conv1d.t().contiguous(); };
   b.tensor("token_embd.weight", w.wte);
-  b.tensor("position_embd.weight", w.wpe);
+  b.tensor("position_embd.weight", w.wpe, true);
   for (std::size_t i = 0; i < w.blocks.size(); ++i) {
     const BlockWeights& blk = w.blocks[i];
     const std::string p = fmt::format("blk.{}.", i);
@@ -140,8 +146,8 @@ GgufModel llama_model(const std::filesystem::path& directory, GgmlType matrix_ty
 }  // namespace
 
 GgufModel gguf_model_of(const std::filesystem::path& model_directory, GgmlType matrix_type) {
-  if (matrix_type != GgmlType::f32 && matrix_type != GgmlType::f16)
-    fail("GGUF model export: weights can be written as F32 or F16, not {}", ggml_type_name(matrix_type));
+  if (matrix_type == GgmlType::bf16)
+    fail("GGUF model export: weights can be written as F32, F16 or Q8_0, not {}", ggml_type_name(matrix_type));
   const GgufBase base = gguf_base_of(model_directory);
   return base.model_type == "gpt2" ? gpt2_model(model_directory, matrix_type) : llama_model(model_directory, matrix_type);
 }

@@ -15,6 +15,7 @@
 
 #include "lowrank/autodiff/parameter.hpp"
 #include "lowrank/core/philox.hpp"
+#include "lowrank/core/quantized.hpp"
 #include "lowrank/lora/accounting.hpp"
 #include "lowrank/lora/config.hpp"
 #include "lowrank/ops/token_ids.hpp"
@@ -27,6 +28,16 @@ struct LoraSettings {
   lora::Config config;  // rank, alpha, dropout, scaling, init (lora/config.hpp); mode adapter, bias none
   std::vector<std::string> targets = {"q", "v"};
 };
+
+// The fields of LoraSettings that every file recording them holds (targets, rank, alpha, dropout,
+// scaling); an adapter file and a training checkpoint each add the ones they need.
+inline nlohmann::json lora_settings_json(const LoraSettings& s) {
+  return {{"targets", s.targets},
+          {"rank", s.config.rank},
+          {"alpha", s.config.alpha},
+          {"dropout", s.config.dropout},
+          {"scaling", lora::name_of(s.config.scaling)}};
+}
 
 struct Sampling {
   double temperature = 1.0;  // logits are divided by it; 0 means greedy
@@ -104,12 +115,22 @@ class LanguageModel {
   // config.json and model.safetensors of the current weights (merged adapters included), in the form
   // transformers' from_pretrained loads.
   virtual void save_pretrained(const std::filesystem::path& directory) const = 0;
+
+  // ---- the frozen base's storage (docs/quantization.md)
+  // The format the frozen base weights are stored in (LoadOptions::base_format); f32 for a float base.
+  virtual quant::Format base_format() const { return quant::Format::f32; }
+  // Replaces a quantized base by float weights of dtype() (each weight dequantized), so that merge_adapters
+  // and save_pretrained can write them; nothing to do for a float base.
+  virtual void dequantize_base() {}
 };
 
 // How load_model reads a directory: the dtype the weights are converted to and where they go.
+// base_format: the storage of the frozen base weights (a family that has only float storage refuses the
+// others, naming itself and the format).
 struct LoadOptions {
   DType dtype = DType::f32;
   Device device = Device::cpu();
+  quant::Format base_format = quant::Format::f32;
 };
 
 // One model family: config.json's model_type, the names --targets accepts for it, and its loader.

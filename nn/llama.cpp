@@ -74,8 +74,49 @@ std::vector<ProjectionKind> projection_kinds(const LlamaConfig& c) {
 }
 
 std::string layer_path(std::size_t i) { return fmt::format("model.layers.{}", i); }
+std::string projection_name(std::size_t layer, Projection p) { return fmt::format("{}.{}.weight", layer_path(layer), module_paths[p]); }
+
+// QLoRA's choice for the tables: 16 bits (f16 for an f16 base, else bf16).
+LlamaQuantizedBase new_quantized_base(quant::Format format) {
+  LlamaQuantizedBase q;
+  q.format = format;
+  q.table_format = format == quant::Format::f16 ? quant::Format::f16 : quant::Format::bf16;
+  return q;
+}
+
+// A float tensor [rows, cols] in `format` (float64 values are rounded to float32 first).
+std::shared_ptr<const quant::Matrix> quantize_tensor(const Tensor& t, quant::Format format) {
+  const Tensor f = t.dtype() == DType::f32 && t.is_contiguous() ? t : t.contiguous().to(DType::f32);
+  const float* data = f.data<float>();
+  return std::make_shared<const quant::Matrix>(
+      quant::Matrix::quantize(format, std::span<const float>(data, static_cast<std::size_t>(f.numel())), f.dim(0), f.dim(1)));
+}
 
 }  // namespace
+
+const std::shared_ptr<const quant::Matrix>& LlamaQuantizedBase::at(std::string_view name) const {
+  const auto it = matrices.find(name);
+  if (it == matrices.end()) fail("LlamaQuantizedBase: no {} matrix '{}'", quant::name_of(format), name);
+  return it->second;
+}
+
+std::size_t LlamaQuantizedBase::bytes() const {
+  std::size_t total = 0;
+  for (const auto& [name, m] : matrices) total += m->bytes();
+  return total;
+}
+
+bool LlamaQuantizedBase::is_quantized_name(std::string_view name) {
+  if (name == "model.embed_tokens.weight" || name == "lm_head.weight") return true;
+  if (!name.starts_with("model.layers.")) return false;
+  for (const char* path : module_paths)
+    if (name.ends_with(fmt::format(".{}.weight", path))) return true;
+  return false;
+}
+
+quant::Format LlamaQuantizedBase::format_of(std::string_view name) const {
+  return name == "model.embed_tokens.weight" || name == "lm_head.weight" ? table_format : format;
+}
 
 const std::vector<std::string>& llama_target_names() {
   static const std::vector<std::string> names = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
@@ -91,19 +132,28 @@ std::vector<std::string> expand_llama_targets(const std::vector<std::string>& ta
   return expanded;
 }
 
-LlamaWeights LlamaWeights::random(const LlamaConfig& config, RandomStream& rng, DType dtype, double std_dev) {
+LlamaWeights LlamaWeights::random(const LlamaConfig& config, RandomStream& rng, DType dtype, double std_dev, quant::Format base_format) {
   config.validate();
   LlamaWeights w;
   w.config = config;
+  std::shared_ptr<LlamaQuantizedBase> quantized;
+  if (base_format != quant::Format::f32) quantized = std::make_shared<LlamaQuantizedBase>(new_quantized_base(base_format));
+  // A float tensor, or its matrix in the base's storage (and an undefined tensor) when the base is quantized.
+  auto store = [&](const std::string& name, Tensor t) {
+    if (!quantized) return t;
+    quantized->matrices.emplace(name, quantize_tensor(t, quantized->format_of(name)));
+    return Tensor();
+  };
   const std::int64_t e = config.hidden_size;
-  w.embed_tokens = Tensor::normal({config.vocab_size, e}, 0.0, std_dev, rng, dtype);
+  w.embed_tokens = store("model.embed_tokens.weight", Tensor::normal({config.vocab_size, e}, 0.0, std_dev, rng, dtype));
   for (std::int64_t i = 0; i < config.num_hidden_layers; ++i) {
     LlamaLayerWeights l;
     l.input_layernorm = Tensor::ones({e}, dtype);
     l.post_attention_layernorm = Tensor::ones({e}, dtype);
     for (std::size_t p = 0; p < projection_count; ++p) {
       const auto [out, in] = projection_shape(config, Projection(p));
-      projection_weight(l, Projection(p)) = Tensor::normal({out, in}, 0.0, std_dev, rng, dtype);
+      projection_weight(l, Projection(p)) = store(projection_name(static_cast<std::size_t>(i), Projection(p)),
+                                                  Tensor::normal({out, in}, 0.0, std_dev, rng, dtype));
     }
     if (config.qkv_bias) {
       l.q_bias = Tensor::zeros({config.q_width()}, dtype);
@@ -113,7 +163,8 @@ LlamaWeights LlamaWeights::random(const LlamaConfig& config, RandomStream& rng, 
     w.layers.push_back(std::move(l));
   }
   w.norm = Tensor::ones({e}, dtype);
-  if (!config.tie_word_embeddings) w.lm_head = Tensor::normal({config.vocab_size, e}, 0.0, std_dev, rng, dtype);
+  if (!config.tie_word_embeddings) w.lm_head = store("lm_head.weight", Tensor::normal({config.vocab_size, e}, 0.0, std_dev, rng, dtype));
+  w.quantized = std::move(quantized);
   return w;
 }
 
@@ -163,17 +214,56 @@ void LlamaWeights::validate() const {
     fail("LlamaWeights: {} layers for num_hidden_layers = {}", layers.size(), config.num_hidden_layers);
   const auto shapes = expected_shapes(config);
   const NamedTensorList named = named_tensors();
+  if (!norm.defined()) fail("LlamaWeights: tensor 'model.norm.weight' is missing");
   for (std::size_t k = 0; k < named.size(); ++k) {
     const auto& [name, t] = named[k];
+    const Shape& expected = shapes[k].second;
+    if (!t.defined() && quantized && LlamaQuantizedBase::is_quantized_name(name)) {
+      const quant::Matrix& m = *quantized->at(name);
+      if (m.rows() != expected[0] || m.cols() != expected[1])
+        fail("LlamaWeights: {} matrix '{}' is [{}, {}], expected {}", quant::name_of(m.format()), name, m.rows(), m.cols(), expected);
+      continue;
+    }
     if (!t.defined()) fail("LlamaWeights: tensor '{}' is missing", name);
-    if (t.shape() != shapes[k].second) fail("LlamaWeights: tensor '{}' is {}, expected {}", name, t.shape(), shapes[k].second);
-    if (t.dtype() != embed_tokens.dtype() || t.device() != embed_tokens.device())
-      fail("LlamaWeights: tensor '{}' is {} on {}, model.embed_tokens.weight {} on {}", name, t.dtype(), t.device(), embed_tokens.dtype(),
-           embed_tokens.device());
+    if (t.shape() != expected) fail("LlamaWeights: tensor '{}' is {}, expected {}", name, t.shape(), expected);
+    if (t.dtype() != norm.dtype() || t.device() != norm.device())
+      fail("LlamaWeights: tensor '{}' is {} on {}, model.norm.weight {} on {}", name, t.dtype(), t.device(), norm.dtype(), norm.device());
   }
 }
 
-LlamaWeights load_llama_weights(const std::filesystem::path& directory, DType dtype) {
+LlamaWeights quantize_llama_base(LlamaWeights weights, quant::Format format) {
+  if (format == quant::Format::f32) return weights;
+  if (weights.quantized)
+    fail("nn::quantize_llama_base: the base is already stored as {}; asked for {}", quant::name_of(weights.quantized->format),
+         quant::name_of(format));
+  weights.validate();
+  auto q = std::make_shared<LlamaQuantizedBase>(new_quantized_base(format));
+  auto convert = [&](const std::string& name, Tensor& t) {
+    q->matrices.emplace(name, quantize_tensor(t, q->format_of(name)));
+    t = Tensor();  // this handle's float memory goes now
+  };
+  convert("model.embed_tokens.weight", weights.embed_tokens);
+  for (std::size_t i = 0; i < weights.layers.size(); ++i)
+    for (std::size_t p = 0; p < projection_count; ++p) convert(projection_name(i, Projection(p)), projection_weight(weights.layers[i], Projection(p)));
+  if (!weights.config.tie_word_embeddings) convert("lm_head.weight", weights.lm_head);
+  weights.quantized = std::move(q);
+  return weights;
+}
+
+LlamaWeights dequantize_llama_base(LlamaWeights weights) {
+  if (!weights.quantized) return weights;
+  const std::shared_ptr<const LlamaQuantizedBase> q = std::move(weights.quantized);
+  const DType dtype = weights.dtype();
+  weights.embed_tokens = q->at("model.embed_tokens.weight")->dequantize(dtype);
+  for (std::size_t i = 0; i < weights.layers.size(); ++i)
+    for (std::size_t p = 0; p < projection_count; ++p)
+      projection_weight(weights.layers[i], Projection(p)) = q->at(projection_name(i, Projection(p)))->dequantize(dtype);
+  if (!weights.config.tie_word_embeddings) weights.lm_head = q->at("lm_head.weight")->dequantize(dtype);
+  weights.validate();
+  return weights;
+}
+
+LlamaWeights load_llama_weights(const std::filesystem::path& directory, DType dtype, quant::Format base_format) {
   const HfDirectory dir = HfDirectory::open(directory);
   LlamaWeights w;
   w.config = llama_config_from_json(dir.config(), dir.config_path().string());
@@ -187,11 +277,20 @@ LlamaWeights load_llama_weights(const std::filesystem::path& directory, DType dt
       fail("{}: tensor '{}' is not part of a {} model with this config (q/k/v biases {}, tied head {})", dir.file_of(name), name,
            w.config.model_type, w.config.qkv_bias, w.config.tie_word_embeddings);
   }
+  std::shared_ptr<LlamaQuantizedBase> quantized;
+  if (base_format != quant::Format::f32) quantized = std::make_shared<LlamaQuantizedBase>(new_quantized_base(base_format));
   std::map<std::string, Tensor> loaded;
   for (const auto& [name, shape] : shapes) {
     if (!dir.contains(name)) fail("{}: tensor '{}' is missing", dir.weights_name(), name);
-    loaded.emplace(name, dir.load(name, shape, dtype));
+    if (quantized && LlamaQuantizedBase::is_quantized_name(name)) {
+      // Read as float32 (exact for BF16/F16 files), stored in the base's format, the float copy dropped here.
+      quantized->matrices.emplace(name, quantize_tensor(dir.load(name, shape, DType::f32), quantized->format_of(name)));
+      loaded.emplace(name, Tensor());
+    } else {
+      loaded.emplace(name, dir.load(name, shape, dtype));
+    }
   }
+  w.quantized = std::move(quantized);
   w.embed_tokens = loaded.at("model.embed_tokens.weight");
   for (std::int64_t i = 0; i < w.config.num_hidden_layers; ++i) {
     const std::string at = layer_path(static_cast<std::size_t>(i)) + ".";
@@ -214,6 +313,10 @@ LlamaWeights load_llama_weights(const std::filesystem::path& directory, DType dt
 
 void save_llama_weights(const std::filesystem::path& directory, const LlamaWeights& weights) {
   weights.validate();
+  if (weights.quantized)
+    fail("nn::save_llama_weights: the base is stored as {}; dequantize it first (dequantize_llama_base, or Llama::dequantize_base) "
+         "to write float weights",
+         quant::name_of(weights.quantized->format));
   std::filesystem::create_directories(directory);
   NamedTensors tensors;
   for (const auto& [name, t] : weights.named_tensors()) tensors.emplace_back(name, t);
@@ -230,11 +333,25 @@ using FullLayerExpression = decltype(llama_block::expression(ParameterPtr{}, lla
 using LoraLayerExpression = decltype(llama_block::expression(ParameterPtr{}, llama_block::LoraLayer{}, llama_block::LayerSettings{}));
 using DoraLayerExpression = decltype(llama_block::expression(ParameterPtr{}, llama_block::DoraLayer{}, llama_block::LayerSettings{}));
 
-template <class Input, class Leaf> auto head_logits(Input h, Leaf norm, Leaf head, double eps) {
-  return matmul(rmsnorm(std::move(h), std::move(norm), eps), t(std::move(head)));
+// The head: a param in full mode, a FrozenWeight (any storage format) otherwise.
+template <class Input, class Norm, class Head> auto head_logits(Input h, Norm norm, Head head, double eps) {
+  if constexpr (std::is_same_v<Head, FrozenWeight>) return frozen_linear(rmsnorm(std::move(h), std::move(norm), eps), std::move(head));
+  else return matmul(rmsnorm(std::move(h), std::move(norm), eps), t(std::move(head)));
 }
-template <class Input, class Leaf> auto head_loss(Input h, Leaf norm, Leaf head, double eps, const TokenIds& targets) {
+template <class Input, class Norm, class Head> auto head_loss(Input h, Norm norm, Head head, double eps, const TokenIds& targets) {
   return cross_entropy(head_logits(std::move(h), std::move(norm), std::move(head), eps), targets);
+}
+
+// The embedding of a quantized table: each position's row dequantized (no float table, no gradient).
+Tensor gather_rows(const quant::Matrix& table, const TokenIds& ids, DType dtype) {
+  Tensor out = Tensor::empty(Shape{ids.shape()[0], ids.shape()[1], table.cols()}, dtype);
+  const std::int64_t width = table.cols();
+  for (std::int64_t p = 0; p < ids.size(); ++p) {
+    const std::int32_t id = ids[p];
+    if (id < 0 || id >= table.rows()) fail("embedding: token id {} at position {} is outside [0, {})", id, p, table.rows());
+    dispatch(dtype, [&]<class T>() { table.dequantize_rows(id, 1, out.data<T>() + p * width); });
+  }
+  return out;
 }
 
 }  // namespace
@@ -246,11 +363,13 @@ using LlamaSteps = LayerSteps<LlamaFullTape, LlamaLoraTape, LlamaDoraTape>;
 
 // Full mode: one parameter per weight (sharing its storage), found by name; q/k/v zero biases for a model
 // without them, outside the bound (trainable) set.
+// A quantized base has none (its weights cannot train).
 struct LlamaFullParameters {
   ParameterBinding binding;
   ParameterPtr embed, norm, head;
   std::vector<llama_block::FullLayer> layers;
 
+  LlamaFullParameters() = default;
   explicit LlamaFullParameters(const LlamaWeights& w) : binding(w.named_tensors(), "nn::Llama") {
     const LlamaConfig& c = w.config;
     embed = binding.at("model.embed_tokens.weight");
@@ -293,10 +412,18 @@ struct Llama::State {
   LlamaSteps steps;
   RotaryFrequencies frequencies;
   std::vector<Tensor> zero_biases;  // q, k, v zero biases for LoRA mode without q/k/v biases
+  // A quantized base: its projections per layer, embedding and head, and the inactive branches its forward
+  // uses before (or without) enable_lora (it always runs the LoRA tape).
+  std::vector<std::array<FrozenWeight, projection_count>> quantized_projections;
+  std::shared_ptr<const quant::Matrix> quantized_embedding;
+  FrozenWeight quantized_head;
+  std::vector<lora::Branch> base_branches;
 
-  explicit State(LlamaWeights weights) : w(validated(std::move(weights))), full(w), steps(w.layers.size()) {
+  explicit State(LlamaWeights weights)
+      : w(validated(std::move(weights))), full(w.quantized ? LlamaFullParameters() : LlamaFullParameters(w)), steps(w.layers.size()) {
     const LlamaConfig& c = w.config;
     frequencies = rotary_frequencies(c.head_width(), c.rope_theta, c.rope_scaling);
+    set_quantized_base();
     if (!c.qkv_bias)
       zero_biases = {Tensor::zeros({c.q_width()}, w.dtype(), w.device()), Tensor::zeros({c.kv_width()}, w.dtype(), w.device()),
                      Tensor::zeros({c.kv_width()}, w.dtype(), w.device())};
@@ -305,6 +432,31 @@ struct Llama::State {
     weights.validate();
     return weights;
   }
+  void set_quantized_base() {
+    quantized_projections.clear();
+    base_branches.clear();
+    quantized_embedding = nullptr;
+    quantized_head = {};
+    if (!w.quantized) return;
+    for (std::size_t i = 0; i < w.layers.size(); ++i) {
+      std::array<FrozenWeight, projection_count> layer;
+      for (std::size_t p = 0; p < projection_count; ++p) layer[p] = frozen_weight(w.quantized->at(projection_name(i, Projection(p))));
+      quantized_projections.push_back(std::move(layer));
+    }
+    quantized_embedding = w.quantized->at("model.embed_tokens.weight");
+    quantized_head = frozen_weight(w.config.tie_word_embeddings ? quantized_embedding : w.quantized->at("lm_head.weight"));
+    for (const ProjectionKind& k : projection_kinds(w.config)) base_branches.push_back(lora::Branch::inactive(k.out_features, w.dtype(), w.device()));
+  }
+  // Full training cannot move a quantized weight.
+  void check_full_mode(const char* who) const {
+    if (w.quantized)
+      fail("{}: full fine-tuning with a {} base is not supported (quantized weights are frozen); enable LoRA (lowrank train --lora) "
+           "or load the base as f32",
+           who, quant::name_of(w.quantized->format));
+  }
+  FrozenWeight head_weight() const { return w.quantized ? quantized_head : frozen_weight(w.head()); }
+  // Runs the LoRA tape: own or named adapters, or a quantized base (whose full-mode tape does not exist).
+  bool lora_tape() const { return lora.any() || w.quantized; }
 
   llama_block::LayerSettings settings(const TokenIds& ids) {
     const LlamaConfig& c = w.config;
@@ -313,7 +465,10 @@ struct Llama::State {
 
   llama_block::LoraLayer lora_layer(std::size_t i) {
     const LlamaLayerWeights& l = w.layers[i];
-    auto projection = [&](Projection p) { return llama_block::LoraProjection{projection_weight(l, p), lora.branch(i, p, training)}; };
+    auto projection = [&](Projection p) {
+      FrozenWeight weight = w.quantized ? quantized_projections[i][p] : frozen_weight(projection_weight(l, p));
+      return llama_block::LoraProjection{std::move(weight), lora.any() ? lora.branch(i, p, training) : base_branches[p]};
+    };
     llama_block::LoraLayer b;
     b.input_norm = l.input_layernorm;
     b.post_norm = l.post_attention_layernorm;
@@ -367,12 +522,16 @@ struct Llama::State {
   auto dora_layers() {
     return [this](std::size_t i) { return dora_layer(i); };
   }
-  Tensor frozen_embeddings(const TokenIds& ids) { return eval(embedding(ids, frozen(w.embed_tokens))).value(); }
+  Tensor frozen_embeddings(const TokenIds& ids) {
+    if (quantized_embedding) return gather_rows(*quantized_embedding, ids, w.dtype());
+    return eval(embedding(ids, frozen(w.embed_tokens))).value();
+  }
 
   double forward_backward(const TokenIds& ids, const TokenIds& targets) {
     const std::size_t n = w.layers.size();
     const double eps = w.config.rms_norm_eps;
     if (!lora.enabled) {
+      check_full_mode("nn::Llama::forward_backward");
       full.binding.sync(w.named_tensors());
       auto embed = eval(embedding(ids, param(full.embed)));
       const Tensor x = run(steps.full_tapes, embed.value(), true, ids, full_layer());
@@ -390,7 +549,7 @@ struct Llama::State {
   template <class Tapes, class MakeLayer> double adapter_step(Tapes& tapes, MakeLayer make_layer, const TokenIds& ids, const TokenIds& targets) {
     const std::size_t n = w.layers.size();
     const Tensor x = run(tapes, frozen_embeddings(ids), true, ids, make_layer);
-    auto head = eval(head_loss(param(steps.block_input(n, x, true)), frozen(w.norm), frozen(w.head()), w.config.rms_norm_eps, targets));
+    auto head = eval(head_loss(param(steps.block_input(n, x, true)), frozen(w.norm), head_weight(), w.config.rms_norm_eps, targets));
     steps.saved_bytes = steps.saved_by(tapes) + head.memory().saved_bytes;
     const double loss = head.value().item();
     head.backward();
@@ -400,7 +559,7 @@ struct Llama::State {
   }
 
   Tensor hidden(const TokenIds& ids) {
-    if (!lora.any()) {
+    if (!lora_tape()) {
       full.binding.sync(w.named_tensors());
       return run(steps.full_tapes, frozen_embeddings(ids), false, ids, full_layer());
     }
@@ -418,7 +577,7 @@ struct Llama::State {
     check("nn::Llama::logits", ids, nullptr);
     LlamaSteps::Cleanup cleanup{steps};
     const Tensor h = hidden(ids);
-    return eval(head_logits(input(h), frozen(w.norm), frozen(w.head()), w.config.rms_norm_eps)).value();
+    return eval(head_logits(input(h), frozen(w.norm), head_weight(), w.config.rms_norm_eps)).value();
   }
 };
 
@@ -437,6 +596,14 @@ DType Llama::dtype() const { return state_->w.dtype(); }
 void Llama::save_adapter(const std::filesystem::path& directory) const { nn::save_adapter(directory, *this); }
 void Llama::load_adapter(const std::filesystem::path& directory) { nn::load_adapter(directory, *this); }
 void Llama::save_pretrained(const std::filesystem::path& directory) const { save_llama_weights(directory, weights()); }
+quant::Format Llama::base_format() const { return state_->w.base_format(); }
+void Llama::dequantize_base() {
+  State& s = *state_;
+  if (!s.w.quantized) return;
+  s.w = dequantize_llama_base(std::move(s.w));
+  s.set_quantized_base();
+  if (!s.lora.enabled) s.full = LlamaFullParameters(s.w);
+}
 Device Llama::device() const { return state_->w.device(); }
 const LlamaWeights& Llama::weights() const { return state_->w; }
 LlamaWeights& Llama::weights() { return state_->w; }
@@ -445,6 +612,12 @@ void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
   State& s = *state_;
   if (s.lora.enabled) fail("nn::Llama::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
   const TargetNaming naming{"nn::Llama::enable_lora", ", or all-linear for all of them", "all-linear stands for all seven", layer_path};
+  // DoRA needs the row norms of W + s·B·A every forward and rescales W at merge; over a quantized base
+  // (whose projections are quant::Matrix, never a float W) that is not implemented.
+  if (settings.config.use_dora && s.w.quantized)
+    fail("nn::Llama::enable_lora: use_dora over a {} base is not supported (DoRA needs the float weights' row norms); use base "
+         "dtype f32",
+         quant::name_of(s.w.base_format()));
   if (settings.config.use_dora && !s.lora.named.empty())
     fail("nn::Llama::enable_lora: use_dora with named adapters loaded ({}): DoRA adapters are not stacked with others",
          fmt::join(s.lora.named_names(), ", "));
@@ -469,6 +642,9 @@ bool Llama::adapters_enabled() const { return state_->lora.enabled && state_->lo
 
 void Llama::merge_adapters() {
   State& s = *state_;
+  if (s.w.quantized)
+    fail("nn::Llama::merge_adapters: the base is stored as {}; merging writes into float weights: call dequantize_base() first",
+         quant::name_of(s.w.quantized->format));
   s.lora.merge_checked(
       "nn::Llama", [&](std::size_t i, std::size_t p) { return projection_weight(s.w.layers[i], Projection(p)); }, lora::Layout::out_in);
 }
@@ -486,11 +662,27 @@ bool Llama::training() const { return state_->training; }
 
 Parameters Llama::trainable_parameters() const {
   const State& s = *state_;
-  if (!s.lora.enabled) return s.full.binding.all();
+  if (!s.lora.enabled) {
+    s.check_full_mode("nn::Llama::trainable_parameters");
+    return s.full.binding.all();
+  }
   return s.lora.trainable("nn::Llama");
 }
 
-lora::ParameterCount Llama::parameter_count() const { return state_->lora.parameter_count(state_->w.named_tensors()); }
+lora::ParameterCount Llama::parameter_count() const {
+  const State& s = *state_;
+  if (!s.w.quantized) return s.lora.parameter_count(s.w.named_tensors());
+  // The quantized matrices count as frozen parameters at their stored size.
+  NamedTensorList floats;
+  for (const auto& [name, t] : s.w.named_tensors())
+    if (t.defined()) floats.emplace_back(name, t);
+  lora::ParameterCount c = s.lora.parameter_count(floats);
+  for (const auto& [name, m] : s.w.quantized->matrices) {
+    c.frozen += m->rows() * m->cols();
+    c.frozen_bytes += m->bytes();
+  }
+  return c;
+}
 
 double Llama::forward_backward(const TokenIds& inputs, const TokenIds& targets) {
   State& s = *state_;
@@ -505,7 +697,7 @@ double Llama::loss(const TokenIds& inputs, const TokenIds& targets) {
   s.check("nn::Llama::loss", inputs, &targets);
   LlamaSteps::Cleanup cleanup{s.steps};
   const Tensor h = s.hidden(inputs);
-  return eval(head_loss(input(h), frozen(s.w.norm), frozen(s.w.head()), s.w.config.rms_norm_eps, targets)).value().item();
+  return eval(head_loss(input(h), frozen(s.w.norm), s.head_weight(), s.w.config.rms_norm_eps, targets)).value().item();
 }
 
 Tensor Llama::logits(const TokenIds& inputs) { return state_->logits(inputs); }

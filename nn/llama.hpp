@@ -9,8 +9,11 @@
 // This header is free of expression templates.
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "lowrank/autodiff/parameter.hpp"
@@ -32,6 +35,25 @@ struct LlamaLayerWeights {
   Tensor gate_proj, up_proj, down_proj;   // [I, E], [I, E], [E, I]
 };
 
+// The frozen base of a Llama stored in a format other than float32 (docs/quantization.md): the seven
+// projections of every layer in `format`, the token embedding and the LM head in `table_format` (bf16, or
+// f16 for an f16 base: QLoRA keeps them in 16 bits too, the head's logits being the most sensitive to
+// rounding). Norms and biases stay float tensors. Keyed by state-dict name ("model.layers.0.self_attn.q_proj.weight",
+// "model.embed_tokens.weight", "lm_head.weight"); the LlamaWeights tensors of those names are undefined.
+struct LlamaQuantizedBase {
+  quant::Format format = quant::Format::f32;
+  quant::Format table_format = quant::Format::bf16;
+  std::map<std::string, std::shared_ptr<const quant::Matrix>, std::less<>> matrices;
+
+  // Throws naming the tensor when there is no such matrix.
+  const std::shared_ptr<const quant::Matrix>& at(std::string_view name) const;
+  std::size_t bytes() const;  // storage of every matrix
+  // Which format a tensor of this name is stored in: `format` for projections, `table_format` for the
+  // embedding and the head.
+  quant::Format format_of(std::string_view name) const;
+  static bool is_quantized_name(std::string_view name);  // a projection weight, the embedding or the head
+};
+
 struct LlamaWeights {
   LlamaConfig config;
   Tensor embed_tokens;  // [V, E]
@@ -40,24 +62,42 @@ struct LlamaWeights {
   Tensor lm_head;  // [V, E]; undefined when config.tie_word_embeddings (the head is embed_tokens)
 
   // normal(0, std_dev) weights and embeddings, zero biases, unit norms.
-  static LlamaWeights random(const LlamaConfig& config, RandomStream& rng, DType dtype = DType::f32, double std_dev = 0.02);
+  // With a base_format other than f32, each projection, the embedding and the head are stored in it as
+  // soon as drawn (LlamaQuantizedBase), so the float model never exists as a whole.
+  static LlamaWeights random(const LlamaConfig& config, RandomStream& rng, DType dtype = DType::f32, double std_dev = 0.02,
+                             quant::Format base_format = quant::Format::f32);
   // Hugging Face state-dict names ("model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight",
   // "model.norm.weight", "lm_head.weight" when untied), handles to the tensors.
+  // named_tensors() lists the quantized ones too, undefined.
   NamedTensorList named_tensors() const;
-  // Throws naming the tensor: missing, wrong shape for `config`, or another dtype/device than embed_tokens.
+  // Throws naming the tensor: missing (and not quantized), wrong shape for `config`, or another dtype/device
+  // than the final norm.
   void validate() const;
   const Tensor& head() const { return config.tie_word_embeddings ? embed_tokens : lm_head; }
-  DType dtype() const { return embed_tokens.dtype(); }
-  Device device() const { return embed_tokens.device(); }
+  DType dtype() const { return norm.dtype(); }
+  Device device() const { return norm.device(); }
+
+  std::shared_ptr<const LlamaQuantizedBase> quantized;  // null: every weight is a float tensor
+  quant::Format base_format() const { return quantized ? quantized->format : quant::Format::f32; }
 };
 
+// Stores the projections, embedding and head of `weights` in `format` (LlamaQuantizedBase), one tensor at a
+// time, dropping each float tensor once converted (its memory returns when no other handle holds it).
+// f32 returns the weights unchanged; a base already quantized is refused.
+LlamaWeights quantize_llama_base(LlamaWeights weights, quant::Format format);
+// The inverse: every quantized matrix dequantized into a float tensor of weights.dtype().
+LlamaWeights dequantize_llama_base(LlamaWeights weights);
+
 // A Hugging Face directory (io/hf_directory.hpp: config.json and one model.safetensors or shards; F32,
-// F16, BF16 or F64 tensors, loaded as `dtype`, one tensor at a time). Errors name the file and the key or
+// F16, BF16 or F64 tensors, loaded as `dtype`, one tensor at a time). With a base_format other than f32 each
+// projection, the embedding and the head are converted to it as it is read (through one float32 tensor at a
+// time), so the float model is never held whole. Errors name the file and the key or
 // tensor: a config nn::Llama does not compute (llama_config_from_json), a missing tensor, a tensor of the
 // wrong shape, or a tensor it does not know (rotary inv_freq buffers are skipped).
-LlamaWeights load_llama_weights(const std::filesystem::path& directory, DType dtype = DType::f32);
+LlamaWeights load_llama_weights(const std::filesystem::path& directory, DType dtype = DType::f32,
+                                quant::Format base_format = quant::Format::f32);
 // Writes config.json and model.safetensors (float32 or the weights' dtype), atomically, loadable by
-// transformers' AutoModelForCausalLM.
+// transformers' AutoModelForCausalLM. A quantized base is refused (dequantize_llama_base first).
 void save_llama_weights(const std::filesystem::path& directory, const LlamaWeights& weights);
 
 // The seven projections of a layer that can carry an adapter, in the order nn::Llama lists them.
@@ -93,6 +133,10 @@ class Llama final : public LanguageModel {
   void save_adapter(const std::filesystem::path& directory) const override;
   void load_adapter(const std::filesystem::path& directory) override;
   void save_pretrained(const std::filesystem::path& directory) const override;
+  // A quantized base (LlamaWeights::quantized) trains LoRA only: full training is refused by name, and so
+  // are merge_adapters and save_pretrained until dequantize_base() made the weights float again.
+  quant::Format base_format() const override;
+  void dequantize_base() override;
 
   const LlamaWeights& weights() const;
   LlamaWeights& weights();

@@ -5,8 +5,10 @@
 // Weights are nn.Linear's [out, in]; a projection is x·Wᵀ (+ b for Qwen2's q, k, v). Three kinds:
 //   FullLayer  every weight a param (full training);
 //   LoraLayer  every weight frozen, every projection with the branch of its lora::Adapter (inactive when
-//              not a target, disabled or merged), so one tape type serves every target set;
-//   DoraLayer  the same with DoRA branches (y = m/n ⊙ (x·Wᵀ + s·(x·Aᵀ)·Bᵀ) + b; identity when inactive).
+//              not a target, disabled or merged), so one tape type serves every target set; the projection
+//              weights are FrozenWeight leaves (frozen_linear), so it also serves every base storage format;
+//   DoraLayer  the same with DoRA branches (y = m/n ⊙ (x·Wᵀ + s·(x·Aᵀ)·Bᵀ) + b; identity when inactive), over
+//              float32 weights only (a quantized base refuses DoRA).
 // q, k, v always carry a bias: a model without q/k/v biases computes with zero biases (x + 0 = x exactly),
 // frozen in LoRA mode and, in full mode, param leaves that nn::Llama keeps out of trainable_parameters()
 // (so one full-mode tape type serves Qwen2 and Llama alike).
@@ -35,7 +37,7 @@ struct FullLayer {
 };
 
 struct LoraProjection {
-  Tensor weight;  // [out, in]
+  FrozenWeight weight;  // [out, in], a float tensor or a quant::Matrix (any storage format: one tape type)
   lora::Branch adapter;
 };
 struct LoraLayer {
@@ -60,10 +62,8 @@ struct DoraLayer {
 
 inline auto linear(const ParameterPtr& w) { return Linear{t(param(w))}; }
 inline auto linear(const ParameterPtr& w, const ParameterPtr& b) { return Linear{t(param(w)), param(b)}; }
-inline Linear<Frozen, NoBias, lora::Branch> linear(const LoraProjection& p) { return {frozen(p.weight.t()), NoBias{}, p.adapter}; }
-inline Linear<Frozen, Frozen, lora::Branch> linear(const LoraProjection& p, const Tensor& b) {
-  return {frozen(p.weight.t()), frozen(b), p.adapter};
-}
+inline Linear<FrozenWeight, NoBias, lora::Branch> linear(const LoraProjection& p) { return {p.weight, NoBias{}, p.adapter}; }
+inline Linear<FrozenWeight, Frozen, lora::Branch> linear(const LoraProjection& p, const Tensor& b) { return {p.weight, frozen(b), p.adapter}; }
 
 inline Linear<Frozen, NoBias, lora::DoraBranch> linear(const DoraProjection& p) { return {frozen(p.weight.t()), NoBias{}, p.adapter}; }
 inline Linear<Frozen, Frozen, lora::DoraBranch> linear(const DoraProjection& p, const Tensor& b) {

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "lowrank/core/error.hpp"
+#include "lowrank/nn/config_fields.hpp"
 
 namespace lowrank::nn {
 
@@ -16,9 +17,7 @@ bool is_llama_family(const std::string& model_type) {
 
 void LlamaConfig::validate() const {
   if (!is_llama_family(model_type)) fail("LlamaConfig: model_type '{}' is not one of llama, qwen2, mistral", model_type);
-  auto positive = [](const char* field, std::int64_t v) {
-    if (v <= 0) fail("LlamaConfig: {} = {} must be positive", field, v);
-  };
+  auto positive = [](const char* field, std::int64_t v) { config_fields::require_positive("LlamaConfig", field, v); };
   positive("vocab_size", vocab_size);
   positive("hidden_size", hidden_size);
   positive("intermediate_size", intermediate_size);
@@ -34,10 +33,7 @@ void LlamaConfig::validate() const {
   if (num_attention_heads % num_key_value_heads != 0)
     fail("LlamaConfig: num_attention_heads = {} is not a multiple of num_key_value_heads = {}", num_attention_heads,
          num_key_value_heads);
-  auto fits = [](std::int64_t a, std::int64_t b) {
-    std::int64_t product = 0;
-    return !__builtin_mul_overflow(a, b, &product);
-  };
+  const auto fits = config_fields::product_fits;
   if (!fits(num_attention_heads, head_width()) || !fits(q_width(), hidden_size) || !fits(intermediate_size, hidden_size) ||
       !fits(vocab_size, hidden_size))
     fail("LlamaConfig: the sizes (hidden_size {}, intermediate_size {}, vocab_size {}, heads {} x {}) give a weight of more than 2^63 "
@@ -65,21 +61,9 @@ constexpr std::array<std::string_view, 19> ignored_keys = {
 
 std::string show(const nlohmann::json& v) { return v.dump(); }
 
-std::int64_t integer_field(const nlohmann::json& j, const char* key, const std::string& source) {
-  const auto& v = j.at(key);
-  if (!v.is_number_integer()) fail("{}: config key '{}' must be an integer, got {}", source, key, show(v));
-  return v.get<std::int64_t>();
-}
-double number_field(const nlohmann::json& j, const char* key, const std::string& source) {
-  const auto& v = j.at(key);
-  if (!v.is_number()) fail("{}: config key '{}' must be a number, got {}", source, key, show(v));
-  return v.get<double>();
-}
-bool bool_field(const nlohmann::json& j, const char* key, const std::string& source) {
-  const auto& v = j.at(key);
-  if (!v.is_boolean()) fail("{}: config key '{}' must be true or false, got {}", source, key, show(v));
-  return v.get<bool>();
-}
+const auto integer_field = config_fields::integer;
+const auto number_field = config_fields::number;
+const auto bool_field = config_fields::boolean;
 
 // rope_scaling (transformers 4) or rope_parameters (transformers 5): the type and, for llama3, its values.
 // `where` names the key in errors. rope_theta inside rope_parameters is read by the caller.
@@ -136,10 +120,7 @@ LlamaConfig llama_config_from_json(const nlohmann::json& j, const std::string& s
   const bool llama = c.model_type == "llama", qwen2 = c.model_type == "qwen2", mistral = c.model_type == "mistral";
   c.qkv_bias = qwen2;
 
-  auto required = [&](const char* key) {
-    if (!j.contains(key)) fail("{}: config key '{}' is missing", source, key);
-    return integer_field(j, key, source);
-  };
+  auto required = [&](const char* key) { return config_fields::required_integer(j, key, source); };
   c.vocab_size = required("vocab_size");
   c.hidden_size = required("hidden_size");
   c.intermediate_size = required("intermediate_size");
@@ -207,11 +188,7 @@ LlamaConfig llama_config_from_json(const nlohmann::json& j, const std::string& s
   if (sliding_layers && window <= 0)
     fail("{}: config key 'layer_types' names sliding_attention layers but sliding_window is {}", source,
          j.contains("sliding_window") ? show(j["sliding_window"]) : "missing");
-  try {
-    c.validate();
-  } catch (const Error& e) {
-    fail("{}: {}", source, e.what());
-  }
+  config_fields::validate(c, source);
   return c;
 }
 

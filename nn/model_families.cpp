@@ -25,6 +25,9 @@ std::vector<std::string> gpt2_target_names() {
 }
 
 std::unique_ptr<LanguageModel> load_gpt2_model(const fs::path& directory, const LoadOptions& options) {
+  if (options.base_format != quant::Format::f32)
+    fail("{}: the gpt2 family keeps its base in float (base format {} is for the Llama family: llama, qwen2, mistral); use f32",
+         directory.string(), quant::name_of(options.base_format));
   GPTWeights weights = load_gpt2(directory, options.dtype);
   if (!options.device.is_cpu()) weights = weights.to(options.device);
   return std::make_unique<GPT>(std::move(weights));
@@ -41,7 +44,7 @@ std::unique_ptr<LanguageModel> load_llama_model(const fs::path& directory, const
   if (!options.device.is_cpu())
     fail("{}: the Llama family runs on the CPU only (rmsnorm and rope have no CUDA kernels); asked for {}", directory.string(),
          options.device);
-  return std::make_unique<Llama>(load_llama_weights(directory, options.dtype));
+  return std::make_unique<Llama>(load_llama_weights(directory, options.dtype, options.base_format));
 }
 
 std::string supported_types() {

@@ -58,12 +58,14 @@ struct NoAdapter {};
 // Output features of a weight expression, known before evaluation for the leaves and a column range.
 inline std::int64_t output_width(const Param& w) { return w.parameter->value.dim(-1); }
 inline std::int64_t output_width(const Frozen& w) { return w.value.dim(-1); }
+// A FrozenWeight is [out, in] in any storage format (not transposed: frozen_linear computes x·Wᵀ).
+inline std::int64_t output_width(const FrozenWeight& w) { return w.rows(); }
 template <class X> std::int64_t output_width(const Node<ColumnSlice, X>& w) { return w.op.end - w.op.begin; }
 // t(param(W)) with W [out, in], PyTorch's nn.Linear layout.
 inline std::int64_t output_width(const Node<Transpose, Param>& w) { return std::get<0>(w.args).parameter->value.dim(0); }
 
 // y = x·W + b with W [in, out] (GPT-2's Conv1D; a PyTorch [out, in] weight enters as t(...) or a
-// transposed view). B is a bias expression or NoBias; A is NoAdapter or a callable that builds the additive
+// transposed view), or y = x·Wᵀ + b when W is a FrozenWeight [out, in] in any storage format (frozen_linear). B is a bias expression or NoBias; A is NoAdapter or a callable that builds the additive
 // branch from x — a lora::Branch (lora/adapter.hpp), taken from the projection's lora::Adapter.
 template <Expression W, class B = NoBias, class A = NoAdapter> struct Linear {
   W weight;
@@ -78,9 +80,9 @@ template <Expression W, class B = NoBias, class A = NoAdapter> struct Linear {
                     "nn::Linear with an adapter reads x twice (base and LoRA branch): pass a leaf or share<Tag>(x)");
       // `+` with the scaled product is one GEMM with beta = 1 into the base output (ops/matmul_accumulate.hpp).
       // Both operands copy x: the order in which they are evaluated is unspecified.
-      if constexpr (requires { adapter.rescale(matmul(x, weight)); }) {
+      if constexpr (std::is_same_v<A, lora::DoraBranch>) {
         // DoRA (lora::DoraBranch): the magnitude rescales base + update before the bias is added.
-        return with_bias(adapter.rescale(matmul(x, weight) + adapter(x)));
+        return with_bias(adapter.rescale(product(x) + adapter(x)));
       } else {
         return affine(x) + adapter(x);
       }
@@ -88,10 +90,14 @@ template <Expression W, class B = NoBias, class A = NoAdapter> struct Linear {
   }
   std::int64_t out_features() const { return output_width(weight); }
 
-  template <class X> auto affine(X x) const { return with_bias(matmul(std::move(x), weight)); }
+  template <class X> auto affine(X x) const { return with_bias(product(std::move(x))); }
   template <class Y> auto with_bias(Y y) const {
     if constexpr (std::is_same_v<B, NoBias>) return y;
     else return bias_add(std::move(y), bias);
+  }
+  template <class X> auto product(X x) const {
+    if constexpr (std::is_same_v<W, FrozenWeight>) return frozen_linear(std::move(x), weight);
+    else return matmul(std::move(x), weight);
   }
 };
 template <Expression W> Linear(W) -> Linear<W>;

@@ -265,16 +265,7 @@ std::vector<std::int32_t> BpeTokenizer::encode_text(std::string_view text, Speci
       pos = end;
     }
   };
-  if (specials == SpecialTokens::as_text || specials_.empty()) {
-    encode_ordinary(text);
-    return ids;
-  }
-  for (const TextSegment& segment : split_on_special_tokens(text, specials_)) {
-    if (segment.special_id >= 0)
-      ids.push_back(segment.special_id);
-    else
-      encode_ordinary(segment.text);
-  }
+  encode_with_special_tokens(text, specials, specials_, ids, encode_ordinary);
   return ids;
 }
 

@@ -32,16 +32,7 @@ std::vector<std::int32_t> ByteTokenizer::encode_text(std::string_view text, Spec
   const auto append_bytes = [&](std::string_view bytes) {
     for (char c : bytes) ids.push_back(static_cast<unsigned char>(c));
   };
-  if (specials == SpecialTokens::as_text || specials_.empty()) {
-    append_bytes(text);
-    return ids;
-  }
-  for (const TextSegment& segment : split_on_special_tokens(text, specials_)) {
-    if (segment.special_id >= 0)
-      ids.push_back(segment.special_id);
-    else
-      append_bytes(segment.text);
-  }
+  encode_with_special_tokens(text, specials, specials_, ids, append_bytes);
   return ids;
 }
 

@@ -218,86 +218,113 @@ ChatTemplate ChatTemplate::load(const std::filesystem::path& dir) {
   return from_config(config, path.string());
 }
 
-std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add_generation_prompt) const {
+namespace {
+
+// One renderer per format, each writing what that family's Jinja template writes.
+
+std::string render_chatml(std::span<const ChatMessage> messages, bool add_generation_prompt, const std::string& default_system) {
   std::string out;
-  switch (format_) {
-    case Format::chatml:
-      if (!default_system_.empty() && (messages.empty() || messages.front().role != "system"))
-        out += "<|im_start|>system\n" + default_system_ + "<|im_end|>\n";
-      for (const ChatMessage& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
-      if (add_generation_prompt) out += "<|im_start|>assistant\n";
-      return out;
-    case Format::llama3:
-      for (std::size_t i = 0; i < messages.size(); ++i) {
-        if (i == 0) out += bos_;
-        out += "<|start_header_id|>" + messages[i].role + "<|end_header_id|>\n\n";
-        out += python_strip(messages[i].content);
-        out += "<|eot_id|>";
-      }
-      if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
-      return out;
-    case Format::llama3_1: {
-      std::span<const ChatMessage> turns = messages;
-      std::string_view system;
-      if (!turns.empty() && turns.front().role == "system") {
-        system = python_strip(turns.front().content);
-        turns = turns.subspan(1);
-      }
-      out += bos_ + "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ";
-      out += date_string_.empty() ? today() : date_string_;
-      out += "\n\n";
-      out += system;
-      out += "<|eot_id|>";
-      for (const ChatMessage& m : turns)
-        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + std::string(python_strip(m.content)) +
-               "<|eot_id|>";
-      if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
-      return out;
-    }
-    case Format::zephyr:
-      for (std::size_t i = 0; i < messages.size(); ++i) {
-        const std::string& role = messages[i].role;
-        if (role == "user" || role == "system" || role == "assistant")
-          out += "<|" + role + "|>\n" + messages[i].content + eos_ + "\n";
-        if (i + 1 == messages.size() && add_generation_prompt) out += "<|assistant|>\n";
-      }
-      return out;
-    case Format::llama2:
-    case Format::mistral: {
-      std::span<const ChatMessage> turns = messages;
-      std::string system;
-      bool has_system = false;
-      if (format_ == Format::llama2 && !messages.empty() && messages.front().role == "system") {
-        system = messages.front().content;
-        has_system = true;
-        turns = messages.subspan(1);
-      }
-      if (format_ == Format::mistral) out += bos_;
-      for (std::size_t i = 0; i < turns.size(); ++i) {
-        const ChatMessage& m = turns[i];
-        if ((m.role == "user") != (i % 2 == 0))
-          fail("chat template {}: conversation roles must alternate user/assistant/user/assistant/... (message {} is "
-               "'{}')", name(), i + (has_system ? 1 : 0), m.role);
-        if (format_ == Format::mistral) {
-          if (m.role == "user")
-            out += "[INST] " + m.content + " [/INST]";
-          else if (m.role == "assistant")
-            out += m.content + eos_;
-          else
-            fail("chat template mistral: only user and assistant roles are supported (message {} is '{}')", i, m.role);
-          continue;
-        }
-        const std::string content =
-            i == 0 && has_system ? "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + m.content : m.content;
-        if (m.role == "user")
-          out += bos_ + "[INST] " + std::string(python_strip(content)) + " [/INST]";
-        else if (m.role == "assistant")
-          out += " " + std::string(python_strip(content)) + " " + eos_;
-      }
-      return out;
-    }
+  if (!default_system.empty() && (messages.empty() || messages.front().role != "system"))
+    out += "<|im_start|>system\n" + default_system + "<|im_end|>\n";
+  for (const ChatMessage& m : messages) out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+  if (add_generation_prompt) out += "<|im_start|>assistant\n";
+  return out;
+}
+
+std::string render_llama3(std::span<const ChatMessage> messages, bool add_generation_prompt, const std::string& bos) {
+  std::string out;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    if (i == 0) out += bos;
+    out += "<|start_header_id|>" + messages[i].role + "<|end_header_id|>\n\n";
+    out += python_strip(messages[i].content);
+    out += "<|eot_id|>";
+  }
+  if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  return out;
+}
+
+std::string render_llama3_1(std::span<const ChatMessage> messages, bool add_generation_prompt, const std::string& bos,
+                            const std::string& date_string) {
+  std::string out;
+  std::span<const ChatMessage> turns = messages;
+  std::string_view system;
+  if (!turns.empty() && turns.front().role == "system") {
+    system = python_strip(turns.front().content);
+    turns = turns.subspan(1);
+  }
+  out += bos + "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: ";
+  out += date_string.empty() ? today() : date_string;
+  out += "\n\n";
+  out += system;
+  out += "<|eot_id|>";
+  for (const ChatMessage& m : turns)
+    out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + std::string(python_strip(m.content)) +
+           "<|eot_id|>";
+  if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  return out;
+}
+
+std::string render_zephyr(std::span<const ChatMessage> messages, bool add_generation_prompt, const std::string& eos) {
+  std::string out;
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    const std::string& role = messages[i].role;
+    if (role == "user" || role == "system" || role == "assistant")
+      out += "<|" + role + "|>\n" + messages[i].content + eos + "\n";
+    if (i + 1 == messages.size() && add_generation_prompt) out += "<|assistant|>\n";
   }
   return out;
+}
+
+// Llama 2 and Mistral: [INST] turns that must alternate user/assistant; Llama 2 folds a system message
+// into the first turn.
+std::string render_inst(std::span<const ChatMessage> messages, bool mistral, std::string_view name, const std::string& bos,
+                        const std::string& eos) {
+  std::string out;
+  std::span<const ChatMessage> turns = messages;
+  std::string system;
+  bool has_system = false;
+  if (!mistral && !messages.empty() && messages.front().role == "system") {
+    system = messages.front().content;
+    has_system = true;
+    turns = messages.subspan(1);
+  }
+  if (mistral) out += bos;
+  for (std::size_t i = 0; i < turns.size(); ++i) {
+    const ChatMessage& m = turns[i];
+    if ((m.role == "user") != (i % 2 == 0))
+      fail("chat template {}: conversation roles must alternate user/assistant/user/assistant/... (message {} is "
+           "'{}')", name, i + (has_system ? 1 : 0), m.role);
+    if (mistral) {
+      if (m.role == "user")
+        out += "[INST] " + m.content + " [/INST]";
+      else if (m.role == "assistant")
+        out += m.content + eos;
+      else
+        fail("chat template mistral: only user and assistant roles are supported (message {} is '{}')", i, m.role);
+      continue;
+    }
+    const std::string content =
+        i == 0 && has_system ? "<<SYS>>\n" + system + "\n<</SYS>>\n\n" + m.content : m.content;
+    if (m.role == "user")
+      out += bos + "[INST] " + std::string(python_strip(content)) + " [/INST]";
+    else if (m.role == "assistant")
+      out += " " + std::string(python_strip(content)) + " " + eos;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add_generation_prompt) const {
+  switch (format_) {
+    case Format::chatml: return render_chatml(messages, add_generation_prompt, default_system_);
+    case Format::llama3: return render_llama3(messages, add_generation_prompt, bos_);
+    case Format::llama3_1: return render_llama3_1(messages, add_generation_prompt, bos_, date_string_);
+    case Format::zephyr: return render_zephyr(messages, add_generation_prompt, eos_);
+    case Format::llama2:
+    case Format::mistral: return render_inst(messages, format_ == Format::mistral, name(), bos_, eos_);
+  }
+  return {};
 }
 
 }  // namespace lowrank::text

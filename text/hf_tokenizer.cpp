@@ -163,6 +163,9 @@ struct HfTokenizer::Impl {
   void encode_split(std::string_view text, std::vector<std::int32_t>& out);
   void encode_word(std::string_view word, std::vector<std::int32_t>& out);
   std::vector<std::int32_t> merge_word(std::string_view word) const;
+  std::vector<std::int32_t> initial_symbols(std::string_view word) const;
+  void merge_short(std::vector<std::int32_t>& symbols) const;
+  std::vector<std::int32_t> merge_long(const std::vector<std::int32_t>& symbols) const;
 };
 
 namespace {
@@ -484,6 +487,18 @@ std::string HfTokenizer::Impl::normalize(std::string_view text) const {
 }
 
 std::vector<std::int32_t> HfTokenizer::Impl::merge_word(std::string_view word) const {
+  std::vector<std::int32_t> symbols = initial_symbols(word);
+  // The lowest-ranked adjacent pair merges first, leftmost first among equals, until no pair has a rank.
+  if (symbols.size() <= 64) {
+    merge_short(symbols);
+    return symbols;
+  }
+  return merge_long(symbols);
+}
+
+// The word's symbols before any merge: its bytes (byte-level), or its characters, with byte_fallback or
+// unk_token for those not in the vocabulary.
+std::vector<std::int32_t> HfTokenizer::Impl::initial_symbols(std::string_view word) const {
   std::vector<std::int32_t> symbols;
   symbols.reserve(word.size());
   if (byte_level) {
@@ -509,26 +524,30 @@ std::vector<std::int32_t> HfTokenizer::Impl::merge_word(std::string_view word) c
       }
     }
   }
-  // The lowest-ranked adjacent pair merges first, leftmost first among equals, until no pair has a rank.
-  if (symbols.size() <= 64) {
-    while (symbols.size() >= 2) {
-      const MergeRule* best = nullptr;
-      std::size_t best_at = 0;
-      for (std::size_t i = 0; i + 1 < symbols.size(); ++i) {
-        const auto found = merge_rules.find(pair_key(symbols[i], symbols[i + 1]));
-        if (found != merge_rules.end() && (best == nullptr || found->second.rank < best->rank)) {
-          best = &found->second;
-          best_at = i;
-        }
+  return symbols;
+}
+
+// Short words: rescan the pairs after every merge, O(n^2) but no allocation.
+void HfTokenizer::Impl::merge_short(std::vector<std::int32_t>& symbols) const {
+  while (symbols.size() >= 2) {
+    const MergeRule* best = nullptr;
+    std::size_t best_at = 0;
+    for (std::size_t i = 0; i + 1 < symbols.size(); ++i) {
+      const auto found = merge_rules.find(pair_key(symbols[i], symbols[i + 1]));
+      if (found != merge_rules.end() && (best == nullptr || found->second.rank < best->rank)) {
+        best = &found->second;
+        best_at = i;
       }
-      if (best == nullptr) break;
-      symbols[best_at] = best->merged_id;
-      symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
     }
-    return symbols;
+    if (best == nullptr) break;
+    symbols[best_at] = best->merged_id;
+    symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
   }
-  // Long words (a whole SentencePiece-style text is one word) take the same merges in the same order
-  // from a heap of candidate pairs over a linked list: O(n log n) instead of O(n^2).
+}
+
+// Long words (a whole SentencePiece-style text is one word) take the same merges in the same order
+// from a heap of candidate pairs over a linked list: O(n log n) instead of O(n^2).
+std::vector<std::int32_t> HfTokenizer::Impl::merge_long(const std::vector<std::int32_t>& symbols) const {
   struct Node {
     std::int32_t id;
     std::ptrdiff_t prev;

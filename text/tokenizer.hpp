@@ -57,4 +57,22 @@ struct TextSegment {
 std::vector<TextSegment> split_on_special_tokens(
     std::string_view text, std::span<const std::pair<std::string, std::int32_t>> specials);
 
+// Appends the ids of `text` to `ids`: the special tokens' ids where their spellings occur (unless
+// `specials` is as_text or there are none), and `encode_ordinary(stretch)` for the text between them.
+template <class EncodeOrdinary>
+void encode_with_special_tokens(std::string_view text, SpecialTokens specials,
+                                std::span<const std::pair<std::string, std::int32_t>> special_tokens,
+                                std::vector<std::int32_t>& ids, EncodeOrdinary&& encode_ordinary) {
+  if (specials == SpecialTokens::as_text || special_tokens.empty()) {
+    encode_ordinary(text);
+    return;
+  }
+  for (const TextSegment& segment : split_on_special_tokens(text, special_tokens)) {
+    if (segment.special_id >= 0)
+      ids.push_back(segment.special_id);
+    else
+      encode_ordinary(segment.text);
+  }
+}
+
 }  // namespace lowrank::text

@@ -11,6 +11,7 @@ void add_demo_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_merge_command(CLI::App& app);
+void add_combine_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 #endif

@@ -281,6 +281,28 @@ void print_planned(const PlannedMemory& planned) {
              format_bytes(planned.held_by_demo));
 }
 
+// A probe batch for logit comparisons: the held-out prompts of both tasks (up to 16 each), as in training.
+TokenIds probe_ids(const std::vector<Example>& copy_eval, const std::vector<Example>& reverse_eval, std::int64_t columns) {
+  std::vector<Example> probe_examples(copy_eval.begin(), copy_eval.begin() + std::min<std::size_t>(16, copy_eval.size()));
+  probe_examples.insert(probe_examples.end(), reverse_eval.begin(), reverse_eval.begin() + std::min<std::size_t>(16, reverse_eval.size()));
+  const TokenBatch probe_batch = make_batch(probe_examples, columns);
+  return token_ids(probe_batch.rows, columns, probe_batch.inputs);
+}
+
+// Writes the adapter, the base model (adapters off, on the CPU), metrics.csv and loss.png into `out`;
+// true when the plot was drawn.
+bool write_outputs(nn::GPT& model, const MetricsLog& metrics, const fs::path& out) {
+  fs::create_directories(out / "adapter");
+  nn::save_adapter(out / "adapter", model);
+  model.set_adapters_enabled(false);
+  nn::GPTWeights base = model.weights();
+  move_to(base, Device::cpu());
+  nn::save_gpt2(out / "base", base);
+  model.set_adapters_enabled(true);
+  metrics.write_csv(out / "metrics.csv");
+  return plot_losses(out / "metrics.csv", out / "loss.png");
+}
+
 // Runs the four phases (pretrain, score the base, LoRA, score the tuned model and check merging) and
 // writes the adapter, the base model, metrics.csv and loss.png into `out`.
 DemoResult run_phases(const DemoOptions& options, const DemoPlan& plan, Device device, const fs::path& out, Clock::time_point started) {
@@ -313,11 +335,7 @@ DemoResult run_phases(const DemoOptions& options, const DemoPlan& plan, Device d
   result.reverse_before = score(reverse_eval, reverse_before_answers);
   fmt::print("   copy {:.1f}%   reverse {:.1f}%\n", 100 * result.copy_before.exact_match, 100 * result.reverse_before.exact_match);
 
-  // A probe batch for logit comparisons: the held-out prompts of both tasks, as in training.
-  std::vector<Example> probe_examples(copy_eval.begin(), copy_eval.begin() + std::min<std::size_t>(16, copy_eval.size()));
-  probe_examples.insert(probe_examples.end(), reverse_eval.begin(), reverse_eval.begin() + std::min<std::size_t>(16, reverse_eval.size()));
-  const TokenBatch probe_batch = make_batch(probe_examples, columns);
-  const TokenIds probe = token_ids(probe_batch.rows, columns, probe_batch.inputs);
+  const TokenIds probe = probe_ids(copy_eval, reverse_eval, columns);
   const Tensor base_logits = model.logits(probe).to(Device::cpu());
 
   result.lora.config.rank = plan.lora_rank;
@@ -355,15 +373,7 @@ DemoResult run_phases(const DemoOptions& options, const DemoPlan& plan, Device d
   model.unmerge_adapters();
   result.restored_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged_logits);
 
-  fs::create_directories(out / "adapter");
-  nn::save_adapter(out / "adapter", model);
-  model.set_adapters_enabled(false);
-  nn::GPTWeights base = model.weights();
-  move_to(base, Device::cpu());
-  nn::save_gpt2(out / "base", base);
-  model.set_adapters_enabled(true);
-  metrics.write_csv(out / "metrics.csv");
-  result.plotted = plot_losses(out / "metrics.csv", out / "loss.png");
+  result.plotted = write_outputs(model, metrics, out);
 
   for (std::size_t i = 0; i < std::min<std::size_t>(6, reverse_eval.size()); ++i)
     result.samples.push_back({reverse_eval[i].prompt, reverse_eval[i].answer, reverse_before_answers[i], reverse_after_answers[i]});

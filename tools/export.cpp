@@ -47,7 +47,7 @@ void export_adapter(const ExportOptions& options) {
 
 void export_model(const ExportOptions& options) {
   require_directory("--model", options.model, "model directory");
-  const GgmlType type = options.dtype == "f16" ? GgmlType::f16 : GgmlType::f32;
+  const GgmlType type = options.dtype == "f16" ? GgmlType::f16 : options.dtype == "q8_0" ? GgmlType::q8_0 : GgmlType::f32;
   nn::GgufModel model = nn::gguf_model_of(options.model, type);
   std::int64_t vocab_size = 0;
   for (const auto& [key, value] : model.metadata)
@@ -86,8 +86,9 @@ void add_export_command(CLI::App& app) {
   command->add_option("--base", options->base,
                       "the adapter's base model directory (needed for Llama-family adapters: head counts for the q/k row order)");
   command->add_option("--model", options->model, "model directory (Hugging Face GPT-2 or Llama family, or what merge writes) to export");
-  command->add_option("--dtype", options->dtype, "with --model: f32 or f16 for the weight matrices (vectors stay f32)")
-      ->check(CLI::IsMember({"f32", "f16"}));
+  command->add_option("--dtype", options->dtype,
+                      "with --model: f32, f16 or q8_0 for the weight matrices (vectors stay f32; q8_0 rows not a multiple of 32: f16)")
+      ->check(CLI::IsMember({"f32", "f16", "q8_0"}));
   command->add_flag("--no-tokenizer", options->no_tokenizer, "with --model: write no tokenizer even when the directory has one");
   command->add_option("--out", options->out, "GGUF file to write (atomically)")->required();
   command->callback([options] { run_export(*options); });

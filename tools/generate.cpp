@@ -87,7 +87,7 @@ void run_generate(const GenerateOptions& options) {
   const auto tokenizer = load_tokenizer(options.model);
   const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model);
   nn::LanguageModel& model = *loaded;
-  load_adapters(model, options.adapters);
+  load_adapters(model, options.model, options.adapters);
   model.train(false);
   // The continuation ends at the tokenizer's eos (a GPT-2 vocabulary's <|endoftext|>), at every eos id of
   // generation_config.json (Llama 3 lists several), and with --chat at the template's end-of-turn token.
@@ -168,11 +168,7 @@ void run_generate_batch(const GenerateOptions& options) {
   const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model);
   nn::LanguageModel& model = *loaded;
   // Every adapter by name (one plain --adapter too: the rows choose it by its name).
-  for (const std::string& text : specs) {
-    const AdapterSpec spec = parse_adapter_spec(text);
-    model.add_adapter(spec.name, spec.path);
-    model.set_adapter_scale(spec.name, spec.scale);
-  }
+  load_adapters(model, options.model, specs, true);
   const std::vector<std::string> names = model.adapter_names();
   std::vector<std::vector<std::int32_t>> prompts;
   std::vector<std::string> row_adapters;
@@ -209,7 +205,7 @@ void add_generate_command(CLI::App& app) {
   auto options = std::make_shared<GenerateOptions>();
   command->add_option("--model", options->model, "model directory (config.json + model.safetensors or sharded weights)")->required();
   command->add_option("--adapter", options->adapters,
-                      "PEFT adapter directory (adapter_config.json + adapter_model.safetensors); repeatable as "
+                      "PEFT adapter directory (adapter_config.json + adapter_model.safetensors) or llama.cpp LoRA adapter .gguf; repeatable as "
                       "[NAME=]PATH[:SCALE]: every adapter applies, each update times SCALE (default 1), NAME defaults to the "
                       "directory's name");
   command->add_option("--prompt-file", options->prompt_file,

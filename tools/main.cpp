@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   lowrank::tools::add_train_command(app);
   lowrank::tools::add_generate_command(app);
   lowrank::tools::add_merge_command(app);
+  lowrank::tools::add_combine_command(app);
   lowrank::tools::add_export_command(app);
   lowrank::tools::add_eval_command(app);
 #endif

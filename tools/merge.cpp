@@ -52,7 +52,7 @@ void run_merge(const MergeOptions& options) {
     fail("merge: --out {} is the --model directory; the base model would be overwritten", options.out);
   const std::unique_ptr<nn::LanguageModel> loaded = load_model(options.model);
   nn::LanguageModel& model = *loaded;
-  load_adapters(model, options.adapters);
+  load_adapters(model, options.model, options.adapters);
   model.train(false);
 
   // The same logits before and after merging, on a probe of every token id the context allows.
@@ -79,7 +79,7 @@ void add_merge_command(CLI::App& app) {
   auto options = std::make_shared<MergeOptions>();
   command->add_option("--model", options->model, "base model directory")->required();
   command->add_option("--adapter", options->adapters,
-                      "PEFT adapter directory; repeatable as [NAME=]PATH[:SCALE] to fold several, each update times SCALE")
+                      "PEFT adapter directory or llama.cpp LoRA adapter .gguf; repeatable as [NAME=]PATH[:SCALE] to fold several, each update times SCALE")
       ->required();
   command->add_option("--out", options->out, "directory for the merged model (config.json, model.safetensors, generation_config.json, tokenizer files)")
       ->required();

@@ -66,13 +66,14 @@ struct TrainSettings {
   DataFlags data;                      // --data files, --chat-format, --train-on-all-tokens, --refuse-long
   std::vector<std::string> eval_data;  // --eval-data
   std::int64_t eval_every = 0;         // 0: at the end only (when there is --eval-data)
+  std::vector<std::string> with_adapters;  // --with-adapter: frozen named adapters beside the trained one
 
   nlohmann::json to_json() const {
     return {{"model", model}, {"text", text},   {"rank", rank},   {"alpha", alpha}, {"dropout", dropout},
             {"targets", targets}, {"scaling", scaling}, {"dora", dora}, {"lr", lr}, {"weight_decay", weight_decay},
             {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"micro_batch", micro_batch},
             {"seed", seed}, {"data", data.files}, {"chat_format", data.chat_format}, {"train_on_all_tokens", data.all_tokens},
-            {"refuse_long", data.refuse_long}, {"eval_data", eval_data}, {"eval_every", eval_every}};
+            {"refuse_long", data.refuse_long}, {"eval_data", eval_data}, {"eval_every", eval_every}, {"with_adapter", with_adapters}};
   }
 };
 
@@ -143,6 +144,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
     merged.data.refuse_long = result["refuse_long"];
     merged.eval_data = result["eval_data"].get<std::vector<std::string>>();
     merged.eval_every = result["eval_every"];
+    merged.with_adapters = result["with_adapter"].get<std::vector<std::string>>();
   } catch (const nlohmann::json::exception& e) {
     fail("{}: a setting has the wrong type: {}", run_file.string(), e.what());
   }
@@ -269,6 +271,10 @@ class TrainingRun {
       if (!s_.text.empty()) saved.text = fs::absolute(s_.text).string();
       for (auto& file : saved.data.files) file = fs::absolute(file).string();
       for (auto& file : saved.eval_data) file = fs::absolute(file).string();
+      for (auto& spec : saved.with_adapters) {
+        const AdapterSpec parsed = parse_adapter_spec(spec);
+        spec = fmt::format("{}={}:{:.17g}", parsed.name, fs::absolute(parsed.path).string(), parsed.scale);
+      }
       write_json(out_ / "run.json", saved.to_json());
     }
     gradients_ = std::make_unique<dist::MicroBatchGradients>(comm_, model_->trainable_parameters(), s_.batch / s_.micro_batch);
@@ -411,6 +417,8 @@ class TrainingRun {
     lora.config.use_dora = s_.dora;
     lora.targets = s_.targets;
     RandomStream init_rng{derive_seed(s_.seed, 1), 0};
+    // Frozen adapters first: they take part in every forward, only the new adapter trains (docs/lora.md).
+    if (!s_.with_adapters.empty()) load_adapters(*model_, s_.model, s_.with_adapters, true);
     model_->enable_lora(lora, init_rng);
     return model_->trainable_parameters();
   }
@@ -521,6 +529,9 @@ void add_train_command(CLI::App& app) {
   command->add_option("--rank", s.rank, "LoRA rank r")->check(positive_integer)->capture_default_str();
   command->add_option("--alpha", s.alpha, "LoRA alpha")->check(positive_number)->capture_default_str();
   command->add_option("--dropout", s.dropout, "dropout on the LoRA branch's input")->check(non_negative_number)->capture_default_str();
+  command->add_option("--with-adapter", s.with_adapters,
+                      "[NAME=]PATH[:SCALE] of a frozen adapter (PEFT directory or .gguf) that takes part in the forward while "
+                      "the new adapter trains beside it; repeatable. adapter/ holds the new adapter only");
   command->add_option("--targets", s.targets, "comma-separated modules to adapt, in the model family's names (GPT-2: q, k, v, o, fc, proj; mlp = fc,proj; "
                   "c_attn = q,k,v; all-linear = all six; Llama, Qwen2, Mistral: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
                   "down_proj, all-linear). Default: the family's query and value projections (q,v; q_proj,v_proj)")

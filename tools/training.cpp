@@ -7,6 +7,7 @@
 #include <optional>
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -15,6 +16,7 @@
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/atomic_file.hpp"
 #include "lowrank/io/text_file.hpp"
+#include "lowrank/nn/gguf_adapter.hpp"
 #include "lowrank/nn/language_model.hpp"
 #include "lowrank/optim/clip.hpp"
 #include "lowrank/text/bpe_tokenizer.hpp"
@@ -206,17 +208,51 @@ AdapterSpec parse_adapter_spec(const std::string& text) {
   return spec;
 }
 
-void load_adapters(nn::LanguageModel& model, const std::vector<std::string>& specs) {
+namespace {
+
+// A GGUF adapter as a PEFT directory for as long as it is needed.
+struct ImportedAdapter {
+  fs::path directory;
+  ImportedAdapter(const fs::path& gguf, const fs::path& model_directory) {
+    static int counter = 0;
+    directory = fs::temp_directory_path() / fmt::format("lowrank-gguf-adapter-{}-{}", ::getpid(), counter++);
+    nn::import_gguf_adapter(gguf, nn::gguf_base_of(model_directory), directory);
+  }
+  ~ImportedAdapter() {
+    std::error_code ignored;
+    fs::remove_all(directory, ignored);
+  }
+  ImportedAdapter(const ImportedAdapter&) = delete;
+  ImportedAdapter& operator=(const ImportedAdapter&) = delete;
+};
+
+bool is_gguf_file(const fs::path& path) { return path.extension() == ".gguf" && fs::is_regular_file(path); }
+
+}  // namespace
+
+void load_adapters(nn::LanguageModel& model, const fs::path& model_directory, const std::vector<std::string>& specs, bool all_named) {
   std::vector<AdapterSpec> parsed;
-  for (const std::string& text : specs) parsed.push_back(parse_adapter_spec(text));
-  if (parsed.size() == 1 && !parsed[0].named && !parsed[0].scaled) {
-    model.load_adapter(parsed[0].path);
+  for (const std::string& text : specs) {
+    parsed.push_back(parse_adapter_spec(text));
+    AdapterSpec& spec = parsed.back();
+    if (!spec.named && spec.path.extension() == ".gguf") spec.name = spec.path.stem().string();
+  }
+  const auto load = [&](const AdapterSpec& spec, bool own) {
+    std::optional<ImportedAdapter> imported;
+    if (is_gguf_file(spec.path)) imported.emplace(spec.path, model_directory);
+    const fs::path directory = imported ? imported->directory : spec.path;
+    if (own) {
+      model.load_adapter(directory);
+      return;
+    }
+    model.add_adapter(spec.name, directory);
+    model.set_adapter_scale(spec.name, spec.scale);
+  };
+  if (!all_named && parsed.size() == 1 && !parsed[0].named && !parsed[0].scaled) {
+    load(parsed[0], true);
     return;
   }
-  for (const AdapterSpec& spec : parsed) {
-    model.add_adapter(spec.name, spec.path);
-    model.set_adapter_scale(spec.name, spec.scale);
-  }
+  for (const AdapterSpec& spec : parsed) load(spec, false);
 }
 
 }  // namespace lowrank::tools

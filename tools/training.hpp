@@ -93,8 +93,13 @@ struct AdapterSpec {
   bool named = false, scaled = false;
 };
 AdapterSpec parse_adapter_spec(const std::string& text);
-// Loads the adapters onto the model: one --adapter PATH without name or scale as the model's own adapter
-// (load_adapter, as before several were possible); otherwise each by name (add_adapter) with its scale.
-void load_adapters(nn::LanguageModel& model, const std::vector<std::string>& specs);
+// Loads the adapters onto the model read from `model_directory`: one --adapter PATH without name or scale
+// as the model's own adapter (load_adapter, as before several were possible); otherwise each by name
+// (add_adapter) with its scale, and with `all_named` always by name. A PATH that is a file ending in
+// .gguf is a llama.cpp LoRA adapter: it is imported (nn::import_gguf_adapter, checked against the base's
+// config.json) into a temporary PEFT directory, loaded from there, and the directory removed. The name of
+// a GGUF adapter defaults to its file name without .gguf.
+void load_adapters(nn::LanguageModel& model, const std::filesystem::path& model_directory, const std::vector<std::string>& specs,
+                   bool all_named = false);
 
 }  // namespace lowrank::tools

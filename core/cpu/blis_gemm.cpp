@@ -145,6 +145,26 @@ void blis_gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tens
   });
 }
 
+void blis_gemm_external_b(double alpha, const Tensor& a, const float* b, std::int64_t rs_b, std::int64_t cs_b, std::int64_t n, double beta,
+                          Tensor& c) {
+  const std::int64_t m = a.dim(0), k = a.dim(1);
+  if (m == 0 || n == 0) return;
+  const Tensor a_usable = blis_strides(a) ? a : a.contiguous();
+  const std::optional<BlisStrides> c_strides = blis_strides(c);
+  if (!c_strides) fail("gemm (cpu): output C {} has strides ({}, {}) that overlap", c.shape(), c.stride(0), c.stride(1));
+  const char* name = nullptr;
+  cntx_t* cntx = context_for(m, n, k, &name);
+  rntm_t single_thread;
+  bli_rntm_init(&single_thread);
+  bli_rntm_set_num_threads(1, &single_thread);
+  rntm_t* rntm = 2.0 * static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k) < small_gemm_flops ? &single_thread : nullptr;
+  const BlisStrides sa = *blis_strides(a_usable), sc = *c_strides;
+  float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
+  // BLIS's typed API takes B as non-const; it only reads it.
+  bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &alpha_f, a_usable.data<float>(), sa.rs, sa.cs, const_cast<float*>(b), rs_b,
+               cs_b, &beta_f, c.data<float>(), sc.rs, sc.cs, cntx, rntm);
+}
+
 }  // namespace lowrank::cpu
 
 namespace lowrank {

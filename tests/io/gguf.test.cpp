@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -222,7 +223,32 @@ TEST_CASE("gguf: the writer stores F16 tensors rounded, keeps F32 ones exact, an
   CHECK(test::error_message([] { serialize_gguf({}, {{"big", Tensor::from(Shape{2}, {1, 70000})}}, std::vector<GgmlType>{GgmlType::f16}); })
             .find("tensor big holds 70000 (element 1), beyond F16's range") != std::string::npos);
   CHECK(test::error_message([&] { serialize_gguf({}, {{"a", a}}, types); }).find("2 storage types given for 1 tensors") != std::string::npos);
+  CHECK(test::error_message([&] { serialize_gguf({}, {{"a", a}}, std::vector<GgmlType>{GgmlType::bf16}); })
+            .find("tensor a cannot be stored as BF16") != std::string::npos);
   CHECK(test::error_message([&] { serialize_gguf({}, {{"a", a}}, std::vector<GgmlType>{GgmlType::q8_0}); })
-            .find("tensor a cannot be stored as Q8_0") != std::string::npos);
+            .find("tensor a has rows of 3 values; Q8_0 needs a multiple of 32") != std::string::npos);
+  const Tensor infinite = Tensor::full({1, 32}, std::numeric_limits<double>::infinity());
+  CHECK(test::error_message([&] { serialize_gguf({}, {{"inf", infinite}}, std::vector<GgmlType>{GgmlType::q8_0}); })
+            .find("tensor inf holds inf (element 0)") != std::string::npos);
   CHECK(test::error_message([] { GgufValue::array(GgufValueType::u32, {GgufValue::i32(1)}); }).find("item 0") != std::string::npos);
+}
+
+TEST_CASE("gguf: Q8_0 tensors are written in ggml's blocks and load back as d · q") {
+  // One block per row: values k/4 for k in -15..16 (d = 4/127) and all zeros (d = 0).
+  std::vector<double> values;
+  for (int k = -15; k <= 16; ++k) values.push_back(k / 4.0);
+  for (int k = 0; k < 32; ++k) values.push_back(0.0);
+  const auto path = test::io_scratch() / "written_q8_0.gguf";
+  save_gguf(path, {}, {{"q", Tensor::from(Shape{2, 32}, values)}}, std::vector<GgmlType>{GgmlType::q8_0});
+  const GgufFile file = GgufFile::open(path);
+  CHECK(file.info("q").type == GgmlType::q8_0);
+  CHECK(file.info("q").nbytes == 2 * 34);
+  const float d = half_to_float(float_to_half(4.0f / 127.0f));
+  const std::vector<float> loaded = gguf_values(file.load("q"));
+  for (int k = -15; k <= 16; ++k) {
+    const float q = std::round(static_cast<float>(k / 4.0) * (1.0f / (4.0f / 127.0f)));
+    CHECK(loaded[static_cast<std::size_t>(k + 15)] == d * q);
+  }
+  CHECK(loaded[31] == d * 127);
+  for (std::size_t i = 32; i < 64; ++i) CHECK(loaded[i] == 0.0f);
 }

@@ -167,8 +167,9 @@ TEST_CASE("lora: adapter forward is 3 GEMMs, backward 3 (x input), equal to the 
   unfused_tape.backward(seed);
   CHECK(max_abs_diff(layer.lora_A()->grad, a->grad) < 1e-4);
   CHECK(max_abs_diff(layer.lora_B()->grad, b->grad) < 1e-4);
-  // ·Bᵀ, scale and add are one slot in the fused graph and three in the unfused one
-  CHECK(decltype(fused_tape)::size == 14);
+  // ·Bᵀ, scale and add are one slot in the fused graph and three in the unfused one; the fused graph has
+  // one slot more for the branch's row_mask (a pass-through view without a per-row mask, ops/row_mask.hpp)
+  CHECK(decltype(fused_tape)::size == 15);
   CHECK(decltype(unfused_tape)::size == 16);
 
   const Counts input_counts = gemm_calls(layer.forward<Path::adapter, BiasTerm::frozen>(input(x)), seed);

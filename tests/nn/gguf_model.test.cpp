@@ -3,6 +3,7 @@
 // Conv1D weights transposed, Llama/Mistral q and k rows in llama.cpp's order (written out here from the
 // converter's reshape/swapaxes), llama3's rope_freqs from the converter's formula, and the metadata
 // keys llama.cpp's loader reads.
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -155,7 +156,8 @@ TEST_CASE("gguf model: GPT-2 in F16 transposes the Conv1D weights, rounds matric
   };
   CHECK(f.info("token_embd.weight").type == GgmlType::f16);
   CHECK(f.load("token_embd.weight").to_vector() == halves(st.load("transformer.wte.weight")));
-  CHECK(f.load("position_embd.weight").to_vector() == halves(st.load("transformer.wpe.weight")));
+  CHECK(f.info("position_embd.weight").type == GgmlType::f32);  // the converter keeps it F32
+  CHECK(bitwise_equal(f.load("position_embd.weight"), st.load("transformer.wpe.weight")));
   const std::pair<const char*, const char*> matrices[] = {
       {"attn.c_attn", "attn_qkv"}, {"attn.c_proj", "attn_output"}, {"mlp.c_fc", "ffn_up"}, {"mlp.c_proj", "ffn_down"}};
   for (const auto& [hf, g] : matrices) {
@@ -171,5 +173,29 @@ TEST_CASE("gguf model: GPT-2 in F16 transposes the Conv1D weights, rounds matric
   CHECK(bitwise_equal(f.load("blk.0.attn_norm.weight"), st.load("transformer.h.0.ln_1.weight")));
   CHECK(bitwise_equal(f.load("blk.0.ffn_norm.bias"), st.load("transformer.h.0.ln_2.bias")));
   CHECK(bitwise_equal(f.load("output_norm.weight"), st.load("transformer.ln_f.weight")));
-  CHECK(test::error_message([&] { nn::gguf_model_of(dir, GgmlType::q8_0); }).find("F32 or F16, not Q8_0") != std::string::npos);
+  CHECK(test::error_message([&] { nn::gguf_model_of(dir, GgmlType::bf16); }).find("F32, F16 or Q8_0, not BF16") != std::string::npos);
+}
+
+TEST_CASE("gguf model: Q8_0 stores matrices with rows of a multiple of 32 as the gguf package quantizes them, others F16") {
+  const fs::path dir = gguf_model_data / "hf_tiny_llama";  // hidden 32, intermediate 48
+  const GgufFile f = gguf_model_file(dir, GgmlType::q8_0);
+  const SafetensorsFile st = SafetensorsFile::open(dir / "model.safetensors");
+  CHECK(gguf_model_u32(f, "general.file_type") == 7);
+  CHECK(f.info("blk.0.ffn_up.weight").type == GgmlType::q8_0);    // [48, 32]: rows of 32
+  CHECK(f.info("blk.0.ffn_down.weight").type == GgmlType::f16);   // [32, 48]: rows of 48
+  CHECK(f.info("blk.0.attn_norm.weight").type == GgmlType::f32);
+  CHECK(f.info("blk.0.ffn_up.weight").nbytes == 48 * 34);
+  // Q8_0 by hand for each block of 32: d = max|x| / 127 rounded to F16, q = round(x / d) with d in float32.
+  const Tensor up = st.load("model.layers.0.mlp.up_proj.weight");
+  const std::vector<double> stored = f.load("blk.0.ffn_up.weight").to_vector(), original = up.to_vector();
+  for (std::size_t block = 0; block < original.size() / 32; ++block) {
+    float amax = 0;
+    for (std::size_t i = 0; i < 32; ++i) amax = std::max(amax, std::abs(static_cast<float>(original[block * 32 + i])));
+    const float d = amax / 127.0f;
+    const float d16 = half_to_float(float_to_half(d));
+    for (std::size_t i = 0; i < 32; ++i) {
+      const float q = std::round(d == 0 ? 0.0f : static_cast<float>(original[block * 32 + i]) * (1.0f / d));
+      CHECK(stored[block * 32 + i] == static_cast<double>(d16 * q));
+    }
+  }
 }

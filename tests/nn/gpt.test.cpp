@@ -58,17 +58,6 @@ TokenIds random_ids(std::int64_t batch, std::int64_t steps, std::int64_t vocab, 
 
 std::vector<std::int32_t> values(const TokenIds& ids) { return {ids.data(), ids.data() + ids.size()}; }
 
-// max |a - b| / max |b|
-double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
-  REQUIRE(a.size() == b.size());
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(a[i] - b[i]));
-    scale = std::max(scale, std::abs(b[i]));
-  }
-  return diff / scale;
-}
-
 ReferenceAdapter reference_adapter(const GPT::Adapter& a) {
   return {a.layer, a.target, a.A->value.to_vector(), a.B->value.to_vector(), a.A->value.dim(0), a.scaling};
 }
@@ -176,14 +165,14 @@ TEST_CASE("gpt: logits match an independent reference implementation") {
   const Tensor logits = model.logits(ids);
   REQUIRE(logits.shape() == Shape{2, 5, c.vocab_size});
   const ReferenceGPT reference(model.weights());
-  const double error = relative_error(logits.to_vector(), reference.logits(values(ids), 2, 5));
+  const double error = relative_max_difference(logits.to_vector(), reference.logits(values(ids), 2, 5));
   MESSAGE("full model vs reference, relative error " << error);
   CHECK(error < 1e-5);
   CHECK(error < 1e-12);  // float64 throughout: only rounding separates the two
 
   SUBCASE("one sequence and the full context") {
     const TokenIds one = random_ids(1, c.n_positions, c.vocab_size, 5);
-    CHECK(relative_error(model.logits(one).to_vector(), reference.logits(values(one), 1, c.n_positions)) < 1e-12);
+    CHECK(relative_max_difference(model.logits(one).to_vector(), reference.logits(values(one), 1, c.n_positions)) < 1e-12);
   }
 }
 
@@ -210,10 +199,10 @@ TEST_CASE("gpt: logits with LoRA adapters (nonzero B) match the reference") {
     randomise_b(model, 9);
     ReferenceGPT reference(model.weights());
     for (const auto& a : model.adapters()) reference.add_adapter(reference_adapter(a));
-    const double error = relative_error(model.logits(ids).to_vector(), reference.logits(values(ids), 2, 4));
+    const double error = relative_max_difference(model.logits(ids).to_vector(), reference.logits(values(ids), 2, 4));
     CHECK(error < 1e-12);
     // ... and the adapters matter: the base alone is far off.
-    CHECK(relative_error(model.logits(ids).to_vector(), before.to_vector()) > 1e-3);
+    CHECK(relative_max_difference(model.logits(ids).to_vector(), before.to_vector()) > 1e-3);
   }
 }
 
@@ -264,8 +253,8 @@ TEST_CASE("gpt: merge and unmerge adapters") {
   CHECK(model.merged());
   // The merged weights alone (a plain model) give the adapted logits.
   GPT plain(clone(model.weights()));
-  CHECK(relative_error(plain.logits(ids).to_vector(), adapted.to_vector()) < 1e-12);
-  CHECK(relative_error(model.logits(ids).to_vector(), adapted.to_vector()) < 1e-12);
+  CHECK(relative_max_difference(plain.logits(ids).to_vector(), adapted.to_vector()) < 1e-12);
+  CHECK(relative_max_difference(model.logits(ids).to_vector(), adapted.to_vector()) < 1e-12);
   CHECK(!bitwise_equal(model.weights().blocks[1].attn_c_attn_weight, before.blocks[1].attn_c_attn_weight));
   // k's columns of c_attn are not a target: untouched by the merge.
   CHECK(bitwise_equal(model.weights().blocks[1].attn_c_attn_weight.slice(1, 8, 16), before.blocks[1].attn_c_attn_weight.slice(1, 8, 16)));
@@ -385,7 +374,7 @@ TEST_CASE("gpt: the kernel options (flash attention, chunked head) agree with th
     CHECK(fused == doctest::Approx(unfused).epsilon(1e-6));
     REQUIRE(fused_grads.size() == unfused_grads.size());
     for (std::size_t i = 0; i < fused_grads.size(); ++i)
-      CHECK(relative_error(fused_grads[i].to_vector(), unfused_grads[i].to_vector()) < 1e-4);
+      CHECK(relative_max_difference(fused_grads[i].to_vector(), unfused_grads[i].to_vector()) < 1e-4);
   }
   GPT model(clone(w));
   CHECK(contains(error_message([&] { model.set_kernel_options({.head_chunk_elements = 0}); }), "head_chunk_elements 0"));

@@ -13,11 +13,13 @@
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "lowrank/nn/language_model.hpp"
+#include "../support/checks.hpp"
 #include "../support/errors.hpp"
 #include "../support/temp_dir.hpp"
 
 using namespace lowrank;
 using namespace lowrank::nn;
+using lowrank::test::relative_max_difference;
 namespace fs = std::filesystem;
 
 namespace {
@@ -34,18 +36,6 @@ Tensor logits_of(const fs::path& directory) {
 
 Tensor transformers_logits(const std::string& directory) {
   return SafetensorsFile::open(hf_data / directory / "reference.safetensors").load("logits");
-}
-
-// max |a - b| / max |b|.
-double relative_difference(const Tensor& got, const Tensor& expected) {
-  const std::vector<double> g = got.to_vector(), e = expected.to_vector();
-  REQUIRE(g.size() == e.size());
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    diff = std::max(diff, std::abs(g[i] - e[i]));
-    scale = std::max(scale, std::abs(e[i]));
-  }
-  return diff / scale;
 }
 
 // float32 -> bfloat16 -> float32 with round-to-nearest-even, as torch's .to(torch.bfloat16) rounds
@@ -69,7 +59,7 @@ TEST_CASE("hf directories: a sharded GPT-2 loads the same weights and gives the 
   }
   const Tensor logits = logits_of(hf_data / "hf_tiny_gpt2_sharded");
   CHECK(max_abs_diff(logits, logits_of(hf_data / "hf_tiny_gpt2")) == 0.0);
-  CHECK(relative_difference(logits, transformers_logits("hf_tiny_gpt2_sharded")) < 1e-5);
+  CHECK(relative_max_difference(logits, transformers_logits("hf_tiny_gpt2_sharded")) < 1e-5);
 }
 
 TEST_CASE("hf directories: a bfloat16 GPT-2 loads as the float32 weights rounded to bfloat16, and gives transformers' logits") {
@@ -87,12 +77,12 @@ TEST_CASE("hf directories: a bfloat16 GPT-2 loads as the float32 weights rounded
   // Both sides compute in float32 from the same (upcast) weights: float32 rounding only, as for the
   // float32 fixture (hf_interop.test.cpp).
   const Tensor logits = logits_of(hf_data / "hf_tiny_gpt2_bf16");
-  const double vs_transformers = relative_difference(logits, transformers_logits("hf_tiny_gpt2_bf16"));
+  const double vs_transformers = relative_max_difference(logits, transformers_logits("hf_tiny_gpt2_bf16"));
   MESSAGE("bfloat16 weights: max |ours - transformers| / max |logit| = " << vs_transformers);
   CHECK(vs_transformers < 1e-5);
   // Against the float32 model the weights moved by up to 2^-9 of each value; through two layers the
   // logits move by a few times that.
-  const double vs_f32 = relative_difference(logits, logits_of(hf_data / "hf_tiny_gpt2"));
+  const double vs_f32 = relative_max_difference(logits, logits_of(hf_data / "hf_tiny_gpt2"));
   MESSAGE("bfloat16 vs float32 weights: " << vs_f32);
   CHECK(vs_f32 > 0.0);
   CHECK(vs_f32 < 0.05);
@@ -100,10 +90,10 @@ TEST_CASE("hf directories: a bfloat16 GPT-2 loads as the float32 weights rounded
 
 TEST_CASE("hf directories: a float16 GPT-2 gives transformers' logits") {
   const Tensor logits = logits_of(hf_data / "hf_tiny_gpt2_f16");
-  const double vs_transformers = relative_difference(logits, transformers_logits("hf_tiny_gpt2_f16"));
+  const double vs_transformers = relative_max_difference(logits, transformers_logits("hf_tiny_gpt2_f16"));
   MESSAGE("float16 weights: max |ours - transformers| / max |logit| = " << vs_transformers);
   CHECK(vs_transformers < 1e-5);
-  const double vs_f32 = relative_difference(logits, logits_of(hf_data / "hf_tiny_gpt2"));
+  const double vs_f32 = relative_max_difference(logits, logits_of(hf_data / "hf_tiny_gpt2"));
   MESSAGE("float16 vs float32 weights: " << vs_f32);
   CHECK(vs_f32 > 0.0);
   CHECK(vs_f32 < 0.01);  // 2^-11 per weight, eight times finer than bfloat16

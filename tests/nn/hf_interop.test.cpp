@@ -14,6 +14,7 @@
 #include "lowrank/nn/generate.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "checkpoint_test_support.hpp"
+#include "../support/checks.hpp"
 #include "../support/errors.hpp"
 
 using namespace lowrank::test;
@@ -39,20 +40,8 @@ TokenIds prompt_ids() {
   return TokenIds({1, static_cast<std::int64_t>(ids.size())}, ids);
 }
 
-// Largest |a - b| over the largest |b|: the logits of one model, so one scale fits all entries.
-double relative_max_diff(const Tensor& got, const Tensor& expected) {
-  REQUIRE(got.numel() == expected.numel());
-  const std::vector<double> g = got.to_vector(), e = expected.to_vector();
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    REQUIRE(std::isfinite(g[i]));
-    diff = std::max(diff, std::abs(g[i] - e[i]));
-    scale = std::max(scale, std::abs(e[i]));
-  }
-  return diff / scale;
-}
-
 using lowrank::test::error_of;
+using lowrank::test::relative_max_difference;
 
 }  // namespace
 
@@ -73,7 +62,7 @@ TEST_CASE("gpt2 checkpoint: a file written by Hugging Face transformers loads, i
   CHECK(f32.config().n_layer == 2);
   const Tensor logits_f32 = f32.logits(prompt_ids());
   CHECK(logits_f32.dtype() == DType::f32);
-  const double rel_f32 = relative_max_diff(logits_f32, reference_logits("logits_f32"));
+  const double rel_f32 = relative_max_difference(logits_f32, reference_logits("logits_f32"));
   MESSAGE("float32: max |ours - transformers| / max |logit| = " << rel_f32);
   CHECK(rel_f32 < 1e-5);
 
@@ -81,7 +70,7 @@ TEST_CASE("gpt2 checkpoint: a file written by Hugging Face transformers loads, i
   // ~1e-16 per op; 1e-12 allows for the ~100 roundings along a logit's path with room to spare.
   GPT f64(load_gpt2(fixture, DType::f64));
   f64.train(false);
-  const double rel_f64 = relative_max_diff(f64.logits(prompt_ids()), reference_logits("logits_f64"));
+  const double rel_f64 = relative_max_difference(f64.logits(prompt_ids()), reference_logits("logits_f64"));
   MESSAGE("float64: max |ours - transformers| / max |logit| = " << rel_f64);
   CHECK(rel_f64 < 1e-12);
 
@@ -120,11 +109,11 @@ TEST_CASE("adapter files: an adapter written by PEFT loads and gives PEFT's logi
     const Tensor expected = reference_logits(c.name + ".logits_f64");
     const Tensor got = model.logits(prompt_ids());
     // Both sides in float64 from the same float32 file values: only float64 rounding separates them.
-    const double rel = relative_max_diff(got, expected);
+    const double rel = relative_max_difference(got, expected);
     MESSAGE(c.name << ": max |ours - PEFT| / max |logit| = " << rel);
     CHECK(rel < 1e-12);
     // The adapter matters (PEFT moved the logits by several units), so the match is not the base's.
-    CHECK(relative_max_diff(base_logits, expected) > 0.1);
+    CHECK(relative_max_difference(base_logits, expected) > 0.1);
 
     // Written back by save_adapter (block layout, rank 3r for the three q/k/v adapters) and read again,
     // it is the same model.

@@ -41,18 +41,7 @@ TokenIds fixture_batch(const std::string& family) {
   return TokenIds({static_cast<std::int64_t>(rows.size()), static_cast<std::int64_t>(rows[0].size())}, ids);
 }
 
-// Largest |a - b| over the largest |b| (one model's logits share one scale).
-double logits_difference(const Tensor& got, const Tensor& want) {
-  REQUIRE(got.shape() == want.shape());
-  const std::vector<double> g = got.to_vector(), e = want.to_vector();
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    REQUIRE(std::isfinite(g[i]));
-    diff = std::max(diff, std::abs(g[i] - e[i]));
-    scale = std::max(scale, std::abs(e[i]));
-  }
-  return diff / scale;
-}
+using lowrank::test::relative_max_difference;
 
 const char* const llama_families[] = {"llama", "qwen2", "mistral"};
 
@@ -102,9 +91,9 @@ TEST_CASE("llama interop: transformers' tiny llama, qwen2 and mistral load; logi
     CAPTURE(family);
     Llama f32(load_llama_weights(family_directory(family), DType::f32));
     CHECK(f32.config().model_type == family);
-    CHECK(logits_difference(f32.logits(fixture_batch(family)), family_expected(family, "logits_f32", DType::f64)) < 1e-5);
+    CHECK(relative_max_difference(f32.logits(fixture_batch(family)), family_expected(family, "logits_f32", DType::f64)) < 1e-5);
     Llama f64(load_llama_weights(family_directory(family), DType::f64));
-    const double d64 = logits_difference(f64.logits(fixture_batch(family)), family_expected(family, "logits_f64", DType::f64));
+    const double d64 = relative_max_difference(f64.logits(fixture_batch(family)), family_expected(family, "logits_f64", DType::f64));
     CHECK(d64 < 1e-12);
     MESSAGE(family, ": float64 relative difference ", d64);
   }
@@ -145,7 +134,7 @@ TEST_CASE("llama interop: PEFT's adapters load and the logits match PEFT's; ours
       load_adapter(family_directory(family) / "peft", model);
       model.train(false);
       const Tensor got = model.logits(fixture_batch(family));
-      const double d = logits_difference(got, family_expected(family, dtype == DType::f32 ? "peft_logits_f32" : "peft_logits_f64", DType::f64));
+      const double d = relative_max_difference(got, family_expected(family, dtype == DType::f32 ? "peft_logits_f32" : "peft_logits_f64", DType::f64));
       CHECK(d < (dtype == DType::f32 ? 1e-5 : 1e-12));
       if (dtype == DType::f32) continue;
       // Saved in PEFT's layout and read back into a fresh model: the same function, bit for bit.
@@ -170,11 +159,11 @@ TEST_CASE("llama: merge folds the adapters into the [out, in] weights; unmerge r
   const Tensor before = model.weights().layers[1].down_proj.clone();
   const Tensor adapted = model.logits(fixture_batch("llama"));
   model.merge_adapters();
-  CHECK(logits_difference(model.logits(fixture_batch("llama")), adapted) < 1e-13);
+  CHECK(relative_max_difference(model.logits(fixture_batch("llama")), adapted) < 1e-13);
   model.unmerge_adapters();
   CHECK(lowrank::test::bitwise_equal(model.weights().layers[1].down_proj, before));
   model.set_adapters_enabled(false);
-  CHECK(logits_difference(model.logits(fixture_batch("llama")), family_expected("llama", "logits_f64", DType::f64)) < 1e-12);
+  CHECK(relative_max_difference(model.logits(fixture_batch("llama")), family_expected("llama", "logits_f64", DType::f64)) < 1e-12);
 }
 
 TEST_CASE("llama: adapters are named by PEFT's module paths; all-linear takes all seven projections") {
@@ -219,13 +208,13 @@ TEST_CASE("gradcheck: a Llama layer with LoRA on every projection (GQA, rope, q/
     llama_block::LoraLayer layer;
     layer.input_norm = l.input_layernorm;
     layer.post_norm = l.post_attention_layernorm;
-    layer.q = {l.q_proj, adapters[0].branch()};
-    layer.k = {l.k_proj, adapters[1].branch()};
-    layer.v = {l.v_proj, adapters[2].branch()};
-    layer.o = {l.o_proj, adapters[3].branch()};
-    layer.gate = {l.gate_proj, adapters[4].branch()};
-    layer.up = {l.up_proj, adapters[5].branch()};
-    layer.down = {l.down_proj, adapters[6].branch()};
+    layer.q = {frozen_weight(l.q_proj), adapters[0].branch()};
+    layer.k = {frozen_weight(l.k_proj), adapters[1].branch()};
+    layer.v = {frozen_weight(l.v_proj), adapters[2].branch()};
+    layer.o = {frozen_weight(l.o_proj), adapters[3].branch()};
+    layer.gate = {frozen_weight(l.gate_proj), adapters[4].branch()};
+    layer.up = {frozen_weight(l.up_proj), adapters[5].branch()};
+    layer.down = {frozen_weight(l.down_proj), adapters[6].branch()};
     layer.q_bias = l.q_bias;
     layer.k_bias = l.k_bias;
     layer.v_bias = l.v_bias;

@@ -202,6 +202,11 @@ TEST_CASE("llama dora: a fresh DoRA model computes the base; training steps move
     }
   }
   MESSAGE("DoRA SGD on the tiny llama: loss " << first << " -> " << last);
+  // Over a quantized base DoRA is refused, naming the storage format.
+  Llama quantized(quantize_llama_base(load_llama_weights(directory_of("llama"), DType::f32), quant::Format::bf16));
+  lora::Config f32_config = c;
+  CHECK(lowrank::test::contains(lowrank::test::error_of([&] { quantized.enable_lora({f32_config, {"q_proj"}}, init); }),
+                                "use_dora over a bf16 base"));
   CHECK(last < first);
   CHECK_FALSE(lowrank::test::bitwise_equal(model.trainable_parameters()[2]->value, m_before));
 }

@@ -12,24 +12,12 @@
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/modules.hpp"
 #include "reference_gpt.hpp"
+#include "../support/checks.hpp"
 
 using namespace lowrank;
 using namespace lowrank::test;
 
 namespace {
-
-
-// max |a - b| / max |b|
-double relative_error(const Tensor& a, const Tensor& b) {
-  REQUIRE(a.shape() == b.shape());
-  const auto x = a.to_vector(), y = b.to_vector();
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    diff = std::max(diff, std::abs(x[i] - y[i]));
-    scale = std::max(scale, std::abs(y[i]));
-  }
-  return diff / scale;
-}
 
 Tensor plus(const Tensor& a, const Tensor& b) { return eval(add(input(a), input(b))).value(); }
 
@@ -135,7 +123,7 @@ TEST_CASE("gradcheck: nn::MultiHeadSelfAttention") {
     const Tensor y = eval(w.module()(input(x->value), nn::tag<struct Use>)).value();
     const auto expected = reference_attention(w, x->value);
     const Tensor reference = Tensor::from(y.shape(), expected, DType::f64);
-    CHECK(relative_error(y, reference) < 1e-13);
+    CHECK(relative_max_difference(y, reference) < 1e-13);
   }
   SUBCASE("shape errors") {
     const nn::MultiHeadSelfAttention attn{nn::Linear{param(w.c_proj_weight)}, nn::Linear{param(w.c_proj_weight)},
@@ -203,7 +191,7 @@ TEST_CASE("gradcheck: nn::Linear with LoRA") {
     const std::uint64_t offset = layer.dropout_stream().offset;
     layer.dropout_stream() = start;
     const Tensor theirs = eval(layer.forward<lora::Path::adapter, lora::BiasTerm::frozen>(input(x->value))).value();
-    CHECK(relative_error(ours, theirs) < 1e-14);
+    CHECK(relative_max_difference(ours, theirs) < 1e-14);
     CHECK(layer.dropout_stream().offset == offset);
   }
   SUBCASE("merged: the branch is inactive and the weight holds the update") {
@@ -211,7 +199,7 @@ TEST_CASE("gradcheck: nn::Linear with LoRA") {
     const Tensor adapted = eval(nn::lora_linear(layer)(input(x->value))).value();
     layer.merge();
     const Tensor merged = eval(nn::lora_linear(layer)(input(x->value))).value();
-    CHECK(relative_error(merged, adapted) < 1e-13);
+    CHECK(relative_max_difference(merged, adapted) < 1e-13);
     const Tensor base = eval(nn::Linear{frozen(layer.weight().t()), frozen(layer.bias())}(input(x->value))).value();
     CHECK(max_abs_diff(merged, base) == 0.0);
     layer.unmerge();
@@ -256,7 +244,7 @@ TEST_CASE("modules: two attention modules in one expression") {
     const auto together = gradients(both);
     const auto a = gradients(one), b = gradients(two);
     REQUIRE(together.size() == a.size());
-    for (std::size_t i = 0; i < a.size(); ++i) CHECK(relative_error(together[i], plus(a[i], b[i])) < 1e-14);
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(relative_max_difference(together[i], plus(a[i], b[i])) < 1e-14);
   }
   SUBCASE("one after the other: the second reads the first's output") {
     const Tensor chained = eval(second(first(param(x), nn::tag<struct A>), nn::tag<struct B>)).value();
@@ -308,7 +296,7 @@ TEST_CASE("modules: a model written from the modules equals nn::GPT") {
     nn::GPT model(weights);
     CHECK(max_abs_diff(ours, model.logits(ids)) == 0.0);
     const auto expected = ReferenceGPT(weights).logits(id_values, 2, 5);
-    CHECK(relative_error(ours, Tensor::from(ours.shape(), expected, DType::f64)) < 1e-12);
+    CHECK(relative_max_difference(ours, Tensor::from(ours.shape(), expected, DType::f64)) < 1e-12);
   }
   SUBCASE("trainable: loss and every gradient equal nn::GPT's forward_backward") {
     nn::GPT model(weights);
@@ -336,7 +324,7 @@ TEST_CASE("modules: a model written from the modules equals nn::GPT") {
     REQUIRE(ours.size() == reference.size());
     for (std::size_t i = 0; i < ours.size(); ++i) {
       INFO(ours[i]->name);
-      CHECK(relative_error(ours[i]->grad, reference[i]->grad) < 1e-12);
+      CHECK(relative_max_difference(ours[i]->grad, reference[i]->grad) < 1e-12);
     }
   }
 }

@@ -4,15 +4,22 @@
 // naive loop (W += c·s·B·A element by element), never the code under test.
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "../support/checks.hpp"
 #include "../support/random.hpp"
 #include "../support/errors.hpp"
 #include "../support/temp_dir.hpp"
 #include "block_test_support.hpp"
+#include "lowrank/io/safetensors.hpp"
+#include "lowrank/lora/weighted_adapter.hpp"
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/llama.hpp"
 
@@ -352,4 +359,60 @@ TEST_CASE("multi-adapter Llama: scales, a different adapter per row, and an adap
   const std::string m = lowrank::test::error_message([&] { model.add_adapter("gpt", gpt_dir); });
   CHECK(lowrank::test::contains(m, gpt_dir.string()));
   CHECK(model.adapter_names() == std::vector<std::string>{"a", "b"});
+}
+
+TEST_CASE("add_weighted_adapter: linear and cat give PEFT's tensors, config and logits (tests/nn/data/hf_tiny_gpt2/weighted_*)") {
+  const fs::path gpt2 = fs::path(LOWRANK_SOURCE_DIR) / "tests/nn/data/hf_tiny_gpt2";
+  const nlohmann::json ref = nlohmann::json::parse(std::ifstream(gpt2 / "weighted.json"));
+  const auto prompt = ref.at("prompt").get<std::vector<std::int32_t>>();
+  for (const char* name : {"weighted_linear", "weighted_cat"}) {
+    CAPTURE(name);
+    const nlohmann::json how = ref.at("combinations").at(name);
+    std::vector<lora::WeightedInput> inputs;
+    const auto adapters = how.at("adapters").get<std::vector<std::string>>();
+    const auto weights = how.at("weights").get<std::vector<double>>();
+    for (std::size_t i = 0; i < adapters.size(); ++i) inputs.push_back({gpt2 / adapters[i], weights[i]});
+    const lora::CombinedAdapter ours = lora::add_weighted_adapter(inputs, lora::parse_combination(how.at("combination_type").get<std::string>()));
+    const lora::AdapterDirectory peft = lora::read_any_adapter_directory(gpt2 / name);
+    CHECK(ours.config.r == peft.config.r);
+    CHECK(ours.config.lora_alpha == peft.config.lora_alpha);
+    CHECK(ours.config.use_rslora == peft.config.use_rslora);
+    CHECK(ours.config.fan_in_fan_out == peft.config.fan_in_fan_out);
+    std::vector<std::string> a = ours.config.target_modules, b = peft.config.target_modules;
+    std::sort(a.begin(), a.end());
+    std::sort(b.begin(), b.end());
+    CHECK(a == b);
+    REQUIRE(ours.modules.size() == peft.modules.size());
+    for (const lora::AdapterTensors& t : ours.modules) {
+      CAPTURE(t.module);
+      const auto it = std::find_if(peft.modules.begin(), peft.modules.end(), [&](const auto& p) { return p.module == t.module; });
+      REQUIRE(it != peft.modules.end());
+      CHECK(max_diff(t.lora_A, it->lora_A) < 1e-6);
+      CHECK(max_diff(t.lora_B, it->lora_B) < 1e-6);
+    }
+    // The combined adapter on the base computes PEFT's logits.
+    lowrank::test::TempDir tmp("multi_weighted");
+    lora::write_adapter_directory(tmp.path / "combined", ours.config, ours.modules);
+    const auto model = load_model(gpt2, {.dtype = DType::f64});
+    model->load_adapter(tmp.path / "combined");
+    model->train(false);
+    const Tensor got = model->logits(TokenIds({1, static_cast<std::int64_t>(prompt.size())}, prompt));
+    const Tensor want = SafetensorsFile::open(gpt2 / "weighted.safetensors").load(std::string(name) + ".logits_f64");
+    CHECK(max_diff(got.select(0, 0), want) < 1e-5);
+  }
+}
+
+TEST_CASE("add_weighted_adapter: refusals name the directories and values") {
+  const fs::path gpt2 = fs::path(LOWRANK_SOURCE_DIR) / "tests/nn/data/hf_tiny_gpt2";
+  using lowrank::test::contains_all;
+  using lowrank::test::error_message;
+  CHECK(contains_all(error_message([&] {
+                       (void)lora::add_weighted_adapter({{gpt2 / "peft_c_attn", 1.0}, {gpt2 / "peft_all", 1.0}}, lora::Combination::linear);
+                     }),
+                     {"linear needs one rank", "peft_c_attn", "r = 4", "peft_all", "r = 2"}));
+  CHECK(contains_all(error_message([&] { (void)lora::add_weighted_adapter({{gpt2 / "peft_c_attn", INFINITY}}, lora::Combination::cat); }),
+                     {"weight inf", "peft_c_attn"}));
+  CHECK(contains_all(error_message([&] { (void)lora::parse_combination("svd"); }), {"'svd'", "linear or cat"}));
+  CHECK(contains_all(error_message([&] { (void)lora::add_weighted_adapter({{gpt2 / "nowhere", 1.0}}, lora::Combination::cat); }),
+                     {"nowhere"}));
 }

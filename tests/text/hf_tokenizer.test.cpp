@@ -29,6 +29,16 @@ nlohmann::json read_json(const std::filesystem::path& path) {
   return nlohmann::json::parse(in);
 }
 
+// The error HfTokenizer::parse gives for `tokenizer` (read as t/tokenizer.json), or "no error".
+std::string tokenizer_error(const nlohmann::json& tokenizer) {
+  try {
+    HfTokenizer::parse(tokenizer.dump(), "", "t/tokenizer.json");
+  } catch (const Error& e) {
+    return std::string(e.what());
+  }
+  return std::string("no error");
+}
+
 void check_against_reference(std::string_view name) {
   const auto dir = hf_tokenizer_dir(name);
   const nlohmann::json reference = read_json(dir / "reference.json");
@@ -179,73 +189,57 @@ TEST_CASE("hf tokenizer: lstrip and rstrip take the whitespace beside an added t
 
 TEST_CASE("hf tokenizer: what is not supported is refused with the field and its value") {
   const nlohmann::json base = read_json(hf_tokenizer_dir("llama3") / "tokenizer.json");
-  const auto error_of = [](const nlohmann::json& tokenizer) {
-    try {
-      HfTokenizer::parse(tokenizer.dump(), "", "t/tokenizer.json");
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
   nlohmann::json unknown_regex = base;
   unknown_regex["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "\\w+|[^\\w\\s]+";
-  const std::string regex_error = error_of(unknown_regex);
+  const std::string regex_error = tokenizer_error(unknown_regex);
   CHECK(regex_error.find("t/tokenizer.json") != std::string::npos);
   CHECK(regex_error.find("\\\\w+|[^\\\\w\\\\s]+") != std::string::npos);  // the pattern, as JSON shows it
   CHECK(regex_error.find("Llama 3") != std::string::npos);
 
   nlohmann::json no_behavior = base;
   no_behavior["pre_tokenizer"]["pretokenizers"][0].erase("behavior");
-  CHECK(error_of(no_behavior).find("Split.behavior = null") != std::string::npos);
+  CHECK(tokenizer_error(no_behavior).find("Split.behavior = null") != std::string::npos);
   nlohmann::json merged_with_previous = base;
   merged_with_previous["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "MergedWithPrevious";
-  CHECK(error_of(merged_with_previous).find("Split.behavior = \"MergedWithPrevious\"") != std::string::npos);
+  CHECK(tokenizer_error(merged_with_previous).find("Split.behavior = \"MergedWithPrevious\"") != std::string::npos);
 
   nlohmann::json lowercase = base;
   lowercase["normalizer"] = {{"type", "Lowercase"}};
-  CHECK(error_of(lowercase).find("normalizer.type = \"Lowercase\"") != std::string::npos);
+  CHECK(tokenizer_error(lowercase).find("normalizer.type = \"Lowercase\"") != std::string::npos);
 
   nlohmann::json wordpiece = base;
   wordpiece["model"]["type"] = "WordPiece";
-  CHECK(error_of(wordpiece).find("model.type = \"WordPiece\"") != std::string::npos);
+  CHECK(tokenizer_error(wordpiece).find("model.type = \"WordPiece\"") != std::string::npos);
 
   nlohmann::json single_word = base;
   single_word["added_tokens"][0]["single_word"] = true;
-  CHECK(error_of(single_word).find("single_word") != std::string::npos);
+  CHECK(tokenizer_error(single_word).find("single_word") != std::string::npos);
 
   nlohmann::json bert = base;
   bert["post_processor"] = {{"type", "BertProcessing"}};
-  CHECK(error_of(bert).find("BertProcessing") != std::string::npos);
+  CHECK(tokenizer_error(bert).find("BertProcessing") != std::string::npos);
 }
 
 TEST_CASE("hf tokenizer: malformed files are errors, not crashes or huge allocations") {
   const nlohmann::json base = read_json(hf_tokenizer_dir("llama2") / "tokenizer.json");
-  const auto error_of = [](const nlohmann::json& tokenizer) {
-    try {
-      HfTokenizer::parse(tokenizer.dump(), "", "t/tokenizer.json");
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
   nlohmann::json huge_id = base;
   huge_id["model"]["vocab"]["<unk>"] = 2000000000;
-  CHECK(error_of(huge_id).find("has id 2000000000, expected 0..") != std::string::npos);
+  CHECK(tokenizer_error(huge_id).find("has id 2000000000, expected 0..") != std::string::npos);
   nlohmann::json added_huge = base;
   added_huge["added_tokens"][0]["id"] = 2000000000;
-  CHECK(error_of(added_huge).find("id must be 0..") != std::string::npos);
+  CHECK(tokenizer_error(added_huge).find("id must be 0..") != std::string::npos);
   nlohmann::json bad_post = base;
   bad_post["post_processor"]["special_tokens"]["<s>"]["ids"] = {123456};
-  CHECK(error_of(bad_post).find("post_processor adds id 123456") != std::string::npos);
+  CHECK(tokenizer_error(bad_post).find("post_processor adds id 123456") != std::string::npos);
   nlohmann::json empty_strip = base;
   empty_strip["decoder"]["decoders"][3]["content"] = "";
-  CHECK(error_of(empty_strip).find("Strip.content") != std::string::npos);
+  CHECK(tokenizer_error(empty_strip).find("Strip.content") != std::string::npos);
   nlohmann::json wrong_type = base;
   wrong_type["normalizer"] = 5;
-  CHECK(error_of(wrong_type).find("t/tokenizer.json") != std::string::npos);
+  CHECK(tokenizer_error(wrong_type).find("t/tokenizer.json") != std::string::npos);
   nlohmann::json no_merges = base;
   no_merges["model"].erase("merges");
-  CHECK(error_of(no_merges).find("no field 'merges'") != std::string::npos);
+  CHECK(tokenizer_error(no_merges).find("no field 'merges'") != std::string::npos);
   CHECK_THROWS_WITH_AS(HfTokenizer::parse("{", ""), doctest::Contains("is not valid JSON"), Error);
   CHECK_THROWS_WITH_AS(HfTokenizer::parse(base.dump(), "[1]"), doctest::Contains("must hold a JSON object"), Error);
 }

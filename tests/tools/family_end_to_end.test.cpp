@@ -21,6 +21,7 @@
 #include "lowrank/text/hf_tokenizer.hpp"
 #include "report.hpp"
 #include "run_cli.hpp"
+#include "../support/checks.hpp"
 #include "../support/files.hpp"
 
 namespace family_e2e {
@@ -64,17 +65,6 @@ std::string corpus() {
   std::string text;
   for (int i = 0; i < 30; ++i) text += "The cat sat on the mat. The dog sat on the log. ";
   return text;
-}
-
-double max_relative_difference(const lowrank::Tensor& got, const lowrank::Tensor& want) {
-  const std::vector<double> g = got.to_vector(), w = want.to_vector();
-  REQUIRE(g.size() == w.size());
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    diff = std::max(diff, std::abs(g[i] - w[i]));
-    scale = std::max(scale, std::abs(w[i]));
-  }
-  return diff / scale;
 }
 
 }  // namespace family_e2e
@@ -135,10 +125,10 @@ TEST_CASE("cli: a Llama, Qwen2 and Mistral directory train, generate (with --cha
     const std::vector<std::int32_t> ids = {1, 5, 40, 300, 7, 99, 12, 200};
     const lowrank::TokenIds batch({1, static_cast<std::int64_t>(ids.size())}, ids);
     const lowrank::Tensor want = with_adapter->logits(batch);
-    CHECK(max_relative_difference(merged_model->logits(batch), want) < 1e-5);
+    CHECK(lowrank::test::relative_max_difference(merged_model->logits(batch), want) < 1e-5);
     // And the adapter changed the model: the base alone gives other logits.
     with_adapter->set_adapters_enabled(false);
-    CHECK(max_relative_difference(with_adapter->logits(batch), want) > 1e-4);
+    CHECK(lowrank::test::relative_max_difference(with_adapter->logits(batch), want) > 1e-4);
 
     for (const fs::path& path : {dir / "merged", adapter}) {
       const auto inspected = lowrank::test::run_cli({"inspect", path.string()});
