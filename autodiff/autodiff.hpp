@@ -14,6 +14,7 @@
 #include "lowrank/ops/cross_entropy.hpp"
 #include "lowrank/ops/dropout.hpp"
 #include "lowrank/ops/embedding.hpp"
+#include "lowrank/ops/feature_scale.hpp"
 #include "lowrank/ops/gelu.hpp"
 #include "lowrank/ops/layernorm.hpp"
 #include "lowrank/ops/linear_cross_entropy.hpp"

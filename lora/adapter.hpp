@@ -21,11 +21,17 @@
 // range of a larger tensor (q in c_attn). unmerge() restores it from a copy (Restore::exact, bit-exact)
 // or by subtracting the update again (Restore::recompute, no copy, drifts by rounding).
 //
-// Extending it: a DoRA magnitude vector is one more ParameterPtr owned here, with a Branch that also
-// carries it and a holder that rescales its output (not here yet). Several named adapters on one projection are a
-// container of Adapters whose active set concatenates into one Branch (stack the A's, put s_i·B_i side by
-// side), which keeps one expression type: nn/layer_adapters.hpp builds such stacked branches for a
-// model's named adapters, and Branch::rows lets each batch row use its own part of the stack.
+// DoRA (config.use_dora, lora/dora.hpp): the adapter also owns the magnitude m [out], named
+// "<name>.lora_magnitude_vector" (PEFT's key), set by init_magnitude(W) to ||W + s·B·A||_row (PEFT's
+// creation rule); dora_branch(W) returns a DoraBranch, which carries m and the current weight norm, and the
+// holder computes rescale(x·Wᵀ + branch(x)) + bias (nn::Linear does). merge() folds the whole DoRA weight
+// m/n·(W + s·B·A) into W, row by row.
+//
+// Several named adapters on one projection are a container of Adapters whose active set concatenates into
+// one Branch (stack the A's, put s_i·B_i side by side), which keeps one expression type:
+// nn/layer_adapters.hpp builds such stacked branches for a model's named adapters, and Branch::rows lets
+// each batch row use its own part of the stack. (DoRA adapters are not stacked: a model with DoRA has one
+// adapter per projection.)
 //
 // The branch points at the adapter's dropout stream: do not move an Adapter while an expression built
 // from it (or its tape) is alive.
@@ -82,6 +88,22 @@ struct Branch {
   static Branch inactive(std::int64_t out_features, DType dtype, Device device, const std::string& name = {});
 };
 
+// A branch with DoRA's magnitude: the holder computes rescale(base + branch(x)) (+ bias), i.e.
+// feature_scale(base + s·lora(x), m, n) with n, the weight norm of this forward, a frozen leaf (the
+// constant of backward PEFT's detach makes it). Inactive (no DoRA on this projection, disabled or
+// merged): m and n are [0] stand-ins and rescale is the identity, so the expression keeps its type.
+struct DoraBranch : Branch {
+  ParameterPtr magnitude;  // [out]; inactive: [0]
+  Tensor weight_norm;      // [out]; inactive: [0]
+
+  template <Expression Z> auto rescale(Z z) const {
+    return feature_scale(std::move(z), param(magnitude), frozen(weight_norm), !active);
+  }
+
+  // The inactive DoRA branch of a projection with `out_features` outputs (create once, as Branch::inactive).
+  static DoraBranch inactive(std::int64_t out_features, DType dtype, Device device, const std::string& name = {});
+};
+
 class Adapter {
  public:
   // An adapter for a weight with `in_features` inputs and `out_features` outputs. Validates the config
@@ -105,6 +127,18 @@ class Adapter {
   // running the branch (lora::Linear's weight_merge path; no dropout there).
   auto delta() const { return scale(matmul(param(b_), param(a_)), scaling_); }
 
+  // ---- DoRA ---------------------------------------------------------------------------------------------
+  bool dora() const { return config_.use_dora; }
+  // m = ||W + s·B·A||_row for the adapted weight W (a view in `layout`); called once by the holder after
+  // creation (a loaded file then overwrites m). Refused without use_dora or when the shape is not ours.
+  void init_magnitude(const Tensor& weight, Layout layout);
+  // The DoRA branch for the current state, with n = ||W + s·B·A||_row of the current A and B; inactive
+  // (identity rescale, rank 0) when disabled or merged. Refused without use_dora, before init_magnitude,
+  // and for a training forward with dropout > 0 (PEFT recomputes the base on the dropped input then;
+  // lora/dora.hpp).
+  DoraBranch dora_branch(const Tensor& weight, Layout layout);
+  const ParameterPtr& magnitude() const { return magnitude_; }
+
   // Disabled, the branch is inactive (the holder computes its base layer). Not while merged: the update
   // is in the weight.
   void set_enabled(bool on);
@@ -116,7 +150,9 @@ class Adapter {
 
   // ---- merge --------------------------------------------------------------------------------------------
   // weight += s·B·A (out_in) or s·(B·A)ᵀ (in_out), in place; `weight` is a view the adapter keeps until
-  // unmerge(). Refused when already merged, disabled, or when the view's shape is not the adapter's.
+  // unmerge(). With DoRA, weight ← m/n ⊙ (weight + s·B·A) per output feature, n the norm of the
+  // unmerged weight plus update (PEFT's merge); Restore::recompute then divides by m/n and subtracts
+  // (PEFT's unmerge). Refused when already merged, disabled, or when the view's shape is not the adapter's.
   void merge(Tensor weight, Layout layout, Restore restore = Restore::exact);
   // The weight back, as chosen at merge().
   void unmerge();
@@ -125,10 +161,12 @@ class Adapter {
   // ---- parameters ---------------------------------------------------------------------------------------
   const ParameterPtr& lora_A() const { return a_; }
   const ParameterPtr& lora_B() const { return b_; }
-  Parameters parameters() const { return {a_, b_}; }
-  // A and B under PEFT's local names: lora_A.weight, lora_B.weight.
+  // A, B and, with DoRA, m.
+  Parameters parameters() const;
+  // The same under PEFT's local names: lora_A.weight, lora_B.weight, lora_magnitude_vector (PEFT's saved
+  // key has no ".weight" for it).
   std::vector<NamedParameter> named_parameters() const;
-  // A and B as trainable; the holder adds its frozen weight.
+  // A, B (and m) as trainable; the holder adds its frozen weight.
   ParameterCount parameter_count() const;
 
   const Config& config() const { return config_; }
@@ -150,7 +188,10 @@ class Adapter {
   double scaling_ = 1.0;
   std::int64_t in_features_ = 0, out_features_ = 0;
   ParameterPtr a_, b_;
+  ParameterPtr magnitude_;  // DoRA's m [out]; null without use_dora
+  bool magnitude_ready_ = false;
   Branch inactive_;  // the stand-ins branch() returns while inactive
+  DoraBranch dora_inactive_;  // the same for dora_branch()
   RandomStream dropout_stream_;
   bool enabled_ = true;
   bool training_ = true;
@@ -159,6 +200,7 @@ class Adapter {
   Restore restore_ = Restore::exact;
   Tensor merged_weight_;    // the view merge() changed
   Tensor unmerged_weight_;  // its copy, kept while merged with Restore::exact
+  Tensor merged_factor_;    // DoRA: m/n at merge(), for Restore::recompute
 };
 
 }  // namespace lowrank::lora

@@ -37,6 +37,7 @@ PeftConfig peft_config_of(const Config& config) {
     case Scaling::alpha: peft.lora_alpha = config.alpha * static_cast<double>(config.rank); break;
   }
   peft.init = resolved_init(config) == Init::gaussian ? Init::gaussian : Init::kaiming_uniform;
+  peft.use_dora = config.use_dora;
   return peft;
 }
 
@@ -49,6 +50,7 @@ Config config_of(const PeftConfig& peft) {
   config.init = peft.init;
   config.bias = peft.bias;
   config.mode = Mode::adapter;
+  config.use_dora = peft.use_dora;
   return config;
 }
 
@@ -72,6 +74,9 @@ std::string key_of(const std::string& module, std::string_view local) {
 // PEFT before that wrapper (< 0.7) wrote <module>.bias; the reader accepts both.
 constexpr std::string_view bias_key = "base_layer.bias";
 constexpr std::string_view legacy_bias_key = "bias";
+// DoRA's magnitude: PEFT keeps it as lora_magnitude_vector.<adapter>.weight in memory and saves it as
+// <module>.lora_magnitude_vector (checked against peft 0.21.2's save_pretrained by scripts/make-dora-fixtures).
+constexpr std::string_view magnitude_key = "lora_magnitude_vector";
 
 std::string targets_text(const std::vector<std::string>& targets) { return fmt::format("[{}]", fmt::join(targets, ", ")); }
 
@@ -90,7 +95,7 @@ json config_json(const PeftConfig& c) {
   j["init_lora_weights"] = c.init == Init::gaussian ? json("gaussian") : json(true);
   // Written explicitly so that a reader (PEFT or ours) does not fall back to its own defaults.
   j["inference_mode"] = true;
-  j["use_dora"] = false;
+  j["use_dora"] = c.use_dora;
   j["modules_to_save"] = nullptr;
   j["rank_pattern"] = json::object();
   j["alpha_pattern"] = json::object();
@@ -187,7 +192,7 @@ PeftConfig parse_config(const json& j, const std::string& file) {
   }
 
   // Features that change what the adapter computes and that the LoRA layers here do not implement.
-  if (f.boolean("use_dora", false)) fail("{}: \"use_dora\" is true; DoRA adapters are not supported", file);
+  c.use_dora = f.boolean("use_dora", false);
   for (const char* pattern : {"rank_pattern", "alpha_pattern"}) {
     const json* v = f.find(pattern);
     if (v && !(v->is_object() && v->empty()))
@@ -209,6 +214,12 @@ void check_module_tensors(const char* who, const PeftConfig& config, const Adapt
   if (m.bias.defined() && (m.bias.rank() != 1 || m.bias.dim(0) != m.lora_B.dim(0)))
     fail("{}: module '{}': bias {} does not match lora_B {} (expected [{}])", who, m.module, m.bias.shape(), m.lora_B.shape(),
          m.lora_B.dim(0));
+  if (m.magnitude.defined() != config.use_dora)
+    fail("{}: module '{}' {} a lora_magnitude_vector but use_dora is {}", who, m.module, m.magnitude.defined() ? "has" : "lacks",
+         config.use_dora);
+  if (m.magnitude.defined() && (m.magnitude.rank() != 1 || m.magnitude.dim(0) != m.lora_B.dim(0)))
+    fail("{}: module '{}': lora_magnitude_vector {} does not match lora_B {} (expected [{}])", who, m.module, m.magnitude.shape(),
+         m.lora_B.shape(), m.lora_B.dim(0));
 }
 
 std::string last_component(const std::string& module) {
@@ -238,6 +249,7 @@ void write_adapter_directory(const fs::path& directory, PeftConfig config, const
     tensors.emplace_back(key_of(m.module, "lora_A.weight"), m.lora_A);
     tensors.emplace_back(key_of(m.module, "lora_B.weight"), m.lora_B);
     if (m.bias.defined()) tensors.emplace_back(key_of(m.module, bias_key), m.bias);
+    if (m.magnitude.defined()) tensors.emplace_back(key_of(m.module, magnitude_key), m.magnitude);
   }
   if (config.target_modules.empty()) {
     std::set<std::string> targets;
@@ -316,6 +328,10 @@ AdapterDirectory read_adapter_directory(const fs::path& directory, const std::ve
   for (const ExpectedModule& m : expected) {
     wanted.insert(key_of(m.module, "lora_A.weight"));
     wanted.insert(key_of(m.module, "lora_B.weight"));
+    if (m.magnitude != config.use_dora)
+      fail("{}: use_dora is {} but module '{}' {} a DoRA magnitude (an adapter of another kind than the model's)", config_file,
+           config.use_dora, m.module, m.magnitude ? "has" : "has no");
+    if (m.magnitude) wanted.insert(key_of(m.module, magnitude_key));
     if (m.bias) {
       wanted.insert(key_of(m.module, bias_key));
       wanted.insert(key_of(m.module, legacy_bias_key));
@@ -364,6 +380,7 @@ AdapterDirectory read_adapter_directory(const fs::path& directory, const std::ve
     t.lora_A = load(key_of(m.module, "lora_A.weight"), {config.r, m.in_features}, "lora_A");
     t.lora_B = load(key_of(m.module, "lora_B.weight"), {m.out_features, config.r}, "lora_B");
     if (m.bias) t.bias = load(bias_key_of(m.module), {m.out_features}, "bias");
+    if (m.magnitude) t.magnitude = load(key_of(m.module, magnitude_key), {m.out_features}, "lora_magnitude_vector");
     result.modules.push_back(std::move(t));
   }
   return result;
@@ -397,7 +414,7 @@ void save_adapter(const fs::path& directory, const std::vector<NamedLinear>& lay
            "dropout {}, bias {}; adapter_config.json holds one setting for all modules",
            l.module, c.rank, layer.scaling(), c.dropout, c.bias, layers.front().module, first.config().rank, first.scaling(),
            first.config().dropout, first.config().bias);
-    AdapterTensors t{l.module, layer.lora_A()->value, layer.lora_B()->value, {}};
+    AdapterTensors t{l.module, layer.lora_A()->value, layer.lora_B()->value, {}, {}};
     for (const NamedParameter& p : layer.named_parameters())
       if (p.name == "bias") t.bias = p.parameter->value;
     modules.push_back(std::move(t));
@@ -408,6 +425,8 @@ void save_adapter(const fs::path& directory, const std::vector<NamedLinear>& lay
 void load_adapter(const fs::path& directory, const std::vector<NamedLinearMut>& layers) {
   const PeftConfig config = read_adapter_config(directory);
   const std::string file = (directory / adapter_config_file_name).string();
+  if (config.use_dora)
+    fail("{}: \"use_dora\" is true; lora::Linear has no DoRA (DoRA adapters load into nn::Llama)", file);
   std::vector<ExpectedModule> expected;
   std::vector<ParameterPtr> trained_bias(layers.size());
   for (std::size_t i = 0; i < layers.size(); ++i) {

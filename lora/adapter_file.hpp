@@ -4,6 +4,8 @@
 //   base_model.model.<module>.lora_A.weight   [r, in]
 //   base_model.model.<module>.lora_B.weight   [out, r]
 //   base_model.model.<module>.base_layer.bias [out]   (only when the bias trained: bias "all"/"lora_only")
+//   base_model.model.<module>.lora_magnitude_vector [out]   (DoRA, "use_dora": true; PEFT 0.21 saves it
+//                                                           without ".weight", its in-memory name)
 // PEFT keeps the adapted layer as `base_layer` inside its LoRA wrapper, hence the bias key; PEFT before
 // that wrapper (< 0.7) wrote <module>.bias, which the reader accepts too.
 // This file knows nothing about any model: callers name the modules and give the tensors; nn/ maps a GPT
@@ -50,6 +52,8 @@ struct PeftConfig {
   // init_lora_weights: true (PEFT's Kaiming-uniform default) or "gaussian". Our rank-scaled normal init
   // has no PEFT name and is written as true; init does not matter for loading a trained adapter.
   Init init = Init::kaiming_uniform;
+  // DoRA (lora/dora.hpp): every module also has its lora_magnitude_vector.
+  bool use_dora = false;
 
   // PEFT's s: lora_alpha / r, or lora_alpha / √r with use_rslora.
   double scaling() const;
@@ -66,6 +70,7 @@ struct AdapterTensors {
   Tensor lora_A;       // [r, in]
   Tensor lora_B;       // [out, r]
   Tensor bias;         // [out] when the bias trained; undefined otherwise
+  Tensor magnitude{};  // [out] with DoRA (lora_magnitude_vector); undefined otherwise
 };
 
 // What a reader expects of one module: the base layer's features, and whether a bias tensor must be in
@@ -75,6 +80,7 @@ struct ExpectedModule {
   std::int64_t in_features = 0;
   std::int64_t out_features = 0;
   bool bias = false;
+  bool magnitude = false;  // DoRA's lora_magnitude_vector must be in the file
 };
 
 struct AdapterDirectory {
@@ -102,7 +108,8 @@ bool peft_target_matches(const std::string& module, const std::vector<std::strin
 
 // Reads both files and checks them against `expected`: the config's target_modules select every expected
 // module, every expected module has its A and B (and bias when expected), no other tensor is in the
-// file, A is [r, in] and B is [out, r] with r from the config.
+// file, A is [r, in] and B is [out, r] with r from the config, the magnitude (when expected, which it must
+// be exactly when the config says use_dora) is [out].
 // Every failure is a lowrank::Error naming the file and the key. Tensors load as float32.
 AdapterDirectory read_adapter_directory(const std::filesystem::path& directory, const std::vector<ExpectedModule>& expected);
 

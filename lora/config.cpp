@@ -35,6 +35,8 @@ void validate(const Config& config, std::int64_t in_features, std::int64_t out_f
     fail("lora::Config: dropout = {} is not available in mode weight_merge (W' = W + s·B·A is shared by all rows); "
          "use mode adapter or dropout = 0",
          config.dropout);
+  if (config.use_dora && config.mode == Mode::weight_merge)
+    fail("lora::Config: use_dora is available in mode adapter only (the holder rescales base + branch)");
 }
 
 std::string_view name_of(Scaling scaling) {

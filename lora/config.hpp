@@ -30,6 +30,8 @@ struct Config {
   Init init = Init::automatic;  // rank_scaled_normal for Scaling::alpha, kaiming_uniform otherwise
   Mode mode = Mode::adapter;
   Bias bias = Bias::none;
+  // DoRA (lora/dora.hpp): a trainable magnitude per output feature rescales W + s·B·A; PEFT's use_dora.
+  bool use_dora = false;
 };
 
 // s for this configuration.

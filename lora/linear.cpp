@@ -35,6 +35,8 @@ Adapter Linear::checked_adapter(const Tensor& weight, const Tensor& bias, const 
   const std::string who = describe_layer(name);
   if (!weight.defined()) fail("{}: weight is undefined", who);
   if (weight.rank() != 2) fail("{}: weight must be [out, in], got shape {}", who, weight.shape());
+  if (config.use_dora)
+    fail("{}: use_dora is not available on lora::Linear; DoRA runs on the projections of nn::Llama (lora::Adapter::dora_branch)", who);
   if (bias.defined()) {
     if (bias.rank() != 1 || bias.dim(0) != weight.dim(0))
       fail("{}: bias {} does not match weight {} (expected [{}])", who, bias.shape(), weight.shape(), weight.dim(0));

@@ -192,6 +192,9 @@ void save_adapter(const fs::path& directory, const GPT& model, const std::string
 
 LoraSettings adapter_settings(const fs::path& directory) {
   const lora::PeftConfig peft = lora::read_adapter_config(directory);
+  if (peft.use_dora)
+    fail("{}: \"use_dora\" is true: DoRA on GPT-2's Conv1D layers is not supported (DoRA adapters load into the Llama family)",
+         (directory / lora::adapter_config_file_name).string());
   const auto metadata = lora::read_adapter_metadata(directory);
   const std::string weights = (directory / lora::adapter_weights_file_name).string();
   if (auto it = metadata.find(lora_settings_metadata_key); it != metadata.end()) {
@@ -312,6 +315,9 @@ std::vector<std::pair<Tensor, Tensor>> cut_adapters(const FileModules& read, con
 }  // namespace
 
 void load_adapter(const fs::path& directory, GPT& model) {
+  if (lora::read_adapter_config(directory).use_dora)
+    fail("{}: \"use_dora\" is true: DoRA on GPT-2's Conv1D layers is not supported (DoRA adapters load into the Llama family)",
+         (directory / lora::adapter_config_file_name).string());
   if (!model.has_lora()) {
     RandomStream init{0, 0};  // A and B are overwritten below; the stream only seeds the layers
     model.enable_lora(adapter_settings(directory), init);

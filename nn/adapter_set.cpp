@@ -41,7 +41,10 @@ void AdapterSet::unmerge() {
 
 Parameters AdapterSet::parameters() const {
   Parameters p;
-  for (const auto& a : adapters_) p.insert(p.end(), {a->lora_A(), a->lora_B()});
+  for (const auto& a : adapters_) {
+    const Parameters own = a->parameters();  // A, B (and DoRA's magnitude)
+    p.insert(p.end(), own.begin(), own.end());
+  }
   return p;
 }
 

@@ -34,7 +34,7 @@ class AdapterSet {
   void unmerge();
   bool merged() const { return merged_; }
 
-  // A and B of every adapter, in order.
+  // A and B (and DoRA's magnitude) of every adapter, in order.
   Parameters parameters() const;
   lora::ParameterCount parameter_count() const;
   // Where each adapter's dropout stream stands, in order; set_ checks the count (`who` names the caller).

@@ -321,6 +321,9 @@ GPTWeights& GPT::weights() { return state_->w; }
 void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
   State& s = *state_;
   if (s.lora.enabled) fail("nn::GPT::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
+  if (settings.config.use_dora)
+    fail("nn::GPT::enable_lora: use_dora: DoRA on GPT-2's Conv1D layers (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) is not "
+         "supported; DoRA runs on the Llama family's Linear projections");
   const TargetNaming naming{"nn::GPT::enable_lora", ", or mlp for fc and proj", "mlp stands for fc and proj",
                             [](std::size_t i) { return fmt::format("h.{}", i); }};
   // Built aside and moved in, so that a failure leaves the model as it was; named adapters stay.

@@ -140,6 +140,7 @@ class GPT final : public LanguageModel {
     std::string target;
     ParameterPtr A, B;
     double scaling;
+    ParameterPtr magnitude = nullptr;  // DoRA's m [out] (nn::Llama with use_dora); null otherwise
   };
   std::vector<Adapter> adapters() const;
   // Every update the model adds now (nn::LayerAdapters::active_terms): the own adapters' (enabled, not

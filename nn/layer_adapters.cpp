@@ -52,6 +52,8 @@ LayerAdapters LayerAdapters::create(const LoraSettings& settings, const std::vec
         a.index[i][k] = a.set.add(lora::Adapter(kinds[k].in_features, kinds[k].out_features, config, init, dtype, device,
                                                 fmt::format("{}.{}", naming.layer_path(i), kinds[k].module_path)));
   for (const ProjectionKind& k : kinds) a.absent.push_back(lora::Branch::inactive(k.out_features, dtype, device));
+  if (config.use_dora)
+    for (const ProjectionKind& k : kinds) a.absent_dora.push_back(lora::DoraBranch::inactive(k.out_features, dtype, device));
   a.set.train(training);
   a.chosen = std::move(chosen);
   a.settings = settings;
@@ -77,6 +79,20 @@ lora::Branch LayerAdapters::branch(std::size_t layer, std::size_t kind, bool tra
   }
   if (enabled && chosen[kind]) return set[index[layer][kind]].branch();
   lora::Branch b = absent[kind];
+  b.training = training;
+  return b;
+}
+
+void LayerAdapters::init_magnitudes(const std::function<Tensor(std::size_t, std::size_t)>& weight_of, lora::Layout layout) {
+  for (std::size_t i = 0; i < index.size(); ++i)
+    for (std::size_t k = 0; k < chosen.size(); ++k)
+      if (chosen[k]) set[index[i][k]].init_magnitude(weight_of(i, k), layout);
+}
+
+lora::DoraBranch LayerAdapters::dora_branch(std::size_t layer, std::size_t kind, bool training, const Tensor& weight,
+                                            lora::Layout layout) {
+  if (chosen[kind]) return set[index[layer][kind]].dora_branch(weight, layout);
+  lora::DoraBranch b = absent_dora[kind];
   b.training = training;
   return b;
 }
@@ -181,6 +197,10 @@ void LayerAdapters::add_named_from(std::string_view model, const std::string& na
 
 void LayerAdapters::add_named(std::string_view model, const std::string& name, const std::string& source, LayerAdapters loaded) {
   if (name.empty()) fail("{}::add_adapter({}): the adapter name is empty", model, source);
+  if (loaded.settings.config.use_dora || (enabled && settings.config.use_dora))
+    fail("{}::add_adapter('{}'): {} is a DoRA adapter; DoRA adapters are not stacked with others (load it as the model's own "
+         "adapter, alone)",
+         model, name, loaded.settings.config.use_dora ? source : std::string("the model's own adapter"));
   for (const NamedAdapter& n : named)
     if (n.name == name)
       fail("{}::add_adapter: two adapters are named '{}' ({} and {}); give each its own name", model, name, n.source, source);

@@ -82,6 +82,12 @@ struct LayerAdapters {
   std::vector<std::string> rows;     // set_rows: each batch row's adapter ("" for the base); empty: not per row
 
   lora::Branch branch(std::size_t layer, std::size_t kind, bool training);
+  // DoRA (settings.config.use_dora): the magnitudes start as the row norms of the adapted weights (PEFT's
+  // rule), set once after create(); the branch of a projection carries the norm of its current update, or
+  // is the identity stand-in (absent_dora) for a projection without adapter.
+  std::vector<lora::DoraBranch> absent_dora;  // per kind
+  void init_magnitudes(const std::function<Tensor(std::size_t layer, std::size_t kind)>& weight_of, lora::Layout layout);
+  lora::DoraBranch dora_branch(std::size_t layer, std::size_t kind, bool training, const Tensor& weight, lora::Layout layout);
   // Whether the model computes adapter branches at all (its own adapters or named ones).
   bool any() const { return enabled || !named.empty(); }
 

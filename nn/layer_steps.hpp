@@ -29,13 +29,14 @@ inline void check_token_batch(const char* who, const TokenIds& ids, const TokenI
          ids.shape());
 }
 
-template <class FullTape, class LoraTape> struct LayerSteps {
+template <class FullTape, class LoraTape, class DoraTape = LoraTape> struct LayerSteps {
   // The activations between tapes as param leaves (index n_layer feeds the head), positions, and the
   // layer tapes of the step in flight.
   std::vector<ParameterPtr> inputs;
   TokenIds positions;
   std::vector<FullTape> full_tapes;
   std::vector<LoraTape> lora_tapes;
+  std::vector<DoraTape> dora_tapes;  // nn::Llama's DoRA layers
   std::size_t saved_bytes = 0;
 
   explicit LayerSteps(std::size_t layers) {
@@ -110,6 +111,7 @@ template <class FullTape, class LoraTape> struct LayerSteps {
     ~Cleanup() {
       s.full_tapes.clear();
       s.lora_tapes.clear();
+      s.dora_tapes.clear();
       s.release_inputs();
     }
   };

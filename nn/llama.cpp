@@ -1,5 +1,5 @@
 // nn::Llama's implementation and the one translation unit that instantiates its tapes: the layer in its
-// two kinds (full and LoRA), the embedding and the head. Depth is a runtime loop over tapes of one type.
+// three kinds (full, LoRA and DoRA), the embedding and the head. Depth is a runtime loop over tapes of one type.
 #include "lowrank/nn/llama.hpp"
 
 #include <algorithm>
@@ -336,6 +336,7 @@ namespace {
 
 using FullLayerExpression = decltype(llama_block::expression(ParameterPtr{}, llama_block::FullLayer{}, llama_block::LayerSettings{}));
 using LoraLayerExpression = decltype(llama_block::expression(ParameterPtr{}, llama_block::LoraLayer{}, llama_block::LayerSettings{}));
+using DoraLayerExpression = decltype(llama_block::expression(ParameterPtr{}, llama_block::DoraLayer{}, llama_block::LayerSettings{}));
 
 // The head: a param in full mode, a FrozenWeight (any storage format) otherwise.
 template <class Input, class Norm, class Head> auto head_logits(Input h, Norm norm, Head head, double eps) {
@@ -362,7 +363,8 @@ Tensor gather_rows(const quant::Matrix& table, const TokenIds& ids, DType dtype)
 
 using LlamaFullTape = Tape<FullLayerExpression>;
 using LlamaLoraTape = Tape<LoraLayerExpression>;
-using LlamaSteps = LayerSteps<LlamaFullTape, LlamaLoraTape>;
+using LlamaDoraTape = Tape<DoraLayerExpression>;
+using LlamaSteps = LayerSteps<LlamaFullTape, LlamaLoraTape, LlamaDoraTape>;
 
 // Full mode: one parameter per weight (sharing its storage), found by name; q/k/v zero biases for a model
 // without them, outside the bound (trainable) set.
@@ -488,6 +490,29 @@ struct Llama::State {
     return b;
   }
 
+  llama_block::DoraLayer dora_layer(std::size_t i) {
+    const LlamaLayerWeights& l = w.layers[i];
+    auto projection = [&](Projection p) {
+      const Tensor& weight = projection_weight(l, p);
+      return llama_block::DoraProjection{weight, lora.dora_branch(i, p, training, weight, lora::Layout::out_in)};
+    };
+    llama_block::DoraLayer b;
+    b.input_norm = l.input_layernorm;
+    b.post_norm = l.post_attention_layernorm;
+    b.q = projection(q_proj);
+    b.k = projection(k_proj);
+    b.v = projection(v_proj);
+    b.o = projection(o_proj);
+    b.gate = projection(gate_proj);
+    b.up = projection(up_proj);
+    b.down = projection(down_proj);
+    b.q_bias = w.config.qkv_bias ? l.q_bias : zero_biases[0];
+    b.k_bias = w.config.qkv_bias ? l.k_bias : zero_biases[1];
+    b.v_bias = w.config.qkv_bias ? l.v_bias : zero_biases[2];
+    return b;
+  }
+  bool dora() const { return lora.enabled && lora.settings.config.use_dora; }
+
   template <class Tapes, class MakeLayer> Tensor run(Tapes& tapes, Tensor x, bool keep, const TokenIds& ids, MakeLayer make_layer) {
     const llama_block::LayerSettings s = settings(ids);
     return steps.run_blocks(tapes, std::move(x), keep,
@@ -498,6 +523,9 @@ struct Llama::State {
   }
   auto lora_layers() {
     return [this](std::size_t i) { return lora_layer(i); };
+  }
+  auto dora_layers() {
+    return [this](std::size_t i) { return dora_layer(i); };
   }
   Tensor frozen_embeddings(const TokenIds& ids) {
     if (quantized_embedding) return gather_rows(*quantized_embedding, ids, w.dtype());
@@ -519,12 +547,18 @@ struct Llama::State {
       embed.backward(steps.backward_blocks(steps.full_tapes));
       return loss;
     }
-    const Tensor x = run(steps.lora_tapes, frozen_embeddings(ids), true, ids, lora_layers());
-    auto head = eval(head_loss(param(steps.block_input(n, x, true)), frozen(w.norm), head_weight(), eps, targets));
-    steps.saved_bytes = steps.saved_by(steps.lora_tapes) + head.memory().saved_bytes;
+    if (dora()) return adapter_step(steps.dora_tapes, dora_layers(), ids, targets);
+    return adapter_step(steps.lora_tapes, lora_layers(), ids, targets);
+  }
+
+  template <class Tapes, class MakeLayer> double adapter_step(Tapes& tapes, MakeLayer make_layer, const TokenIds& ids, const TokenIds& targets) {
+    const std::size_t n = w.layers.size();
+    const Tensor x = run(tapes, frozen_embeddings(ids), true, ids, make_layer);
+    auto head = eval(head_loss(param(steps.block_input(n, x, true)), frozen(w.norm), head_weight(), w.config.rms_norm_eps, targets));
+    steps.saved_bytes = steps.saved_by(tapes) + head.memory().saved_bytes;
     const double loss = head.value().item();
     head.backward();
-    steps.backward_blocks(steps.lora_tapes);
+    steps.backward_blocks(tapes);
     for (std::size_t i = 0; i < n; ++i) lora.collect_gradients(i);
     return loss;
   }
@@ -534,6 +568,7 @@ struct Llama::State {
       full.binding.sync(w.named_tensors());
       return run(steps.full_tapes, frozen_embeddings(ids), false, ids, full_layer());
     }
+    if (dora()) return run(steps.dora_tapes, frozen_embeddings(ids), false, ids, dora_layers());
     return run(steps.lora_tapes, frozen_embeddings(ids), false, ids, lora_layers());
   }
 
@@ -582,8 +617,21 @@ void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
   State& s = *state_;
   if (s.lora.enabled) fail("nn::Llama::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
   const TargetNaming naming{"nn::Llama::enable_lora", ", or all-linear for all of them", "all-linear stands for all seven", layer_path};
+  // DoRA needs the row norms of W + s·B·A every forward and rescales W at merge; over a quantized base
+  // (whose projections are quant::Matrix, never a float W) that is not implemented.
+  if (settings.config.use_dora && s.w.quantized)
+    fail("nn::Llama::enable_lora: use_dora over a {} base is not supported (DoRA needs the float weights' row norms); use base "
+         "dtype f32",
+         quant::name_of(s.w.base_format()));
+  if (settings.config.use_dora && !s.lora.named.empty())
+    fail("nn::Llama::enable_lora: use_dora with named adapters loaded ({}): DoRA adapters are not stacked with others",
+         fmt::join(s.lora.named_names(), ", "));
   LayerAdapters created = LayerAdapters::create(settings, expand_llama_targets(settings.targets), projection_kinds(s.w.config),
                                                 s.w.layers.size(), naming, init, s.w.dtype(), s.w.device(), s.training);
+  // DoRA's magnitudes start as the row norms of W (+ s·B·A, B = 0): a fresh adapter changes nothing.
+  if (settings.config.use_dora)
+    created.init_magnitudes([&](std::size_t i, std::size_t p) { return projection_weight(s.w.layers[i], Projection(p)); },
+                            lora::Layout::out_in);
   created.named = std::move(s.lora.named);  // named adapters stay
   s.lora = std::move(created);
   s.full.clear();
@@ -664,7 +712,7 @@ std::size_t Llama::saved_activation_bytes() const { return state_->steps.saved_b
 std::vector<Llama::Adapter> Llama::adapters() const {
   std::vector<Adapter> list;
   state_->lora.for_each([&](std::size_t i, std::size_t p, const lora::Adapter& adapter) {
-    list.push_back({static_cast<int>(i), llama_target_names()[p], adapter.lora_A(), adapter.lora_B(), adapter.scaling()});
+    list.push_back({static_cast<int>(i), llama_target_names()[p], adapter.lora_A(), adapter.lora_B(), adapter.scaling(), adapter.magnitude()});
   });
   return list;
 }
@@ -691,7 +739,8 @@ void save_adapter(const std::filesystem::path& directory, const Llama& model) {
   config.target_modules = model.lora_settings().targets;
   config.task_type = "CAUSAL_LM";
   std::vector<lora::AdapterTensors> modules;
-  for (const Llama::Adapter& a : model.adapters()) modules.push_back({module_of(a.layer, a.target), a.A->value, a.B->value, Tensor()});
+  for (const Llama::Adapter& a : model.adapters())
+    modules.push_back({module_of(a.layer, a.target), a.A->value, a.B->value, Tensor(), a.magnitude ? a.magnitude->value : Tensor()});
   nlohmann::json settings = {{"targets", model.lora_settings().targets}, {"model_type", model.config().model_type}};
   lora::write_adapter_directory(directory, config, modules, {{"lowrank.llama_targets", settings.dump()}});
 }
@@ -723,7 +772,7 @@ void load_adapter(const std::filesystem::path& directory, Llama& model) {
   const std::vector<Llama::Adapter> adapters = model.adapters();
   std::vector<lora::ExpectedModule> expected;
   for (const Llama::Adapter& a : adapters)
-    expected.push_back({module_of(a.layer, a.target), a.A->value.dim(1), a.B->value.dim(0), false});
+    expected.push_back({module_of(a.layer, a.target), a.A->value.dim(1), a.B->value.dim(0), false, a.magnitude != nullptr});
   const lora::AdapterDirectory file = lora::read_adapter_directory(directory, expected);
   const std::string config_path = (directory / lora::adapter_config_file_name).string();
   for (std::size_t k = 0; k < adapters.size(); ++k) {
@@ -739,6 +788,7 @@ void load_adapter(const std::filesystem::path& directory, Llama& model) {
   for (std::size_t k = 0; k < adapters.size(); ++k) {
     adapters[k].A->value.copy_from(file.modules[k].lora_A);
     adapters[k].B->value.copy_from(file.modules[k].lora_B);
+    if (adapters[k].magnitude) adapters[k].magnitude->value.copy_from(file.modules[k].magnitude);
   }
 }
 

@@ -2,11 +2,13 @@
 // One Llama-family layer (Llama, Qwen2, Mistral) as ONE expression, composed from nn/modules.hpp:
 //   h   = x + o(attention(rope(q(a)), rope(k(a)), v(a))),  a = input_layernorm(x)   (RMSNorm, GQA)
 //   out = h + down(silu(gate(b)) ⊙ up(b)),                   b = post_attention_layernorm(h)
-// Weights are nn.Linear's [out, in]; a projection is x·Wᵀ (+ b for Qwen2's q, k, v). Two kinds:
+// Weights are nn.Linear's [out, in]; a projection is x·Wᵀ (+ b for Qwen2's q, k, v). Three kinds:
 //   FullLayer  every weight a param (full training);
 //   LoraLayer  every weight frozen, every projection with the branch of its lora::Adapter (inactive when
 //              not a target, disabled or merged), so one tape type serves every target set; the projection
-//              weights are FrozenWeight leaves (frozen_linear), so it also serves every base storage format.
+//              weights are FrozenWeight leaves (frozen_linear), so it also serves every base storage format;
+//   DoraLayer  the same with DoRA branches (y = m/n ⊙ (x·Wᵀ + s·(x·Aᵀ)·Bᵀ) + b; identity when inactive), over
+//              float32 weights only (a quantized base refuses DoRA).
 // q, k, v always carry a bias: a model without q/k/v biases computes with zero biases (x + 0 = x exactly),
 // frozen in LoRA mode and, in full mode, param leaves that nn::Llama keeps out of trainable_parameters()
 // (so one full-mode tape type serves Qwen2 and Llama alike).
@@ -45,10 +47,28 @@ struct LoraLayer {
   static Frozen leaf(const Tensor& t) { return frozen(t); }
 };
 
+// DoRA (lora/dora.hpp): the projections carry lora::DoraBranch, whose magnitude rescales base + update
+// (an inactive one is the identity), a third layer kind with a tape type of its own.
+struct DoraProjection {
+  Tensor weight;  // [out, in]
+  lora::DoraBranch adapter;
+};
+struct DoraLayer {
+  Tensor input_norm, post_norm;
+  DoraProjection q, k, v, o, gate, up, down;
+  Tensor q_bias, k_bias, v_bias;
+  static Frozen leaf(const Tensor& t) { return frozen(t); }
+};
+
 inline auto linear(const ParameterPtr& w) { return Linear{t(param(w))}; }
 inline auto linear(const ParameterPtr& w, const ParameterPtr& b) { return Linear{t(param(w)), param(b)}; }
 inline Linear<FrozenWeight, NoBias, lora::Branch> linear(const LoraProjection& p) { return {p.weight, NoBias{}, p.adapter}; }
 inline Linear<FrozenWeight, Frozen, lora::Branch> linear(const LoraProjection& p, const Tensor& b) { return {p.weight, frozen(b), p.adapter}; }
+
+inline Linear<Frozen, NoBias, lora::DoraBranch> linear(const DoraProjection& p) { return {frozen(p.weight.t()), NoBias{}, p.adapter}; }
+inline Linear<Frozen, Frozen, lora::DoraBranch> linear(const DoraProjection& p, const Tensor& b) {
+  return {frozen(p.weight.t()), frozen(b), p.adapter};
+}
 
 template <class Weights> auto module(const Weights& w, const LayerSettings& s) {
   return Block{RMSNorm{Weights::leaf(w.input_norm), s.eps},

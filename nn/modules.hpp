@@ -5,7 +5,8 @@
 // evaluated: a model written from modules is still one expression whose type is the graph, and eval()
 // makes one tape of it.
 //
-//   Linear{W, b, branch}        y = x·W + b (+ s·(u·Aᵀ)·Bᵀ, a lora::Branch): GPT-2's Conv1D layout, W [in, out]
+//   Linear{W, b, branch}        y = x·W + b (+ s·(u·Aᵀ)·Bᵀ, a lora::Branch): GPT-2's Conv1D layout, W [in, out];
+//                               with a lora::DoraBranch y = m/n ⊙ (x·W + s·(x·Aᵀ)·Bᵀ) + b (DoRA)
 //   LayerNorm{γ, β, eps}        y = layernorm(x)
 //   Embedding{W}                y = W[ids]; logits(x) = x·Wᵀ (a tied LM head)
 //   MultiHeadSelfAttention{q, k, v, o, heads}   causal, pre-softmax scale 1/√D
@@ -79,14 +80,20 @@ template <Expression W, class B = NoBias, class A = NoAdapter> struct Linear {
                     "nn::Linear with an adapter reads x twice (base and LoRA branch): pass a leaf or share<Tag>(x)");
       // `+` with the scaled product is one GEMM with beta = 1 into the base output (ops/matmul_accumulate.hpp).
       // Both operands copy x: the order in which they are evaluated is unspecified.
-      return affine(x) + adapter(x);
+      if constexpr (std::is_same_v<A, lora::DoraBranch>) {
+        // DoRA (lora::DoraBranch): the magnitude rescales base + update before the bias is added.
+        return with_bias(adapter.rescale(product(x) + adapter(x)));
+      } else {
+        return affine(x) + adapter(x);
+      }
     }
   }
   std::int64_t out_features() const { return output_width(weight); }
 
-  template <class X> auto affine(X x) const {
-    if constexpr (std::is_same_v<B, NoBias>) return product(std::move(x));
-    else return bias_add(product(std::move(x)), bias);
+  template <class X> auto affine(X x) const { return with_bias(product(std::move(x))); }
+  template <class Y> auto with_bias(Y y) const {
+    if constexpr (std::is_same_v<B, NoBias>) return y;
+    else return bias_add(std::move(y), bias);
   }
   template <class X> auto product(X x) const {
     if constexpr (std::is_same_v<W, FrozenWeight>) return frozen_linear(std::move(x), weight);

@@ -53,6 +53,7 @@ struct TrainSettings {
   double dropout = 0.0;
   std::vector<std::string> targets = {"q", "v"};
   std::string scaling = "alpha_over_r";
+  bool dora = false;  // DoRA: a trained magnitude per output feature (PEFT's use_dora)
   double lr = 1e-3;
   double weight_decay = 0.0;
   std::int64_t warmup = -1;  // -1: 5% of the steps
@@ -70,7 +71,7 @@ struct TrainSettings {
 
   nlohmann::json to_json() const {
     return {{"model", model}, {"text", text},   {"rank", rank},   {"alpha", alpha}, {"dropout", dropout},
-            {"targets", targets}, {"scaling", scaling}, {"lr", lr}, {"weight_decay", weight_decay},
+            {"targets", targets}, {"scaling", scaling}, {"dora", dora}, {"lr", lr}, {"weight_decay", weight_decay},
             {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"micro_batch", micro_batch},
             {"seed", seed}, {"data", data.files}, {"chat_format", data.chat_format}, {"train_on_all_tokens", data.all_tokens},
             {"refuse_long", data.refuse_long}, {"eval_data", eval_data}, {"eval_every", eval_every}, {"with_adapter", with_adapters}, {"base_dtype", base_dtype}};
@@ -128,6 +129,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
     merged.dropout = result["dropout"];
     merged.targets = result["targets"].get<std::vector<std::string>>();
     merged.scaling = result["scaling"];
+    merged.dora = result["dora"];
     merged.lr = result["lr"];
     merged.weight_decay = result["weight_decay"];
     merged.warmup = result["warmup"];
@@ -415,6 +417,7 @@ class TrainingRun {
     lora.config.alpha = s_.alpha;
     lora.config.dropout = s_.dropout;
     lora.config.scaling = parse_scaling(s_.scaling);
+    lora.config.use_dora = s_.dora;
     lora.targets = s_.targets;
     RandomStream init_rng{derive_seed(s_.seed, 1), 0};
     // Frozen adapters first: they take part in every forward, only the new adapter trains (docs/lora.md).
@@ -540,6 +543,9 @@ void add_train_command(CLI::App& app) {
   command->add_option("--scaling", s.scaling, "s = alpha/r (alpha_over_r), alpha, or alpha/sqrt(r) (rslora)")
       ->check(CLI::IsMember({"alpha_over_r", "alpha", "rslora"}))
       ->capture_default_str();
+  command->add_flag("--dora", s.dora,
+                    "DoRA (Liu et al. 2024, PEFT's use_dora): also train a magnitude per output feature that rescales W + s·B·A "
+                    "(Llama, Qwen2, Mistral; needs --dropout 0)");
   command->add_option("--lr", s.lr, "peak learning rate (AdamW, linear warmup then cosine to lr/10)")
       ->check(positive_number)
       ->capture_default_str();
