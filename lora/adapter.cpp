@@ -85,13 +85,27 @@ Adapter::Adapter(std::int64_t in_features, std::int64_t out_features, const Conf
 }
 
 void Adapter::init_magnitude(const Tensor& weight, Layout layout) {
+  init_magnitude_with([&] { return dora_weight_norm(weight, layout, a_->value, b_->value, scaling_); });
+}
+void Adapter::init_magnitude(const quant::Matrix& weight) {
+  init_magnitude_with([&] { return dora_weight_norm(weight, a_->value, b_->value, scaling_); });
+}
+
+template <class Norm> void Adapter::init_magnitude_with(Norm norm) {
   if (!config_.use_dora) fail("{}: init_magnitude() without use_dora", describe());
   if (merged_) fail("{}: init_magnitude() while merged", describe());
-  magnitude_->value.copy_from(dora_weight_norm(weight, layout, a_->value, b_->value, scaling_));
+  magnitude_->value.copy_from(norm());
   magnitude_ready_ = true;
 }
 
 DoraBranch Adapter::dora_branch(const Tensor& weight, Layout layout) {
+  return dora_branch_with([&] { return dora_weight_norm(weight, layout, a_->value, b_->value, scaling_); });
+}
+DoraBranch Adapter::dora_branch(const quant::Matrix& weight) {
+  return dora_branch_with([&] { return dora_weight_norm(weight, a_->value, b_->value, scaling_); });
+}
+
+template <class Norm> DoraBranch Adapter::dora_branch_with(Norm norm) {
   if (!config_.use_dora) fail("{}: dora_branch() without use_dora", describe());
   if (!magnitude_ready_) fail("{}: dora_branch() before init_magnitude() set the magnitude", describe());
   if (!active()) {
@@ -106,7 +120,7 @@ DoraBranch Adapter::dora_branch(const Tensor& weight, Layout layout) {
   DoraBranch b;
   static_cast<Branch&>(b) = branch();
   b.magnitude = magnitude_;
-  b.weight_norm = dora_weight_norm(weight, layout, a_->value, b_->value, scaling_);
+  b.weight_norm = norm();
   return b;
 }
 

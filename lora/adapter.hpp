@@ -132,11 +132,15 @@ class Adapter {
   // m = ||W + s·B·A||_row for the adapted weight W (a view in `layout`); called once by the holder after
   // creation (a loaded file then overwrites m). Refused without use_dora or when the shape is not ours.
   void init_magnitude(const Tensor& weight, Layout layout);
+  // The same for a weight [out, in] stored as a quant::Matrix (a quantized base; dora_weight_norm reads it
+  // in dequantized row panels).
+  void init_magnitude(const quant::Matrix& weight);
   // The DoRA branch for the current state, with n = ||W + s·B·A||_row of the current A and B; inactive
   // (identity rescale, rank 0) when disabled or merged. Refused without use_dora, before init_magnitude,
   // and for a training forward with dropout > 0 (PEFT recomputes the base on the dropped input then;
   // lora/dora.hpp).
   DoraBranch dora_branch(const Tensor& weight, Layout layout);
+  DoraBranch dora_branch(const quant::Matrix& weight);
   const ParameterPtr& magnitude() const { return magnitude_; }
 
   // Disabled, the branch is inactive (the holder computes its base layer). Not while merged: the update
@@ -181,6 +185,10 @@ class Adapter {
   const RandomStream& dropout_stream() const { return dropout_stream_; }
 
  private:
+  // The checks and bookkeeping of init_magnitude and dora_branch around `norm()`, the weight norm of
+  // whichever storage the weight has.
+  template <class Norm> void init_magnitude_with(Norm norm);
+  template <class Norm> DoraBranch dora_branch_with(Norm norm);
   std::string describe() const;
 
   std::string name_;

@@ -14,6 +14,7 @@
 // Not reproduced: PEFT's forward with dropout active in training, which recomputes the base GEMM on the
 // dropped input (y = x·Wᵀ + b + (g - 1)·(x_d·Wᵀ) + g·s·lora(x_d)), a second base GEMM per projection.
 // lora::Adapter refuses a training forward of a DoRA adapter with dropout > 0 (lora/adapter.hpp).
+#include "lowrank/core/quantized.hpp"
 #include "lowrank/core/tensor.hpp"
 #include "lowrank/lora/adapter.hpp"
 
@@ -24,6 +25,12 @@ namespace lowrank::lora {
 // low-rank update for those rows only; the whole updated matrix is never formed), squares summed in
 // double on the CPU (in the dtype on CUDA). Returns [out] in W's dtype on W's device.
 Tensor dora_weight_norm(const Tensor& weight, Layout layout, const Tensor& lora_a, const Tensor& lora_b, double scaling,
+                        std::int64_t panel_rows = 64);
+// The same for a frozen weight W [out, in] stored as a quant::Matrix (any storage format: f32, bf16, f16,
+// q8_0, nf4): each panel of rows is dequantized (Matrix::dequantize_rows) into A's dtype and the update
+// added to it, so the whole matrix is never expanded. Equals the dense version on Matrix::dequantize(A's
+// dtype). Returns [out] in A's dtype on the matrix's device.
+Tensor dora_weight_norm(const quant::Matrix& weight, const Tensor& lora_a, const Tensor& lora_b, double scaling,
                         std::int64_t panel_rows = 64);
 
 }  // namespace lowrank::lora

@@ -97,6 +97,24 @@ lora::DoraBranch LayerAdapters::dora_branch(std::size_t layer, std::size_t kind,
   return b;
 }
 
+void LayerAdapters::init_magnitudes(const std::function<FrozenWeight(std::size_t, std::size_t)>& weight_of) {
+  for (std::size_t i = 0; i < index.size(); ++i)
+    for (std::size_t k = 0; k < chosen.size(); ++k)
+      if (chosen[k]) {
+        const FrozenWeight w = weight_of(i, k);
+        if (w.matrix) set[index[i][k]].init_magnitude(*w.matrix);
+        else set[index[i][k]].init_magnitude(w.value, lora::Layout::out_in);
+      }
+}
+
+lora::DoraBranch LayerAdapters::dora_branch(std::size_t layer, std::size_t kind, bool training, const FrozenWeight& weight) {
+  if (!weight.matrix) return dora_branch(layer, kind, training, weight.value, lora::Layout::out_in);
+  if (chosen[kind]) return set[index[layer][kind]].dora_branch(*weight.matrix);
+  lora::DoraBranch b = absent_dora[kind];
+  b.training = training;
+  return b;
+}
+
 std::size_t LayerAdapters::layer_count_of_named() const {
   std::size_t layers = 0;
   for (const NamedAdapter& n : named)

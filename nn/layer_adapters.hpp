@@ -88,6 +88,9 @@ struct LayerAdapters {
   std::vector<lora::DoraBranch> absent_dora;  // per kind
   void init_magnitudes(const std::function<Tensor(std::size_t layer, std::size_t kind)>& weight_of, lora::Layout layout);
   lora::DoraBranch dora_branch(std::size_t layer, std::size_t kind, bool training, const Tensor& weight, lora::Layout layout);
+  // The same for weights [out, in] in any storage format (a dense tensor or a quantized base's quant::Matrix).
+  void init_magnitudes(const std::function<FrozenWeight(std::size_t layer, std::size_t kind)>& weight_of);
+  lora::DoraBranch dora_branch(std::size_t layer, std::size_t kind, bool training, const FrozenWeight& weight);
   // Whether the model computes adapter branches at all (its own adapters or named ones).
   bool any() const { return enabled || !named.empty(); }
 

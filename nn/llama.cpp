@@ -493,8 +493,9 @@ struct Llama::State {
   llama_block::DoraLayer dora_layer(std::size_t i) {
     const LlamaLayerWeights& l = w.layers[i];
     auto projection = [&](Projection p) {
-      const Tensor& weight = projection_weight(l, p);
-      return llama_block::DoraProjection{weight, lora.dora_branch(i, p, training, weight, lora::Layout::out_in)};
+      FrozenWeight weight = w.quantized ? quantized_projections[i][p] : frozen_weight(projection_weight(l, p));
+      lora::DoraBranch branch = lora.dora_branch(i, p, training, weight);
+      return llama_block::DoraProjection{std::move(weight), std::move(branch)};
     };
     llama_block::DoraLayer b;
     b.input_norm = l.input_layernorm;
@@ -617,21 +618,17 @@ void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
   State& s = *state_;
   if (s.lora.enabled) fail("nn::Llama::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
   const TargetNaming naming{"nn::Llama::enable_lora", ", or all-linear for all of them", "all-linear stands for all seven", layer_path};
-  // DoRA needs the row norms of W + s·B·A every forward and rescales W at merge; over a quantized base
-  // (whose projections are quant::Matrix, never a float W) that is not implemented.
-  if (settings.config.use_dora && s.w.quantized)
-    fail("nn::Llama::enable_lora: use_dora over a {} base is not supported (DoRA needs the float weights' row norms); use base "
-         "dtype f32",
-         quant::name_of(s.w.base_format()));
   if (settings.config.use_dora && !s.lora.named.empty())
     fail("nn::Llama::enable_lora: use_dora with named adapters loaded ({}): DoRA adapters are not stacked with others",
          fmt::join(s.lora.named_names(), ", "));
   LayerAdapters created = LayerAdapters::create(settings, expand_llama_targets(settings.targets), projection_kinds(s.w.config),
                                                 s.w.layers.size(), naming, init, s.w.dtype(), s.w.device(), s.training);
-  // DoRA's magnitudes start as the row norms of W (+ s·B·A, B = 0): a fresh adapter changes nothing.
+  // DoRA's magnitudes start as the row norms of W (+ s·B·A, B = 0): a fresh adapter changes nothing. Over a
+  // quantized base W is the quant::Matrix, read in dequantized row panels.
   if (settings.config.use_dora)
-    created.init_magnitudes([&](std::size_t i, std::size_t p) { return projection_weight(s.w.layers[i], Projection(p)); },
-                            lora::Layout::out_in);
+    created.init_magnitudes([&](std::size_t i, std::size_t p) {
+      return s.w.quantized ? s.quantized_projections[i][p] : frozen_weight(projection_weight(s.w.layers[i], Projection(p)));
+    });
   created.named = std::move(s.lora.named);  // named adapters stay
   s.lora = std::move(created);
   s.full.clear();

@@ -7,8 +7,8 @@
 //   LoraLayer  every weight frozen, every projection with the branch of its lora::Adapter (inactive when
 //              not a target, disabled or merged), so one tape type serves every target set; the projection
 //              weights are FrozenWeight leaves (frozen_linear), so it also serves every base storage format;
-//   DoraLayer  the same with DoRA branches (y = m/n ⊙ (x·Wᵀ + s·(x·Aᵀ)·Bᵀ) + b; identity when inactive), over
-//              float32 weights only (a quantized base refuses DoRA).
+//   DoraLayer  the same with DoRA branches (y = m/n ⊙ (x·Wᵀ + s·(x·Aᵀ)·Bᵀ) + b; identity when inactive), its
+//              weights FrozenWeight leaves too (every base storage format; n from dequantized row panels).
 // q, k, v always carry a bias: a model without q/k/v biases computes with zero biases (x + 0 = x exactly),
 // frozen in LoRA mode and, in full mode, param leaves that nn::Llama keeps out of trainable_parameters()
 // (so one full-mode tape type serves Qwen2 and Llama alike).
@@ -50,7 +50,7 @@ struct LoraLayer {
 // DoRA (lora/dora.hpp): the projections carry lora::DoraBranch, whose magnitude rescales base + update
 // (an inactive one is the identity), a third layer kind with a tape type of its own.
 struct DoraProjection {
-  Tensor weight;  // [out, in]
+  FrozenWeight weight;  // [out, in], a float tensor or a quant::Matrix (as LoraProjection)
   lora::DoraBranch adapter;
 };
 struct DoraLayer {
@@ -65,9 +65,9 @@ inline auto linear(const ParameterPtr& w, const ParameterPtr& b) { return Linear
 inline Linear<FrozenWeight, NoBias, lora::Branch> linear(const LoraProjection& p) { return {p.weight, NoBias{}, p.adapter}; }
 inline Linear<FrozenWeight, Frozen, lora::Branch> linear(const LoraProjection& p, const Tensor& b) { return {p.weight, frozen(b), p.adapter}; }
 
-inline Linear<Frozen, NoBias, lora::DoraBranch> linear(const DoraProjection& p) { return {frozen(p.weight.t()), NoBias{}, p.adapter}; }
-inline Linear<Frozen, Frozen, lora::DoraBranch> linear(const DoraProjection& p, const Tensor& b) {
-  return {frozen(p.weight.t()), frozen(b), p.adapter};
+inline Linear<FrozenWeight, NoBias, lora::DoraBranch> linear(const DoraProjection& p) { return {p.weight, NoBias{}, p.adapter}; }
+inline Linear<FrozenWeight, Frozen, lora::DoraBranch> linear(const DoraProjection& p, const Tensor& b) {
+  return {p.weight, frozen(b), p.adapter};
 }
 
 template <class Weights> auto module(const Weights& w, const LayerSettings& s) {

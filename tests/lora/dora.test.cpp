@@ -80,6 +80,44 @@ TEST_CASE("dora: the weight norm is ||W + s·B·A|| per output feature in either
   for (std::int64_t o = 0; o < dora_out; ++o) CHECK(n.at(o) == doctest::Approx(static_cast<double>(expected[static_cast<std::size_t>(o)])).epsilon(1e-14));
 }
 
+TEST_CASE("dora: the weight norm over a quant::Matrix equals the dense norm of its dequantized matrix, in any panel size") {
+  // The quantized overload dequantizes row panels (dequantize_rows) instead of slicing a dense W; the
+  // values it sums are the same floats as Matrix::dequantize gives, so the results are bit for bit equal.
+  constexpr std::int64_t rows = 5, cols = 64, rank = 3;
+  const Tensor values = random_tensor({rows, cols}, 631, DType::f32);
+  for (const quant::Format format : {quant::Format::q8_0, quant::Format::nf4, quant::Format::bf16}) {
+    CAPTURE(quant::name_of(format));
+    const quant::Matrix m = quant::Matrix::quantize(format, values);
+    for (const DType dtype : {DType::f64, DType::f32}) {
+      const Tensor a = random_tensor({rank, cols}, 632, dtype);
+      const Tensor b = random_tensor({rows, rank}, 633, dtype);
+      const Tensor dense = m.dequantize(dtype);
+      for (const std::int64_t panel : {1, 2, 64}) {
+        CAPTURE(panel);
+        const Tensor expected = lora::dora_weight_norm(dense, lora::Layout::out_in, a, b, 0.75, panel);
+        const Tensor n = lora::dora_weight_norm(m, a, b, 0.75, panel);
+        CHECK(n.dtype() == dtype);
+        CHECK(bitwise_equal(n, expected));
+      }
+      // And against the definition: ||W_deq[o] + s·(B·A)[o]|| in long double.
+      const Tensor n = lora::dora_weight_norm(m, a, b, 0.75, 2);
+      for (std::int64_t o = 0; o < rows; ++o) {
+        long double sq = 0;
+        for (std::int64_t i = 0; i < cols; ++i) {
+          long double d = 0;
+          for (std::int64_t k = 0; k < rank; ++k) d += static_cast<long double>(b.at(o, k)) * a.at(k, i);
+          const long double u = dense.at(o, i) + 0.75L * d;
+          sq += u * u;
+        }
+        CHECK(n.at(o) == doctest::Approx(static_cast<double>(std::sqrt(sq))).epsilon(dtype == DType::f64 ? 1e-14 : 1e-6));
+      }
+    }
+  }
+  const quant::Matrix m = quant::Matrix::quantize(quant::Format::q8_0, values);
+  CHECK_THROWS_WITH_AS((void)lora::dora_weight_norm(m, random_tensor({2, 32}, 634), random_tensor({rows, 2}, 635), 1.0),
+                       doctest::Contains("do not fit a weight of 5 output and 64 input features"), Error);
+}
+
 TEST_CASE("dora: a fresh adapter's magnitude is the row norm of W, so it changes nothing") {
   const Tensor weight = random_tensor({dora_out, dora_in}, 621);
   RandomStream init{622, 0};

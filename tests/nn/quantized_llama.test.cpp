@@ -90,6 +90,81 @@ TEST_CASE("quantized llama: logits, loss and LoRA gradients equal a float Llama 
   }
 }
 
+TEST_CASE("quantized llama: DoRA over q8_0 and nf4 bases equals DoRA over the dequantized float64 weights") {
+  // Float64 activations: the quantized matrices are dequantized (widened) into double panels, so both models
+  // hold the same weights exactly and differ only in the order of the panel GEMMs' sums.
+  lora::Config dora = q_lora_config();
+  dora.use_dora = true;
+  const std::vector<std::string> targets{"q_proj", "v_proj", "o_proj", "down_proj"};
+  for (const char* type : {"llama", "qwen2"}) {
+    for (const quant::Format format : {quant::Format::q8_0, quant::Format::nf4}) {
+      CAPTURE(type);
+      CAPTURE(quant::name_of(format));
+      RandomStream rng{13, 0};
+      LlamaWeights w = LlamaWeights::random(q_config(type), rng, DType::f64, 0.2, format);
+      Llama reference(dequantize_llama_base(w));
+      Llama model(std::move(w));
+      REQUIRE(model.base_format() == format);
+      RandomStream init{14, 0}, again{14, 0};
+      model.enable_lora({dora, targets}, init);
+      reference.enable_lora({dora, targets}, again);
+      const auto pa = model.trainable_parameters(), pb = reference.trainable_parameters();
+      REQUIRE(pa.size() == 3 * targets.size() * 2);
+      // The magnitudes start as the row norms of W (dequantized panels vs the dense matrix): equal.
+      for (std::size_t k = 0; k < pa.size(); ++k) {
+        CAPTURE(pa[k]->name);
+        CHECK(max_abs_diff(pa[k]->value, pb[k]->value) <= 1e-14);
+      }
+      // A fresh DoRA adapter changes nothing: the logits are the quantized base's.
+      model.set_adapters_enabled(false);
+      const Tensor base = model.logits(q_batch);
+      model.set_adapters_enabled(true);
+      CHECK(max_abs_diff(model.logits(q_batch), base) <= 1e-12);
+      // B nonzero and m moved, the same on both.
+      RandomStream values{15, 0};
+      for (std::size_t k = 0; k < pa.size(); ++k) {
+        pa[k]->value.copy_from(Tensor::uniform(pa[k]->value.shape(), -0.2, 0.2, values, DType::f64));
+        if (pa[k]->name.ends_with("lora_magnitude_vector")) pa[k]->value.copy_from(Tensor::uniform(pa[k]->value.shape(), 0.5, 2.0, values, DType::f64));
+        pb[k]->value.copy_from(pa[k]->value);
+      }
+      CHECK(max_abs_diff(model.logits(q_batch), base) > 1e-3);  // the adapters count
+      CHECK(max_abs_diff(model.logits(q_batch), reference.logits(q_batch)) <= 1e-12);
+      const double expected = reference.forward_backward(q_batch, q_targets);
+      CHECK(model.forward_backward(q_batch, q_targets) == doctest::Approx(expected).epsilon(1e-13));
+      for (std::size_t k = 0; k < pa.size(); ++k) {
+        CAPTURE(pa[k]->name);
+        CHECK(max_abs_diff(pb[k]->grad, Tensor::zeros(pb[k]->grad.shape(), DType::f64)) > 0);
+        CHECK(max_abs_diff(pa[k]->grad, pb[k]->grad) <= 1e-12);
+      }
+    }
+  }
+}
+
+TEST_CASE("quantized llama: DoRA over a nf4 base trains (the loss falls); merging needs dequantize_base, which keeps the logits") {
+  RandomStream rng{16, 0};
+  Llama model(LlamaWeights::random(q_config(), rng, DType::f32, 0.2, quant::Format::nf4));
+  RandomStream init{17, 0};
+  lora::Config dora = q_lora_config();
+  dora.use_dora = true;
+  model.enable_lora({dora, {"q_proj", "v_proj"}}, init);
+  AdamW opt(model.trainable_parameters(), AdamOptions{.lr = 1e-2});
+  double first = 0, last = 0;
+  for (int step = 0; step < 20; ++step) {
+    for (const ParameterPtr& p : model.trainable_parameters()) p->grad.fill(0);
+    last = model.forward_backward(q_batch, q_targets);
+    if (step == 0) first = last;
+    opt.step();
+  }
+  CHECK(std::isfinite(last));
+  CHECK(last < first - 0.1);
+  CHECK_THROWS_WITH_AS(model.merge_adapters(), doctest::Contains("dequantize_base"), Error);
+  const Tensor before = model.logits(q_batch);
+  model.dequantize_base();
+  CHECK(max_abs_diff(model.logits(q_batch), before) <= 1e-5);
+  model.merge_adapters();
+  CHECK(max_abs_diff(model.logits(q_batch), before) <= 1e-4);
+}
+
 TEST_CASE("quantized llama: a quantized base runs without adapters (generation, loss) as the dequantized float model") {
   RandomStream rng{2, 0};
   LlamaWeights w = LlamaWeights::random(q_config(), rng, DType::f32, 0.2, quant::Format::bf16);

@@ -1,7 +1,7 @@
 // `lowrank train --dora` end to end on a tiny Llama directory (the hf_tiny_llama fixture's config with a
 // tokenizer fixture's vocabulary, random weights): the loss falls, the adapter directory is PEFT's DoRA
 // format, merge writes a model whose logits are the adapter model's, generate runs with it, and the
-// adapter loads back. On GPT-2 (Conv1D layers) --dora exits 2 naming the layer type.
+// adapter loads back; the same over an nf4 base (--base-dtype nf4). On GPT-2 (Conv1D layers) --dora exits 2 naming the layer type.
 #if defined(LOWRANK_CLI_WITH_GPT)
 #include <doctest/doctest.h>
 
@@ -98,6 +98,49 @@ TEST_CASE("cli: train --dora on a Llama directory lowers the loss, writes PEFT's
   CHECK(d < 1e-5);
   with_adapter->set_adapters_enabled(false);
   CHECK(relative_difference(with_adapter->logits(batch), want) > 1e-4);
+}
+
+TEST_CASE("cli: train --dora --base-dtype nf4 lowers the loss; generate and merge read the adapter over the nf4 base") {
+  using namespace dora_cli;
+  const lowrank::test::ScratchDir dir("cli_dora_nf4");
+  const fs::path model = write_llama(dir.path());
+  std::string text;
+  for (int i = 0; i < 30; ++i) text += "The cat sat on the mat. The dog sat on the log. ";
+  lowrank::test::write_text(dir / "text.txt", text);
+  const auto trained = lowrank::test::run_cli({"train", "--model", model.string(), "--text", (dir / "text.txt").string(), "--out",
+                                               (dir / "run").string(), "--dora", "--base-dtype", "nf4", "--targets", "all-linear",
+                                               "--steps", "8", "--batch", "2", "--seq", "16", "--rank", "4", "--alpha", "8", "--lr",
+                                               "0.02", "--warmup", "0", "--seed", "3"});
+  INFO(trained.output);
+  REQUIRE(trained.status == 0);
+  const auto rows = lowrank::tools::MetricsLog::read_csv(dir / "run" / "metrics.csv").rows();
+  REQUIRE(rows.size() >= 8);
+  MESSAGE("DoRA over nf4 train loss " << rows.front().loss << " -> " << rows.back().loss);
+  CHECK(rows.back().loss < rows.front().loss - 0.05);
+  const fs::path adapter = dir / "run" / "adapter";
+  CHECK(lowrank::lora::read_adapter_config(adapter).use_dora);
+
+  const auto generated = lowrank::test::run_cli({"generate", "--model", model.string(), "--adapter", adapter.string(), "--base-dtype",
+                                                 "nf4", "--prompt", "The cat", "--tokens", "4", "--greedy"});
+  INFO(generated.output);
+  CHECK(generated.status == 0);
+  CHECK(generated.output.starts_with("The cat"));
+  // merge dequantizes the nf4 base to float32 first, then folds m/n·(W + s·B·A) in.
+  const auto merged = lowrank::test::run_cli({"merge", "--model", model.string(), "--adapter", adapter.string(), "--base-dtype", "nf4",
+                                              "--out", (dir / "merged").string()});
+  INFO(merged.output);
+  REQUIRE(merged.status == 0);
+  const auto merged_model = lowrank::nn::load_model(dir / "merged");
+  lowrank::nn::LoadOptions nf4;
+  nf4.base_format = lowrank::quant::Format::nf4;
+  const auto with_adapter = lowrank::nn::load_model(model, nf4);
+  with_adapter->load_adapter(adapter);
+  with_adapter->train(false);
+  const std::vector<std::int32_t> ids = {1, 5, 40, 300, 7, 99, 12, 200};
+  const lowrank::TokenIds batch({1, static_cast<std::int64_t>(ids.size())}, ids);
+  const double d = relative_difference(merged_model->logits(batch), with_adapter->logits(batch));
+  MESSAGE("merged vs DoRA adapter over nf4 logits: " << d);
+  CHECK(d < 1e-4);
 }
 
 TEST_CASE("cli: train --dora on GPT-2 (Conv1D layers) exits 2 naming the layer type") {
