@@ -468,13 +468,15 @@ struct Llama::State {
     return {c.num_attention_heads, c.num_key_value_heads, c.rms_norm_eps, steps.positions_for(ids), frequencies};
   }
 
-  llama_block::LoraLayer lora_layer(std::size_t i) {
+  // Projection p's frozen weight in layer i: its quantized matrix, or the float tensor.
+  FrozenWeight frozen_projection(std::size_t i, Projection p) const {
+    return w.quantized ? quantized_projections[i][p] : frozen_weight(projection_weight(w.layers[i], p));
+  }
+  // A frozen layer whose seven projections `projection(p)` makes (LoRA or DoRA branches), norms and biases
+  // as stored (zero q/k/v biases for a model without them).
+  template <class Layer, class MakeProjection> Layer adapter_layer(std::size_t i, MakeProjection projection) const {
     const LlamaLayerWeights& l = w.layers[i];
-    auto projection = [&](Projection p) {
-      FrozenWeight weight = w.quantized ? quantized_projections[i][p] : frozen_weight(projection_weight(l, p));
-      return llama_block::LoraProjection{std::move(weight), lora.any() ? lora.branch(i, p, training) : base_branches[p]};
-    };
-    llama_block::LoraLayer b;
+    Layer b;
     b.input_norm = l.input_layernorm;
     b.post_norm = l.post_attention_layernorm;
     b.q = projection(q_proj);
@@ -489,28 +491,17 @@ struct Llama::State {
     b.v_bias = w.config.qkv_bias ? l.v_bias : zero_biases[2];
     return b;
   }
-
+  llama_block::LoraLayer lora_layer(std::size_t i) {
+    return adapter_layer<llama_block::LoraLayer>(i, [&](Projection p) {
+      return llama_block::LoraProjection{frozen_projection(i, p), lora.any() ? lora.branch(i, p, training) : base_branches[p]};
+    });
+  }
   llama_block::DoraLayer dora_layer(std::size_t i) {
-    const LlamaLayerWeights& l = w.layers[i];
-    auto projection = [&](Projection p) {
-      FrozenWeight weight = w.quantized ? quantized_projections[i][p] : frozen_weight(projection_weight(l, p));
+    return adapter_layer<llama_block::DoraLayer>(i, [&](Projection p) {
+      FrozenWeight weight = frozen_projection(i, p);
       lora::DoraBranch branch = lora.dora_branch(i, p, training, weight);
       return llama_block::DoraProjection{std::move(weight), std::move(branch)};
-    };
-    llama_block::DoraLayer b;
-    b.input_norm = l.input_layernorm;
-    b.post_norm = l.post_attention_layernorm;
-    b.q = projection(q_proj);
-    b.k = projection(k_proj);
-    b.v = projection(v_proj);
-    b.o = projection(o_proj);
-    b.gate = projection(gate_proj);
-    b.up = projection(up_proj);
-    b.down = projection(down_proj);
-    b.q_bias = w.config.qkv_bias ? l.q_bias : zero_biases[0];
-    b.k_bias = w.config.qkv_bias ? l.k_bias : zero_biases[1];
-    b.v_bias = w.config.qkv_bias ? l.v_bias : zero_biases[2];
-    return b;
+    });
   }
   bool dora() const { return lora.enabled && lora.settings.config.use_dora; }
 
