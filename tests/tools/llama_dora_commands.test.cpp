@@ -20,35 +20,16 @@
 #include "lowrank/text/hf_tokenizer.hpp"
 #include "report.hpp"
 #include "run_cli.hpp"
+#include "../support/checks.hpp"
 #include "../support/files.hpp"
+#include "tiny_llama.hpp"
 
 namespace dora_cli {
 namespace fs = std::filesystem;
 const fs::path tests_dir = fs::path(LOWRANK_SOURCE_DIR) / "tests";
 
-fs::path write_llama(const fs::path& dir) {
-  const fs::path model = dir / "model";
-  fs::create_directories(model);
-  const fs::path tokenizer_dir = tests_dir / "text/data/hf_tokenizers/llama3";
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(tokenizer_dir / name, model / name);
-  nlohmann::json config = nlohmann::json::parse(lowrank::test::read_raw(tests_dir / "nn/data/hf_tiny_llama/config.json"));
-  config["vocab_size"] = lowrank::text::load_tokenizer(tokenizer_dir)->vocab_size();
-  lowrank::RandomStream rng{78, 0};
-  lowrank::nn::save_llama_weights(
-      model, lowrank::nn::LlamaWeights::random(lowrank::nn::llama_config_from_json(config, "test config"), rng, lowrank::DType::f32, 0.1));
-  return model;
-}
-
-double relative_difference(const lowrank::Tensor& got, const lowrank::Tensor& want) {
-  const std::vector<double> g = got.to_vector(), w = want.to_vector();
-  REQUIRE(g.size() == w.size());
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < g.size(); ++i) {
-    diff = std::max(diff, std::abs(g[i] - w[i]));
-    scale = std::max(scale, std::abs(w[i]));
-  }
-  return diff / scale;
-}
+fs::path write_llama(const fs::path& dir) { return lowrank::test::write_tiny_llama(dir, 78); }
+using lowrank::test::relative_max_difference;
 }  // namespace dora_cli
 
 TEST_CASE("cli: train --dora on a Llama directory lowers the loss, writes PEFT's DoRA adapter, merges to the same logits") {
@@ -93,11 +74,11 @@ TEST_CASE("cli: train --dora on a Llama directory lowers the loss, writes PEFT's
   const std::vector<std::int32_t> ids = {1, 5, 40, 300, 7, 99, 12, 200};
   const lowrank::TokenIds batch({1, static_cast<std::int64_t>(ids.size())}, ids);
   const lowrank::Tensor want = with_adapter->logits(batch);
-  const double d = relative_difference(merged_model->logits(batch), want);
+  const double d = relative_max_difference(merged_model->logits(batch), want);
   MESSAGE("merged vs DoRA adapter logits, float32: " << d);
   CHECK(d < 1e-5);
   with_adapter->set_adapters_enabled(false);
-  CHECK(relative_difference(with_adapter->logits(batch), want) > 1e-4);
+  CHECK(relative_max_difference(with_adapter->logits(batch), want) > 1e-4);
 }
 
 TEST_CASE("cli: train --dora --base-dtype nf4 lowers the loss; generate and merge read the adapter over the nf4 base") {
@@ -138,7 +119,7 @@ TEST_CASE("cli: train --dora --base-dtype nf4 lowers the loss; generate and merg
   with_adapter->train(false);
   const std::vector<std::int32_t> ids = {1, 5, 40, 300, 7, 99, 12, 200};
   const lowrank::TokenIds batch({1, static_cast<std::int64_t>(ids.size())}, ids);
-  const double d = relative_difference(merged_model->logits(batch), with_adapter->logits(batch));
+  const double d = relative_max_difference(merged_model->logits(batch), with_adapter->logits(batch));
   MESSAGE("merged vs DoRA adapter over nf4 logits: " << d);
   CHECK(d < 1e-4);
 }

@@ -18,6 +18,7 @@
 #include "report.hpp"
 #include "run_cli.hpp"
 #include "../support/files.hpp"
+#include "tiny_llama.hpp"
 
 namespace quantized_cli {
 namespace fs = std::filesystem;
@@ -26,18 +27,7 @@ const fs::path tests = fs::path(LOWRANK_SOURCE_DIR) / "tests";
 // The tiny Llama fixture's config with the llama3 tokenizer fixture's vocabulary and an intermediate width
 // that Q8_0's blocks of 32 divide; random weights, written as a model directory.
 fs::path write_model(const fs::path& dir) {
-  const fs::path model = dir / "model";
-  fs::create_directories(model);
-  const fs::path tokenizer_dir = tests / "text/data/hf_tokenizers/llama3";
-  for (const char* name : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(tokenizer_dir / name, model / name);
-  nlohmann::json config = nlohmann::json::parse(lowrank::test::read_raw(tests / "nn/data/hf_tiny_llama/config.json"));
-  config["vocab_size"] = lowrank::text::load_tokenizer(tokenizer_dir)->vocab_size();
-  config["intermediate_size"] = 64;
-  config["max_position_embeddings"] = 128;
-  lowrank::RandomStream rng{41, 0};
-  lowrank::nn::save_llama_weights(
-      model, lowrank::nn::LlamaWeights::random(lowrank::nn::llama_config_from_json(config, "test config"), rng, lowrank::DType::f32, 0.1));
-  return model;
+  return lowrank::test::write_tiny_llama(dir, 41, {{"intermediate_size", 64}, {"max_position_embeddings", 128}});
 }
 
 std::string corpus() {
