@@ -9,6 +9,7 @@
 
 #include <blis.h>
 
+#include "lowrank/core/cpu/blis_pack.hpp"
 #include "lowrank/core/gemm.hpp"
 
 namespace lowrank::cpu {
@@ -125,6 +126,25 @@ struct ProductRuntime {
   }
 };
 
+// A float32 product through BLIS's object API (what bli_sgemm_ex does), with lowrank's packing kernel
+// attached to A and B when the product runs on the skx context (core/cpu/blis_pack.cpp says why).
+void sgemm(cntx_t* cntx, rntm_t* rntm, dim_t m, dim_t n, dim_t k, float alpha, const float* a, BlisStrides sa, const float* b,
+           BlisStrides sb, float beta, float* c, BlisStrides sc) {
+  void* pack = cntx == contexts().skx ? skx_float_pack_params() : nullptr;
+  // BLIS's object API takes the operands' buffers as non-const; it only reads A and B.
+  obj_t alpha_o, beta_o, a_o, b_o, c_o;
+  bli_obj_create_1x1_with_attached_buffer(BLIS_FLOAT, &alpha, &alpha_o);
+  bli_obj_create_1x1_with_attached_buffer(BLIS_FLOAT, &beta, &beta_o);
+  bli_obj_create_with_attached_buffer(BLIS_FLOAT, m, k, const_cast<float*>(a), sa.rs, sa.cs, &a_o);
+  bli_obj_create_with_attached_buffer(BLIS_FLOAT, k, n, const_cast<float*>(b), sb.rs, sb.cs, &b_o);
+  bli_obj_create_with_attached_buffer(BLIS_FLOAT, m, n, c, sc.rs, sc.cs, &c_o);
+  if (pack) {
+    bli_obj_set_pack_params(pack, &a_o);
+    bli_obj_set_pack_params(pack, &b_o);
+  }
+  bli_gemm_ex(&alpha_o, &a_o, &b_o, &beta_o, &c_o, cntx, rntm);
+}
+
 }  // namespace
 
 int cpu_threads() {
@@ -151,8 +171,7 @@ void blis_gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tens
     T* pb = b_usable.data<T>();
     T* pc = c.data<T>();
     if constexpr (std::is_same_v<T, float>) {
-      bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &alpha_t, pa, sa.rs, sa.cs, pb, sb.rs, sb.cs, &beta_t,
-                   pc, sc.rs, sc.cs, cntx, rntm);
+      sgemm(cntx, rntm, m, n, k, alpha_t, pa, sa, pb, sb, beta_t, pc, sc);
     } else {
       bli_dgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &alpha_t, pa, sa.rs, sa.cs, pb, sb.rs, sb.cs, &beta_t,
                    pc, sc.rs, sc.cs, cntx, rntm);
@@ -171,10 +190,8 @@ void blis_gemm_external_b(double alpha, const Tensor& a, const float* b, std::in
   ProductRuntime runtime;
   rntm_t* rntm = runtime.for_product(m, n, k, false);
   const BlisStrides sa = *blis_strides(a_usable);
-  float alpha_f = static_cast<float>(alpha), beta_f = static_cast<float>(beta);
-  // BLIS's typed API takes B as non-const; it only reads it.
-  bli_sgemm_ex(BLIS_NO_TRANSPOSE, BLIS_NO_TRANSPOSE, m, n, k, &alpha_f, a_usable.data<float>(), sa.rs, sa.cs, const_cast<float*>(b), rs_b,
-               cs_b, &beta_f, c.data<float>(), sc.rs, sc.cs, cntx, rntm);
+  sgemm(cntx, rntm, m, n, k, static_cast<float>(alpha), a_usable.data<float>(), sa, b, BlisStrides{rs_b, cs_b}, static_cast<float>(beta),
+        c.data<float>(), sc);
 }
 
 }  // namespace lowrank::cpu

@@ -129,6 +129,19 @@ TEST_CASE("gemm: shapes from LoRA layouts, rank 8 and square blocks of 128 and m
   check_gemm(130, 129, 131, true, false, false, true, 1.0, 0.0, DType::f64, 9);
 }
 
+TEST_CASE("gemm: float32 panels that lowrank packs for the skx kernels, every layout with ragged edges") {
+  // min(m, n) >= 128 takes the skx set where the CPU has it (and the whole file runs again with it forced),
+  // whose A and B panels (32 and 12 wide) lowrank packs itself (core/cpu/blis_pack.cpp): both source
+  // layouts (contiguous along the panel, or along its length and transposed in 16×16 blocks), partial
+  // panels and blocks in m, n and k, and k beyond one 384-deep block.
+  for (bool ta : {false, true})
+    for (bool tb : {false, true})
+      for (bool tc : {false, true}) {
+        check_gemm(161, 143, 37, ta, tb, true, tc, 1.0, 0.0, DType::f32, 20);
+        check_gemm(129, 131, 401, ta, tb, false, tc, -0.5, 1.0, DType::f32, 21);
+      }
+}
+
 TEST_CASE("gemm: batched 3-D with per-batch and shared B") {
   for (DType dtype : {DType::f32, DType::f64}) {
     CAPTURE(name_of(dtype));
