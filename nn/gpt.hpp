@@ -38,7 +38,8 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& gpt2_lora_s
 // compares them); the defaults are the fast, low-memory kernels.
 struct KernelOptions {
   // Logits per chunk of the fused LM head + loss (ops/linear_cross_entropy.hpp): a batch with more than this
-  // many tokens × vocabulary entries goes through in row chunks and never holds its [tokens, vocab] logits.
+  // many tokens × vocabulary entries goes through in tiles (column chunks of the vocabulary on the CPU) and
+  // never holds its [tokens, vocab] logits.
   // A batch that fits in one chunk runs the unfused matmul + cross_entropy computation.
   std::int64_t head_chunk_elements = std::int64_t{1} << 24;
   // Attention (ops/causal_attention.hpp): flash keeps no [T, T] probabilities; materialized is the unfused

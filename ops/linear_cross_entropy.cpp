@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "lowrank/core/cpu/vector_math.hpp"
 #include "lowrank/core/gemm.hpp"
@@ -11,58 +12,60 @@ namespace lowrank {
 
 namespace kernels {
 
-// The arithmetic of cross_entropy_forward/backward (ops/cross_entropy.cpp), row by row, for a chunk whose
-// targets were checked by the op.
-double linear_cross_entropy_chunk_forward(Tensor& logits, const std::int32_t* targets, std::int32_t ignore_index,
-                                          Tensor& lse) {
-  const std::int64_t rows = logits.dim(0), classes = logits.dim(1);
-  double total = 0;
+// The arithmetic of cross_entropy_forward/backward (ops/cross_entropy.cpp), row by row, for a tile of
+// columns whose targets were checked by the op.
+void linear_cross_entropy_tile_forward(Tensor& logits, std::int64_t first_column, const std::int32_t* targets,
+                                       std::int32_t ignore_index, Tensor& running, double* target_logits) {
+  const std::int64_t rows = logits.dim(0), columns = logits.dim(1);
   dispatch(logits.dtype(), [&]<class T>() {
     T* xs = logits.data<T>();
-    double* lses = lse.data<double>();
-#pragma omp parallel for reduction(+ : total) if (rows * classes >= parallel_threshold) schedule(static)
+    double* state = running.data<double>();
+#pragma omp parallel for if (rows * columns >= parallel_threshold) schedule(static)
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int32_t t = targets[r];
-      if (t == ignore_index) {
-        lses[2 * r] = lses[2 * r + 1] = 0;
-        continue;
-      }
-      T* xr = xs + r * classes;
-      const T top = *std::max_element(xr, xr + classes);
-      const double target_logit = static_cast<double>(xr[t]);
-      // The chunk's logits are not needed after this row: exp(x - max) is computed in place, vectorised.
-      for (std::int64_t j = 0; j < classes; ++j) xr[j] -= top;
-      cpu::exp_in_place(xr, classes);
+      if (t == ignore_index) continue;
+      T* xr = xs + r * columns;
+      if (t >= first_column && t < first_column + columns) target_logits[r] = static_cast<double>(xr[t - first_column]);
+      const T top = *std::max_element(xr, xr + columns);
+      // The tile's logits are not needed after this row: exp(x - max) is computed in place, vectorised.
+      for (std::int64_t j = 0; j < columns; ++j) xr[j] -= top;
+      cpu::exp_in_place(xr, columns);
       double sum = 0;
-      for (std::int64_t j = 0; j < classes; ++j) sum += static_cast<double>(xr[j]);
-      lses[2 * r] = static_cast<double>(top);
-      lses[2 * r + 1] = std::log(sum);
-      total += (lses[2 * r] - target_logit) + lses[2 * r + 1];
+      for (std::int64_t j = 0; j < columns; ++j) sum += static_cast<double>(xr[j]);
+      // Online softmax: the sums of earlier tiles and of this one, scaled to the larger maximum.
+      double& best = state[2 * r];
+      double& scaled_sum = state[2 * r + 1];
+      const double tile_top = static_cast<double>(top);
+      if (tile_top > best) {
+        scaled_sum = scaled_sum * std::exp(best - tile_top) + sum;
+        best = tile_top;
+      } else {
+        scaled_sum += sum * std::exp(tile_top - best);
+      }
     }
   });
-  return total;
 }
 
-void linear_cross_entropy_chunk_gradient(Tensor& logits, const std::int32_t* targets, std::int32_t ignore_index,
-                                         const Tensor& lse, double coefficient) {
-  const std::int64_t rows = logits.dim(0), classes = logits.dim(1);
+void linear_cross_entropy_tile_gradient(Tensor& logits, std::int64_t first_column, const std::int32_t* targets,
+                                        std::int32_t ignore_index, const Tensor& lse, double coefficient) {
+  const std::int64_t rows = logits.dim(0), columns = logits.dim(1);
   dispatch(logits.dtype(), [&]<class T>() {
     T* xs = logits.data<T>();
     const double* lses = lse.data<double>();
     const T c = static_cast<T>(coefficient);
-#pragma omp parallel for if (rows * classes >= parallel_threshold) schedule(static)
+#pragma omp parallel for if (rows * columns >= parallel_threshold) schedule(static)
     for (std::int64_t r = 0; r < rows; ++r) {
-      T* xr = xs + r * classes;
+      T* xr = xs + r * columns;
       const std::int32_t t = targets[r];
       if (t == ignore_index) {
-        std::fill(xr, xr + classes, T(0));
+        std::fill(xr, xr + columns, T(0));
         continue;
       }
       const double top = lses[2 * r], log_sum = lses[2 * r + 1];
-      for (std::int64_t j = 0; j < classes; ++j) xr[j] = static_cast<T>((static_cast<double>(xr[j]) - top) - log_sum);
-      cpu::exp_in_place(xr, classes);
-      for (std::int64_t j = 0; j < classes; ++j) xr[j] *= c;
-      xr[t] -= c;
+      for (std::int64_t j = 0; j < columns; ++j) xr[j] = static_cast<T>((static_cast<double>(xr[j]) - top) - log_sum);
+      cpu::exp_in_place(xr, columns);
+      for (std::int64_t j = 0; j < columns; ++j) xr[j] *= c;
+      if (t >= first_column && t < first_column + columns) xr[t - first_column] -= c;
     }
   });
 }
@@ -75,6 +78,11 @@ std::vector<std::int32_t> chunk_targets(const TokenIds& targets, std::int64_t be
   return {targets.data() + begin, targets.data() + end};
 }
 
+// A [rows, columns] tile at the start of a buffer of tiling.rows × tiling.columns elements.
+Tensor tile_of(const Tensor& buffer, std::int64_t rows, std::int64_t columns) {
+  return buffer.slice(0, 0, rows * columns).reshape({rows, columns});
+}
+
 }  // namespace
 
 Tensor LinearCrossEntropy::forward(const Tensor& x, const Tensor& w) {
@@ -82,35 +90,59 @@ Tensor LinearCrossEntropy::forward(const Tensor& x, const Tensor& w) {
   check_same_dtype("linear_cross_entropy", x, w);
   check_same_device("linear_cross_entropy", x, w);
   const std::int64_t rows = targets.size(), classes = w.dim(0), width = w.dim(1);
-  chunk_rows = rows_per_chunk(rows, classes, chunk_elements);
+  const bool cuda = x.device().is_cuda();
+  tiling = tiling_for(rows, classes, chunk_elements, cuda);
   logits = lse = Tensor();
   lses.clear();
   double total = 0;
-  if (chunk_rows >= rows) {
+  if (tiling.rows >= rows && tiling.columns >= classes) {
     // The unfused computation, call for call: matmul(x, t(W)) and cross_entropy.
     const Shape shape = x.rank() == 3 ? Shape{x.dim(0), x.dim(1), classes} : Shape{x.dim(0), classes};
     logits = Tensor::empty(shape, x.dtype(), x.device());
     gemm(1.0, x, w.t(), 0.0, logits, "linear_cross_entropy");
     total = kernels::cross_entropy_forward(logits, targets, ignore_index, lse, counted);
-  } else {
-    counted = 0;
-    for (std::int64_t r = 0; r < rows; ++r) counted += targets[r] != ignore_index;
-    const Tensor x2 = x.contiguous().reshape({rows, width});
-    const Tensor buffer = Tensor::empty({chunk_rows, classes}, x.dtype(), x.device());
-    for (std::int64_t begin = 0; begin < rows; begin += chunk_rows) {
-      const std::int64_t end = std::min(rows, begin + chunk_rows);
-      Tensor chunk = buffer.slice(0, 0, end - begin);
-      gemm(1.0, x2.slice(0, begin, end), w.t(), 0.0, chunk, "linear_cross_entropy");
-      Tensor chunk_lse = Tensor::empty({end - begin, 2}, DType::f64, x.device());
-      if (x.device().is_cuda()) {
-        std::int64_t chunk_counted = 0;
-        total += kernels::cross_entropy_forward(chunk, TokenIds({end - begin}, chunk_targets(targets, begin, end)), ignore_index,
-                                                chunk_lse, chunk_counted);
-      } else {
-        total += kernels::linear_cross_entropy_chunk_forward(chunk, targets.data() + begin, ignore_index, chunk_lse);
+    return Tensor::full({}, counted > 0 ? total / static_cast<double>(counted) : 0.0, x.dtype(), x.device());
+  }
+  counted = 0;
+  for (std::int64_t r = 0; r < rows; ++r) counted += targets[r] != ignore_index;
+  const Tensor x2 = x.contiguous().reshape({rows, width});
+  const Tensor buffer = Tensor::empty({tiling.rows * tiling.columns}, x.dtype(), x.device());
+  for (std::int64_t begin = 0; begin < rows; begin += tiling.rows) {
+    const std::int64_t end = std::min(rows, begin + tiling.rows);
+    const Tensor xb = x2.slice(0, begin, end);
+    Tensor block_lse = Tensor::empty({end - begin, 2}, DType::f64, x.device());
+    if (cuda) {  // whole rows: cross_entropy's kernels
+      Tensor tile = tile_of(buffer, end - begin, classes);
+      gemm(1.0, xb, w.t(), 0.0, tile, "linear_cross_entropy");
+      std::int64_t block_counted = 0;
+      total += kernels::cross_entropy_forward(tile, TokenIds({end - begin}, chunk_targets(targets, begin, end)), ignore_index,
+                                              block_lse, block_counted);
+    } else {
+      double* state = block_lse.data<double>();
+      for (std::int64_t r = 0; r < end - begin; ++r) {
+        state[2 * r] = -std::numeric_limits<double>::infinity();
+        state[2 * r + 1] = 0;
       }
-      lses.push_back(std::move(chunk_lse));
+      std::vector<double> target_logits(static_cast<std::size_t>(end - begin), 0.0);
+      for (std::int64_t first = 0; first < classes; first += tiling.columns) {
+        const std::int64_t last = std::min(classes, first + tiling.columns);
+        Tensor tile = tile_of(buffer, end - begin, last - first);
+        gemm(1.0, xb, w.slice(0, first, last).t(), 0.0, tile, "linear_cross_entropy");
+        kernels::linear_cross_entropy_tile_forward(tile, first, targets.data() + begin, ignore_index, block_lse,
+                                                   target_logits.data());
+      }
+      // (maximum, Σ exp(x - maximum)) -> (maximum, log Σ exp(x - maximum)): what backward and
+      // cross_entropy's kernels keep.
+      for (std::int64_t r = 0; r < end - begin; ++r) {
+        if (targets[begin + r] == ignore_index) {
+          state[2 * r] = state[2 * r + 1] = 0;
+          continue;
+        }
+        state[2 * r + 1] = std::log(state[2 * r + 1]);
+        total += (state[2 * r] - target_logits[static_cast<std::size_t>(r)]) + state[2 * r + 1];
+      }
     }
+    lses.push_back(std::move(block_lse));
   }
   return Tensor::full({}, counted > 0 ? total / static_cast<double>(counted) : 0.0, x.dtype(), x.device());
 }
@@ -135,27 +167,33 @@ void LinearCrossEntropy::backward_impl(double coefficient, const Tensor& x, cons
   const Tensor x2 = x.contiguous().reshape({rows, width});
   kernel_support::GradTarget into(dx);
   const Tensor dx2 = dx ? into.tensor().reshape({rows, width}) : Tensor();
-  Tensor dwt = dw ? dw->t() : Tensor();
-  const Tensor buffer = Tensor::empty({chunk_rows, classes}, x.dtype(), x.device());
-  std::size_t k = 0;
-  for (std::int64_t begin = 0; begin < rows; begin += chunk_rows, ++k) {
-    const std::int64_t end = std::min(rows, begin + chunk_rows);
-    const Tensor xc = x2.slice(0, begin, end);
-    Tensor chunk = buffer.slice(0, 0, end - begin);
-    gemm(1.0, xc, w.t(), 0.0, chunk, "linear_cross_entropy backward (logits)");
-    if (x.device().is_cuda()) {
-      Tensor g = Tensor::zeros(chunk.shape(), chunk.dtype(), chunk.device());
-      kernels::cross_entropy_backward(chunk, TokenIds({end - begin}, chunk_targets(targets, begin, end)), ignore_index, lses[k],
-                                      coefficient, g);
-      chunk = g;
-    } else {
-      kernels::linear_cross_entropy_chunk_gradient(chunk, targets.data() + begin, ignore_index, lses[k], coefficient);
+  const Tensor buffer = Tensor::empty({tiling.rows * tiling.columns}, x.dtype(), x.device());
+  std::size_t block = 0;
+  for (std::int64_t begin = 0; begin < rows; begin += tiling.rows, ++block) {
+    const std::int64_t end = std::min(rows, begin + tiling.rows);
+    const Tensor xb = x2.slice(0, begin, end);
+    for (std::int64_t first = 0; first < classes; first += tiling.columns) {
+      const std::int64_t last = std::min(classes, first + tiling.columns);
+      const Tensor wc = w.slice(0, first, last);
+      Tensor tile = tile_of(buffer, end - begin, last - first);
+      gemm(1.0, xb, wc.t(), 0.0, tile, "linear_cross_entropy backward (logits)");
+      if (x.device().is_cuda()) {  // whole rows
+        Tensor g = Tensor::zeros(tile.shape(), tile.dtype(), tile.device());
+        kernels::cross_entropy_backward(tile, TokenIds({end - begin}, chunk_targets(targets, begin, end)), ignore_index,
+                                        lses[block], coefficient, g);
+        tile = g;
+      } else {
+        kernels::linear_cross_entropy_tile_gradient(tile, first, targets.data() + begin, ignore_index, lses[block], coefficient);
+      }
+      if (dx) {
+        Tensor dxb = dx2.slice(0, begin, end);
+        gemm(1.0, tile, wc, 1.0, dxb, "linear_cross_entropy backward (dx)");
+      }
+      if (dw) {
+        Tensor dwct = dw->slice(0, first, last).t();
+        gemm(1.0, xb.t(), tile, 1.0, dwct, "linear_cross_entropy backward (dW)");
+      }
     }
-    if (dx) {
-      Tensor dxc = dx2.slice(0, begin, end);
-      gemm(1.0, chunk, w, 1.0, dxc, "linear_cross_entropy backward (dx)");
-    }
-    if (dw) gemm(1.0, xc.t(), chunk, 1.0, dwt, "linear_cross_entropy backward (dW)");
   }
   into.commit("linear_cross_entropy backward");
 }

@@ -5,14 +5,15 @@
 //   backward: G = (softmax(x·Wᵀ) - onehot) · dy / n on counted rows (0 on ignored ones);
 //             dx += G · W,  dW += Gᵀ · x.
 // Why: the logits of a 50k vocabulary are the largest tensors of a step ([N, V] and their gradient,
-// 2 × 206 MB for GPT-2 at 1,024 tokens). When N·V exceeds `chunk_elements`, the rows go through in chunks
-// of ⌈chunk_elements / V⌉ rows: forward computes a chunk's logits, keeps each row's maximum and log Σ exp
-// (16 bytes a row) and drops the chunk; backward recomputes the chunk's logits with the same GEMM,
-// overwrites them with G and runs the two gradient GEMMs on them. The op keeps x and W, never [N, V]; the
-// price is one more x·Wᵀ GEMM in backward.
-// When the whole batch fits in one chunk, the op runs exactly the unfused computation — the GEMM of
-// matmul(x, t(W)), the kernels of cross_entropy and matmul's backward GEMMs — and keeps the logits for
-// backward, so small models give the same bits as the two-op expression.
+// 2 × 206 MB for GPT-2 at 1,024 tokens). When N·V exceeds `chunk_elements`, the logits go through in tiles
+// of at most chunk_elements: on the CPU all rows at once (while a tile can still hold
+// min(V, min_tile_columns) classes of every row) and the vocabulary in column chunks, so that every GEMM
+// packs each row of W once — forward merges each row's maximum and Σ exp over the column chunks (online
+// softmax) and keeps the row's maximum and log Σ exp (16 bytes a row); backward recomputes a tile's logits
+// with the same GEMM, overwrites them with G and runs the two gradient GEMMs on them. (Row chunks would
+// pack all of W, 154 MB for GPT-2, once per chunk in each of the three GEMMs: with 4 chunks, 12 passes
+// over W a step instead of 3; packing is bound by memory bandwidth.) On CUDA the tiles are whole rows.
+// The op keeps x and W, never [N, V]; the price is one more x·Wᵀ GEMM in backward.
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -24,31 +25,42 @@
 namespace lowrank {
 
 namespace kernels {
-// One chunk of rows: logits [rows, V] (overwritten: exp(x - max)) and targets[0, rows). Forward: as
-// cross_entropy_forward (the row maximum and log Σ exp into lse [rows, 2]) for rows already checked;
+// One tile: logits [rows, columns] (overwritten: exp(x - max)) of vocabulary columns
+// [first_column, first_column + columns), targets[0, rows) already checked by the op. Each counted row's
+// maximum and Σ exp(x - max) are merged into running [rows, 2] (float64: the maximum so far, -inf at first,
+// and the sum scaled to it), and its target's logit is written to target_logits[r] when this tile holds it.
 // exp is SLEEF's, vectorised (core/cpu/vector_math.hpp).
-double linear_cross_entropy_chunk_forward(Tensor& logits, const std::int32_t* targets, std::int32_t ignore_index,
-                                          Tensor& lse);
-// Backward: logits := coefficient · (softmax - onehot) on counted rows, 0 on ignored rows (in place).
-void linear_cross_entropy_chunk_gradient(Tensor& logits, const std::int32_t* targets, std::int32_t ignore_index,
-                                         const Tensor& lse, double coefficient);
+void linear_cross_entropy_tile_forward(Tensor& logits, std::int64_t first_column, const std::int32_t* targets,
+                                       std::int32_t ignore_index, Tensor& running, double* target_logits);
+// Backward: logits := coefficient · (softmax - onehot) on counted rows, 0 on ignored rows (in place), with
+// lse [rows, 2] each row's maximum and log Σ exp over the whole vocabulary.
+void linear_cross_entropy_tile_gradient(Tensor& logits, std::int64_t first_column, const std::int32_t* targets,
+                                        std::int32_t ignore_index, const Tensor& lse, double coefficient);
 }  // namespace kernels
 
 struct LinearCrossEntropy {
   static constexpr std::string_view name = "linear_cross_entropy";
   static constexpr std::size_t arity = 2;
-  // 2^24 logits (64 MiB in float32) a chunk: 333 rows of GPT-2's vocabulary, large enough that the GEMMs
-  // run at full speed and packing W once per chunk stays a few per cent of the chunk's work.
+  // 2^24 logits (64 MiB in float32) a tile: 1,024 rows of 16,384 classes, large enough that the GEMMs run
+  // at full speed.
   static constexpr std::int64_t default_chunk_elements = std::int64_t{1} << 24;
+  // The narrowest column chunk the CPU tiles take before they split the rows instead (a GEMM this wide
+  // still runs on the packed kernels).
+  static constexpr std::int64_t min_tile_columns = 256;
 
   TokenIds targets;
   std::int32_t ignore_index = -100;
   std::int64_t chunk_elements = default_chunk_elements;
+  // A tile of the [N, V] logits: rows × columns, the last ones in each direction possibly smaller.
+  struct Tiling {
+    std::int64_t rows = 0, columns = 0;
+  };
   // From the forward pass:
-  std::int64_t counted = 0, chunk_rows = 0;
-  Tensor logits;            // whole-batch (unfused) path only: [.., V], kept for backward
-  Tensor lse;               // whole-batch path: [N, 2]
-  std::vector<Tensor> lses;  // chunked path: [rows of chunk, 2] per chunk
+  std::int64_t counted = 0;
+  Tiling tiling;
+  Tensor logits;             // whole-batch (unfused) path only: [.., V], kept for backward
+  Tensor lse;                // whole-batch path: [N, 2]
+  std::vector<Tensor> lses;  // tiled path: [rows of the block, 2] per block of rows
 
   static void check(const Tensor& x, const Tensor& w, const TokenIds& targets, std::int32_t ignore_index) {
     if (!targets.defined()) fail("linear_cross_entropy: no targets given (x {}, W {})", x.shape(), w.shape());
@@ -67,13 +79,20 @@ struct LinearCrossEntropy {
     }
   }
 
-  // Rows per chunk for N rows and V classes; N when everything fits in one chunk.
-  static std::int64_t rows_per_chunk(std::int64_t rows, std::int64_t classes, std::int64_t chunk_elements) {
+  // The tile for N rows and V classes: [N, V] when everything fits in one chunk. Otherwise at most
+  // chunk_elements logits, split evenly in each direction: whole rows when `whole_rows` (CUDA); else every
+  // row and column chunks when they can be min(V, min_tile_columns) wide, blocks of rows of that width
+  // when not.
+  static Tiling tiling_for(std::int64_t rows, std::int64_t classes, std::int64_t chunk_elements, bool whole_rows) {
     if (chunk_elements <= 0) fail("linear_cross_entropy: chunk_elements {} must be positive", chunk_elements);
-    if (classes == 0 || rows * classes <= chunk_elements) return rows;
-    return std::max<std::int64_t>(1, chunk_elements / classes);
+    if (classes == 0 || rows == 0 || rows * classes <= chunk_elements) return {rows, classes};
+    const auto ceil_div = [](std::int64_t a, std::int64_t b) { return (a + b - 1) / b; };
+    const auto even = [&](std::int64_t total, std::int64_t most) { return ceil_div(total, ceil_div(total, most)); };
+    const std::int64_t narrowest = whole_rows ? classes : std::min(classes, min_tile_columns);
+    const std::int64_t block_rows = even(rows, std::clamp<std::int64_t>(chunk_elements / narrowest, 1, rows));
+    if (whole_rows) return {block_rows, classes};
+    return {block_rows, even(classes, std::max<std::int64_t>(1, chunk_elements / block_rows))};
   }
-
   Tensor forward(const Tensor& x, const Tensor& w);
   static constexpr Reads<2> reads(Needs<2> need) {
     const bool any = need[0] || need[1];
@@ -91,7 +110,7 @@ struct LinearCrossEntropy {
 template <Expression X, Expression W>
 auto linear_cross_entropy(X&& x, W&& w, TokenIds targets, std::int32_t ignore_index = -100,
                           std::int64_t chunk_elements = LinearCrossEntropy::default_chunk_elements) {
-  return make_node(LinearCrossEntropy{std::move(targets), ignore_index, chunk_elements, 0, 0, {}, {}, {}}, std::forward<X>(x),
+  return make_node(LinearCrossEntropy{std::move(targets), ignore_index, chunk_elements, 0, {}, {}, {}, {}}, std::forward<X>(x),
                    std::forward<W>(w));
 }
 

@@ -70,6 +70,56 @@ TEST_CASE("linear_cross_entropy: chunked matches cross_entropy(x·Wᵀ) in float
   CHECK(bitwise_equal(whole.dw, reference.dw));
 }
 
+TEST_CASE("gradcheck: linear_cross_entropy over column tiles of the vocabulary") {
+  auto x = random_param("x", {2, 3, 4}, 1811, DType::f64, -1.0, 1.0);
+  auto w = random_param("W", {600, 4}, 1812, DType::f64, -1.0, 1.0);
+  const TokenIds targets({2, 3}, {599, -100, 0, 300, 299, 17});
+  // 6 rows × 300 classes a tile: every row, two column chunks (targets on both sides of the seam); then
+  // 3 × 300: two blocks of rows, each in two column chunks.
+  for (const std::int64_t chunk : {std::int64_t{6 * 300}, std::int64_t{3 * 300}}) {
+    CAPTURE(chunk);
+    require_passed(gradcheck([&] { return linear_cross_entropy(param(x), param(w), targets, -100, chunk); }, {x, w}));
+  }
+}
+
+TEST_CASE("linear_cross_entropy: column tiles match cross_entropy(x·Wᵀ) in float32") {
+  using namespace linear_ce_test;
+  const Tensor x = random_tensor({3, 17, 24}, 1813, DType::f32, -2.0, 2.0);
+  const Tensor w = random_tensor({1001, 24}, 1814, DType::f32, -0.5, 0.5);
+  std::vector<std::int32_t> ids;
+  for (int i = 0; i < 51; ++i) ids.push_back(i % 7 == 3 ? -100 : (i * 389) % 1001);
+  const TokenIds targets({3, 17}, ids);
+  const Unfused reference = unfused(x, w, targets);
+  // All 51 rows in three column chunks of 334; then 5 blocks of 11 rows (the last 7), each in four
+  // column chunks of 251 (the last 248).
+  for (const std::int64_t chunk : {std::int64_t{51 * 400}, std::int64_t{3000}}) {
+    CAPTURE(chunk);
+    const Unfused got = fused(x, w, targets, chunk);
+    CHECK(std::abs(got.loss - reference.loss) < 1e-5 * std::abs(reference.loss));
+    CHECK(max_abs_diff(got.dx, reference.dx) < 1e-6);
+    CHECK(max_abs_diff(got.dw, reference.dw) < 1e-6);
+  }
+}
+
+TEST_CASE("linear_cross_entropy: the tiling keeps every row together where it can and stays within the chunk") {
+  using Tiling = LinearCrossEntropy::Tiling;
+  const auto tiling = [](std::int64_t rows, std::int64_t classes, std::int64_t chunk, bool whole_rows) {
+    const Tiling t = LinearCrossEntropy::tiling_for(rows, classes, chunk, whole_rows);
+    CHECK(t.rows * t.columns <= chunk);
+    return std::pair{t.rows, t.columns};
+  };
+  // GPT-2 at 1,024 tokens with the default chunk: every row, the vocabulary in 4 even column chunks.
+  CHECK(tiling(1024, 50257, std::int64_t{1} << 24, false) == std::pair<std::int64_t, std::int64_t>{1024, 12565});
+  // On CUDA whole rows: 4 even blocks of rows.
+  CHECK(tiling(1024, 50257, std::int64_t{1} << 24, true) == std::pair<std::int64_t, std::int64_t>{256, 50257});
+  // Everything fits: one tile, the whole logits.
+  CHECK(tiling(16, 96, 2048, false) == std::pair<std::int64_t, std::int64_t>{16, 96});
+  // Too many rows for 256-wide column chunks of every row: blocks of rows (even), columns as wide as fit.
+  CHECK(tiling(100000, 50257, std::int64_t{1} << 24, false) == std::pair<std::int64_t, std::int64_t>{50000, 333});
+  // A vocabulary narrower than 256 is never split.
+  CHECK(tiling(51, 7, 14, false) == std::pair<std::int64_t, std::int64_t>{2, 7});
+}
+
 TEST_CASE("linear_cross_entropy: with a frozen W only x gets a gradient, chunked or not") {
   using namespace linear_ce_test;
   const Tensor x = random_tensor({6, 5}, 1807, DType::f64);
