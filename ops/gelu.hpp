@@ -4,6 +4,7 @@
 // Evaluated through ½(1 + tanh u) = σ(2u) = 1/(1 + exp(-2u)): the same function with one exp instead of a
 // tanh (2.7x faster for float32 here) and no cancellation in 1 + tanh u for negative x.
 #include <cmath>
+#include <cstdint>
 
 #include "lowrank/core/hd.hpp"
 
@@ -41,18 +42,38 @@ LOWRANK_CUDA_MAP(3, lowrank::functors::GeluTanhBackward);
 
 namespace lowrank {
 
+namespace kernels {
+// The CPU float32 paths of gelu, for contiguous operands: GeluTanh and GeluTanhBackward's arithmetic in
+// blocks, with the exp of a block from SLEEF, vectorised (core/cpu/vector_math.hpp), instead of libm's
+// one element at a time. y may be x.
+void gelu_forward(const float* x, float* y, std::int64_t n);
+void gelu_backward(float* dx, const float* x, const float* dy, std::int64_t n);
+// Whether those paths serve these operands (float32 CPU tensors, all contiguous).
+inline bool gelu_vectorised(std::initializer_list<const Tensor*> operands) {
+  for (const Tensor* t : operands)
+    if (t->dtype() != DType::f32 || !t->device().is_cpu() || !t->is_contiguous()) return false;
+  return true;
+}
+}  // namespace kernels
+
 struct Gelu {
   static constexpr std::string_view name = "gelu";
   static constexpr std::size_t arity = 1;
   // x is taken by value: when it dies here (no gradient needs it), y is written into its buffer.
   Tensor forward(Tensor x) const {
     Tensor y = sole_owner(x) ? x : Tensor::empty(x.shape(), x.dtype(), x.device());
-    map("gelu", functors::GeluTanh{}, y, x);
+    if (kernels::gelu_vectorised({&x, &y}))
+      kernels::gelu_forward(x.data<float>(), y.data<float>(), x.numel());
+    else
+      map("gelu", functors::GeluTanh{}, y, x);
     return y;
   }
   static constexpr Reads<1> reads(Needs<1> need) { return {{need[0]}, false}; }
   template <Needs<1>> void backward(const Tensor& dy, Inputs<1> in, const Tensor&, Grads<1> dx) const {
-    map("gelu backward", functors::GeluTanhBackward{}, *dx[0], *dx[0], *in[0], dy);
+    if (kernels::gelu_vectorised({dx[0], in[0], &dy}) && dx[0]->shape() == in[0]->shape() && dy.shape() == in[0]->shape())
+      kernels::gelu_backward(dx[0]->data<float>(), in[0]->data<float>(), dy.data<float>(), dy.numel());
+    else
+      map("gelu backward", functors::GeluTanhBackward{}, *dx[0], *dx[0], *in[0], dy);
   }
 };
 
