@@ -284,7 +284,6 @@ struct GPT::State {
       const double loss = head.value().item();
       head.backward();
       embed.backward(backward_blocks(steps.full_tapes, full_block()));
-      steps.saved_bytes += steps.recomputed_bytes;
       if (ready.callback) ready.callback(ready.at_end);
       return loss;
     }
@@ -295,7 +294,6 @@ struct GPT::State {
     const double loss = head.value().item();
     head.backward();
     backward_blocks(steps.lora_tapes, lora_block());  // block 0's input gradient is computed (one tape type) and dropped
-    steps.saved_bytes += steps.recomputed_bytes;
     return loss;
   }
 

@@ -127,8 +127,8 @@ class GPT final : public LanguageModel {
   // Dropout applies to all three while training() is on, as in PyTorch's train/eval modes.
 
   // Bytes the last forward_backward kept alive for its backward pass, measured when its forward had
-  // finished: every tape's saved values (Tape::memory()) plus the activations passed between tapes; with
-  // recompute, plus the most one rebuilt block tape saved during backward.
+  // finished: every tape's saved values (Tape::memory()) plus the activations passed between tapes (with
+  // recompute: the last block's tape, which a rebuilt block's equals, and the activations).
   std::size_t saved_activation_bytes() const;
   void set_recompute(bool on) override;  // LanguageModel: activation checkpointing, per block
   bool recompute() const override;

@@ -4,8 +4,8 @@
 // tapes of the step in flight, in two kinds (full training and LoRA). Forward runs the layer tapes in
 // order; backward walks them in reverse, seeding each with the gradient of the next one's input and
 // releasing each after its turn. With `recompute` (activation checkpointing) a training forward keeps
-// each layer's input only and drops its tape, and backward builds and runs the layer's tape again just
-// before its backward, with the adapters' dropout streams put back to where the first forward found them
+// each layer's input only and drops its tape (but the last layer's, whose backward comes first), and
+// backward builds and runs the layer's tape again just before its backward, with the adapters' dropout streams put back to where the first forward found them
 // (the masks are a pure function of seed and offset, core/philox.hpp), so the second forward draws the
 // same masks and the step's loss and gradients are those of the step without it, bit for bit.
 // Template-heavy: included by the models' one translation unit each.
@@ -47,9 +47,8 @@ template <class FullTape, class LoraTape, class DoraTape = LoraTape> struct Laye
   std::size_t saved_bytes = 0;
   // Activation checkpointing (the models' set_recompute): read by each training forward.
   bool recompute = false;
-  // The step in flight is checkpointed: its forward kept no layer tape, and `dropout_marks[i]` is where the
-  // adapters' dropout streams stood when layer i's forward began.
-  bool checkpointed = false;
+  // A checkpointed step: where the adapters' dropout streams stood when layer i's forward began, for each
+  // layer whose tape forward dropped.
   std::vector<std::vector<RandomStream>> dropout_marks;
 
   explicit LayerSteps(std::size_t layers) {
@@ -87,17 +86,18 @@ template <class FullTape, class LoraTape, class DoraTape = LoraTape> struct Laye
 
   std::size_t layers() const { return inputs.size() - 1; }
 
-  // Runs every layer forward, keeping the tapes (training), or only each layer's input (training with
-  // recompute), or nothing (inference: each tape is dropped at once). expression(i, input) builds layer
+  // Runs every layer forward, keeping the tapes (training), or only each layer's input and the last
+  // layer's tape (training with recompute: backward needs that tape at once, and one layer tape is what a
+  // rebuilt layer holds anyway), or nothing (inference: each tape is dropped at once). expression(i, input) builds layer
   // i's expression over its input leaf; `streams` holds the dropout streams its adapters draw from. The
   // layer inputs' gradient buffers are made by backward_blocks, each just before it is written.
   template <class Tapes, class MakeExpression>
   Tensor run_blocks(Tapes& tapes, Tensor x, bool keep, MakeExpression expression, const AdapterSet& streams) {
-    checkpointed = keep && recompute;
+    const bool checkpointed = keep && recompute;
     dropout_marks.clear();
     for (std::size_t i = 0; i < layers(); ++i) {
       const ParameterPtr& in = block_input(i, x, false);
-      if (keep && !checkpointed) {
+      if (keep && (!checkpointed || i + 1 == layers())) {
         tapes.emplace_back(expression(i, in));
         x = tapes.back().value();
         continue;
@@ -111,34 +111,31 @@ template <class FullTape, class LoraTape, class DoraTape = LoraTape> struct Laye
   }
 
   // Reverse walk over the layers, releasing each after its backward; returns dL/d(layer 0 input). A
-  // checkpointed step rebuilds layer i's tape from its kept input with the same `expression` and
-  // `streams` as run_blocks (the streams end where the first forward left them). `done(i)`, when given,
-  // runs once layer i's backward is complete. `recomputed_bytes` becomes the most saved bytes one rebuilt
-  // tape held (0 when nothing was rebuilt).
+  // checkpointed step rebuilds each layer's tape whose forward did not keep it from the layer's kept
+  // input, with the same `expression` and `streams` as run_blocks (the streams end where the first forward
+  // left them). A rebuilt tape has the type and shapes of the kept one, so it saves as much.
+  // `done(i)`, when given, runs once layer i's backward is complete.
   template <class Tapes, class MakeExpression, class Done = void (*)(std::size_t)>
   Tensor backward_blocks(Tapes& tapes, MakeExpression expression, AdapterSet& streams, Done done = [](std::size_t) {}) {
-    recomputed_bytes = 0;
-    if (!checkpointed) {
-      for (std::size_t i = tapes.size(); i-- > 0;) {
-        make_gradient(i);
-        tapes.back().backward(inputs[i + 1]->grad);
-        tapes.pop_back();
-        inputs[i + 1]->value = inputs[i + 1]->grad = Tensor();
-        done(i);
-      }
-      return inputs[0]->grad;
+    const std::size_t first_rebuilt = layers() - tapes.size();  // layers from here on kept their tapes
+    for (std::size_t i = layers(); i-- > first_rebuilt;) {
+      make_gradient(i);
+      tapes.back().backward(inputs[i + 1]->grad);
+      tapes.pop_back();
+      inputs[i + 1]->value = inputs[i + 1]->grad = Tensor();
+      done(i);
     }
+    if (first_rebuilt == 0) return inputs[0]->grad;
     // However backward ends, the streams continue from where the step's forward left them.
     struct RestoreStreams {
       AdapterSet& set;
       std::vector<RandomStream> after;
       ~RestoreStreams() { set.set_dropout_streams(after, "nn::LayerSteps"); }
     } restore{streams, streams.dropout_streams()};
-    for (std::size_t i = layers(); i-- > 0;) {
+    for (std::size_t i = first_rebuilt; i-- > 0;) {
       inputs[i + 1]->value = Tensor();  // layer i's backward reads its own values, not its output
       streams.set_dropout_streams(dropout_marks[i], "nn::LayerSteps");
       typename Tapes::value_type tape(expression(i, inputs[i]));
-      recomputed_bytes = std::max(recomputed_bytes, tape.memory().saved_bytes);
       make_gradient(i);
       tape.backward(inputs[i + 1]->grad);
       inputs[i + 1]->grad = Tensor();
@@ -146,8 +143,6 @@ template <class FullTape, class LoraTape, class DoraTape = LoraTape> struct Laye
     }
     return inputs[0]->grad;
   }
-  std::size_t recomputed_bytes = 0;
-
   template <class Tapes> std::size_t saved_by(const Tapes& tapes) const {
     std::size_t bytes = 0;
     for (const auto& tape : tapes) bytes += tape.memory().saved_bytes;
@@ -164,7 +159,6 @@ template <class FullTape, class LoraTape, class DoraTape = LoraTape> struct Laye
       s.lora_tapes.clear();
       s.dora_tapes.clear();
       s.release_inputs();
-      s.checkpointed = false;
       s.dropout_marks.clear();
     }
   };

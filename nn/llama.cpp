@@ -514,9 +514,7 @@ struct Llama::State {
   }
   // Backward through the layers (rebuilding each layer's tape first when the step is checkpointed).
   template <class Tapes, class MakeLayer> Tensor backward_layers(Tapes& tapes, const TokenIds& ids, MakeLayer make_layer) {
-    Tensor grad = steps.backward_blocks(tapes, layer_expressions(ids, make_layer), lora.set);
-    steps.saved_bytes += steps.recomputed_bytes;
-    return grad;
+    return steps.backward_blocks(tapes, layer_expressions(ids, make_layer), lora.set);
   }
   auto full_layer() {
     return [this](std::size_t i) { return full.layers[i]; };

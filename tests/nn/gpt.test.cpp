@@ -412,7 +412,8 @@ TEST_CASE("gpt: recompute (activation checkpointing) gives the same losses, grad
 
 TEST_CASE("gpt: recompute keeps one block's saved activations instead of every block's") {
   // Saved by one block tape S, one activation between blocks a = B·T·E floats. Without recompute, forward
-  // ends holding n·S + (n + 1)·a (+ the head's); with it, (n + 1)·a, and backward rebuilds one S at a time.
+  // ends holding n·S + (n + 1)·a (+ the head's); with it, S + (n + 1)·a (the last block's tape is kept), and
+  // backward rebuilds one S at a time.
   const GPTConfig c{.vocab_size = 11, .n_positions = 32, .n_embd = 32, .n_layer = 6, .n_head = 2};
   GPTConfig shallow = c;
   shallow.n_layer = 5;
