@@ -210,7 +210,8 @@ PhaseResult train_phase(const std::string& phase, nn::GPT& model, Task task, con
 //                       against the measurement below). The fused kernels keep no [T, T] probabilities and
 //                       no logits in the tape: flash attention holds its per-row log-sum-exp, the fused
 //                       head its logits while the batch fits one chunk, inside the op (step buffers)
-//   step buffers        the gradient of each block's input, (L+1)·N·E values, zeroed in forward; the
+//   step buffers        the gradients of block inputs, 2·N·E values (backward makes each just before its
+//                       block writes it and drops it after the block below has read it); the
 //                       per-row float64 mean and 1/std of 2L+1 layernorms and the loss's [N, 2]
 //                       log-sum-exp: 16·N·(2L+2) bytes; attention's float64 log-sum-exp, 8·L·B·H·T bytes;
 //                       the head's logits, N·V values
@@ -233,7 +234,7 @@ PlannedMemory planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::int
   const double k = static_cast<double>(model.lora_settings().targets.size());
   constexpr double value = 4.0;  // float32
   const double saved = value * (L * (10 * N * E + k * N * r) + 2 * N * E);
-  const double step_buffers = value * ((L + 1) * N * E + N * V) + 16.0 * N * (2 * L + 2) + 8.0 * L * B * H * T;
+  const double step_buffers = value * (2 * N * E + N * V) + 16.0 * N * (2 * L + 2) + 8.0 * L * B * H * T;
   const double working = value * std::max(N * V + N * E, 9 * N * E - N * V);
   const double parameters = static_cast<double>(count.total_bytes());
   const double gradients = static_cast<double>(count.trainable_bytes);
