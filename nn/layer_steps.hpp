@@ -5,11 +5,11 @@
 // order; backward walks them in reverse, seeding each with the gradient of the next one's input and
 // releasing each after its turn. With `recompute` (activation checkpointing) a training forward keeps
 // each layer's input only and drops its tape (but the last layer's, whose backward comes first), and
-// backward builds and runs the layer's tape again just before its backward, with the adapters' dropout streams put back to where the first forward found them
-// (the masks are a pure function of seed and offset, core/philox.hpp), so the second forward draws the
-// same masks and the step's loss and gradients are those of the step without it, bit for bit.
+// backward builds and runs the layer's tape again just before its backward, with the adapters' dropout
+// streams put back to where the first forward found them (the masks are a pure function of seed and
+// offset, core/philox.hpp), so the second forward draws the same masks and the step's loss and
+// gradients are those of the step without it, bit for bit.
 // Template-heavy: included by the models' one translation unit each.
-#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -88,9 +88,10 @@ template <class FullTape, class LoraTape, class DoraTape = LoraTape> struct Laye
 
   // Runs every layer forward, keeping the tapes (training), or only each layer's input and the last
   // layer's tape (training with recompute: backward needs that tape at once, and one layer tape is what a
-  // rebuilt layer holds anyway), or nothing (inference: each tape is dropped at once). expression(i, input) builds layer
-  // i's expression over its input leaf; `streams` holds the dropout streams its adapters draw from. The
-  // layer inputs' gradient buffers are made by backward_blocks, each just before it is written.
+  // rebuilt layer holds anyway), or nothing (inference: each tape is dropped at once). expression(i,
+  // input) builds layer i's expression over its input leaf; `streams` holds the dropout streams its
+  // adapters draw from. The layer inputs' gradient buffers are made by backward_blocks, each just before
+  // it is written.
   template <class Tapes, class MakeExpression>
   Tensor run_blocks(Tapes& tapes, Tensor x, bool keep, MakeExpression expression, const AdapterSet& streams) {
     const bool checkpointed = keep && recompute;
@@ -143,6 +144,7 @@ template <class FullTape, class LoraTape, class DoraTape = LoraTape> struct Laye
     }
     return inputs[0]->grad;
   }
+
   template <class Tapes> std::size_t saved_by(const Tapes& tapes) const {
     std::size_t bytes = 0;
     for (const auto& tape : tapes) bytes += tape.memory().saved_bytes;
