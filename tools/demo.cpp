@@ -92,14 +92,6 @@ DemoPlan make_plan(const DemoOptions& options) {
   return plan;
 }
 
-double max_abs_difference(const Tensor& a, const Tensor& b) {
-  const std::vector<double> x = a.to_vector(), y = b.to_vector();
-  if (x.size() != y.size()) fail("demo: comparing logits of {} and {} elements", x.size(), y.size());
-  double m = 0.0;
-  for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
-  return m;
-}
-
 // Greedy completions, batched: every row holds its prompt and what was generated so far, padded on the
 // right. Causal attention means the padding never reaches the position that is read, so one forward
 // pass advances every row by a token.
@@ -362,7 +354,7 @@ DemoResult run_phases(const DemoOptions& options, const DemoPlan& plan, Device d
   const Tensor unmerged_logits = model.logits(probe).to(Device::cpu());
   model.set_adapters_enabled(false);
   const auto copy_adapter_off_answers = greedy_answers(model, copy_eval, "copy (LoRA off)");
-  result.base_logit_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), base_logits);
+  result.base_logit_difference = max_abs_diff(model.logits(probe).to(Device::cpu()), base_logits);
   model.set_adapters_enabled(true);
   result.reverse_after = score(reverse_eval, reverse_after_answers);
   result.copy_adapter_on = score(copy_eval, copy_adapter_on_answers);
@@ -370,9 +362,9 @@ DemoResult run_phases(const DemoOptions& options, const DemoPlan& plan, Device d
   result.adapter_off_completions_identical = copy_adapter_off_answers == copy_before_answers;
 
   model.merge_adapters();
-  result.merged_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged_logits);
+  result.merged_difference = max_abs_diff(model.logits(probe).to(Device::cpu()), unmerged_logits);
   model.unmerge_adapters();
-  result.restored_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged_logits);
+  result.restored_difference = max_abs_diff(model.logits(probe).to(Device::cpu()), unmerged_logits);
 
   result.plotted = write_outputs(model, metrics, out);
 
