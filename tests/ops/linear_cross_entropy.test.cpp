@@ -34,6 +34,33 @@ Unfused fused(const Tensor& x, const Tensor& w, const TokenIds& targets, std::in
   return {loss, px->grad, pw->grad};
 }
 
+// float32 x [3, 17, 24] and W [classes, 24] in [-2, 2] and [-0.5, 0.5], 51 targets (i·step mod classes,
+// every 7th ignored), and the unfused expression's loss and gradients on them.
+struct Float32Case {
+  Tensor x, w;
+  TokenIds targets;
+  Unfused reference;
+};
+Float32Case float32_case(std::int64_t classes, std::uint64_t seed, std::int32_t step) {
+  const Tensor x = random_tensor({3, 17, 24}, seed, DType::f32, -2.0, 2.0);
+  const Tensor w = random_tensor({classes, 24}, seed + 1, DType::f32, -0.5, 0.5);
+  std::vector<std::int32_t> ids;
+  for (int i = 0; i < 51; ++i) ids.push_back(i % 7 == 3 ? -100 : static_cast<std::int32_t>((i * step) % classes));
+  const TokenIds targets({3, 17}, ids);
+  return {x, w, targets, unfused(x, w, targets)};
+}
+
+// The op with each chunk size agrees with the unfused expression to float32 rounding.
+void check_chunks(const Float32Case& c, std::initializer_list<std::int64_t> chunks) {
+  for (const std::int64_t chunk : chunks) {
+    CAPTURE(chunk);
+    const Unfused got = fused(c.x, c.w, c.targets, chunk);
+    CHECK(std::abs(got.loss - c.reference.loss) < 1e-5 * std::abs(c.reference.loss));
+    CHECK(max_abs_diff(got.dx, c.reference.dx) < 1e-6);
+    CHECK(max_abs_diff(got.dw, c.reference.dw) < 1e-6);
+  }
+}
+
 }  // namespace linear_ce_test
 
 TEST_CASE("gradcheck: linear_cross_entropy, chunked and whole") {
@@ -51,23 +78,12 @@ TEST_CASE("gradcheck: linear_cross_entropy, chunked and whole") {
 
 TEST_CASE("linear_cross_entropy: chunked matches cross_entropy(x·Wᵀ) in float32; one chunk matches it bit for bit") {
   using namespace linear_ce_test;
-  const Tensor x = random_tensor({3, 17, 24}, 1805, DType::f32, -2.0, 2.0);
-  const Tensor w = random_tensor({101, 24}, 1806, DType::f32, -0.5, 0.5);
-  std::vector<std::int32_t> ids;
-  for (int i = 0; i < 51; ++i) ids.push_back(i % 7 == 3 ? -100 : (i * 37) % 101);
-  const TokenIds targets({3, 17}, ids);
-  const Unfused reference = unfused(x, w, targets);
-  for (const std::int64_t chunk : {std::int64_t{101}, std::int64_t{101 * 5}, std::int64_t{101 * 16 + 50}}) {
-    CAPTURE(chunk);
-    const Unfused got = fused(x, w, targets, chunk);
-    CHECK(std::abs(got.loss - reference.loss) < 1e-5 * std::abs(reference.loss));
-    CHECK(max_abs_diff(got.dx, reference.dx) < 1e-6);
-    CHECK(max_abs_diff(got.dw, reference.dw) < 1e-6);
-  }
-  const Unfused whole = fused(x, w, targets, LinearCrossEntropy::default_chunk_elements);
-  CHECK(whole.loss == reference.loss);
-  CHECK(bitwise_equal(whole.dx, reference.dx));
-  CHECK(bitwise_equal(whole.dw, reference.dw));
+  const Float32Case c = float32_case(101, 1805, 37);
+  check_chunks(c, {101, 101 * 5, 101 * 16 + 50});
+  const Unfused whole = fused(c.x, c.w, c.targets, LinearCrossEntropy::default_chunk_elements);
+  CHECK(whole.loss == c.reference.loss);
+  CHECK(bitwise_equal(whole.dx, c.reference.dx));
+  CHECK(bitwise_equal(whole.dw, c.reference.dw));
 }
 
 TEST_CASE("gradcheck: linear_cross_entropy over column tiles of the vocabulary") {
@@ -84,21 +100,9 @@ TEST_CASE("gradcheck: linear_cross_entropy over column tiles of the vocabulary")
 
 TEST_CASE("linear_cross_entropy: column tiles match cross_entropy(x·Wᵀ) in float32") {
   using namespace linear_ce_test;
-  const Tensor x = random_tensor({3, 17, 24}, 1813, DType::f32, -2.0, 2.0);
-  const Tensor w = random_tensor({1001, 24}, 1814, DType::f32, -0.5, 0.5);
-  std::vector<std::int32_t> ids;
-  for (int i = 0; i < 51; ++i) ids.push_back(i % 7 == 3 ? -100 : (i * 389) % 1001);
-  const TokenIds targets({3, 17}, ids);
-  const Unfused reference = unfused(x, w, targets);
   // All 51 rows in three column chunks of 334; then 5 blocks of 11 rows (the last 7), each in four
   // column chunks of 251 (the last 248).
-  for (const std::int64_t chunk : {std::int64_t{51 * 400}, std::int64_t{3000}}) {
-    CAPTURE(chunk);
-    const Unfused got = fused(x, w, targets, chunk);
-    CHECK(std::abs(got.loss - reference.loss) < 1e-5 * std::abs(reference.loss));
-    CHECK(max_abs_diff(got.dx, reference.dx) < 1e-6);
-    CHECK(max_abs_diff(got.dw, reference.dw) < 1e-6);
-  }
+  check_chunks(float32_case(1001, 1813, 389), {51 * 400, 3000});
 }
 
 TEST_CASE("linear_cross_entropy: the tiling keeps every row together where it can and stays within the chunk") {
