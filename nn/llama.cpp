@@ -578,7 +578,7 @@ struct Llama::State {
   }
 };
 
-Llama::Llama(LlamaWeights weights) : state_(std::make_unique<State>(std::move(weights))) {}
+Llama::Llama(LlamaWeights weights) : LayerAdaptedModel("nn::Llama"), state_(std::make_unique<State>(std::move(weights))) {}
 Llama::~Llama() = default;
 Llama::Llama(Llama&&) noexcept = default;
 Llama& Llama::operator=(Llama&&) noexcept = default;
@@ -625,13 +625,9 @@ void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
   s.full.clear();
 }
 
-bool Llama::has_lora() const { return state_->lora.enabled; }
+LayerAdapters& Llama::layer_adapters() { return state_->lora; }
 
-const LoraSettings& Llama::lora_settings() const { return state_->lora.settings_of("nn::Llama"); }
-
-void Llama::set_adapters_enabled(bool on) { state_->lora.set_enabled(on, "nn::Llama"); }
-
-bool Llama::adapters_enabled() const { return state_->lora.enabled && state_->lora.set.enabled(); }
+const LayerAdapters& Llama::layer_adapters() const { return state_->lora; }
 
 void Llama::merge_adapters() {
   State& s = *state_;
@@ -641,10 +637,6 @@ void Llama::merge_adapters() {
   s.lora.merge_checked(
       "nn::Llama", [&](std::size_t i, std::size_t p) { return projection_weight(s.w.layers[i], Projection(p)); }, lora::Layout::out_in);
 }
-
-void Llama::unmerge_adapters() { state_->lora.unmerge("nn::Llama"); }
-
-bool Llama::merged() const { return state_->lora.set.merged(); }
 
 void Llama::train(bool on) {
   state_->training = on;
@@ -703,12 +695,6 @@ std::vector<Llama::Adapter> Llama::adapters() const {
     list.push_back({static_cast<int>(i), llama_target_names()[p], adapter.lora_A(), adapter.lora_B(), adapter.scaling(), adapter.magnitude()});
   });
   return list;
-}
-
-std::vector<RandomStream> Llama::lora_dropout_streams() const { return state_->lora.set.dropout_streams(); }
-
-void Llama::set_lora_dropout_streams(const std::vector<RandomStream>& streams) {
-  state_->lora.set.set_dropout_streams(streams, "nn::Llama::set_lora_dropout_streams");
 }
 
 // ---- PEFT adapter files -----------------------------------------------------------------------------------------
@@ -779,18 +765,6 @@ void load_adapter(const std::filesystem::path& directory, Llama& model) {
     if (adapters[k].magnitude) adapters[k].magnitude->value.copy_from(file.modules[k].magnitude);
   }
 }
-
-// ---- named adapters (nn/layer_adapters.hpp) -------------------------------------------------------------------------
-void Llama::add_adapter(const std::string& name, const std::filesystem::path& directory) {
-  // load_adapter reads into the model's own adapters: add_named_from hands it an empty set, which then
-  // becomes the named adapter.
-  state_->lora.add_named_from("nn::Llama", name, directory.string(), [&] { nn::load_adapter(directory, *this); });
-}
-
-std::vector<std::string> Llama::adapter_names() const { return state_->lora.named_names(); }
-void Llama::set_adapter_scale(const std::string& name, double scale) { state_->lora.set_named_scale("nn::Llama", name, scale); }
-void Llama::set_adapter_active(const std::string& name, bool on) { state_->lora.set_named_active("nn::Llama", name, on); }
-void Llama::set_row_adapters(std::vector<std::string> row_adapters) { state_->lora.set_rows("nn::Llama", std::move(row_adapters)); }
 
 // ---- generation ---------------------------------------------------------------------------------------------------
 // The model's state is behind a pointer: generation runs forwards (which use the step machinery) without
