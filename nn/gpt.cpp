@@ -192,7 +192,6 @@ void check_batch(const GPTConfig& config, const char* who, const TokenIds& ids, 
 // The model: its weights, the full-mode parameters bound to them, the adapters, and the step machinery.
 struct GPT::State {
   GPTWeights w;
-  bool training = true;
   KernelOptions kernels;
   // Full mode's parameters, made at their first use: each carries a gradient buffer the size of its
   // weight, and a model loaded to be LoRA-trained (enable_lora drops them) must never hold those, or
@@ -227,7 +226,7 @@ struct GPT::State {
     return [this](std::size_t i) { return full().block(i, embd()); };
   }
   auto lora_block() {
-    return [this](std::size_t i) { return lora_block_of(lora, w.blocks[i], i, embd(), training); };
+    return [this](std::size_t i) { return lora_block_of(lora, w.blocks[i], i, embd(), lora.set.training()); };
   }
 
   // GPT::set_gradients_ready: the callback, and the trainable parameters final after block i's backward
@@ -328,7 +327,7 @@ void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
                             [](std::size_t i) { return fmt::format("h.{}", i); }};
   // Built aside and moved in, so that a failure leaves the model as it was; named adapters stay.
   LayerAdapters created = LayerAdapters::create(settings, expand_lora_targets(settings.targets), projection_kinds(s.embd()),
-                                                s.w.blocks.size(), naming, init, s.w.dtype(), s.w.device(), s.training);
+                                                s.w.blocks.size(), naming, init, s.w.dtype(), s.w.device(), s.lora.set.training());
   created.named = std::move(s.lora.named);
   s.lora = std::move(created);
   s.full_parameters.reset();
@@ -343,13 +342,6 @@ void GPT::merge_adapters() {
   s.lora.merge_checked(
       "nn::GPT", [&](std::size_t i, std::size_t t) { return target_tensors(s.w.blocks[i], Target(t), s.embd()).weight; }, lora::Layout::in_out);
 }
-
-void GPT::train(bool on) {
-  state_->training = on;
-  state_->lora.set.train(on);
-}
-
-bool GPT::training() const { return state_->training; }
 
 Parameters GPT::trainable_parameters() const {
   State& s = *state_;

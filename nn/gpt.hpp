@@ -94,14 +94,12 @@ class GPT final : public LayerAdaptedModel {
   // from `init` by the config's init, its own dropout stream seeded from `init`, layer by layer, targets
   // in lora_target_names() order. Errors: called twice, unknown or repeated targets, an invalid config (lora::validate),
   // mode weight_merge or a bias option other than none (not supported here).
-  // has_lora, lora_settings, set_adapters_enabled, unmerge_adapters, merged, the named adapters and the
-  // dropout streams: nn::LayerAdaptedModel.
+  // has_lora, lora_settings, set_adapters_enabled, unmerge_adapters, merged, train/training, the named
+  // adapters and the dropout streams: nn::LayerAdaptedModel.
   void enable_lora(const LoraSettings& settings, RandomStream& init) override;
   void merge_adapters() override;  // W += s·(B·A)ᵀ in each adapted Conv1D weight (its columns for q, k, v):
                             // lora::Adapter::merge with Layout::in_out, Restore::exact
 
-  void train(bool on = true) override;  // LoRA dropout on/off (the default is on)
-  bool training() const override;
   // Full mode: every weight, HF names, in named_tensors() order. LoRA mode: every A and B (layer by
   // layer, targets in lora_target_names() order); refused while merged.
   Parameters trainable_parameters() const override;

@@ -2,7 +2,7 @@
 // nn::LayerAdaptedModel: the part of nn::LanguageModel that every layered family (nn::GPT, nn::Llama)
 // implements the same way, by handing the call to its nn::LayerAdapters (nn/layer_adapters.hpp) with the
 // model's name ("nn::GPT") to start each error: the LoRA life cycle's queries and switches, the named
-// adapters and the dropout streams. A family implements the rest of LanguageModel and layer_adapters().
+// adapters, the dropout streams and the training flag (kept by the adapter set, whose dropout it switches). A family implements the rest of LanguageModel and layer_adapters().
 // This header is free of expression templates (LayerAdapters is only declared here).
 #include <filesystem>
 #include <string>
@@ -22,6 +22,8 @@ class LayerAdaptedModel : public LanguageModel {
   bool adapters_enabled() const override;
   void unmerge_adapters() override;  // exact restore from the copy each adapter kept; refused unless merged
   bool merged() const override;
+  void train(bool on = true) override;  // LoRA dropout on/off (the default is on)
+  bool training() const override;
 
   // add_adapter reads the directory with the family's load_adapter (LanguageModel::load_adapter).
   void add_adapter(const std::string& name, const std::filesystem::path& directory) override;

@@ -398,6 +398,8 @@ void LayerAdaptedModel::set_adapters_enabled(bool on) { layer_adapters().set_ena
 bool LayerAdaptedModel::adapters_enabled() const { return layer_adapters().enabled && layer_adapters().set.enabled(); }
 void LayerAdaptedModel::unmerge_adapters() { layer_adapters().unmerge(model_); }
 bool LayerAdaptedModel::merged() const { return layer_adapters().set.merged(); }
+void LayerAdaptedModel::train(bool on) { layer_adapters().set.train(on); }
+bool LayerAdaptedModel::training() const { return layer_adapters().set.training(); }
 
 void LayerAdaptedModel::add_adapter(const std::string& name, const std::filesystem::path& directory) {
   // load_adapter reads into the model's own adapters: add_named_from hands it an empty set, which then

@@ -411,7 +411,6 @@ struct LlamaFullParameters {
 
 struct Llama::State {
   LlamaWeights w;
-  bool training = true;
   LlamaFullParameters full;  // cleared by enable_lora
   LayerAdapters lora;
   LlamaSteps steps;
@@ -493,13 +492,13 @@ struct Llama::State {
   }
   llama_block::LoraLayer lora_layer(std::size_t i) {
     return adapter_layer<llama_block::LoraLayer>(i, [&](Projection p) {
-      return llama_block::LoraProjection{frozen_projection(i, p), lora.any() ? lora.branch(i, p, training) : base_branches[p]};
+      return llama_block::LoraProjection{frozen_projection(i, p), lora.any() ? lora.branch(i, p, lora.set.training()) : base_branches[p]};
     });
   }
   llama_block::DoraLayer dora_layer(std::size_t i) {
     return adapter_layer<llama_block::DoraLayer>(i, [&](Projection p) {
       FrozenWeight weight = frozen_projection(i, p);
-      lora::DoraBranch branch = lora.dora_branch(i, p, training, weight);
+      lora::DoraBranch branch = lora.dora_branch(i, p, lora.set.training(), weight);
       return llama_block::DoraProjection{std::move(weight), std::move(branch)};
     });
   }
@@ -613,7 +612,7 @@ void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
     fail("nn::Llama::enable_lora: use_dora with named adapters loaded ({}): DoRA adapters are not stacked with others",
          fmt::join(s.lora.named_names(), ", "));
   LayerAdapters created = LayerAdapters::create(settings, expand_llama_targets(settings.targets), projection_kinds(s.w.config),
-                                                s.w.layers.size(), naming, init, s.w.dtype(), s.w.device(), s.training);
+                                                s.w.layers.size(), naming, init, s.w.dtype(), s.w.device(), s.lora.set.training());
   // DoRA's magnitudes start as the row norms of W (+ s·B·A, B = 0): a fresh adapter changes nothing. Over a
   // quantized base W is the quant::Matrix, read in dequantized row panels.
   if (settings.config.use_dora)
@@ -637,13 +636,6 @@ void Llama::merge_adapters() {
   s.lora.merge_checked(
       "nn::Llama", [&](std::size_t i, std::size_t p) { return projection_weight(s.w.layers[i], Projection(p)); }, lora::Layout::out_in);
 }
-
-void Llama::train(bool on) {
-  state_->training = on;
-  state_->lora.set.train(on);
-}
-
-bool Llama::training() const { return state_->training; }
 
 Parameters Llama::trainable_parameters() const {
   const State& s = *state_;
@@ -775,14 +767,10 @@ std::vector<std::int32_t> Llama::generate(const std::vector<std::int32_t>& promp
   std::vector<std::int32_t> sequence;
   // Dropout off while generating, restored however generation ends.
   struct Restore {
-    State& s;
+    AdapterSet& set;
     bool training;
-    ~Restore() {
-      s.training = training;
-      s.lora.set.train(training);
-    }
-  } restore{s, s.training};
-  s.training = false;
+    ~Restore() { set.train(training); }
+  } restore{s.lora.set, s.lora.set.training()};
   s.lora.set.train(false);
   return sample_tokens(
       [&](std::span<const std::int32_t> tokens) {

@@ -144,13 +144,11 @@ class Llama final : public LayerAdaptedModel {
 
   // As nn::GPT::enable_lora, with targets from llama_target_names() or "all-linear"; adapters are named
   // model.layers.<i>.self_attn.q_proj ... model.layers.<i>.mlp.down_proj (PEFT's module paths).
-  // has_lora, lora_settings, set_adapters_enabled, unmerge_adapters, merged, the named adapters and the
-  // dropout streams: nn::LayerAdaptedModel.
+  // has_lora, lora_settings, set_adapters_enabled, unmerge_adapters, merged, train/training, the named
+  // adapters and the dropout streams: nn::LayerAdaptedModel.
   void enable_lora(const LoraSettings& settings, RandomStream& init) override;
   void merge_adapters() override;  // W += s·B·A in each adapted [out, in] weight (Layout::out_in, exact restore)
 
-  void train(bool on = true) override;
-  bool training() const override;
   // Full mode: every weight of named_tensors(), in its order. LoRA mode: every A and B.
   Parameters trainable_parameters() const override;
   lora::ParameterCount parameter_count() const override;
