@@ -319,17 +319,15 @@ GPTWeights& GPT::weights() { return state_->w; }
 
 void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
   State& s = *state_;
-  if (s.lora.enabled) fail("nn::GPT::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
+  s.lora.check_not_enabled("nn::GPT");
   if (settings.config.use_dora)
     fail("nn::GPT::enable_lora: use_dora: DoRA on GPT-2's Conv1D layers (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) is not "
          "supported; DoRA runs on the Llama family's Linear projections");
   const TargetNaming naming{"nn::GPT::enable_lora", ", or mlp for fc and proj", "mlp stands for fc and proj",
                             [](std::size_t i) { return fmt::format("h.{}", i); }};
   // Built aside and moved in, so that a failure leaves the model as it was; named adapters stay.
-  LayerAdapters created = LayerAdapters::create(settings, expand_lora_targets(settings.targets), projection_kinds(s.embd()),
-                                                s.w.blocks.size(), naming, init, s.w.dtype(), s.w.device(), s.lora.set.training());
-  created.named = std::move(s.lora.named);
-  s.lora = std::move(created);
+  s.lora.replace_own(LayerAdapters::create(settings, expand_lora_targets(settings.targets), projection_kinds(s.embd()),
+                                           s.w.blocks.size(), naming, init, s.w.dtype(), s.w.device(), s.lora.set.training()));
   s.full_parameters.reset();
 }
 

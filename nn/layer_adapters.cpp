@@ -313,6 +313,15 @@ void LayerAdapters::for_each(const std::function<void(std::size_t, std::size_t, 
       if (chosen[k]) f(i, k, set[index[i][k]]);
 }
 
+void LayerAdapters::check_not_enabled(std::string_view model) const {
+  if (enabled) fail("{}::enable_lora: LoRA is already enabled (targets {})", model, fmt::join(settings.targets, ", "));
+}
+
+void LayerAdapters::replace_own(LayerAdapters created) {
+  created.named = std::move(named);
+  *this = std::move(created);
+}
+
 const LoraSettings& LayerAdapters::settings_of(std::string_view model) const {
   if (!enabled) fail("{}::lora_settings: the model has no adapters (call enable_lora first)", model);
   return settings;

@@ -606,7 +606,7 @@ LlamaWeights& Llama::weights() { return state_->w; }
 
 void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
   State& s = *state_;
-  if (s.lora.enabled) fail("nn::Llama::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
+  s.lora.check_not_enabled("nn::Llama");
   const TargetNaming naming{"nn::Llama::enable_lora", ", or all-linear for all of them", "all-linear stands for all seven", layer_path};
   if (settings.config.use_dora && !s.lora.named.empty())
     fail("nn::Llama::enable_lora: use_dora with named adapters loaded ({}): DoRA adapters are not stacked with others",
@@ -619,8 +619,7 @@ void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
     created.init_magnitudes([&](std::size_t i, std::size_t p) {
       return s.w.quantized ? s.quantized_projections[i][p] : frozen_weight(projection_weight(s.w.layers[i], Projection(p)));
     });
-  created.named = std::move(s.lora.named);  // named adapters stay
-  s.lora = std::move(created);
+  s.lora.replace_own(std::move(created));  // named adapters stay
   s.full.clear();
 }
 
