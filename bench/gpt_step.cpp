@@ -9,12 +9,15 @@
 //   bench/gpt_step [--steps N] [--warmup N] [--clock wall|cpu] [--layers L] [--embd E] [--heads H]
 //                  [--ctx T] [--batch B] [--vocab V] [--rank R] [--targets q,v] [--mode lora|full|both]
 //                  [--dtype f32|f64] [--device cpu|cuda] [--model DIR] [--adapter DIR]
-//                  [--head-chunk N] [--attention flash|materialized]
+//                  [--head-chunk N] [--attention flash|materialized] [--recompute off|on|both]
 // --model DIR loads a Hugging Face GPT-2 directory (config.json + model.safetensors) instead of random
 // weights (the sizes then come from it); --adapter DIR loads a PEFT adapter for the LoRA mode instead of
 // drawing one (bench/compare_peft.py passes the model and adapter it gave transformers + PEFT, so the two
 // start from the same numbers). --head-chunk and --attention set nn::KernelOptions (the unfused kernels:
-// --head-chunk 1e18 --attention materialized). The JSON line carries the first warm-up step's loss.
+// --head-chunk 1e18 --attention materialized). --recompute on trains with activation checkpointing
+// (set_recompute: each block's forward runs again in backward); both runs every mode without, then with
+// it (the tensor peak is per run, the peak RSS the process's so far: run one setting per process to compare
+// RSS). The JSON line carries the first warm-up step's loss and "recompute".
 // With --device cuda the model, its gradients and AdamW's state live on the GPU and each timed step
 // ends with a device synchronisation; "allocations" then counts cudaMalloc calls of the caching allocator
 // (the tensor peak and peak RSS stay host figures).
@@ -86,6 +89,7 @@ struct Options {
   Device device = Device::cpu();
   std::string model, adapter;
   nn::KernelOptions kernels;
+  std::vector<bool> recompute = {false};
 };
 
 // Allocations that reached the system: malloc'd host blocks, or cudaMalloc calls on the device.
@@ -93,11 +97,12 @@ std::size_t system_allocations(Device device) {
   return device.is_cuda() ? cuda::allocator_stats(device.index).device_allocations : memory_stats().system_allocations;
 }
 
-void run(const Options& o, bool lora) {
+void run(const Options& o, bool lora, bool recompute) {
   RandomStream rng{1, 0};
   nn::GPT model(o.model.empty() ? nn::GPTWeights::random(o.config, rng, o.dtype).to(o.device)
                                 : nn::load_gpt2(o.model, o.dtype).to(o.device));
   model.set_kernel_options(o.kernels);
+  model.set_recompute(recompute);
   if (lora && !o.adapter.empty()) {
     nn::load_adapter(o.adapter, model);
   } else if (lora) {
@@ -148,7 +153,8 @@ void run(const Options& o, bool lora) {
   const double best = times.front(), median = times[times.size() / 2];
   const double tokens = static_cast<double>(o.batch * t);
   const auto count = model.parameter_count();
-  const std::string name = lora ? fmt::format("lora({})", fmt::join(o.targets, ",")) : std::string("full");
+  const std::string name =
+      (lora ? fmt::format("lora({})", fmt::join(o.targets, ",")) : std::string("full")) + (recompute ? "+recompute" : "");
   fmt::print("{:<14} {:>9.1f} ms/step min {:>9.1f} median {:>9.0f} tokens/s   saved activations {:>7.1f} MiB   "
              "tensor peak {:>7.1f} MiB   peak RSS {:>7.1f} MiB   loss {:.4f}   system allocations in timed steps {}\n",
              name, 1e3 * best, 1e3 * median, tokens / best, static_cast<double>(model.saved_activation_bytes()) / (1 << 20),
@@ -157,10 +163,11 @@ void run(const Options& o, bool lora) {
   fmt::print("{:<14} {}\n", "", count.summary());
   fmt::print(R"({{"bench": "gpt_step", "name": "gpt_{}", "ms": {:.4f}, "median_ms": {:.4f}, "tokens_per_s": {:.1f}, )"
              R"("trainable": {}, "saved_activation_bytes": {}, "tensor_peak_bytes": {}, "peak_rss_bytes": {}, )"
-             R"("rss_growth_bytes": {}, "clock": "{}", "steps": {}, "first_loss": {:.9g}, "gemm_flops_per_step": {:.6g}}})"
+             R"("rss_growth_bytes": {}, "clock": "{}", "steps": {}, "first_loss": {:.9g}, "gemm_flops_per_step": {:.6g}, )"
+             R"("recompute": {}}})"
              "\n",
              lora ? "lora" : "full", 1e3 * best, 1e3 * median, tokens / best, count.trainable, model.saved_activation_bytes(),
-             tensor_peak, rss_peak, rss_peak - rss_before, o.cpu_clock ? "cpu" : "wall", o.steps, first_loss, flops / o.steps);
+             tensor_peak, rss_peak, rss_peak - rss_before, o.cpu_clock ? "cpu" : "wall", o.steps, first_loss, flops / o.steps, recompute);
 }
 
 }  // namespace
@@ -195,6 +202,13 @@ int main(int argc, char** argv) {
     else if (key == "--attention" && std::strcmp(value, "materialized") == 0) o.kernels.attention = AttentionKernel::materialized;
     else if (key == "--attention") {
       fmt::print(stderr, "--attention {}: expected flash or materialized\n", value);
+      return 2;
+    }
+    else if (key == "--recompute" && std::strcmp(value, "off") == 0) o.recompute = {false};
+    else if (key == "--recompute" && std::strcmp(value, "on") == 0) o.recompute = {true};
+    else if (key == "--recompute" && std::strcmp(value, "both") == 0) o.recompute = {false, true};
+    else if (key == "--recompute") {
+      fmt::print(stderr, "--recompute {}: expected off, on or both\n", value);
       return 2;
     }
     else if (key == "--device" && std::strcmp(value, "cpu") == 0) o.device = Device::cpu();
@@ -233,8 +247,10 @@ int main(int argc, char** argv) {
              o.config.n_layer, o.config.n_head, o.config.n_embd, o.config.n_positions, o.batch, o.config.vocab_size,
              o.dtype, o.steps, o.warmup, o.cpu_clock ? "CPU" : "wall");
   try {
-    if (o.mode != "full") run(o, true);
-    if (o.mode != "lora") run(o, false);
+    for (const bool recompute : o.recompute) {
+      if (o.mode != "full") run(o, true, recompute);
+      if (o.mode != "lora") run(o, false, recompute);
+    }
   } catch (const Error& e) {
     fmt::print(stderr, "{}\n", e.what());
     return 1;

@@ -1,6 +1,10 @@
 // LoRA training over a frozen base in each storage format (docs/quantization.md, docs/performance.md).
 //
 //   quantized_base [--layers N] [--steps N] [--rounds N] [--formats f32,bf16,q8_0,nf4] [--loss-steps N] [--panel-repeats N]
+//                  [--recompute]
+//
+// --recompute: the memory-and-time children train with activation checkpointing (nn::Llama::set_recompute);
+// their JSON lines and the table's title say so.
 //
 // Panel size: frozen_linear's forward and backward on one gate_proj-shaped weight for panels of 16 to 512
 // rows (0 --panel-repeats skips it).
@@ -146,7 +150,7 @@ nn::LlamaWeights bench_weights(const nn::LlamaConfig& c, quant::Format format) {
 }
 
 // One format in this process: prints one JSON line.
-int child(quant::Format format, std::int64_t layers, int steps) {
+int child(quant::Format format, std::int64_t layers, int steps, bool recompute) {
   const double rss_start = status_mib("VmRSS:");
   const auto t0 = Clock::now();
   nn::Llama model(bench_weights(tinyllama_config(layers), format));
@@ -154,6 +158,7 @@ int child(quant::Format format, std::int64_t layers, int steps) {
   const double hwm_built = status_mib("VmHWM:");
   RandomStream init{2, 0};
   model.enable_lora(lora_settings({"q_proj", "v_proj"}), init);
+  model.set_recompute(recompute);
   AdamOptions options;
   options.lr = 1e-4;
   AdamW optimizer(model.trainable_parameters(), options);
@@ -180,7 +185,8 @@ int child(quant::Format format, std::int64_t layers, int steps) {
                                  {"rss_start_mib", rss_start},          {"build_s", build_s},
                                  {"hwm_built_mib", hwm_built},          {"hwm_mib", status_mib("VmHWM:")},
                                  {"step_s", times},                     {"step_cpu_s", cpu_times}, {"losses", losses},
-                                 {"frozen_bytes", count.frozen_bytes},  {"parameters", count.total()}};
+                                 {"frozen_bytes", count.frozen_bytes},  {"parameters", count.total()},
+                                 {"recompute", recompute},              {"saved_activation_bytes", model.saved_activation_bytes()}};
   fmt::print("{}\n", report.dump());
   return 0;
 }
@@ -190,8 +196,9 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
-nlohmann::json run_child(const std::string& self, quant::Format format, std::int64_t layers, int steps) {
-  const std::string command = fmt::format("{} --child {} --layers {} --steps {}", self, quant::name_of(format), layers, steps);
+nlohmann::json run_child(const std::string& self, quant::Format format, std::int64_t layers, int steps, bool recompute) {
+  const std::string command =
+      fmt::format("{} --child {} --layers {} --steps {}{}", self, quant::name_of(format), layers, steps, recompute ? " --recompute" : "");
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) fail("quantized_base: cannot run {}", command);
   std::string out;
@@ -338,6 +345,7 @@ int main(int argc, char** argv) {
     int steps = 2, rounds = 1, loss_steps = 300, panel_repeats = 3;
     std::vector<quant::Format> formats = {quant::Format::f32, quant::Format::bf16, quant::Format::q8_0, quant::Format::nf4};
     std::string child_format;
+    bool recompute = false;
     for (int i = 1; i < argc; ++i) {
       const std::string a = argv[i];
       auto next = [&]() -> std::string {
@@ -350,13 +358,14 @@ int main(int argc, char** argv) {
       else if (a == "--rounds") rounds = std::stoi(next());
       else if (a == "--loss-steps") loss_steps = std::stoi(next());
       else if (a == "--panel-repeats") panel_repeats = std::stoi(next());
+      else if (a == "--recompute") recompute = true;
       else if (a == "--formats") {
         formats.clear();
         std::stringstream list(next());
         for (std::string f; std::getline(list, f, ',');) formats.push_back(quant::parse_format(f, "--formats"));
       } else fail("quantized_base: unknown argument {}", a);
     }
-    if (!child_format.empty()) return child(quant::parse_format(child_format, "--child"), layers, steps);
+    if (!child_format.empty()) return child(quant::parse_format(child_format, "--child"), layers, steps, recompute);
 
     if (panel_repeats > 0) panel_sizes(panel_repeats);
     if (loss_steps > 0) loss_task(loss_steps, formats);
@@ -366,7 +375,7 @@ int main(int argc, char** argv) {
     std::map<std::string, nlohmann::json> last;
     for (int r = 0; r < rounds; ++r)
       for (const quant::Format format : formats) {
-        const nlohmann::json j = run_child(argv[0], format, layers, steps);
+        const nlohmann::json j = run_child(argv[0], format, layers, steps, recompute);
         fmt::print(stderr, "{}\n", j.dump());
         for (const double t : j["step_s"]) times[j["format"]].push_back(t);
         for (const double t : j["step_cpu_s"]) cpu_times[j["format"]].push_back(t);
@@ -375,9 +384,10 @@ int main(int argc, char** argv) {
     const double load_after = load_average();
     const double f32 = times.count("f32") ? median(times["f32"]) : 0;
     const double f32_cpu = cpu_times.count("f32") ? median(cpu_times["f32"]) : 0;
-    fmt::print("TinyLlama-shaped, {} layers, {} parameters; LoRA r 8 on q_proj, v_proj; batch 1 x 128; {} timed steps x {} rounds a format; "
-               "load average {:.1f} before, {:.1f} after ({} cores)\n",
-               layers, last.begin()->second["parameters"].get<std::int64_t>(), steps, rounds, load_before, load_after,
+    fmt::print("TinyLlama-shaped, {} layers, {} parameters; LoRA r 8 on q_proj, v_proj{}; batch 1 x 128; {} timed steps x {} rounds a "
+               "format; load average {:.1f} before, {:.1f} after ({} cores)\n",
+               layers, last.begin()->second["parameters"].get<std::int64_t>(), recompute ? ", --recompute" : "", steps, rounds,
+               load_before, load_after,
                sysconf(_SC_NPROCESSORS_ONLN));
     fmt::print("| base | frozen weights MiB | peak RSS after building MiB | peak RSS MiB | median step s (wall) | vs f32 | median step s (CPU) | vs f32 |\n"
                "|---|---|---|---|---|---|---|---|\n");

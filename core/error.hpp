@@ -1,6 +1,7 @@
 #pragma once
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 #include <fmt/format.h>
 
@@ -17,5 +18,8 @@ template <class... Args>
 [[noreturn]] void fail(fmt::format_string<Args...> format, Args&&... args) {
   throw Error(fmt::format(format, std::forward<Args>(args)...));
 }
+
+// The text of an errno value, for messages about failed system calls.
+inline std::string errno_text(int error) { return std::error_code(error, std::generic_category()).message(); }
 
 }  // namespace lowrank

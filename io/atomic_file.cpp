@@ -20,7 +20,6 @@ namespace {
 // Large enough that a multi-gigabyte checkpoint costs few system calls, small enough to be negligible.
 constexpr std::size_t write_buffer_bytes = std::size_t{1} << 20;
 
-std::string errno_text(int error) { return std::error_code(error, std::generic_category()).message(); }
 
 void write_all(int fd, const char* data, std::size_t size, const std::filesystem::path& target) {
   while (size > 0) {

@@ -63,7 +63,6 @@ std::string known_dtype_names() {
   return names;
 }
 
-std::string errno_text(int error) { return std::error_code(error, std::generic_category()).message(); }
 
 std::string shape_text(const std::vector<std::int64_t>& shape) {
   std::string s = "[";

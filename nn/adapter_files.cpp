@@ -79,7 +79,7 @@ double exported_alpha(const lora::Config& config, std::int64_t file_rank) {
   fail("adapter files: unknown scaling {}", config.scaling);
 }
 
-json settings_json(const LoraSettings& s) {
+json adapter_settings_json(const LoraSettings& s) {
   json j = lora_settings_json(s);
   j["init"] = lora::name_of(lora::resolved_init(s.config));
   return j;
@@ -187,7 +187,7 @@ void save_adapter(const fs::path& directory, const GPT& model, const std::string
   PeftExport exported = peft_export(model);
   exported.config.base_model_name_or_path = base_model_name_or_path;
   lora::write_adapter_directory(directory, exported.config, exported.modules,
-                                {{lora_settings_metadata_key, settings_json(model.lora_settings()).dump()}});
+                                {{lora_settings_metadata_key, adapter_settings_json(model.lora_settings()).dump()}});
 }
 
 LoraSettings adapter_settings(const fs::path& directory) {

@@ -27,7 +27,7 @@ json streams_json(const std::vector<RandomStream>& streams) {
   return out;
 }
 
-json settings_json(const LoraSettings& s) {
+json checkpoint_settings_json(const LoraSettings& s) {
   json j = lora_settings_json(s);
   j["init"] = lora::name_of(s.config.init);
   j["mode"] = lora::name_of(s.config.mode);
@@ -86,7 +86,7 @@ void save_checkpoint(const fs::path& file, const LanguageModel& model, const Opt
             {"config", model.config_json()},
             {"dtype", name_of(model.dtype())}};
   if (model.has_lora()) {
-    meta["lora"] = settings_json(model.lora_settings());
+    meta["lora"] = checkpoint_settings_json(model.lora_settings());
     // Each adapter's dropout stream advances with every training forward; a resumed run continues it.
     meta["adapter_dropout_streams"] = streams_json(model.lora_dropout_streams());
   }
@@ -124,7 +124,7 @@ void check_same_model(const Fields& f, const LanguageModel& model, const std::st
     fail("{}: checkpoint taken in {} mode, but the model is in {} mode{}", name, mode, model_mode,
          mode == "lora" ? fmt::format(" (call enable_lora with {} first)", f.at("lora").dump()) : std::string());
   if (model.has_lora()) {
-    const json saved = f.at("lora"), current = settings_json(model.lora_settings());
+    const json saved = f.at("lora"), current = checkpoint_settings_json(model.lora_settings());
     for (const auto& [key, value] : saved.items())
       if (!current.contains(key) || current[key] != value)
         fail("{}: checkpoint LoRA setting \"{}\" is {}, the model's is {}", name, key, value.dump(),

@@ -217,10 +217,18 @@ struct GPT::State {
   Tensor frozen_embeddings(const TokenIds& ids) {
     return eval(embeddings(ids, steps.positions_for(ids), frozen(w.wte), frozen(w.wpe))).value();
   }
-  template <class Tapes, class MakeBlock> Tensor run_blocks(Tapes& tapes, Tensor x, bool keep, MakeBlock make_block) {
-    return steps.run_blocks(tapes, std::move(x), keep, [&](std::size_t i, const ParameterPtr& in) {
+  // Block i's expression over its input leaf, from make_block(i)'s weights.
+  template <class MakeBlock> auto block_expressions(MakeBlock make_block) {
+    return [this, make_block](std::size_t i, const ParameterPtr& in) {
       return block::expression(in, make_block(i), w.config.n_head, eps(), kernels.attention);
-    });
+    };
+  }
+  template <class Tapes, class MakeBlock> Tensor run_blocks(Tapes& tapes, Tensor x, bool keep, MakeBlock make_block) {
+    return steps.run_blocks(tapes, std::move(x), keep, block_expressions(make_block), lora.set);
+  }
+  // Backward through the blocks (rebuilding each block's tape first when the step is checkpointed).
+  template <class Tapes, class MakeBlock> Tensor backward_blocks(Tapes& tapes, MakeBlock make_block) {
+    return steps.backward_blocks(tapes, block_expressions(make_block), lora.set, block_done());
   }
   auto full_block() {
     return [this](std::size_t i) { return full().block(i, embd()); };
@@ -274,7 +282,7 @@ struct GPT::State {
       steps.saved_bytes = steps.saved_by(steps.full_tapes) + embed.memory().saved_bytes + head.memory().saved_bytes;
       const double loss = head.value().item();
       head.backward();
-      embed.backward(steps.backward_blocks(steps.full_tapes, block_done()));
+      embed.backward(backward_blocks(steps.full_tapes, full_block()));
       if (ready.callback) ready.callback(ready.at_end);
       return loss;
     }
@@ -284,7 +292,7 @@ struct GPT::State {
     steps.saved_bytes = steps.saved_by(steps.lora_tapes) + head.memory().saved_bytes;
     const double loss = head.value().item();
     head.backward();
-    steps.backward_blocks(steps.lora_tapes, block_done());  // block 0's input gradient is computed (one tape type) and dropped
+    backward_blocks(steps.lora_tapes, lora_block());  // block 0's input gradient is computed (one tape type) and dropped
     return loss;
   }
 
@@ -388,6 +396,9 @@ void GPT::set_kernel_options(const KernelOptions& options) {
 }
 
 const KernelOptions& GPT::kernel_options() const { return state_->kernels; }
+
+void GPT::set_recompute(bool on) { state_->steps.recompute = on; }
+bool GPT::recompute() const { return state_->steps.recompute; }
 
 std::vector<GPT::Adapter> GPT::adapters() const {
   std::vector<Adapter> list;

@@ -122,8 +122,11 @@ class GPT final : public LayerAdaptedModel {
   // Dropout applies to all three while training() is on, as in PyTorch's train/eval modes.
 
   // Bytes the last forward_backward kept alive for its backward pass, measured when its forward had
-  // finished: every tape's saved values (Tape::memory()) plus the activations passed between tapes.
+  // finished: every tape's saved values (Tape::memory()) plus the activations passed between tapes (with
+  // recompute: the last block's tape, which a rebuilt block's equals, and the activations).
   std::size_t saved_activation_bytes() const;
+  void set_recompute(bool on) override;  // LanguageModel: activation checkpointing, per block
+  bool recompute() const override;
 
   void set_kernel_options(const KernelOptions& options);  // checked: head_chunk_elements > 0; applies from the next step
   const KernelOptions& kernel_options() const;

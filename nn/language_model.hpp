@@ -104,6 +104,12 @@ class LanguageModel {
   virtual double forward_backward(const TokenIds& inputs, const TokenIds& targets) = 0;
   virtual double loss(const TokenIds& inputs, const TokenIds& targets) = 0;
   virtual Tensor logits(const TokenIds& inputs) = 0;  // [B, T, vocab_size]
+  // Activation checkpointing (off by default): forward_backward keeps only each layer's input during
+  // forward and computes the layer's forward again just before its backward, so that one layer's saved
+  // activations are alive at a time instead of every layer's, for one more forward pass of the layers.
+  // The loss and gradients are the same bit for bit (the dropout masks are drawn again at the same offsets).
+  virtual void set_recompute(bool on) = 0;
+  virtual bool recompute() const = 0;
   // The prompt followed by up to new_tokens generated ones (fewer when one of sampling.stop_tokens comes up).
   virtual std::vector<std::int32_t> generate(const std::vector<std::int32_t>& prompt, int new_tokens,
                                              const Sampling& sampling) const = 0;

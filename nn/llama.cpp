@@ -504,10 +504,16 @@ struct Llama::State {
   }
   bool dora() const { return lora.enabled && lora.settings.config.use_dora; }
 
+  // Layer i's expression over its input leaf, from make_layer(i)'s weights.
+  template <class MakeLayer> auto layer_expressions(const TokenIds& ids, MakeLayer make_layer) {
+    return [s = settings(ids), make_layer](std::size_t i, const ParameterPtr& in) { return llama_block::expression(in, make_layer(i), s); };
+  }
   template <class Tapes, class MakeLayer> Tensor run(Tapes& tapes, Tensor x, bool keep, const TokenIds& ids, MakeLayer make_layer) {
-    const llama_block::LayerSettings s = settings(ids);
-    return steps.run_blocks(tapes, std::move(x), keep,
-                            [&](std::size_t i, const ParameterPtr& in) { return llama_block::expression(in, make_layer(i), s); });
+    return steps.run_blocks(tapes, std::move(x), keep, layer_expressions(ids, make_layer), lora.set);
+  }
+  // Backward through the layers (rebuilding each layer's tape first when the step is checkpointed).
+  template <class Tapes, class MakeLayer> Tensor backward_layers(Tapes& tapes, const TokenIds& ids, MakeLayer make_layer) {
+    return steps.backward_blocks(tapes, layer_expressions(ids, make_layer), lora.set);
   }
   auto full_layer() {
     return [this](std::size_t i) { return full.layers[i]; };
@@ -535,7 +541,7 @@ struct Llama::State {
       steps.saved_bytes = steps.saved_by(steps.full_tapes) + embed.memory().saved_bytes + head.memory().saved_bytes;
       const double loss = head.value().item();
       head.backward();
-      embed.backward(steps.backward_blocks(steps.full_tapes));
+      embed.backward(backward_layers(steps.full_tapes, ids, full_layer()));
       return loss;
     }
     if (dora()) return adapter_step(steps.dora_tapes, dora_layers(), ids, targets);
@@ -549,7 +555,7 @@ struct Llama::State {
     steps.saved_bytes = steps.saved_by(tapes) + head.memory().saved_bytes;
     const double loss = head.value().item();
     head.backward();
-    steps.backward_blocks(tapes);
+    backward_layers(tapes, ids, make_layer);
     for (std::size_t i = 0; i < n; ++i) lora.collect_gradients(i);
     return loss;
   }
@@ -679,6 +685,8 @@ double Llama::loss(const TokenIds& inputs, const TokenIds& targets) {
 Tensor Llama::logits(const TokenIds& inputs) { return state_->logits(inputs); }
 
 std::size_t Llama::saved_activation_bytes() const { return state_->steps.saved_bytes; }
+void Llama::set_recompute(bool on) { state_->steps.recompute = on; }
+bool Llama::recompute() const { return state_->steps.recompute; }
 
 std::vector<Llama::Adapter> Llama::adapters() const {
   std::vector<Adapter> list;

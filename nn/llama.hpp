@@ -157,7 +157,9 @@ class Llama final : public LayerAdaptedModel {
   double forward_backward(const TokenIds& inputs, const TokenIds& targets) override;
   double loss(const TokenIds& inputs, const TokenIds& targets) override;
   Tensor logits(const TokenIds& inputs) override;  // [B, T, V]
-  std::size_t saved_activation_bytes() const;
+  std::size_t saved_activation_bytes() const;  // as nn::GPT's
+  void set_recompute(bool on) override;  // LanguageModel: activation checkpointing, per layer
+  bool recompute() const override;
 
   using Adapter = GPT::Adapter;  // layer, target (q_proj, ...), A, B, scaling
   std::vector<Adapter> adapters() const;

@@ -12,6 +12,7 @@
 #include "lowrank/io/atomic_file.hpp"
 #include "lowrank/io/text_file.hpp"
 #include "lowrank/text/byte_unicode.hpp"
+#include "lowrank/text/merge_pair.hpp"
 #include "lowrank/text/pretokenizer.hpp"
 
 namespace lowrank::text {
@@ -21,10 +22,6 @@ constexpr std::string_view kEndOfText = "<|endoftext|>";
 constexpr std::string_view kMergesHeader = "#version: 0.2";
 // Enough for the distinct words of a large text; past it the cache starts over instead of growing.
 constexpr std::size_t kPieceCacheCapacity = 1 << 16;
-
-std::uint64_t pair_key(std::int32_t left, std::int32_t right) {
-  return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(left)) << 32) | static_cast<std::uint32_t>(right);
-}
 
 BpeTokenizer::Vocab parse_vocab(std::string_view text, const std::string& name) {
   nlohmann::json json;
@@ -134,7 +131,7 @@ BpeTokenizer::BpeTokenizer(Vocab vocab, std::vector<Merge> merges, std::vector<s
     const std::int32_t left_id = id_of(left);
     const std::int32_t right_id = id_of(right);
     const std::int32_t merged_id = id_of(left + right);
-    merge_rules_.try_emplace(pair_key(left_id, right_id), MergeRule{static_cast<std::int32_t>(rank), merged_id});
+    merge_rules_.try_emplace(merge_pair_key(left_id, right_id), MergeRule{static_cast<std::int32_t>(rank), merged_id});
   }
 }
 
@@ -217,7 +214,7 @@ std::vector<std::int32_t> BpeTokenizer::merge_piece(std::string_view piece) cons
     std::int32_t best_left = 0;
     std::int32_t best_right = 0;
     for (std::size_t i = 0; i + 1 < symbols.size(); ++i) {
-      const auto found = merge_rules_.find(pair_key(symbols[i], symbols[i + 1]));
+      const auto found = merge_rules_.find(merge_pair_key(symbols[i], symbols[i + 1]));
       if (found != merge_rules_.end() && (best == nullptr || found->second.rank < best->rank)) {
         best = &found->second;
         best_left = symbols[i];

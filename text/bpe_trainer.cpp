@@ -6,16 +6,13 @@
 
 #include "lowrank/core/error.hpp"
 #include "lowrank/text/byte_unicode.hpp"
+#include "lowrank/text/merge_pair.hpp"
 #include "lowrank/text/pretokenizer.hpp"
 
 namespace lowrank::text {
 namespace {
 
 using PairKey = std::uint64_t;  // left id << 32 | right id, so that smaller keys win ties
-
-PairKey pair_key(std::int32_t left, std::int32_t right) {
-  return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(left)) << 32) | static_cast<std::uint32_t>(right);
-}
 
 struct Word {
   std::vector<std::int32_t> symbols;
@@ -28,7 +25,7 @@ class PairStatistics {
     for (std::size_t w = 0; w < words_.size(); ++w) {
       add_pairs(w, +1);
       for (std::size_t i = 0; i + 1 < words_[w].symbols.size(); ++i)
-        words_with_pair_[pair_key(words_[w].symbols[i], words_[w].symbols[i + 1])].push_back(w);
+        words_with_pair_[merge_pair_key(words_[w].symbols[i], words_[w].symbols[i + 1])].push_back(w);
     }
     queue_touched_pairs();
   }
@@ -67,7 +64,7 @@ class PairStatistics {
       add_pairs(w, +1);
       for (std::size_t i = 0; i + 1 < symbols.size(); ++i)
         if (symbols[i] == merged_id || symbols[i + 1] == merged_id)
-          words_with_pair_[pair_key(symbols[i], symbols[i + 1])].push_back(w);
+          words_with_pair_[merge_pair_key(symbols[i], symbols[i + 1])].push_back(w);
     }
     queue_touched_pairs();
   }
@@ -76,7 +73,7 @@ class PairStatistics {
   void add_pairs(std::size_t w, std::int64_t sign) {
     const Word& word = words_[w];
     for (std::size_t i = 0; i + 1 < word.symbols.size(); ++i) {
-      const PairKey key = pair_key(word.symbols[i], word.symbols[i + 1]);
+      const PairKey key = merge_pair_key(word.symbols[i], word.symbols[i + 1]);
       const std::int64_t updated = (counts_[key] += sign * word.count);
       if (updated == 0) counts_.erase(key);
       touched_.push_back(key);

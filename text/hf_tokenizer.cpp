@@ -12,6 +12,7 @@
 #include "lowrank/io/text_file.hpp"
 #include "lowrank/text/bpe_tokenizer.hpp"
 #include "lowrank/text/byte_unicode.hpp"
+#include "lowrank/text/merge_pair.hpp"
 #include "lowrank/text/normalize.hpp"
 #include "lowrank/text/pretokenizer.hpp"
 #include "lowrank/text/unicode.hpp"
@@ -29,10 +30,6 @@ constexpr std::string_view kQwen2Pattern =
 constexpr std::string_view kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // U+2581, SentencePiece's stand-in for a space
-
-std::uint64_t pair_key(std::int32_t left, std::int32_t right) {
-  return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(left)) << 32) | static_cast<std::uint32_t>(right);
-}
 
 std::string replace_all(std::string_view text, std::string_view from, std::string_view to) {
   std::string out;
@@ -252,7 +249,7 @@ void HfTokenizer::Impl::parse_model(const Json& model) {
     const std::int32_t left_id = id_of(left, where);
     const std::int32_t right_id = id_of(right, where);
     const std::int32_t merged_id = id_of(left + right, where + " (the merged token)");
-    merge_rules.try_emplace(pair_key(left_id, right_id), MergeRule{static_cast<std::int32_t>(rank), merged_id});
+    merge_rules.try_emplace(merge_pair_key(left_id, right_id), MergeRule{static_cast<std::int32_t>(rank), merged_id});
   }
 }
 
@@ -533,7 +530,7 @@ void HfTokenizer::Impl::merge_short(std::vector<std::int32_t>& symbols) const {
     const MergeRule* best = nullptr;
     std::size_t best_at = 0;
     for (std::size_t i = 0; i + 1 < symbols.size(); ++i) {
-      const auto found = merge_rules.find(pair_key(symbols[i], symbols[i + 1]));
+      const auto found = merge_rules.find(merge_pair_key(symbols[i], symbols[i + 1]));
       if (found != merge_rules.end() && (best == nullptr || found->second.rank < best->rank)) {
         best = &found->second;
         best_at = i;
@@ -571,7 +568,7 @@ std::vector<std::int32_t> HfTokenizer::Impl::merge_long(const std::vector<std::i
     if (left < 0 || nodes[static_cast<std::size_t>(left)].next < 0) return;
     const std::int32_t left_id = nodes[static_cast<std::size_t>(left)].id;
     const std::int32_t right_id = nodes[static_cast<std::size_t>(nodes[static_cast<std::size_t>(left)].next)].id;
-    if (const auto found = merge_rules.find(pair_key(left_id, right_id)); found != merge_rules.end())
+    if (const auto found = merge_rules.find(merge_pair_key(left_id, right_id)); found != merge_rules.end())
       heap.push({found->second.rank, left, left_id, right_id});
   };
   for (std::size_t i = 0; i + 1 < nodes.size(); ++i) consider(static_cast<std::ptrdiff_t>(i));
@@ -582,7 +579,7 @@ std::vector<std::int32_t> HfTokenizer::Impl::merge_long(const std::vector<std::i
     if (left.id != top.left_id || left.next < 0 || nodes[static_cast<std::size_t>(left.next)].id != top.right_id)
       continue;  // stale: one side has merged since
     Node& right = nodes[static_cast<std::size_t>(left.next)];
-    left.id = merge_rules.at(pair_key(top.left_id, top.right_id)).merged_id;
+    left.id = merge_rules.at(merge_pair_key(top.left_id, top.right_id)).merged_id;
     right.id = -1;  // removed
     left.next = right.next;
     if (right.next >= 0) nodes[static_cast<std::size_t>(right.next)].prev = top.left;

@@ -92,14 +92,6 @@ DemoPlan make_plan(const DemoOptions& options) {
   return plan;
 }
 
-double max_abs_difference(const Tensor& a, const Tensor& b) {
-  const std::vector<double> x = a.to_vector(), y = b.to_vector();
-  if (x.size() != y.size()) fail("demo: comparing logits of {} and {} elements", x.size(), y.size());
-  double m = 0.0;
-  for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
-  return m;
-}
-
 // Greedy completions, batched: every row holds its prompt and what was generated so far, padded on the
 // right. Causal attention means the padding never reaches the position that is read, so one forward
 // pass advances every row by a token.
@@ -210,7 +202,8 @@ PhaseResult train_phase(const std::string& phase, nn::GPT& model, Task task, con
 //                       against the measurement below). The fused kernels keep no [T, T] probabilities and
 //                       no logits in the tape: flash attention holds its per-row log-sum-exp, the fused
 //                       head its logits while the batch fits one chunk, inside the op (step buffers)
-//   step buffers        the gradient of each block's input, (L+1)·N·E values, zeroed in forward; the
+//   step buffers        the gradients of block inputs, 2·N·E values (backward makes each just before its
+//                       block writes it and drops it after the block below has read it); the
 //                       per-row float64 mean and 1/std of 2L+1 layernorms and the loss's [N, 2]
 //                       log-sum-exp: 16·N·(2L+2) bytes; attention's float64 log-sum-exp, 8·L·B·H·T bytes;
 //                       the head's logits, N·V values
@@ -233,7 +226,7 @@ PlannedMemory planned_bytes(const nn::GPT& model, const DemoPlan& plan, std::int
   const double k = static_cast<double>(model.lora_settings().targets.size());
   constexpr double value = 4.0;  // float32
   const double saved = value * (L * (10 * N * E + k * N * r) + 2 * N * E);
-  const double step_buffers = value * ((L + 1) * N * E + N * V) + 16.0 * N * (2 * L + 2) + 8.0 * L * B * H * T;
+  const double step_buffers = value * (2 * N * E + N * V) + 16.0 * N * (2 * L + 2) + 8.0 * L * B * H * T;
   const double working = value * std::max(N * V + N * E, 9 * N * E - N * V);
   const double parameters = static_cast<double>(count.total_bytes());
   const double gradients = static_cast<double>(count.trainable_bytes);
@@ -361,7 +354,7 @@ DemoResult run_phases(const DemoOptions& options, const DemoPlan& plan, Device d
   const Tensor unmerged_logits = model.logits(probe).to(Device::cpu());
   model.set_adapters_enabled(false);
   const auto copy_adapter_off_answers = greedy_answers(model, copy_eval, "copy (LoRA off)");
-  result.base_logit_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), base_logits);
+  result.base_logit_difference = max_abs_diff(model.logits(probe).to(Device::cpu()), base_logits);
   model.set_adapters_enabled(true);
   result.reverse_after = score(reverse_eval, reverse_after_answers);
   result.copy_adapter_on = score(copy_eval, copy_adapter_on_answers);
@@ -369,9 +362,9 @@ DemoResult run_phases(const DemoOptions& options, const DemoPlan& plan, Device d
   result.adapter_off_completions_identical = copy_adapter_off_answers == copy_before_answers;
 
   model.merge_adapters();
-  result.merged_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged_logits);
+  result.merged_difference = max_abs_diff(model.logits(probe).to(Device::cpu()), unmerged_logits);
   model.unmerge_adapters();
-  result.restored_difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged_logits);
+  result.restored_difference = max_abs_diff(model.logits(probe).to(Device::cpu()), unmerged_logits);
 
   result.plotted = write_outputs(model, metrics, out);
 

@@ -28,13 +28,6 @@ struct MergeOptions {
   std::string base_dtype = "f32";  // --base-dtype: the base the adapter was trained over
 };
 
-double max_abs_difference(const Tensor& a, const Tensor& b) {
-  const std::vector<double> x = a.to_vector(), y = b.to_vector();
-  double m = 0.0;
-  for (std::size_t i = 0; i < x.size(); ++i) m = std::max(m, std::abs(x[i] - y[i]));
-  return m;
-}
-
 // The family writes the config.json keys it computes with; the base's other keys (architectures, token
 // ids, ...) are what transformers reads besides them, so the written config is the base's with those
 // keys updated, and the dtype of the weights written.
@@ -67,7 +60,7 @@ void run_merge(const MergeOptions& options) {
   const TokenIds probe = token_ids(1, length, ids);
   const Tensor unmerged = model.logits(probe).to(Device::cpu());
   model.merge_adapters();
-  const double difference = max_abs_difference(model.logits(probe).to(Device::cpu()), unmerged);
+  const double difference = max_abs_diff(model.logits(probe).to(Device::cpu()), unmerged);
 
   fs::create_directories(options.out);
   model.save_pretrained(options.out);

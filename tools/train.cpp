@@ -68,13 +68,15 @@ struct TrainSettings {
   std::int64_t eval_every = 0;         // 0: at the end only (when there is --eval-data)
   std::vector<std::string> with_adapters;  // --with-adapter: frozen named adapters beside the trained one
   std::string base_dtype = "f32";      // storage of the frozen base; a resume reloads the base in it
+  bool recompute = false;              // activation checkpointing (LanguageModel::set_recompute)
 
   nlohmann::json to_json() const {
     return {{"model", model}, {"text", text},   {"rank", rank},   {"alpha", alpha}, {"dropout", dropout},
             {"targets", targets}, {"scaling", scaling}, {"dora", dora}, {"lr", lr}, {"weight_decay", weight_decay},
             {"warmup", warmup},   {"clip", clip},   {"steps", steps}, {"batch", batch}, {"seq", seq}, {"micro_batch", micro_batch},
             {"seed", seed}, {"data", data.files}, {"chat_format", data.chat_format}, {"train_on_all_tokens", data.all_tokens},
-            {"refuse_long", data.refuse_long}, {"eval_data", eval_data}, {"eval_every", eval_every}, {"with_adapter", with_adapters}, {"base_dtype", base_dtype}};
+            {"refuse_long", data.refuse_long}, {"eval_data", eval_data}, {"eval_every", eval_every}, {"with_adapter", with_adapters}, {"base_dtype", base_dtype},
+            {"recompute", recompute}};
   }
 };
 
@@ -100,6 +102,8 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
     if (!now.contains(key)) fail("{}: unknown setting '{}'", run_file.string(), key);
     std::string flag = "--" + key;
     std::replace(flag.begin(), flag.end(), '_', '-');
+    // --recompute changes memory and time, never the numbers: a resume may turn it on (for this session).
+    if (key == "recompute" && command.count(flag) > 0) continue;
     if (command.count(flag) > 0 && now[key] != value)
       fail("--resume: {} {} differs from {} in {}; a resumed run keeps its settings", flag, now[key].dump(), value.dump(),
            run_file.string());
@@ -147,6 +151,7 @@ TrainSettings settings_for_resume(const CLI::App& command, const TrainSettings& 
     merged.eval_every = result["eval_every"];
     merged.with_adapters = result["with_adapter"].get<std::vector<std::string>>();
     merged.base_dtype = result["base_dtype"];
+    merged.recompute = result["recompute"];
   } catch (const nlohmann::json::exception& e) {
     fail("{}: a setting has the wrong type: {}", run_file.string(), e.what());
   }
@@ -296,6 +301,7 @@ class TrainingRun {
                  examples_.examples.size(), fmt::join(s_.data.files, ", "), examples_.loss_tokens(),
                  examples_.truncated > 0 ? fmt::format("; {} examples cut to --seq {} + 1 tokens", examples_.truncated, s_.seq) : "",
                  count.trainable, count.total(), 100 * count.trainable_fraction(), on_ranks());
+    if (root && s_.recompute) fmt::print("--recompute: each layer's forward runs again in backward (activation checkpointing)\n");
     if (root && !held_out_.examples.empty())
       fmt::print("held-out data: {} examples, {} loss-carrying tokens{}\n", held_out_.examples.size(), held_out_.loss_tokens(),
                  held_out_.truncated > 0 ? fmt::format(" ({} cut to --seq {} + 1 tokens)", held_out_.truncated, s_.seq) : "");
@@ -423,6 +429,7 @@ class TrainingRun {
     // Frozen adapters first: they take part in every forward, only the new adapter trains (docs/lora.md).
     if (!s_.with_adapters.empty()) load_adapters(*model_, s_.model, s_.with_adapters, true);
     model_->enable_lora(lora, init_rng);
+    model_->set_recompute(s_.recompute);
     return model_->trainable_parameters();
   }
 
@@ -561,6 +568,10 @@ void add_train_command(CLI::App& app) {
       ->check(positive_integer);
   command->add_option("--seq", s.seq, "tokens per window (at most the model's n_positions)")->check(positive_integer)->capture_default_str();
   command->add_option("--base-dtype", s.base_dtype, base_dtype_help)->capture_default_str();
+  command->add_flag("--recompute", s.recompute,
+                    "activation checkpointing: keep only each layer's input during forward and run the layer's forward again "
+                    "in backward (less memory, about one more forward pass of time; the same results bit for bit); may be "
+                    "added on --resume");
   command->add_option("--seed", s.seed, "seed of the LoRA init and the data order")->capture_default_str();
   command->add_option("--device", options->device, "where to train")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   command->add_option("--checkpoint-every", options->checkpoint_every, "write the checkpoint and adapter every N steps")

@@ -7,7 +7,7 @@
 namespace lowrank::cuda {
 namespace {
 
-detail::StridedLayout layout_of(const Tensor& t) {
+detail::StridedLayout strided_layout_of(const Tensor& t) {
   detail::StridedLayout layout;
   layout.rank = t.rank();
   for (int d = 0; d < t.rank(); ++d) {
@@ -31,8 +31,8 @@ void copy_strided(const Tensor& src, Tensor& dst) {
     copy_device_to_device(dst.raw_data(), src.raw_data(), dst.nbytes(), dst.device().index);
     return;
   }
-  detail::copy_strided_raw(src.raw_data(), element_of(src.dtype()), layout_of(src), dst.raw_data(),
-                           element_of(dst.dtype()), layout_of(dst));
+  detail::copy_strided_raw(src.raw_data(), element_of(src.dtype()), strided_layout_of(src), dst.raw_data(),
+                           element_of(dst.dtype()), strided_layout_of(dst));
 }
 
 }  // namespace lowrank::cuda

@@ -3,12 +3,15 @@
 #include <doctest/doctest.h>
 
 #include <array>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "lowrank/autodiff/autodiff.hpp"
 #include "../support/checks.hpp"
 #include "lowrank/nn/config.hpp"
+#include "lowrank/nn/language_model.hpp"
 #include "lowrank/nn/llama.hpp"
 #include "lowrank/nn/llama_block.hpp"
 #include "lowrank/nn/llama_config.hpp"
@@ -90,6 +93,44 @@ inline nn::LlamaConfig tiny_llama_config() {
   return {.model_type = "llama", .vocab_size = 11, .hidden_size = 8, .intermediate_size = 12, .num_hidden_layers = 2,
           .num_attention_heads = 4, .num_key_value_heads = 2, .head_dim = 4, .max_position_embeddings = 16, .rms_norm_eps = 1e-5,
           .rope_theta = 100.0};
+}
+
+// Two training steps (gradients accumulating) of the model `make` returns, once as it is and once with
+// set_recompute(true): the same losses, gradients and dropout streams, bit for bit. The second step draws
+// its masks from where the first left the streams, so it also checks that a recomputed forward leaves
+// them there. Returns the streams of the recomputed run, for the caller to check that masks were drawn.
+inline std::vector<RandomStream> check_recompute_is_exact(const std::function<std::unique_ptr<nn::LanguageModel>()>& make,
+                                                          const TokenIds& ids, const TokenIds& targets) {
+  struct Run {
+    std::vector<double> losses;
+    std::vector<Tensor> grads;
+    std::vector<RandomStream> streams;
+  };
+  auto run = [&](bool recompute) {
+    std::unique_ptr<nn::LanguageModel> model = make();
+    model->set_recompute(recompute);
+    CHECK(model->recompute() == recompute);
+    const Parameters params = model->trainable_parameters();
+    for (const ParameterPtr& p : params) p->grad.fill(0);
+    Run r;
+    for (int step = 0; step < 2; ++step) r.losses.push_back(model->forward_backward(ids, targets));
+    for (const ParameterPtr& p : params) r.grads.push_back(p->grad.clone());
+    r.streams = model->lora_dropout_streams();
+    return r;
+  };
+  const Run kept = run(false), recomputed = run(true);
+  CHECK(recomputed.losses == kept.losses);
+  REQUIRE(recomputed.grads.size() == kept.grads.size());
+  for (std::size_t k = 0; k < kept.grads.size(); ++k) {
+    CAPTURE(k);
+    CHECK(bitwise_equal(recomputed.grads[k], kept.grads[k]));
+  }
+  REQUIRE(recomputed.streams.size() == kept.streams.size());
+  for (std::size_t k = 0; k < kept.streams.size(); ++k) {
+    CHECK(recomputed.streams[k].seed == kept.streams[k].seed);
+    CHECK(recomputed.streams[k].offset == kept.streams[k].offset);
+  }
+  return recomputed.streams;
 }
 
 }  // namespace lowrank::test

@@ -377,6 +377,82 @@ TEST_CASE("gpt: the kernel options (flash attention, chunked head) agree with th
   CHECK(contains(error_message([&] { model.set_kernel_options({.head_chunk_elements = 0}); }), "head_chunk_elements 0"));
 }
 
+TEST_CASE("gpt: recompute (activation checkpointing) gives the same losses, gradients and dropout streams, bit for bit") {
+  // float32, three blocks, LoRA on every projection with dropout 0.2: the recomputed forward must draw the
+  // masks the first forward drew, or dA and dB differ.
+  const GPTConfig c = small_config(3);
+  const GPTWeights w = random_weights(c, 41, DType::f32);
+  const TokenIds ids = random_ids(2, 6, c.vocab_size, 42);
+  std::vector<std::int32_t> t = values(random_ids(2, 6, c.vocab_size, 43));
+  t[4] = -100;
+  const TokenIds targets({2, 6}, t);
+  SUBCASE("full fine-tuning") {
+    check_recompute_is_exact([&] { return std::make_unique<GPT>(clone(w)); }, ids, targets);
+  }
+  SUBCASE("LoRA with dropout") {
+    const std::vector<RandomStream> streams = check_recompute_is_exact(
+        [&]() -> std::unique_ptr<LanguageModel> {
+          auto model = std::make_unique<GPT>(clone(w));
+          LoraSettings s;
+          s.config.dropout = 0.2;
+          s.targets = {"all-linear"};
+          RandomStream init{44, 0};
+          model->enable_lora(s, init);
+          randomise_b(*model, 45);
+          return model;
+        },
+        ids, targets);
+    REQUIRE(streams.size() == 18);
+    for (const RandomStream& stream : streams) CHECK(stream.offset > 0);  // every adapter drew masks
+  }
+}
+
+TEST_CASE("gpt: recompute keeps one block's saved activations instead of every block's") {
+  // Saved by one block tape S, one activation between blocks a = B·T·E floats. Without recompute, forward
+  // ends holding n·S + (n + 1)·a (+ the head's); with it, S + (n + 1)·a (the last block's tape is kept), and
+  // backward rebuilds one S at a time.
+  const GPTConfig c{.vocab_size = 11, .n_positions = 32, .n_embd = 32, .n_layer = 6, .n_head = 2};
+  GPTConfig shallow = c;
+  shallow.n_layer = 5;
+  const TokenIds ids = random_ids(4, 32, c.vocab_size, 46);
+  const TokenIds targets = random_ids(4, 32, c.vocab_size, 47);
+  const std::size_t a = 4 * 32 * 32 * sizeof(float);
+  struct Measured {
+    std::size_t saved, peak;
+  };
+  auto measure = [&](const GPTConfig& config, bool lora, bool recompute) {
+    GPT model(random_weights(config, 48, DType::f32));
+    if (lora) {
+      LoraSettings s;
+      s.targets = {"q", "v", "fc"};
+      RandomStream init{49, 0};
+      model.enable_lora(s, init);
+    }
+    model.set_recompute(recompute);
+    model.forward_backward(ids, targets);  // the first step makes the gradient buffers and warms the caches
+    const std::size_t before = memory_stats().current;
+    reset_peak_memory();
+    model.forward_backward(ids, targets);
+    return Measured{model.saved_activation_bytes(), memory_stats().peak - before};
+  };
+  for (const bool lora : {false, true}) {
+    CAPTURE(lora);
+    const Measured kept = measure(c, lora, false), recomputed = measure(c, lora, true);
+    const Measured kept_shallow = measure(shallow, lora, false), recomputed_shallow = measure(shallow, lora, true);
+    // One more block costs S + a without recompute and a with it.
+    const std::size_t block = kept.saved - kept_shallow.saved - a;
+    CHECK(block > 4 * a);
+    CHECK(recomputed.saved - recomputed_shallow.saved == a);
+    // The difference is the n - 1 block tapes that are never alive at once.
+    CHECK(kept.saved - recomputed.saved == (c.n_layer - 1) * block);
+    // The allocator's peak over a step falls by at least n - 2 block tapes (one more for a block's
+    // intermediates that die during its forward).
+    CHECK(kept.peak > recomputed.peak);
+    CHECK(kept.peak - recomputed.peak >= (c.n_layer - 2) * block);
+    MESSAGE("lora ", lora, ": saved ", kept.saved, " -> ", recomputed.saved, " bytes, peak ", kept.peak, " -> ", recomputed.peak);
+  }
+}
+
 TEST_CASE("gradcheck: gpt") {
   // Central differences of loss() against forward_backward()'s gradients, through the chain of block tapes.
   const GPTConfig c = small_config(2);

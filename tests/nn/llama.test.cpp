@@ -263,3 +263,70 @@ TEST_CASE("llama config: refusals name the key, its value and what is supported"
   Llama model(llama_tiny_weights(windowed, 1));
   CHECK(lowrank::test::contains_all(llama_error_text([&] { (void)model.logits(TokenIds({1, 4}, {1, 2, 3, 4})); }), {"sequence length 4", "sliding_window = 3"}));
 }
+
+TEST_CASE("llama: recompute (activation checkpointing) gives the same losses and gradients bit for bit: full, LoRA with dropout, "
+          "DoRA, LoRA over nf4") {
+  // float32, three layers, sizes an nf4 base can store; every projection adapted.
+  LlamaConfig c = llama_tiny_config("qwen2");
+  c.vocab_size = 40;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.head_dim = 8;
+  c.num_hidden_layers = 3;
+  const TokenIds ids({2, 5}, {1, 5, 9, 2, 7, 7, 0, 10, 3, 4});
+  const TokenIds targets({2, 5}, {5, 9, 2, -100, 7, 0, 10, 3, 4, 8});
+  auto make = [&](quant::Format format, bool lora, bool dora, double dropout) {
+    return [=, &c]() -> std::unique_ptr<LanguageModel> {
+      RandomStream rng{51, 0};
+      auto model = std::make_unique<Llama>(LlamaWeights::random(c, rng, DType::f32, 0.4, format));
+      if (!lora) return model;
+      lora::Config lc;
+      lc.rank = 2;
+      lc.dropout = dropout;
+      lc.use_dora = dora;
+      RandomStream init{52, 0};
+      model->enable_lora({lc, {"all-linear"}}, init);
+      for (const auto& a : model->adapters()) a.B->value.copy_from(Tensor::uniform(a.B->value.shape(), -0.3, 0.3, init));
+      return model;
+    };
+  };
+  SUBCASE("full fine-tuning") { lowrank::test::check_recompute_is_exact(make(quant::Format::f32, false, false, 0.0), ids, targets); }
+  SUBCASE("LoRA with dropout") {
+    const std::vector<RandomStream> streams = lowrank::test::check_recompute_is_exact(make(quant::Format::f32, true, false, 0.25), ids, targets);
+    REQUIRE(streams.size() == 21);
+    for (const RandomStream& stream : streams) CHECK(stream.offset > 0);
+  }
+  SUBCASE("DoRA") { lowrank::test::check_recompute_is_exact(make(quant::Format::f32, true, true, 0.0), ids, targets); }
+  SUBCASE("LoRA with dropout over an nf4 base") {
+    lowrank::test::check_recompute_is_exact(make(quant::Format::nf4, true, false, 0.1), ids, targets);
+  }
+}
+
+TEST_CASE("llama: recompute lowers the saved activations by the layer tapes that are never alive at once") {
+  LlamaConfig c = llama_tiny_config();
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_hidden_layers = 4;
+  c.max_position_embeddings = 32;
+  RandomStream ids_rng{53, 0};
+  std::vector<std::int32_t> v;
+  for (double x : Tensor::uniform({4 * 32}, 0.0, 11.0, ids_rng, DType::f64).to_vector()) v.push_back(static_cast<std::int32_t>(x));
+  const TokenIds ids({4, 32}, v);
+  auto saved = [&](std::int64_t layers, bool recompute) {
+    LlamaConfig config = c;
+    config.num_hidden_layers = layers;
+    RandomStream rng{54, 0};
+    Llama model(LlamaWeights::random(config, rng, DType::f32, 0.2));
+    lora::Config lc;
+    RandomStream init{55, 0};
+    model.enable_lora({lc, {"q_proj", "v_proj", "down_proj"}}, init);
+    model.set_recompute(recompute);
+    model.forward_backward(ids, ids);
+    return model.saved_activation_bytes();
+  };
+  const std::size_t a = 4 * 32 * 32 * sizeof(float);  // one activation between layers
+  const std::size_t layer = saved(4, false) - saved(3, false) - a;  // one layer tape's saved values
+  CHECK(layer > 4 * a);
+  CHECK(saved(4, true) - saved(3, true) == a);
+  CHECK(saved(4, false) - saved(4, true) == 3 * layer);
+}

@@ -2,8 +2,8 @@
 #   MODE          find_package (install BUILD_DIR to a prefix first) or add_subdirectory (SOURCE_DIR)
 #   SOURCE_DIR    lowrank source root;  BUILD_DIR  the lowrank build tree (find_package mode)
 #   WORK_DIR      scratch folder, emptied first
-#   GENERATOR, CXX_COMPILER, BUILD_TYPE, CUDA (ON/OFF), SANITIZE (ON/OFF): match the lowrank build
-foreach(var MODE SOURCE_DIR WORK_DIR GENERATOR CXX_COMPILER BUILD_TYPE CUDA SANITIZE)
+#   GENERATOR, CXX_COMPILER, BUILD_TYPE, CUDA (ON/OFF), SANITIZE (ON/OFF), UNITY (ON/OFF): match the lowrank build
+foreach(var MODE SOURCE_DIR WORK_DIR GENERATOR CXX_COMPILER BUILD_TYPE CUDA SANITIZE UNITY)
   if(NOT DEFINED ${var})
     message(FATAL_ERROR "run_consumer.cmake: -D${var}=... is required")
   endif()
@@ -36,9 +36,10 @@ if(MODE STREQUAL "find_package")
 elseif(MODE STREQUAL "add_subdirectory")
   # This mode compiles the whole library again; without optimisation that takes about half the time, and
   # the wiring under test does not depend on it; nor does it depend on CUDA, whose nvcc objects would
-  # add minutes to this test on a 2-core CI machine.
+  # add minutes to this test on a 2-core CI machine. A unity build of lowrank (as scripts/test configures)
+  # stays one here: it is how this test compiles the library in half the time.
   list(APPEND consumer_flags -DCMAKE_BUILD_TYPE=Debug -DLOWRANK_SOURCE_DIR=${SOURCE_DIR} -DLOWRANK_CUDA=OFF
-                             -DLOWRANK_SANITIZE=${SANITIZE})
+                             -DLOWRANK_SANITIZE=${SANITIZE} -DCMAKE_UNITY_BUILD=${UNITY})
 else()
   message(FATAL_ERROR "run_consumer.cmake: unknown MODE '${MODE}'")
 endif()

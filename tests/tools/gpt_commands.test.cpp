@@ -176,6 +176,50 @@ TEST_CASE("cli: train resumes with identical losses") { check_resume("0"); }
 // The adapters' dropout streams advance every step, so the checkpoint must carry them.
 TEST_CASE("cli: train with LoRA dropout resumes with identical losses") { check_resume("0.1"); }
 
+// --recompute changes memory and time, not the numbers: with LoRA dropout, a run with it (and one that adds
+// it on --resume) has the losses and adapter of the run without it, bit for bit; run.json keeps it.
+TEST_CASE("cli: train --recompute gives the same losses and adapter; run.json records it and --resume keeps it") {
+  ScratchDir dir("cli_train_recompute");
+  write_tiny_model_and_text(dir.path());
+  REQUIRE(run_cli(train_args(dir.path(), "plain", "5", "0.1")).status == 0);
+  const auto expected = losses(dir / "plain");
+  REQUIRE(expected.size() == 6);
+  CHECK(read_report(dir / "plain" / "run.json").at("recompute") == false);
+
+  auto with = train_args(dir.path(), "recompute", "5", "0.1");
+  with.insert(with.end(), {"--recompute", "--stop-at", "3"});
+  const auto first = run_cli(with);
+  INFO(first.output);
+  REQUIRE(first.status == 0);
+  CHECK(first.output.find("--recompute: each layer's forward runs again in backward") != std::string::npos);
+  CHECK(read_report(dir / "recompute" / "run.json").at("recompute") == true);
+  const auto rest = run_cli({"train", "--out", (dir / "recompute").string(), "--resume"});
+  INFO(rest.output);
+  REQUIRE(rest.status == 0);
+  CHECK(rest.output.find("--recompute: each layer's forward runs again in backward") != std::string::npos);
+  CHECK(losses(dir / "recompute") == expected);
+
+  // A run without it may add it on --resume.
+  auto without = train_args(dir.path(), "added", "5", "0.1");
+  without.insert(without.end(), {"--stop-at", "3"});
+  REQUIRE(run_cli(without).status == 0);
+  const auto added = run_cli({"train", "--out", (dir / "added").string(), "--resume", "--recompute"});
+  INFO(added.output);
+  REQUIRE(added.status == 0);
+  CHECK(added.output.find("--recompute: each layer's forward") != std::string::npos);
+  CHECK(losses(dir / "added") == expected);
+
+  const auto a = lowrank::load_safetensors(dir / "plain" / "adapter" / "adapter_model.safetensors");
+  for (const char* run : {"recompute", "added"}) {
+    const auto b = lowrank::load_safetensors(dir / run / "adapter" / "adapter_model.safetensors");
+    REQUIRE(a.size() == b.size());
+    for (const auto& [name, tensor] : a) {
+      REQUIRE(b.contains(name));
+      CHECK_MESSAGE(tensor.to_vector() == b.at(name).to_vector(), name);
+    }
+  }
+}
+
 TEST_CASE("cli: train --targets mlp adapts both MLP projections") {
   ScratchDir dir("cli_train_mlp");
   write_tiny_model_and_text(dir.path());
