@@ -75,19 +75,9 @@ double load_average() {
 }
 
 nn::LlamaConfig tinyllama_config(std::int64_t layers) {
-  nn::LlamaConfig c;
-  c.model_type = "llama";
-  c.vocab_size = 32000;
-  c.hidden_size = 2048;
-  c.intermediate_size = 5632;
-  c.num_hidden_layers = layers;
-  c.num_attention_heads = 32;
-  c.num_key_value_heads = 4;
-  c.max_position_embeddings = 2048;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  c.tie_word_embeddings = false;
-  return c;
+  return {.model_type = "llama", .vocab_size = 32000, .hidden_size = 2048, .intermediate_size = 5632, .num_hidden_layers = layers,
+          .num_attention_heads = 32, .num_key_value_heads = 4, .max_position_embeddings = 2048, .rms_norm_eps = 1e-5,
+          .rope_theta = 10000.0, .tie_word_embeddings = false};
 }
 
 nn::LoraSettings lora_settings(std::vector<std::string> targets) {
@@ -245,18 +235,9 @@ TaskBatch task_batch(RandomStream& rng, std::int64_t rows, bool reverse) {
 }
 
 nn::LlamaConfig task_config() {
-  nn::LlamaConfig c;
-  c.model_type = "llama";
-  c.vocab_size = 32;
-  c.hidden_size = 64;
-  c.intermediate_size = 128;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 32;
-  c.rms_norm_eps = 1e-5;
-  c.rope_theta = 10000.0;
-  return c;
+  return {.model_type = "llama", .vocab_size = 32, .hidden_size = 64, .intermediate_size = 128, .num_hidden_layers = 2,
+          .num_attention_heads = 4, .num_key_value_heads = 2, .max_position_embeddings = 32, .rms_norm_eps = 1e-5,
+          .rope_theta = 10000.0};
 }
 
 void loss_task(int lora_steps, const std::vector<quant::Format>& formats) {

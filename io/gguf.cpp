@@ -204,6 +204,94 @@ GgufFile GgufFile::open(const std::filesystem::path& path) {
   return parse({reinterpret_cast<const std::byte*>(chars.data()), chars.size()}, path.string());
 }
 
+namespace {
+
+// The metadata_count key/value pairs after the header; keys non-empty and unique.
+GgufMetadata read_metadata(Cursor& in, std::uint64_t metadata_count, const std::string& fname) {
+  // A metadata pair takes at least 8 + 4 + 1 bytes.
+  if (metadata_count > in.remaining() / 13) fail("GGUF {}: metadata count {} exceeds what the file can hold", fname, metadata_count);
+  GgufMetadata metadata;
+  for (std::uint64_t i = 0; i < metadata_count; ++i) {
+    std::string key = in.read_string("a metadata key");
+    if (key.empty()) fail("GGUF {}: metadata pair {} has an empty key", fname, i);
+    for (const auto& [existing, unused] : metadata)
+      if (existing == key) fail("GGUF {}: metadata key {} appears twice", fname, key);
+    const auto type = in.read<std::uint32_t>("metadata " + key);
+    if (!known_value_type(type)) fail("GGUF {}: metadata {} has unknown value type {}", fname, key, type);
+    GgufValue value = read_value(in, static_cast<GgufValueType>(type), fname, key, 0);
+    metadata.emplace_back(std::move(key), std::move(value));
+  }
+  return metadata;
+}
+
+// general.alignment when present (a UINT32 power of two), else GGUF's default.
+std::uint64_t alignment_of(const GgufMetadata& metadata, const std::string& fname) {
+  const auto it = std::find_if(metadata.begin(), metadata.end(), [](const auto& kv) { return kv.first == "general.alignment"; });
+  if (it == metadata.end()) return default_alignment;
+  const GgufValue& alignment = it->second;
+  if (alignment.type != GgufValueType::u32)
+    fail("GGUF {}: general.alignment is a {} (UINT32 expected)", fname, gguf_value_type_name(alignment.type));
+  if (alignment.integer == 0 || !std::has_single_bit(static_cast<std::uint64_t>(alignment.integer)))
+    fail("GGUF {}: general.alignment {} is not a power of two", fname, alignment.integer);
+  return static_cast<std::uint64_t>(alignment.integer);
+}
+
+// One tensor info: name (not among `seen`), dimensions (ggml order), ggml type and data offset; nbytes from
+// type and shape.
+GgufTensorInfo read_tensor_info(Cursor& in, const std::map<std::string, std::size_t, std::less<>>& seen, const std::string& fname) {
+  GgufTensorInfo info;
+  info.name = in.read_string("a tensor name");
+  if (seen.count(info.name) != 0) fail("GGUF {}: tensor {} appears twice", fname, info.name);
+  const std::string what = "tensor " + info.name;
+  const auto n_dims = in.read<std::uint32_t>(what);
+  if (n_dims == 0 || n_dims > max_dims) fail("GGUF {}: tensor {} has {} dimensions (1 to {} allowed)", fname, info.name, n_dims, max_dims);
+  std::uint64_t numel = 1;
+  for (std::uint32_t d = 0; d < n_dims; ++d) {
+    const auto dim = in.read<std::uint64_t>(what);
+    if (dim > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) ||
+        (dim != 0 && numel > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) / dim))
+      fail("GGUF {}: tensor {} dimension {} = {} overflows the element count", fname, info.name, d, dim);
+    numel *= dim;
+    info.dims.push_back(static_cast<std::int64_t>(dim));
+  }
+  const auto type = in.read<std::uint32_t>(what);
+  switch (type) {
+    case 0: case 1: case 8: case 30: info.type = static_cast<GgmlType>(type); break;
+    default: fail("GGUF {}: tensor {} has ggml type {}, which lowrank does not read (F32 0, F16 1, Q8_0 8, BF16 30)", fname, info.name, type);
+  }
+  if (info.type == GgmlType::q8_0) {
+    if (info.dims[0] % q8_0_block != 0)
+      fail("GGUF {}: Q8_0 tensor {} has innermost dimension {}, not a multiple of {}", fname, info.name, info.dims[0], q8_0_block);
+    info.nbytes = numel / q8_0_block * q8_0_block_bytes;
+  } else {
+    const std::uint64_t element = info.type == GgmlType::f32 ? 4 : 2;
+    if (numel > std::numeric_limits<std::uint64_t>::max() / element) fail("GGUF {}: tensor {} is too large", fname, info.name);
+    info.nbytes = numel * element;
+  }
+  info.offset = in.read<std::uint64_t>(what);
+  return info;
+}
+
+// Every tensor aligned, inside the data_size bytes of the data section, and no two overlapping.
+void check_tensor_extents(const std::vector<GgufTensorInfo>& tensors, std::uint64_t data_size, std::uint64_t alignment,
+                          const std::string& fname) {
+  std::vector<const GgufTensorInfo*> by_offset;
+  for (const GgufTensorInfo& info : tensors) {
+    if (info.offset % alignment != 0)
+      fail("GGUF {}: tensor {} offset {} is not a multiple of the alignment {}", fname, info.name, info.offset, alignment);
+    if (info.offset > data_size || info.nbytes > data_size - info.offset)
+      fail("GGUF {}: tensor {} ({} bytes at data offset {}) ends past the file's {} data bytes", fname, info.name, info.nbytes,
+           info.offset, data_size);
+    by_offset.push_back(&info);
+  }
+  std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
+  for (std::size_t i = 1; i < by_offset.size(); ++i)
+    if (by_offset[i - 1]->offset + by_offset[i - 1]->nbytes > by_offset[i]->offset)
+      fail("GGUF {}: tensors {} and {} overlap", fname, by_offset[i - 1]->name, by_offset[i]->name);
+}
+
+}  // namespace
+
 GgufFile GgufFile::parse(std::span<const std::byte> bytes, std::string name) {
   GgufFile file;
   file.name_ = std::move(name);
@@ -217,60 +305,13 @@ GgufFile GgufFile::parse(std::span<const std::byte> bytes, std::string name) {
   if (file.version_ != gguf_version) fail("GGUF {}: version {} (only version 3 is read)", fname, file.version_);
   const auto tensor_count = in.read<std::uint64_t>("the tensor count");
   const auto metadata_count = in.read<std::uint64_t>("the metadata count");
-  // A metadata pair takes at least 8 + 4 + 1 bytes and a tensor info at least 8 + 4 + 4 + 8.
-  if (metadata_count > in.remaining() / 13) fail("GGUF {}: metadata count {} exceeds what the file can hold", fname, metadata_count);
+  file.metadata_ = read_metadata(in, metadata_count, fname);
+  file.alignment_ = alignment_of(file.metadata_, fname);
 
-  for (std::uint64_t i = 0; i < metadata_count; ++i) {
-    std::string key = in.read_string("a metadata key");
-    if (key.empty()) fail("GGUF {}: metadata pair {} has an empty key", fname, i);
-    for (const auto& [existing, unused] : file.metadata_)
-      if (existing == key) fail("GGUF {}: metadata key {} appears twice", fname, key);
-    const auto type = in.read<std::uint32_t>("metadata " + key);
-    if (!known_value_type(type)) fail("GGUF {}: metadata {} has unknown value type {}", fname, key, type);
-    GgufValue value = read_value(in, static_cast<GgufValueType>(type), fname, key, 0);
-    file.metadata_.emplace_back(std::move(key), std::move(value));
-  }
-  if (file.has("general.alignment")) {
-    const GgufValue& alignment = file.value("general.alignment");
-    if (alignment.type != GgufValueType::u32)
-      fail("GGUF {}: general.alignment is a {} (UINT32 expected)", fname, gguf_value_type_name(alignment.type));
-    if (alignment.integer == 0 || !std::has_single_bit(static_cast<std::uint64_t>(alignment.integer)))
-      fail("GGUF {}: general.alignment {} is not a power of two", fname, alignment.integer);
-    file.alignment_ = static_cast<std::uint64_t>(alignment.integer);
-  }
-
+  // A tensor info takes at least 8 + 4 + 4 + 8 bytes.
   if (tensor_count > in.remaining() / 24) fail("GGUF {}: tensor count {} exceeds what the file can hold", fname, tensor_count);
   for (std::uint64_t i = 0; i < tensor_count; ++i) {
-    GgufTensorInfo info;
-    info.name = in.read_string("a tensor name");
-    if (file.index_.count(info.name) != 0) fail("GGUF {}: tensor {} appears twice", fname, info.name);
-    const std::string what = "tensor " + info.name;
-    const auto n_dims = in.read<std::uint32_t>(what);
-    if (n_dims == 0 || n_dims > max_dims) fail("GGUF {}: tensor {} has {} dimensions (1 to {} allowed)", fname, info.name, n_dims, max_dims);
-    std::uint64_t numel = 1;
-    for (std::uint32_t d = 0; d < n_dims; ++d) {
-      const auto dim = in.read<std::uint64_t>(what);
-      if (dim > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) ||
-          (dim != 0 && numel > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()) / dim))
-        fail("GGUF {}: tensor {} dimension {} = {} overflows the element count", fname, info.name, d, dim);
-      numel *= dim;
-      info.dims.push_back(static_cast<std::int64_t>(dim));
-    }
-    const auto type = in.read<std::uint32_t>(what);
-    switch (type) {
-      case 0: case 1: case 8: case 30: info.type = static_cast<GgmlType>(type); break;
-      default: fail("GGUF {}: tensor {} has ggml type {}, which lowrank does not read (F32 0, F16 1, Q8_0 8, BF16 30)", fname, info.name, type);
-    }
-    if (info.type == GgmlType::q8_0) {
-      if (info.dims[0] % q8_0_block != 0)
-        fail("GGUF {}: Q8_0 tensor {} has innermost dimension {}, not a multiple of {}", fname, info.name, info.dims[0], q8_0_block);
-      info.nbytes = numel / q8_0_block * q8_0_block_bytes;
-    } else {
-      const std::uint64_t element = info.type == GgmlType::f32 ? 4 : 2;
-      if (numel > std::numeric_limits<std::uint64_t>::max() / element) fail("GGUF {}: tensor {} is too large", fname, info.name);
-      info.nbytes = numel * element;
-    }
-    info.offset = in.read<std::uint64_t>(what);
+    GgufTensorInfo info = read_tensor_info(in, file.index_, fname);
     file.index_.emplace(info.name, file.tensors_.size());
     file.tensors_.push_back(std::move(info));
   }
@@ -280,19 +321,7 @@ GgufFile GgufFile::parse(std::span<const std::byte> bytes, std::string name) {
   if (!file.tensors_.empty() && file.data_start_ > size)
     fail("GGUF {}: the data section would start at {} but the file has {} bytes", fname, file.data_start_, size);
   const std::uint64_t data_size = size > file.data_start_ ? size - file.data_start_ : 0;
-  std::vector<const GgufTensorInfo*> by_offset;
-  for (const GgufTensorInfo& info : file.tensors_) {
-    if (info.offset % file.alignment_ != 0)
-      fail("GGUF {}: tensor {} offset {} is not a multiple of the alignment {}", fname, info.name, info.offset, file.alignment_);
-    if (info.offset > data_size || info.nbytes > data_size - info.offset)
-      fail("GGUF {}: tensor {} ({} bytes at data offset {}) ends past the file's {} data bytes", fname, info.name, info.nbytes,
-           info.offset, data_size);
-    by_offset.push_back(&info);
-  }
-  std::sort(by_offset.begin(), by_offset.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
-  for (std::size_t i = 1; i < by_offset.size(); ++i)
-    if (by_offset[i - 1]->offset + by_offset[i - 1]->nbytes > by_offset[i]->offset)
-      fail("GGUF {}: tensors {} and {} overlap", fname, by_offset[i - 1]->name, by_offset[i]->name);
+  check_tensor_extents(file.tensors_, data_size, file.alignment_, fname);
   return file;
 }
 

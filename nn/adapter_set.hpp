@@ -27,6 +27,7 @@ class AdapterSet {
   bool enabled() const { return enabled_; }
   // Every adapter's dropout on (training) or off; adapters added later follow it.
   void train(bool on);
+  bool training() const { return training_; }
 
   // Merges every adapter into the weight view weight_of(i) returns (in `layout`); when one fails, the
   // ones already merged are unmerged again before the error propagates.

@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "lowrank/core/error.hpp"
@@ -255,11 +256,16 @@ void export_adapter_gguf(const std::filesystem::path& peft_directory, const Gguf
   save_gguf(out, adapter.metadata, adapter.tensors);
 }
 
-lora::AdapterDirectory import_gguf_adapter(const std::filesystem::path& file, const GgufBase& base) {
-  const Family& family = family_of(base.model_type);
-  const bool permute = gguf_permutes_qk(base.model_type);
-  const GgufFile gguf = GgufFile::open(file);
-  const std::string name = file.string();
+namespace {
+
+// A llama.cpp LoRA file's A and B of one module, keyed by (layer, module index).
+struct GgufPair {
+  Tensor a, b;
+};
+using GgufPairs = std::map<std::tuple<int, int>, GgufPair>;
+
+// Checks that `gguf` is a LoRA adapter for `architecture`; returns its adapter.lora.alpha (0 when absent).
+double checked_adapter_alpha(const GgufFile& gguf, const std::string& architecture, const GgufBase& base, const std::string& name) {
   auto string_key = [&](std::string_view key) -> std::string {
     const GgufValue& v = gguf.value(key);
     if (v.type != GgufValueType::string)
@@ -270,7 +276,6 @@ lora::AdapterDirectory import_gguf_adapter(const std::filesystem::path& file, co
     fail("{}: general.type is '{}', not 'adapter' (a model file, not a LoRA adapter)", name, type);
   if (const std::string type = string_key("adapter.type"); type != "lora")
     fail("{}: adapter.type is '{}'; only 'lora' adapters are read", name, type);
-  const std::string architecture = gguf_architecture(base.model_type);
   if (const std::string arch = string_key("general.architecture"); arch != architecture)
     fail("{}: general.architecture is '{}' but the base model ({}) is '{}' in llama.cpp", name, arch, base.model_type, architecture);
   double alpha = 0;
@@ -281,11 +286,12 @@ lora::AdapterDirectory import_gguf_adapter(const std::filesystem::path& file, co
     alpha = v.is_float() ? v.real : static_cast<double>(v.integer);
     if (!std::isfinite(alpha) || alpha < 0) fail("{}: adapter.lora.alpha is {} (a finite number >= 0 expected)", name, alpha);
   }
+  return alpha;
+}
 
-  struct GgufPair {
-    Tensor a, b;
-  };
-  std::map<std::tuple<int, int>, GgufPair> pairs;
+// Every tensor of the file, which must each be the lora_a or lora_b of one of the family's modules.
+GgufPairs read_lora_pairs(const GgufFile& gguf, const Family& family, const std::string& architecture, const std::string& name) {
+  GgufPairs pairs;
   for (const GgufTensorInfo& info : gguf.tensors()) {
     std::string_view rest = info.name;
     std::optional<std::tuple<int, int>> where;
@@ -306,7 +312,11 @@ lora::AdapterDirectory import_gguf_adapter(const std::filesystem::path& file, co
     (is_a ? pair.a : pair.b) = gguf.load(info.name);
   }
   if (pairs.empty()) fail("{}: holds no LoRA tensors", name);
+  return pairs;
+}
 
+// The largest rank among the pairs, each of which must have both factors with matching ranks.
+std::int64_t largest_rank(const GgufPairs& pairs, const Family& family, const std::string& name) {
   std::int64_t rank = 0;
   for (const auto& [where, pair] : pairs) {
     const ModuleName& module = family.modules[static_cast<std::size_t>(std::get<1>(where))];
@@ -318,6 +328,32 @@ lora::AdapterDirectory import_gguf_adapter(const std::filesystem::path& file, co
            pair.b.shape());
     rank = std::max(rank, pair.a.shape()[0]);
   }
+  return rank;
+}
+
+// A of rank r as [rank, in] and B as [out, rank], zero-padded (zero rows of A and columns of B add nothing),
+// B scaled by `factor`.
+std::pair<Tensor, Tensor> padded_to_rank(const Tensor& a, const Tensor& b, std::int64_t rank, double factor) {
+  const std::int64_t r = a.shape()[0], in = a.shape()[1], out = b.shape()[0];
+  std::vector<double> padded_a(static_cast<std::size_t>(rank * in), 0.0), padded_b(static_cast<std::size_t>(out * rank), 0.0);
+  const std::vector<double> av = a.to_vector(), bv = b.to_vector();
+  std::copy(av.begin(), av.end(), padded_a.begin());
+  for (std::int64_t o = 0; o < out; ++o)
+    for (std::int64_t k = 0; k < r; ++k) padded_b[static_cast<std::size_t>(o * rank + k)] = bv[static_cast<std::size_t>(o * r + k)] * factor;
+  return {Tensor::from({rank, in}, padded_a), Tensor::from({out, rank}, padded_b)};
+}
+
+}  // namespace
+
+lora::AdapterDirectory import_gguf_adapter(const std::filesystem::path& file, const GgufBase& base) {
+  const Family& family = family_of(base.model_type);
+  const bool permute = gguf_permutes_qk(base.model_type);
+  const GgufFile gguf = GgufFile::open(file);
+  const std::string name = file.string();
+  const std::string architecture = gguf_architecture(base.model_type);
+  const double alpha = checked_adapter_alpha(gguf, architecture, base, name);
+  const GgufPairs pairs = read_lora_pairs(gguf, family, architecture, name);
+  const std::int64_t rank = largest_rank(pairs, family, name);
   // llama.cpp's scale of a pair of rank r: alpha/r, or 1 when alpha is 0 (absent).
   auto llama_scale = [alpha](std::int64_t r) { return alpha != 0 ? alpha / static_cast<double>(r) : 1.0; };
   const double s = llama_scale(rank);
@@ -340,19 +376,8 @@ lora::AdapterDirectory import_gguf_adapter(const std::filesystem::path& file, co
         fail("{}: blk.{}.{}.weight.lora_b has {} rows, not {} heads of an even width", name, layer, module.llama, b.shape()[0], heads);
       b = gguf_rope_unpermute_rows(b, heads);
     }
-    if (r != rank) {
-      // Zero rows of A and columns of B add nothing; B scaled so that s·B·A is llama.cpp's alpha/r·B·A.
-      const std::int64_t in = a.shape()[1], out = b.shape()[0];
-      const double factor = llama_scale(r) / s;
-      std::vector<double> padded_a(static_cast<std::size_t>(rank * in), 0.0), padded_b(static_cast<std::size_t>(out * rank), 0.0);
-      const std::vector<double> av = a.to_vector(), bv = b.to_vector();
-      std::copy(av.begin(), av.end(), padded_a.begin());
-      for (std::int64_t o = 0; o < out; ++o)
-        for (std::int64_t k = 0; k < r; ++k)
-          padded_b[static_cast<std::size_t>(o * rank + k)] = bv[static_cast<std::size_t>(o * r + k)] * factor;
-      a = Tensor::from({rank, in}, padded_a);
-      b = Tensor::from({out, rank}, padded_b);
-    }
+    // B scaled so that s·B·A is llama.cpp's alpha/r·B·A.
+    if (r != rank) std::tie(a, b) = padded_to_rank(a, b, rank, llama_scale(r) / s);
     result.modules.push_back({fmt::format("{}{}.{}", family.layer_prefix, layer, module.peft), a, b, Tensor()});
   }
   return result;

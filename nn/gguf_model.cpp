@@ -69,19 +69,10 @@ GgufModel gpt2_model(const std::filesystem::path& directory, GgmlType matrix_typ
   b.tensor("position_embd.weight", w.wpe, true);
   for (std::size_t i = 0; i < w.blocks.size(); ++i) {
     const BlockWeights& blk = w.blocks[i];
-    const std::string p = fmt::format("blk.{}.", i);
-    b.tensor(p + "attn_norm.weight", blk.ln_1_weight);
-    b.tensor(p + "attn_norm.bias", blk.ln_1_bias);
-    b.tensor(p + "attn_qkv.weight", out_in(blk.attn_c_attn_weight));
-    b.tensor(p + "attn_qkv.bias", blk.attn_c_attn_bias);
-    b.tensor(p + "attn_output.weight", out_in(blk.attn_c_proj_weight));
-    b.tensor(p + "attn_output.bias", blk.attn_c_proj_bias);
-    b.tensor(p + "ffn_norm.weight", blk.ln_2_weight);
-    b.tensor(p + "ffn_norm.bias", blk.ln_2_bias);
-    b.tensor(p + "ffn_up.weight", out_in(blk.mlp_c_fc_weight));
-    b.tensor(p + "ffn_up.bias", blk.mlp_c_fc_bias);
-    b.tensor(p + "ffn_down.weight", out_in(blk.mlp_c_proj_weight));
-    b.tensor(p + "ffn_down.bias", blk.mlp_c_proj_bias);
+    for (const BlockTensor& bt : block_tensors) {
+      const Tensor& t = blk.*bt.member;
+      b.tensor(fmt::format("blk.{}.{}", i, bt.gguf_name), bt.conv1d_weight() ? out_in(t) : t);
+    }
   }
   b.tensor("output_norm.weight", w.ln_f_weight);
   b.tensor("output_norm.bias", w.ln_f_bias);

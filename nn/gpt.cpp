@@ -192,7 +192,6 @@ void check_batch(const GPTConfig& config, const char* who, const TokenIds& ids, 
 // The model: its weights, the full-mode parameters bound to them, the adapters, and the step machinery.
 struct GPT::State {
   GPTWeights w;
-  bool training = true;
   KernelOptions kernels;
   // Full mode's parameters, made at their first use: each carries a gradient buffer the size of its
   // weight, and a model loaded to be LoRA-trained (enable_lora drops them) must never hold those, or
@@ -235,7 +234,7 @@ struct GPT::State {
     return [this](std::size_t i) { return full().block(i, embd()); };
   }
   auto lora_block() {
-    return [this](std::size_t i) { return lora_block_of(lora, w.blocks[i], i, embd(), training); };
+    return [this](std::size_t i) { return lora_block_of(lora, w.blocks[i], i, embd(), lora.set.training()); };
   }
 
   // GPT::set_gradients_ready: the callback, and the trainable parameters final after block i's backward
@@ -307,7 +306,7 @@ struct GPT::State {
   }
 };
 
-GPT::GPT(GPTWeights weights) : state_(std::make_unique<State>(std::move(weights))) {}
+GPT::GPT(GPTWeights weights) : LayerAdaptedModel("nn::GPT"), state_(std::make_unique<State>(std::move(weights))) {}
 GPT::~GPT() = default;
 GPT::GPT(GPT&&) noexcept = default;
 GPT& GPT::operator=(GPT&&) noexcept = default;
@@ -328,44 +327,27 @@ GPTWeights& GPT::weights() { return state_->w; }
 
 void GPT::enable_lora(const LoraSettings& settings, RandomStream& init) {
   State& s = *state_;
-  if (s.lora.enabled) fail("nn::GPT::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
+  s.lora.check_not_enabled("nn::GPT");
   if (settings.config.use_dora)
     fail("nn::GPT::enable_lora: use_dora: DoRA on GPT-2's Conv1D layers (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) is not "
          "supported; DoRA runs on the Llama family's Linear projections");
   const TargetNaming naming{"nn::GPT::enable_lora", ", or mlp for fc and proj", "mlp stands for fc and proj",
                             [](std::size_t i) { return fmt::format("h.{}", i); }};
   // Built aside and moved in, so that a failure leaves the model as it was; named adapters stay.
-  LayerAdapters created = LayerAdapters::create(settings, expand_lora_targets(settings.targets), projection_kinds(s.embd()),
-                                                s.w.blocks.size(), naming, init, s.w.dtype(), s.w.device(), s.training);
-  created.named = std::move(s.lora.named);
-  s.lora = std::move(created);
+  s.lora.replace_own(LayerAdapters::create(settings, expand_lora_targets(settings.targets), projection_kinds(s.embd()),
+                                           s.w.blocks.size(), naming, init, s.w.dtype(), s.w.device(), s.lora.set.training()));
   s.full_parameters.reset();
 }
 
-bool GPT::has_lora() const { return state_->lora.enabled; }
+LayerAdapters& GPT::layer_adapters() { return state_->lora; }
 
-const LoraSettings& GPT::lora_settings() const { return state_->lora.settings_of("nn::GPT"); }
-
-void GPT::set_adapters_enabled(bool on) { state_->lora.set_enabled(on, "nn::GPT"); }
-
-bool GPT::adapters_enabled() const { return state_->lora.enabled && state_->lora.set.enabled(); }
+const LayerAdapters& GPT::layer_adapters() const { return state_->lora; }
 
 void GPT::merge_adapters() {
   State& s = *state_;
   s.lora.merge_checked(
       "nn::GPT", [&](std::size_t i, std::size_t t) { return target_tensors(s.w.blocks[i], Target(t), s.embd()).weight; }, lora::Layout::in_out);
 }
-
-void GPT::unmerge_adapters() { state_->lora.unmerge("nn::GPT"); }
-
-bool GPT::merged() const { return state_->lora.set.merged(); }
-
-void GPT::train(bool on) {
-  state_->training = on;
-  state_->lora.set.train(on);
-}
-
-bool GPT::training() const { return state_->training; }
 
 Parameters GPT::trainable_parameters() const {
   State& s = *state_;
@@ -426,28 +408,11 @@ std::vector<GPT::Adapter> GPT::adapters() const {
   return list;
 }
 
-std::vector<RandomStream> GPT::lora_dropout_streams() const { return state_->lora.set.dropout_streams(); }
-
-void GPT::set_lora_dropout_streams(const std::vector<RandomStream>& streams) {
-  state_->lora.set.set_dropout_streams(streams, "nn::GPT::set_lora_dropout_streams");
-}
-
 std::vector<GPT::AdapterTerm> GPT::adapter_terms() const {
   std::vector<AdapterTerm> terms;
   for (const NamedAdapter::Factors& f : state_->lora.active_terms())
     terms.push_back({static_cast<int>(f.layer), lora_target_names()[f.kind], f.a, f.b, f.scaling});
   return terms;
 }
-
-void GPT::add_adapter(const std::string& name, const std::filesystem::path& directory) {
-  // load_adapter reads into the model's own adapters: add_named_from hands it an empty set, which then
-  // becomes the named adapter.
-  state_->lora.add_named_from("nn::GPT", name, directory.string(), [&] { nn::load_adapter(directory, *this); });
-}
-
-std::vector<std::string> GPT::adapter_names() const { return state_->lora.named_names(); }
-void GPT::set_adapter_scale(const std::string& name, double scale) { state_->lora.set_named_scale("nn::GPT", name, scale); }
-void GPT::set_adapter_active(const std::string& name, bool on) { state_->lora.set_named_active("nn::GPT", name, on); }
-void GPT::set_row_adapters(std::vector<std::string> row_adapters) { state_->lora.set_rows("nn::GPT", std::move(row_adapters)); }
 
 }  // namespace lowrank::nn

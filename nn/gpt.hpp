@@ -14,6 +14,7 @@
 #include "lowrank/lora/config.hpp"
 #include "lowrank/nn/config.hpp"
 #include "lowrank/nn/language_model.hpp"
+#include "lowrank/nn/layer_adapted_model.hpp"
 #include "lowrank/nn/weights.hpp"
 #include "lowrank/ops/causal_attention.hpp"
 #include "lowrank/ops/token_ids.hpp"
@@ -52,7 +53,7 @@ struct KernelOptions {
 // only lora_target_names().
 std::vector<std::string> expand_lora_targets(const std::vector<std::string>& targets);
 
-class GPT final : public LanguageModel {
+class GPT final : public LayerAdaptedModel {
  public:
   explicit GPT(GPTWeights weights);  // starts in full-training mode: every weight trainable
   ~GPT() override;
@@ -94,18 +95,12 @@ class GPT final : public LanguageModel {
   // from `init` by the config's init, its own dropout stream seeded from `init`, layer by layer, targets
   // in lora_target_names() order. Errors: called twice, unknown or repeated targets, an invalid config (lora::validate),
   // mode weight_merge or a bias option other than none (not supported here).
+  // has_lora, lora_settings, set_adapters_enabled, unmerge_adapters, merged, train/training, the named
+  // adapters and the dropout streams: nn::LayerAdaptedModel.
   void enable_lora(const LoraSettings& settings, RandomStream& init) override;
-  bool has_lora() const override;
-  const LoraSettings& lora_settings() const override;
-  void set_adapters_enabled(bool on) override;  // off: computes exactly the base model (not while merged)
-  bool adapters_enabled() const override;
   void merge_adapters() override;  // W += s·(B·A)ᵀ in each adapted Conv1D weight (its columns for q, k, v):
                             // lora::Adapter::merge with Layout::in_out, Restore::exact
-  void unmerge_adapters() override;  // exact restore from the copy each adapter kept
-  bool merged() const override;
 
-  void train(bool on = true) override;  // LoRA dropout on/off (the default is on)
-  bool training() const override;
   // Full mode: every weight, HF names, in named_tensors() order. LoRA mode: every A and B (layer by
   // layer, targets in lora_target_names() order); refused while merged.
   Parameters trainable_parameters() const override;
@@ -156,17 +151,10 @@ class GPT final : public LanguageModel {
     double scaling;
   };
   std::vector<AdapterTerm> adapter_terms() const;
-  void add_adapter(const std::string& name, const std::filesystem::path& directory) override;
-  std::vector<std::string> adapter_names() const override;
-  void set_adapter_scale(const std::string& name, double scale) override;
-  void set_adapter_active(const std::string& name, bool on) override;
-  void set_row_adapters(std::vector<std::string> row_adapters) override;
-  // The adapters' dropout streams (seed and next offset), in adapters() order: a training checkpoint
-  // saves them so that a resumed run draws the same masks. set_ checks the count.
-  std::vector<RandomStream> lora_dropout_streams() const override;
-  void set_lora_dropout_streams(const std::vector<RandomStream>& streams) override;
 
  private:
+  LayerAdapters& layer_adapters() override;
+  const LayerAdapters& layer_adapters() const override;
   // nn/gpt.cpp: the weights, the full-mode parameters bound to them by name (nn/parameter_binding.hpp),
   // the adapters (nn/adapter_set.hpp) and the tapes of a step.
   struct State;

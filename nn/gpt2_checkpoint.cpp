@@ -20,22 +20,7 @@ std::vector<GPT2TensorSlot> gpt2_tensor_slots(GPTWeights& w) {
   std::vector<GPT2TensorSlot> slots{{"wte.weight", {c.vocab_size, e}, &w.wte}, {"wpe.weight", {c.n_positions, e}, &w.wpe}};
   for (std::int64_t i = 0; i < c.n_layer; ++i) {
     BlockWeights& b = w.blocks[static_cast<std::size_t>(i)];
-    const std::string h = fmt::format("h.{}.", i);
-    const std::vector<GPT2TensorSlot> block{
-        {h + "ln_1.weight", {e}, &b.ln_1_weight},
-        {h + "ln_1.bias", {e}, &b.ln_1_bias},
-        {h + "attn.c_attn.weight", {e, 3 * e}, &b.attn_c_attn_weight},
-        {h + "attn.c_attn.bias", {3 * e}, &b.attn_c_attn_bias},
-        {h + "attn.c_proj.weight", {e, e}, &b.attn_c_proj_weight},
-        {h + "attn.c_proj.bias", {e}, &b.attn_c_proj_bias},
-        {h + "ln_2.weight", {e}, &b.ln_2_weight},
-        {h + "ln_2.bias", {e}, &b.ln_2_bias},
-        {h + "mlp.c_fc.weight", {e, 4 * e}, &b.mlp_c_fc_weight},
-        {h + "mlp.c_fc.bias", {4 * e}, &b.mlp_c_fc_bias},
-        {h + "mlp.c_proj.weight", {4 * e, e}, &b.mlp_c_proj_weight},
-        {h + "mlp.c_proj.bias", {e}, &b.mlp_c_proj_bias},
-    };
-    slots.insert(slots.end(), block.begin(), block.end());
+    for (const BlockTensor& bt : block_tensors) slots.push_back({fmt::format("h.{}.{}", i, bt.hf_name), bt.shape(e), &(b.*bt.member)});
   }
   slots.push_back({"ln_f.weight", {e}, &w.ln_f_weight});
   slots.push_back({"ln_f.bias", {e}, &w.ln_f_bias});

@@ -8,6 +8,7 @@
 
 #include "lowrank/core/elementwise.hpp"
 #include "lowrank/core/gemm.hpp"
+#include "lowrank/nn/layer_adapted_model.hpp"
 
 namespace lowrank::nn {
 
@@ -312,6 +313,15 @@ void LayerAdapters::for_each(const std::function<void(std::size_t, std::size_t, 
       if (chosen[k]) f(i, k, set[index[i][k]]);
 }
 
+void LayerAdapters::check_not_enabled(std::string_view model) const {
+  if (enabled) fail("{}::enable_lora: LoRA is already enabled (targets {})", model, fmt::join(settings.targets, ", "));
+}
+
+void LayerAdapters::replace_own(LayerAdapters created) {
+  created.named = std::move(named);
+  *this = std::move(created);
+}
+
 const LoraSettings& LayerAdapters::settings_of(std::string_view model) const {
   if (!enabled) fail("{}::lora_settings: the model has no adapters (call enable_lora first)", model);
   return settings;
@@ -388,6 +398,33 @@ lora::ParameterCount LayerAdapters::parameter_count(const std::vector<std::pair<
       c.add_frozen(f.b);
     }
   return c;
+}
+
+// ---- nn::LayerAdaptedModel (nn/layer_adapted_model.hpp) ----------------------------------------------------------
+bool LayerAdaptedModel::has_lora() const { return layer_adapters().enabled; }
+const LoraSettings& LayerAdaptedModel::lora_settings() const { return layer_adapters().settings_of(model_); }
+void LayerAdaptedModel::set_adapters_enabled(bool on) { layer_adapters().set_enabled(on, model_); }
+bool LayerAdaptedModel::adapters_enabled() const { return layer_adapters().enabled && layer_adapters().set.enabled(); }
+void LayerAdaptedModel::unmerge_adapters() { layer_adapters().unmerge(model_); }
+bool LayerAdaptedModel::merged() const { return layer_adapters().set.merged(); }
+void LayerAdaptedModel::train(bool on) { layer_adapters().set.train(on); }
+bool LayerAdaptedModel::training() const { return layer_adapters().set.training(); }
+
+void LayerAdaptedModel::add_adapter(const std::string& name, const std::filesystem::path& directory) {
+  // load_adapter reads into the model's own adapters: add_named_from hands it an empty set, which then
+  // becomes the named adapter.
+  layer_adapters().add_named_from(model_, name, directory.string(), [&] { load_adapter(directory); });
+}
+
+std::vector<std::string> LayerAdaptedModel::adapter_names() const { return layer_adapters().named_names(); }
+void LayerAdaptedModel::set_adapter_scale(const std::string& name, double scale) { layer_adapters().set_named_scale(model_, name, scale); }
+void LayerAdaptedModel::set_adapter_active(const std::string& name, bool on) { layer_adapters().set_named_active(model_, name, on); }
+void LayerAdaptedModel::set_row_adapters(std::vector<std::string> row_adapters) { layer_adapters().set_rows(model_, std::move(row_adapters)); }
+
+std::vector<RandomStream> LayerAdaptedModel::lora_dropout_streams() const { return layer_adapters().set.dropout_streams(); }
+
+void LayerAdaptedModel::set_lora_dropout_streams(const std::vector<RandomStream>& streams) {
+  layer_adapters().set.set_dropout_streams(streams, fmt::format("{}::set_lora_dropout_streams", model_).c_str());
 }
 
 }  // namespace lowrank::nn

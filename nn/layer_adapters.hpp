@@ -122,6 +122,9 @@ struct LayerAdapters {
 
   // The model's LoRA life cycle, checked once for every family; `model` ("nn::GPT") starts each error,
   // followed by the model method that was called.
+  void check_not_enabled(std::string_view model) const;  // enable_lora: refused when called twice
+  // enable_lora's last step: `created` (create()) becomes the model's own adapters; the named ones stay.
+  void replace_own(LayerAdapters created);
   const LoraSettings& settings_of(std::string_view model) const;  // refused before enable_lora
   void set_enabled(bool on, std::string_view model);              // refused before enable_lora; off while merged
   // merge() after checking that adapters exist, are enabled and not merged yet.

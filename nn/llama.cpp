@@ -411,7 +411,6 @@ struct LlamaFullParameters {
 
 struct Llama::State {
   LlamaWeights w;
-  bool training = true;
   LlamaFullParameters full;  // cleared by enable_lora
   LayerAdapters lora;
   LlamaSteps steps;
@@ -493,13 +492,13 @@ struct Llama::State {
   }
   llama_block::LoraLayer lora_layer(std::size_t i) {
     return adapter_layer<llama_block::LoraLayer>(i, [&](Projection p) {
-      return llama_block::LoraProjection{frozen_projection(i, p), lora.any() ? lora.branch(i, p, training) : base_branches[p]};
+      return llama_block::LoraProjection{frozen_projection(i, p), lora.any() ? lora.branch(i, p, lora.set.training()) : base_branches[p]};
     });
   }
   llama_block::DoraLayer dora_layer(std::size_t i) {
     return adapter_layer<llama_block::DoraLayer>(i, [&](Projection p) {
       FrozenWeight weight = frozen_projection(i, p);
-      lora::DoraBranch branch = lora.dora_branch(i, p, training, weight);
+      lora::DoraBranch branch = lora.dora_branch(i, p, lora.set.training(), weight);
       return llama_block::DoraProjection{std::move(weight), std::move(branch)};
     });
   }
@@ -584,7 +583,7 @@ struct Llama::State {
   }
 };
 
-Llama::Llama(LlamaWeights weights) : state_(std::make_unique<State>(std::move(weights))) {}
+Llama::Llama(LlamaWeights weights) : LayerAdaptedModel("nn::Llama"), state_(std::make_unique<State>(std::move(weights))) {}
 Llama::~Llama() = default;
 Llama::Llama(Llama&&) noexcept = default;
 Llama& Llama::operator=(Llama&&) noexcept = default;
@@ -613,31 +612,26 @@ LlamaWeights& Llama::weights() { return state_->w; }
 
 void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
   State& s = *state_;
-  if (s.lora.enabled) fail("nn::Llama::enable_lora: LoRA is already enabled (targets {})", fmt::join(s.lora.settings.targets, ", "));
+  s.lora.check_not_enabled("nn::Llama");
   const TargetNaming naming{"nn::Llama::enable_lora", ", or all-linear for all of them", "all-linear stands for all seven", layer_path};
   if (settings.config.use_dora && !s.lora.named.empty())
     fail("nn::Llama::enable_lora: use_dora with named adapters loaded ({}): DoRA adapters are not stacked with others",
          fmt::join(s.lora.named_names(), ", "));
   LayerAdapters created = LayerAdapters::create(settings, expand_llama_targets(settings.targets), projection_kinds(s.w.config),
-                                                s.w.layers.size(), naming, init, s.w.dtype(), s.w.device(), s.training);
+                                                s.w.layers.size(), naming, init, s.w.dtype(), s.w.device(), s.lora.set.training());
   // DoRA's magnitudes start as the row norms of W (+ s·B·A, B = 0): a fresh adapter changes nothing. Over a
   // quantized base W is the quant::Matrix, read in dequantized row panels.
   if (settings.config.use_dora)
     created.init_magnitudes([&](std::size_t i, std::size_t p) {
       return s.w.quantized ? s.quantized_projections[i][p] : frozen_weight(projection_weight(s.w.layers[i], Projection(p)));
     });
-  created.named = std::move(s.lora.named);  // named adapters stay
-  s.lora = std::move(created);
+  s.lora.replace_own(std::move(created));  // named adapters stay
   s.full.clear();
 }
 
-bool Llama::has_lora() const { return state_->lora.enabled; }
+LayerAdapters& Llama::layer_adapters() { return state_->lora; }
 
-const LoraSettings& Llama::lora_settings() const { return state_->lora.settings_of("nn::Llama"); }
-
-void Llama::set_adapters_enabled(bool on) { state_->lora.set_enabled(on, "nn::Llama"); }
-
-bool Llama::adapters_enabled() const { return state_->lora.enabled && state_->lora.set.enabled(); }
+const LayerAdapters& Llama::layer_adapters() const { return state_->lora; }
 
 void Llama::merge_adapters() {
   State& s = *state_;
@@ -647,17 +641,6 @@ void Llama::merge_adapters() {
   s.lora.merge_checked(
       "nn::Llama", [&](std::size_t i, std::size_t p) { return projection_weight(s.w.layers[i], Projection(p)); }, lora::Layout::out_in);
 }
-
-void Llama::unmerge_adapters() { state_->lora.unmerge("nn::Llama"); }
-
-bool Llama::merged() const { return state_->lora.set.merged(); }
-
-void Llama::train(bool on) {
-  state_->training = on;
-  state_->lora.set.train(on);
-}
-
-bool Llama::training() const { return state_->training; }
 
 Parameters Llama::trainable_parameters() const {
   const State& s = *state_;
@@ -711,12 +694,6 @@ std::vector<Llama::Adapter> Llama::adapters() const {
     list.push_back({static_cast<int>(i), llama_target_names()[p], adapter.lora_A(), adapter.lora_B(), adapter.scaling(), adapter.magnitude()});
   });
   return list;
-}
-
-std::vector<RandomStream> Llama::lora_dropout_streams() const { return state_->lora.set.dropout_streams(); }
-
-void Llama::set_lora_dropout_streams(const std::vector<RandomStream>& streams) {
-  state_->lora.set.set_dropout_streams(streams, "nn::Llama::set_lora_dropout_streams");
 }
 
 // ---- PEFT adapter files -----------------------------------------------------------------------------------------
@@ -788,18 +765,6 @@ void load_adapter(const std::filesystem::path& directory, Llama& model) {
   }
 }
 
-// ---- named adapters (nn/layer_adapters.hpp) -------------------------------------------------------------------------
-void Llama::add_adapter(const std::string& name, const std::filesystem::path& directory) {
-  // load_adapter reads into the model's own adapters: add_named_from hands it an empty set, which then
-  // becomes the named adapter.
-  state_->lora.add_named_from("nn::Llama", name, directory.string(), [&] { nn::load_adapter(directory, *this); });
-}
-
-std::vector<std::string> Llama::adapter_names() const { return state_->lora.named_names(); }
-void Llama::set_adapter_scale(const std::string& name, double scale) { state_->lora.set_named_scale("nn::Llama", name, scale); }
-void Llama::set_adapter_active(const std::string& name, bool on) { state_->lora.set_named_active("nn::Llama", name, on); }
-void Llama::set_row_adapters(std::vector<std::string> row_adapters) { state_->lora.set_rows("nn::Llama", std::move(row_adapters)); }
-
 // ---- generation ---------------------------------------------------------------------------------------------------
 // The model's state is behind a pointer: generation runs forwards (which use the step machinery) without
 // changing what the model computes, so it is a const member as LanguageModel asks.
@@ -809,14 +774,10 @@ std::vector<std::int32_t> Llama::generate(const std::vector<std::int32_t>& promp
   std::vector<std::int32_t> sequence;
   // Dropout off while generating, restored however generation ends.
   struct Restore {
-    State& s;
+    AdapterSet& set;
     bool training;
-    ~Restore() {
-      s.training = training;
-      s.lora.set.train(training);
-    }
-  } restore{s, s.training};
-  s.training = false;
+    ~Restore() { set.train(training); }
+  } restore{s.lora.set, s.lora.set.training()};
   s.lora.set.train(false);
   return sample_tokens(
       [&](std::span<const std::int32_t> tokens) {

@@ -21,6 +21,7 @@
 #include "lowrank/nn/generate.hpp"
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/language_model.hpp"
+#include "lowrank/nn/layer_adapted_model.hpp"
 #include "lowrank/nn/llama_config.hpp"
 #include "lowrank/nn/parameter_binding.hpp"
 #include "lowrank/ops/token_ids.hpp"
@@ -105,7 +106,7 @@ const std::vector<std::string>& llama_target_names();
 // "all-linear" (PEFT's name) stands for all seven; other names pass unchanged.
 std::vector<std::string> expand_llama_targets(const std::vector<std::string>& targets);
 
-class Llama final : public LanguageModel {
+class Llama final : public LayerAdaptedModel {
  public:
   explicit Llama(LlamaWeights weights);  // full-training mode: every weight trainable
   ~Llama() override;
@@ -143,17 +144,11 @@ class Llama final : public LanguageModel {
 
   // As nn::GPT::enable_lora, with targets from llama_target_names() or "all-linear"; adapters are named
   // model.layers.<i>.self_attn.q_proj ... model.layers.<i>.mlp.down_proj (PEFT's module paths).
+  // has_lora, lora_settings, set_adapters_enabled, unmerge_adapters, merged, train/training, the named
+  // adapters and the dropout streams: nn::LayerAdaptedModel.
   void enable_lora(const LoraSettings& settings, RandomStream& init) override;
-  bool has_lora() const override;
-  const LoraSettings& lora_settings() const override;
-  void set_adapters_enabled(bool on) override;
-  bool adapters_enabled() const override;
   void merge_adapters() override;  // W += s·B·A in each adapted [out, in] weight (Layout::out_in, exact restore)
-  void unmerge_adapters() override;
-  bool merged() const override;
 
-  void train(bool on = true) override;
-  bool training() const override;
   // Full mode: every weight of named_tensors(), in its order. LoRA mode: every A and B.
   Parameters trainable_parameters() const override;
   lora::ParameterCount parameter_count() const override;
@@ -168,15 +163,10 @@ class Llama final : public LanguageModel {
 
   using Adapter = GPT::Adapter;  // layer, target (q_proj, ...), A, B, scaling
   std::vector<Adapter> adapters() const;
-  void add_adapter(const std::string& name, const std::filesystem::path& directory) override;
-  std::vector<std::string> adapter_names() const override;
-  void set_adapter_scale(const std::string& name, double scale) override;
-  void set_adapter_active(const std::string& name, bool on) override;
-  void set_row_adapters(std::vector<std::string> row_adapters) override;
-  std::vector<RandomStream> lora_dropout_streams() const override;
-  void set_lora_dropout_streams(const std::vector<RandomStream>& streams) override;
 
  private:
+  LayerAdapters& layer_adapters() override;
+  const LayerAdapters& layer_adapters() const override;
   struct State;
   std::unique_ptr<State> state_;
 };

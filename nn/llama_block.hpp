@@ -36,37 +36,30 @@ struct FullLayer {
   static Param leaf(const ParameterPtr& p) { return param(p); }
 };
 
-struct LoraProjection {
+// A frozen layer's projection with an adapter branch: lora::Branch (LoRA) or lora::DoraBranch (DoRA,
+// lora/dora.hpp: the magnitude rescales base + update; an inactive one is the identity). Each branch type
+// gives the layer a tape type of its own.
+template <class Branch> struct AdaptedProjection {
   FrozenWeight weight;  // [out, in], a float tensor or a quant::Matrix (any storage format: one tape type)
-  lora::Branch adapter;
+  Branch adapter;
 };
-struct LoraLayer {
+template <class Branch> struct AdaptedLayer {
   Tensor input_norm, post_norm;
-  LoraProjection q, k, v, o, gate, up, down;
+  AdaptedProjection<Branch> q, k, v, o, gate, up, down;
   Tensor q_bias, k_bias, v_bias;
   static Frozen leaf(const Tensor& t) { return frozen(t); }
 };
-
-// DoRA (lora/dora.hpp): the projections carry lora::DoraBranch, whose magnitude rescales base + update
-// (an inactive one is the identity), a third layer kind with a tape type of its own.
-struct DoraProjection {
-  FrozenWeight weight;  // [out, in], a float tensor or a quant::Matrix (as LoraProjection)
-  lora::DoraBranch adapter;
-};
-struct DoraLayer {
-  Tensor input_norm, post_norm;
-  DoraProjection q, k, v, o, gate, up, down;
-  Tensor q_bias, k_bias, v_bias;
-  static Frozen leaf(const Tensor& t) { return frozen(t); }
-};
+using LoraProjection = AdaptedProjection<lora::Branch>;
+using LoraLayer = AdaptedLayer<lora::Branch>;
+using DoraProjection = AdaptedProjection<lora::DoraBranch>;
+using DoraLayer = AdaptedLayer<lora::DoraBranch>;
 
 inline auto linear(const ParameterPtr& w) { return Linear{t(param(w))}; }
 inline auto linear(const ParameterPtr& w, const ParameterPtr& b) { return Linear{t(param(w)), param(b)}; }
-inline Linear<FrozenWeight, NoBias, lora::Branch> linear(const LoraProjection& p) { return {p.weight, NoBias{}, p.adapter}; }
-inline Linear<FrozenWeight, Frozen, lora::Branch> linear(const LoraProjection& p, const Tensor& b) { return {p.weight, frozen(b), p.adapter}; }
-
-inline Linear<FrozenWeight, NoBias, lora::DoraBranch> linear(const DoraProjection& p) { return {p.weight, NoBias{}, p.adapter}; }
-inline Linear<FrozenWeight, Frozen, lora::DoraBranch> linear(const DoraProjection& p, const Tensor& b) {
+template <class Branch> Linear<FrozenWeight, NoBias, Branch> linear(const AdaptedProjection<Branch>& p) {
+  return {p.weight, NoBias{}, p.adapter};
+}
+template <class Branch> Linear<FrozenWeight, Frozen, Branch> linear(const AdaptedProjection<Branch>& p, const Tensor& b) {
   return {p.weight, frozen(b), p.adapter};
 }
 

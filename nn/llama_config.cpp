@@ -107,68 +107,68 @@ void read_rope(const nlohmann::json& r, const std::string& where, const std::str
   c.rope_scaling = s;
 }
 
-}  // namespace
+// The keys that set a field of `c` from a value; false for any other key.
+bool read_value_key(const std::string& key, const nlohmann::json& value, const nlohmann::json& j, const std::string& source,
+                    LlamaConfig& c) {
+  const char* k = key.c_str();
+  if (key == "num_key_value_heads") {
+    if (!value.is_null()) c.num_key_value_heads = integer_field(j, k, source);
+  } else if (key == "head_dim") {
+    if (!value.is_null()) c.head_dim = integer_field(j, k, source);
+  } else if (key == "max_position_embeddings") {
+    c.max_position_embeddings = integer_field(j, k, source);
+  } else if (key == "rms_norm_eps") {
+    c.rms_norm_eps = number_field(j, k, source);
+  } else if (key == "rope_theta") {
+    c.rope_theta = number_field(j, k, source);
+  } else if (key == "rope_scaling") {
+    read_rope(value, "rope_scaling", source, c);
+  } else if (key == "rope_parameters") {
+    read_rope(value, "rope_parameters", source, c);
+    if (value.is_object() && value.contains("rope_theta")) c.rope_theta = number_field(value, "rope_theta", source + " (rope_parameters)");
+  } else if (key == "tie_word_embeddings") {
+    c.tie_word_embeddings = bool_field(j, k, source);
+  } else {
+    return false;
+  }
+  return true;
+}
 
-LlamaConfig llama_config_from_json(const nlohmann::json& j, const std::string& source) {
-  if (!j.is_object()) fail("{}: a config must be a JSON object, got {}", source, j.type_name());
-  if (!j.contains("model_type")) fail("{}: config key 'model_type' is missing (llama, qwen2 or mistral)", source);
-  const auto& type = j["model_type"];
-  if (!type.is_string() || !is_llama_family(type.get<std::string>()))
-    fail("{}: config key 'model_type' is {}; nn::Llama supports \"llama\", \"qwen2\" and \"mistral\"", source, show(type));
-  LlamaConfig c;
-  c.model_type = type.get<std::string>();
-  const bool llama = c.model_type == "llama", qwen2 = c.model_type == "qwen2", mistral = c.model_type == "mistral";
-  c.qkv_bias = qwen2;
+// The keys whose one supported value is what nn::Llama computes (hidden_act silu, no dropout, no biases
+// for llama and mistral): any other value is refused. False for any other key.
+bool check_fixed_key(const std::string& key, const nlohmann::json& value, const std::string& source, const LlamaConfig& c) {
+  if (key == "hidden_act") {
+    if (value != "silu") fail("{}: config key 'hidden_act' is {}; nn::Llama computes silu (SwiGLU)", source, show(value));
+  } else if (key == "attention_dropout") {
+    if (!value.is_number() || value.get<double>() != 0.0)
+      fail("{}: config key 'attention_dropout' is {}; only 0 is supported", source, show(value));
+  } else if (key == "pretraining_tp") {
+    if (value != 1) fail("{}: config key 'pretraining_tp' is {}; only 1 is supported", source, show(value));
+  } else if (c.model_type != "qwen2" && (key == "attention_bias" || key == "mlp_bias")) {
+    if (value != false)
+      fail("{}: config key '{}' is {}; nn::Llama supports false for {} (Qwen2's q/k/v biases come with model_type qwen2)", source, key,
+           show(value), c.model_type);
+  } else {
+    return false;
+  }
+  return true;
+}
 
-  auto required = [&](const char* key) { return config_fields::required_integer(j, key, source); };
-  c.vocab_size = required("vocab_size");
-  c.hidden_size = required("hidden_size");
-  c.intermediate_size = required("intermediate_size");
-  c.num_hidden_layers = required("num_hidden_layers");
-  c.num_attention_heads = required("num_attention_heads");
-  c.num_key_value_heads = c.num_attention_heads;
-  bool use_sliding_window = !qwen2;  // Mistral's window applies when set; Qwen2's only with use_sliding_window
+// What config.json says about a sliding window (Mistral, Qwen2), applied once every key is read.
+struct SlidingWindowKeys {
+  bool use = true;  // Mistral's window applies when set; Qwen2's only with use_sliding_window
   std::int64_t window = 0;
   bool sliding_layers = false;
 
-  for (const auto& [key, value] : j.items()) {
+  // sliding_window (mistral, qwen2), use_sliding_window (qwen2), layer_types; false for any other key.
+  bool read(const std::string& key, const nlohmann::json& value, const nlohmann::json& j, const std::string& source,
+            const std::string& model_type) {
+    const bool qwen2 = model_type == "qwen2", mistral = model_type == "mistral";
     const char* k = key.c_str();
-    if (key == "model_type" || key == "vocab_size" || key == "hidden_size" || key == "intermediate_size" || key == "num_hidden_layers" ||
-        key == "num_attention_heads")
-      continue;
-    if (std::find(ignored_keys.begin(), ignored_keys.end(), key) != ignored_keys.end()) continue;
-    if (key == "num_key_value_heads") {
-      if (!value.is_null()) c.num_key_value_heads = integer_field(j, k, source);
-    } else if (key == "head_dim") {
-      if (!value.is_null()) c.head_dim = integer_field(j, k, source);
-    } else if (key == "max_position_embeddings") {
-      c.max_position_embeddings = integer_field(j, k, source);
-    } else if (key == "rms_norm_eps") {
-      c.rms_norm_eps = number_field(j, k, source);
-    } else if (key == "rope_theta") {
-      c.rope_theta = number_field(j, k, source);
-    } else if (key == "rope_scaling") {
-      read_rope(value, "rope_scaling", source, c);
-    } else if (key == "rope_parameters") {
-      read_rope(value, "rope_parameters", source, c);
-      if (value.is_object() && value.contains("rope_theta")) c.rope_theta = number_field(value, "rope_theta", source + " (rope_parameters)");
-    } else if (key == "tie_word_embeddings") {
-      c.tie_word_embeddings = bool_field(j, k, source);
-    } else if (key == "hidden_act") {
-      if (value != "silu") fail("{}: config key 'hidden_act' is {}; nn::Llama computes silu (SwiGLU)", source, show(value));
-    } else if (key == "attention_dropout") {
-      if (!value.is_number() || value.get<double>() != 0.0)
-        fail("{}: config key 'attention_dropout' is {}; only 0 is supported", source, show(value));
-    } else if (key == "pretraining_tp") {
-      if (value != 1) fail("{}: config key 'pretraining_tp' is {}; only 1 is supported", source, show(value));
-    } else if ((llama || mistral) && (key == "attention_bias" || key == "mlp_bias")) {
-      if (value != false)
-        fail("{}: config key '{}' is {}; nn::Llama supports false for {} (Qwen2's q/k/v biases come with model_type qwen2)", source, key,
-             show(value), c.model_type);
-    } else if ((mistral || qwen2) && key == "sliding_window") {
+    if ((mistral || qwen2) && key == "sliding_window") {
       if (!value.is_null()) window = integer_field(j, k, source);
     } else if (qwen2 && key == "use_sliding_window") {
-      use_sliding_window = bool_field(j, k, source);
+      use = bool_field(j, k, source);
     } else if (key == "layer_types") {
       if (!value.is_array()) fail("{}: config key 'layer_types' must be a list, got {}", source, show(value));
       for (const auto& t : value) {
@@ -177,17 +177,61 @@ LlamaConfig llama_config_from_json(const nlohmann::json& j, const std::string& s
           fail("{}: config key 'layer_types' holds {}; nn::Llama supports \"full_attention\" and \"sliding_attention\"", source, show(t));
       }
     } else {
-      fail("{}: config key '{}' = {} is not known to nn::Llama for model_type {}; it may change the computation, so the model is "
-           "refused (known: the sizes, head_dim, rms_norm_eps, rope_theta, rope_scaling/rope_parameters (default, llama3), "
-           "tie_word_embeddings, sliding_window, token ids, dtype)",
-           source, key, show(value), c.model_type);
+      return false;
     }
+    return true;
   }
-  if (qwen2 && sliding_layers) use_sliding_window = true;
-  if (use_sliding_window && window > 0) c.sliding_window = window;
-  if (sliding_layers && window <= 0)
-    fail("{}: config key 'layer_types' names sliding_attention layers but sliding_window is {}", source,
-         j.contains("sliding_window") ? show(j["sliding_window"]) : "missing");
+
+  void apply(const nlohmann::json& j, const std::string& source, LlamaConfig& c) const {
+    const bool applies = use || (c.model_type == "qwen2" && sliding_layers);
+    if (applies && window > 0) c.sliding_window = window;
+    if (sliding_layers && window <= 0)
+      fail("{}: config key 'layer_types' names sliding_attention layers but sliding_window is {}", source,
+           j.contains("sliding_window") ? show(j["sliding_window"]) : "missing");
+  }
+};
+
+// config.json's model_type, which must name one of the family's types.
+std::string llama_model_type(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_object()) fail("{}: a config must be a JSON object, got {}", source, j.type_name());
+  if (!j.contains("model_type")) fail("{}: config key 'model_type' is missing (llama, qwen2 or mistral)", source);
+  const auto& type = j["model_type"];
+  if (!type.is_string() || !is_llama_family(type.get<std::string>()))
+    fail("{}: config key 'model_type' is {}; nn::Llama supports \"llama\", \"qwen2\" and \"mistral\"", source, show(type));
+  return type.get<std::string>();
+}
+
+// The keys every config must have.
+constexpr std::array<const char*, 5> required_keys = {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                                                       "num_attention_heads"};
+
+}  // namespace
+
+LlamaConfig llama_config_from_json(const nlohmann::json& j, const std::string& source) {
+  LlamaConfig c;
+  c.model_type = llama_model_type(j, source);
+  c.qkv_bias = c.model_type == "qwen2";
+  auto required = [&](const char* key) { return config_fields::required_integer(j, key, source); };
+  c.vocab_size = required("vocab_size");
+  c.hidden_size = required("hidden_size");
+  c.intermediate_size = required("intermediate_size");
+  c.num_hidden_layers = required("num_hidden_layers");
+  c.num_attention_heads = required("num_attention_heads");
+  c.num_key_value_heads = c.num_attention_heads;
+
+  SlidingWindowKeys sliding{.use = c.model_type != "qwen2"};
+  for (const auto& [key, value] : j.items()) {
+    if (key == "model_type" || std::find(required_keys.begin(), required_keys.end(), key) != required_keys.end()) continue;
+    if (std::find(ignored_keys.begin(), ignored_keys.end(), key) != ignored_keys.end()) continue;
+    if (read_value_key(key, value, j, source, c) || check_fixed_key(key, value, source, c) ||
+        sliding.read(key, value, j, source, c.model_type))
+      continue;
+    fail("{}: config key '{}' = {} is not known to nn::Llama for model_type {}; it may change the computation, so the model is "
+         "refused (known: the sizes, head_dim, rms_norm_eps, rope_theta, rope_scaling/rope_parameters (default, llama3), "
+         "tie_word_embeddings, sliding_window, token ids, dtype)",
+         source, key, show(value), c.model_type);
+  }
+  sliding.apply(j, source, c);
   config_fields::validate(c, source);
   return c;
 }

@@ -23,7 +23,7 @@ struct LlamaConfig {
   std::int64_t max_position_embeddings = 2048;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
-  std::optional<Llama3RopeScaling> rope_scaling;  // rope_type "llama3"; none: the default rotary embedding
+  std::optional<Llama3RopeScaling> rope_scaling{};  // rope_type "llama3"; none: the default rotary embedding
   bool tie_word_embeddings = false;         // the LM head is the token table
   bool qkv_bias = false;                    // q_proj, k_proj, v_proj have biases (Qwen2)
   std::int64_t sliding_window = 0;          // > 0: attention sees only that many positions (Mistral; Qwen2 with use_sliding_window)

@@ -42,25 +42,11 @@ GPTWeights GPTWeights::random(const GPTConfig& config, RandomStream& rng, DType 
 
 std::vector<std::pair<std::string, Tensor>> GPTWeights::named_tensors() const {
   std::vector<std::pair<std::string, Tensor>> named;
-  named.reserve(4 + 12 * blocks.size());
+  named.reserve(4 + block_tensors.size() * blocks.size());
   named.emplace_back("wte.weight", wte);
   named.emplace_back("wpe.weight", wpe);
-  for (std::size_t i = 0; i < blocks.size(); ++i) {
-    const BlockWeights& b = blocks[i];
-    const std::string p = fmt::format("h.{}.", i);
-    named.emplace_back(p + "ln_1.weight", b.ln_1_weight);
-    named.emplace_back(p + "ln_1.bias", b.ln_1_bias);
-    named.emplace_back(p + "attn.c_attn.weight", b.attn_c_attn_weight);
-    named.emplace_back(p + "attn.c_attn.bias", b.attn_c_attn_bias);
-    named.emplace_back(p + "attn.c_proj.weight", b.attn_c_proj_weight);
-    named.emplace_back(p + "attn.c_proj.bias", b.attn_c_proj_bias);
-    named.emplace_back(p + "ln_2.weight", b.ln_2_weight);
-    named.emplace_back(p + "ln_2.bias", b.ln_2_bias);
-    named.emplace_back(p + "mlp.c_fc.weight", b.mlp_c_fc_weight);
-    named.emplace_back(p + "mlp.c_fc.bias", b.mlp_c_fc_bias);
-    named.emplace_back(p + "mlp.c_proj.weight", b.mlp_c_proj_weight);
-    named.emplace_back(p + "mlp.c_proj.bias", b.mlp_c_proj_bias);
-  }
+  for (std::size_t i = 0; i < blocks.size(); ++i)
+    for (const BlockTensor& bt : block_tensors) named.emplace_back(fmt::format("h.{}.{}", i, bt.hf_name), blocks[i].*bt.member);
   named.emplace_back("ln_f.weight", ln_f_weight);
   named.emplace_back("ln_f.bias", ln_f_bias);
   return named;
@@ -75,31 +61,23 @@ GPTWeights GPTWeights::to(Device device) const {
   moved.ln_f_weight = move(ln_f_weight);
   moved.ln_f_bias = move(ln_f_bias);
   moved.blocks.reserve(blocks.size());
-  for (const BlockWeights& b : blocks)
-    moved.blocks.push_back({move(b.ln_1_weight), move(b.ln_1_bias), move(b.attn_c_attn_weight), move(b.attn_c_attn_bias),
-                            move(b.attn_c_proj_weight), move(b.attn_c_proj_bias), move(b.ln_2_weight), move(b.ln_2_bias),
-                            move(b.mlp_c_fc_weight), move(b.mlp_c_fc_bias), move(b.mlp_c_proj_weight), move(b.mlp_c_proj_bias)});
+  for (const BlockWeights& b : blocks) {
+    BlockWeights& m = moved.blocks.emplace_back();
+    for (const BlockTensor& bt : block_tensors) m.*bt.member = move(b.*bt.member);
+  }
   return moved;
 }
 
 namespace {
 
-// The shape each named tensor must have under `c`, by the name's last two components.
+// The shape each named tensor must have under `c`: a block tensor's by its name after "h.<i>.".
 Shape expected_shape(const std::string& name, const GPTConfig& c) {
   const std::int64_t e = c.n_embd;
   if (name == "wte.weight") return {c.vocab_size, e};
   if (name == "wpe.weight") return {c.n_positions, e};
-  auto ends_with = [&](const char* suffix) {
-    const std::string s = suffix;
-    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
-  };
-  if (ends_with("attn.c_attn.weight")) return {e, 3 * e};
-  if (ends_with("attn.c_attn.bias")) return {3 * e};
-  if (ends_with("attn.c_proj.weight")) return {e, e};
-  if (ends_with("mlp.c_fc.weight")) return {e, 4 * e};
-  if (ends_with("mlp.c_fc.bias")) return {4 * e};
-  if (ends_with("mlp.c_proj.weight")) return {4 * e, e};
-  return {e};  // layernorm gains and biases, attn.c_proj.bias, mlp.c_proj.bias
+  for (const BlockTensor& bt : block_tensors)
+    if (name.ends_with(std::string(".") + bt.hf_name)) return bt.shape(e);
+  return {e};  // ln_f's gain and bias
 }
 
 }  // namespace

@@ -12,14 +12,7 @@ namespace {
 
 constexpr std::int64_t dora_in = 5, dora_out = 4;
 
-lora::Config dora_config(double dropout = 0.0) {
-  lora::Config c;
-  c.rank = 2;
-  c.alpha = 3.0;
-  c.dropout = dropout;
-  c.use_dora = true;
-  return c;
-}
+lora::Config dora_config(double dropout = 0.0) { return {.rank = 2, .alpha = 3.0, .dropout = dropout, .use_dora = true}; }
 
 // An adapter with random B and a magnitude moved away from its initial norm, over W [out, in].
 struct DoraFixture {

@@ -11,14 +11,7 @@ using lora::Path;
 
 namespace {
 
-lora::Config small_config(lora::Mode mode, double dropout = 0.0) {
-  lora::Config c;
-  c.rank = 4;
-  c.alpha = 8.0;
-  c.dropout = dropout;
-  c.mode = mode;
-  return c;
-}
+lora::Config small_config(lora::Mode mode, double dropout = 0.0) { return {.rank = 4, .alpha = 8.0, .dropout = dropout, .mode = mode}; }
 
 // y[n, o] = Σ_i x[n, i]·W[o, i] + b[o], in double, element by element.
 std::vector<double> naive_linear(const Tensor& x, const Tensor& w, const Tensor& b) {
@@ -44,6 +37,18 @@ template <class E> Counts gemm_calls(E expression, const Tensor& seed) {
   tape.backward(seed);
   c.backward = gemm_counters().calls;
   return c;
+}
+
+// The fused tape (the layer's own A and B trained) against the unfused one (the copies a and b trained): the
+// same values and, after backward with `seed`, the same gradients of A and B.
+template <class FusedTape, class UnfusedTape>
+void check_matches_unfused(FusedTape& fused_tape, UnfusedTape& unfused_tape, const Tensor& seed, const lora::Linear& layer,
+                           const ParameterPtr& a, const ParameterPtr& b) {
+  CHECK(max_abs_diff(fused_tape.value(), unfused_tape.value()) < 1e-5);
+  fused_tape.backward(seed);
+  unfused_tape.backward(seed);
+  CHECK(max_abs_diff(layer.lora_A()->grad, a->grad) < 1e-4);
+  CHECK(max_abs_diff(layer.lora_B()->grad, b->grad) < 1e-4);
 }
 
 double sample_std(const Tensor& t) {
@@ -162,11 +167,7 @@ TEST_CASE("lora: adapter forward is 3 GEMMs, backward 3 (x input), equal to the 
 
   auto fused_tape = eval(fused);
   auto unfused_tape = eval(unfused);
-  CHECK(max_abs_diff(fused_tape.value(), unfused_tape.value()) < 1e-5);
-  fused_tape.backward(seed);
-  unfused_tape.backward(seed);
-  CHECK(max_abs_diff(layer.lora_A()->grad, a->grad) < 1e-4);
-  CHECK(max_abs_diff(layer.lora_B()->grad, b->grad) < 1e-4);
+  check_matches_unfused(fused_tape, unfused_tape, seed, layer, a, b);
   // ·Bᵀ, scale and add are one slot in the fused graph and three in the unfused one; the fused graph has
   // the branch's row_mask slot (ops/row_mask.hpp: a view without a mask, its gradient aliased) on top
   CHECK(decltype(fused_tape)::size == 15);
@@ -192,11 +193,7 @@ TEST_CASE("lora: weight_merge forward is 2 GEMMs, backward 3 (x input), equal to
 
   auto fused_tape = eval(layer.forward<Path::weight_merge, BiasTerm::frozen>(input(x)));
   auto unfused_tape = eval(unfused);
-  CHECK(max_abs_diff(fused_tape.value(), unfused_tape.value()) < 1e-5);
-  fused_tape.backward(seed);
-  unfused_tape.backward(seed);
-  CHECK(max_abs_diff(layer.lora_A()->grad, a->grad) < 1e-4);
-  CHECK(max_abs_diff(layer.lora_B()->grad, b->grad) < 1e-4);
+  check_matches_unfused(fused_tape, unfused_tape, seed, layer, a, b);
 
   const Counts input_counts = gemm_calls(layer.forward<Path::weight_merge, BiasTerm::frozen>(input(x)), seed);
   CHECK(input_counts.forward == 2);   // W' = W + s·B·A (beta = 1 into a copy of W), x·W'ᵀ

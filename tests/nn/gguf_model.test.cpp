@@ -45,6 +45,15 @@ std::vector<double> gguf_model_swapaxes(const Tensor& w, std::int64_t n_head) {
   return out;
 }
 
+// The GGUF model file written from a fixture directory (parsed back), beside the safetensors file it came from.
+struct ExportedModel {
+  GgufFile gguf;
+  SafetensorsFile source;
+};
+ExportedModel exported_model(const fs::path& directory, GgmlType type) {
+  return {gguf_model_file(directory, type), SafetensorsFile::open(directory / "model.safetensors")};
+}
+
 std::int64_t gguf_model_u32(const GgufFile& f, const std::string& key) {
   CAPTURE(key);
   REQUIRE(f.value(key).type == GgufValueType::u32);
@@ -55,8 +64,7 @@ std::int64_t gguf_model_u32(const GgufFile& f, const std::string& key) {
 
 TEST_CASE("gguf model: a Llama directory (GQA, llama3 rope, untied head) as llama.cpp's tensors and keys") {
   const fs::path dir = gguf_model_data / "hf_tiny_llama";
-  const GgufFile f = gguf_model_file(dir, GgmlType::f32);
-  const SafetensorsFile st = SafetensorsFile::open(dir / "model.safetensors");
+  const auto [f, st] = exported_model(dir, GgmlType::f32);
   CHECK(f.value("general.architecture").text == "llama");
   CHECK(f.value("general.type").text == "model");
   CHECK(gguf_model_u32(f, "general.file_type") == 0);
@@ -112,8 +120,7 @@ TEST_CASE("gguf model: a Llama directory (GQA, llama3 rope, untied head) as llam
 
 TEST_CASE("gguf model: Qwen2 keeps q/k rows, writes q/k/v biases and no output.weight for its tied head; Mistral's head_dim") {
   const fs::path qwen = gguf_model_data / "hf_tiny_qwen2";
-  const GgufFile q = gguf_model_file(qwen, GgmlType::f32);
-  const SafetensorsFile st = SafetensorsFile::open(qwen / "model.safetensors");
+  const auto [q, st] = exported_model(qwen, GgmlType::f32);
   CHECK(q.value("general.architecture").text == "qwen2");
   CHECK(gguf_model_u32(q, "qwen2.attention.head_count_kv") == 2);
   CHECK(q.value("qwen2.rope.freq_base").real == 1000000.0);
@@ -125,8 +132,7 @@ TEST_CASE("gguf model: Qwen2 keeps q/k rows, writes q/k/v biases and no output.w
   CHECK(bitwise_equal(q.load("blk.0.attn_v.bias"), st.load("model.layers.0.self_attn.v_proj.bias")));
 
   const fs::path mistral = gguf_model_data / "hf_tiny_mistral";
-  const GgufFile m = gguf_model_file(mistral, GgmlType::f32);
-  const SafetensorsFile ms = SafetensorsFile::open(mistral / "model.safetensors");
+  const auto [m, ms] = exported_model(mistral, GgmlType::f32);
   CHECK(m.value("general.architecture").text == "llama");
   CHECK(gguf_model_u32(m, "llama.attention.key_length") == 16);
   CHECK(gguf_model_u32(m, "llama.attention.value_length") == 16);
@@ -139,8 +145,7 @@ TEST_CASE("gguf model: Qwen2 keeps q/k rows, writes q/k/v biases and no output.w
 
 TEST_CASE("gguf model: GPT-2 in F16 transposes the Conv1D weights, rounds matrices to F16 and keeps vectors F32") {
   const fs::path dir = gguf_model_data / "hf_tiny_gpt2";
-  const GgufFile f = gguf_model_file(dir, GgmlType::f16);
-  const SafetensorsFile st = SafetensorsFile::open(dir / "model.safetensors");
+  const auto [f, st] = exported_model(dir, GgmlType::f16);
   CHECK(f.value("general.architecture").text == "gpt2");
   CHECK(gguf_model_u32(f, "general.file_type") == 1);
   CHECK(gguf_model_u32(f, "gpt2.context_length") == 32);
@@ -178,8 +183,7 @@ TEST_CASE("gguf model: GPT-2 in F16 transposes the Conv1D weights, rounds matric
 
 TEST_CASE("gguf model: Q8_0 stores matrices with rows of a multiple of 32 as the gguf package quantizes them, others F16") {
   const fs::path dir = gguf_model_data / "hf_tiny_llama";  // hidden 32, intermediate 48
-  const GgufFile f = gguf_model_file(dir, GgmlType::q8_0);
-  const SafetensorsFile st = SafetensorsFile::open(dir / "model.safetensors");
+  const auto [f, st] = exported_model(dir, GgmlType::q8_0);
   CHECK(gguf_model_u32(f, "general.file_type") == 7);
   CHECK(f.info("blk.0.ffn_up.weight").type == GgmlType::q8_0);    // [48, 32]: rows of 32
   CHECK(f.info("blk.0.ffn_down.weight").type == GgmlType::f16);   // [32, 48]: rows of 48

@@ -237,10 +237,7 @@ TEST_CASE("gpt: adapters disabled compute the base model bit for bit") {
 TEST_CASE("gpt: merge and unmerge adapters") {
   const GPTConfig c = small_config(2);
   GPT model(random_weights(c, 14));
-  LoraSettings s;
-  s.config.rank = 2;
-  s.config.alpha = 4;
-  s.targets = {"v", "q", "proj"};
+  LoraSettings s{.config = {.rank = 2, .alpha = 4}, .targets = {"v", "q", "proj"}};
   RandomStream init{15, 0};
   model.enable_lora(s, init);
   randomise_b(model, 16);
@@ -476,13 +473,7 @@ TEST_CASE("gradcheck: gpt") {
       const std::int64_t stride = std::max<std::int64_t>(1, n / 40);  // up to 40 elements per tensor
       for (std::int64_t e = 0; e < n; e += stride) {
         Tensor flat = p->value.reshape({n});
-        const double x = flat.at(e), h = 1e-6 * std::max(1.0, std::abs(x));
-        flat.set({e}, x + h);
-        const double up = model.loss(ids, targets);
-        flat.set({e}, x - h);
-        const double down = model.loss(ids, targets);
-        flat.set({e}, x);
-        const double numeric = (up - down) / (2 * h);
+        const double numeric = central_difference(model, flat, e, 1e-6 * std::max(1.0, std::abs(flat.at(e))), ids, targets);
         const double a = analytic[static_cast<std::size_t>(e)];
         const double ratio = std::abs(a - numeric) / (1e-8 + 1e-6 * std::abs(numeric));
         if (ratio > worst) worst = ratio, where = fmt::format("{}[{}]: analytic {} numeric {}", p->name, e, a, numeric);
@@ -640,9 +631,7 @@ TEST_CASE("gpt: a 2-layer model learns a repeating sequence") {
 TEST_CASE("gpt: LoRA dropout streams can be saved and restored") {
   const GPTConfig c = small_config(2);
   GPT model(random_weights(c, 42));
-  LoraSettings s;
-  s.config.rank = 2;
-  s.config.dropout = 0.3;
+  LoraSettings s{.config = {.rank = 2, .dropout = 0.3}};
   RandomStream init{43, 0};
   model.enable_lora(s, init);
   randomise_b(model, 44);

@@ -46,6 +46,20 @@ float round_to_bfloat16(float x) {
   return std::bit_cast<float>(rounded);
 }
 
+// The logits of the GPT-2 in `directory` (weights in a 16-bit format, `format` for messages): within float32
+// rounding of transformers' (both sides compute in float32 from the same upcast weights, as for the float32
+// fixture, hf_interop.test.cpp), and moved from the float32 model's by more than 0 and less than `vs_f32_bound`.
+void check_16_bit_logits(const std::string& directory, const char* format, double vs_f32_bound) {
+  const Tensor logits = logits_of(hf_data / directory);
+  const double vs_transformers = relative_max_difference(logits, transformers_logits(directory));
+  MESSAGE(format << " weights: max |ours - transformers| / max |logit| = " << vs_transformers);
+  CHECK(vs_transformers < 1e-5);
+  const double vs_f32 = relative_max_difference(logits, logits_of(hf_data / "hf_tiny_gpt2"));
+  MESSAGE(format << " vs float32 weights: " << vs_f32);
+  CHECK(vs_f32 > 0.0);
+  CHECK(vs_f32 < vs_f32_bound);
+}
+
 }  // namespace
 
 TEST_CASE("hf directories: a sharded GPT-2 loads the same weights and gives the same logits, bit for bit") {
@@ -74,29 +88,13 @@ TEST_CASE("hf directories: a bfloat16 GPT-2 loads as the float32 weights rounded
     for (std::size_t k = 0; k < x.size(); ++k) mismatches += y[k] != round_to_bfloat16(static_cast<float>(x[k]));
     CHECK(mismatches == 0);
   }
-  // Both sides compute in float32 from the same (upcast) weights: float32 rounding only, as for the
-  // float32 fixture (hf_interop.test.cpp).
-  const Tensor logits = logits_of(hf_data / "hf_tiny_gpt2_bf16");
-  const double vs_transformers = relative_max_difference(logits, transformers_logits("hf_tiny_gpt2_bf16"));
-  MESSAGE("bfloat16 weights: max |ours - transformers| / max |logit| = " << vs_transformers);
-  CHECK(vs_transformers < 1e-5);
   // Against the float32 model the weights moved by up to 2^-9 of each value; through two layers the
   // logits move by a few times that.
-  const double vs_f32 = relative_max_difference(logits, logits_of(hf_data / "hf_tiny_gpt2"));
-  MESSAGE("bfloat16 vs float32 weights: " << vs_f32);
-  CHECK(vs_f32 > 0.0);
-  CHECK(vs_f32 < 0.05);
+  check_16_bit_logits("hf_tiny_gpt2_bf16", "bfloat16", 0.05);
 }
 
 TEST_CASE("hf directories: a float16 GPT-2 gives transformers' logits") {
-  const Tensor logits = logits_of(hf_data / "hf_tiny_gpt2_f16");
-  const double vs_transformers = relative_max_difference(logits, transformers_logits("hf_tiny_gpt2_f16"));
-  MESSAGE("float16 weights: max |ours - transformers| / max |logit| = " << vs_transformers);
-  CHECK(vs_transformers < 1e-5);
-  const double vs_f32 = relative_max_difference(logits, logits_of(hf_data / "hf_tiny_gpt2"));
-  MESSAGE("float16 vs float32 weights: " << vs_f32);
-  CHECK(vs_f32 > 0.0);
-  CHECK(vs_f32 < 0.01);  // 2^-11 per weight, eight times finer than bfloat16
+  check_16_bit_logits("hf_tiny_gpt2_f16", "float16", 0.01);  // 2^-11 per weight, eight times finer than bfloat16
 }
 
 TEST_CASE("load_model: config.json's model_type picks the family; an unknown one is named with the supported list") {

@@ -181,38 +181,11 @@ TEST_CASE("gradcheck: a Llama layer with LoRA on every projection (GQA, rope, q/
   lc.rank = 2;
   lc.alpha = 3;
   lc.dropout = 0.0;
-  std::vector<lora::Adapter> adapters;
   const auto& l = w.layers[0];
-  const Tensor* weights[] = {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj};
-  Parameters trained;
-  for (const Tensor* t : weights) {
-    adapters.emplace_back(t->dim(1), t->dim(0), lc, init, DType::f64, Device::cpu());
-    adapters.back().lora_B()->value.copy_from(Tensor::uniform(adapters.back().lora_B()->value.shape(), -0.5, 0.5, init, DType::f64));
-    trained.push_back(adapters.back().lora_A());
-    trained.push_back(adapters.back().lora_B());
-  }
-  RandomStream input_rng{12, 0};
-  auto input = make_parameter("x", Tensor::uniform({2, 3, c.hidden_size}, -1.0, 1.0, input_rng, DType::f64));
-  trained.push_back(input);
-  llama_block::LayerSettings s{c.num_attention_heads, c.num_key_value_heads, c.rms_norm_eps, TokenIds({2, 3}, {0, 1, 2, 4, 5, 6}),
-                               rotary_frequencies(c.head_width(), c.rope_theta, c.rope_scaling)};
-  auto build = [&] {
-    llama_block::LoraLayer layer;
-    layer.input_norm = l.input_layernorm;
-    layer.post_norm = l.post_attention_layernorm;
-    layer.q = {frozen_weight(l.q_proj), adapters[0].branch()};
-    layer.k = {frozen_weight(l.k_proj), adapters[1].branch()};
-    layer.v = {frozen_weight(l.v_proj), adapters[2].branch()};
-    layer.o = {frozen_weight(l.o_proj), adapters[3].branch()};
-    layer.gate = {frozen_weight(l.gate_proj), adapters[4].branch()};
-    layer.up = {frozen_weight(l.up_proj), adapters[5].branch()};
-    layer.down = {frozen_weight(l.down_proj), adapters[6].branch()};
-    layer.q_bias = l.q_bias;
-    layer.k_bias = l.k_bias;
-    layer.v_bias = l.v_bias;
-    return llama_block::expression(input, layer, s);
-  };
-  lowrank::test::require_passed(gradcheck(build, trained));
+  const std::array<FrozenWeight, 7> weights = {frozen_weight(l.q_proj),    frozen_weight(l.k_proj), frozen_weight(l.v_proj),
+                                               frozen_weight(l.o_proj),    frozen_weight(l.gate_proj), frozen_weight(l.up_proj),
+                                               frozen_weight(l.down_proj)};
+  lowrank::test::require_passed(lowrank::test::lora_layer_gradcheck(c, l, weights, lc, init));
 }
 
 namespace llama_test {
@@ -228,13 +201,7 @@ void check_model_gradients(Llama& model, const TokenIds& ids, const TokenIds& ta
     Tensor flat = p->value.reshape({p->value.numel()});
     const Tensor grad = p->grad.contiguous().reshape({p->value.numel()});
     for (std::int64_t i = 0; i < flat.numel(); i += std::max<std::int64_t>(1, flat.numel() / 3)) {
-      const double x = flat.at(i), h = 1e-6;
-      flat.set({i}, x + h);
-      const double up = model.loss(ids, targets);
-      flat.set({i}, x - h);
-      const double down = model.loss(ids, targets);
-      flat.set({i}, x);
-      const double numeric = (up - down) / (2 * h);
+      const double numeric = lowrank::test::central_difference(model, flat, i, 1e-6, ids, targets);
       CHECK(std::abs(grad.at(i) - numeric) <= 1e-8 + 1e-5 * std::abs(numeric));
     }
   }

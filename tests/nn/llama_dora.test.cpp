@@ -111,16 +111,8 @@ TEST_CASE("llama dora: merge folds m/n·(W + s·B·A) into the weights, logits u
 }
 
 TEST_CASE("gradcheck: a Llama layer with DoRA on every projection, the weight norm held constant") {
-  LlamaConfig c;
-  c.model_type = "qwen2";
-  c.vocab_size = 16;
-  c.hidden_size = 8;
-  c.intermediate_size = 12;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 2;
-  c.num_key_value_heads = 1;
-  c.max_position_embeddings = 16;
-  c.qkv_bias = true;
+  const LlamaConfig c{.model_type = "qwen2", .vocab_size = 16, .hidden_size = 8, .intermediate_size = 12, .num_hidden_layers = 1,
+                      .num_attention_heads = 2, .num_key_value_heads = 1, .max_position_embeddings = 16, .qkv_bias = true};
   RandomStream rng{21, 0};
   const LlamaWeights w = LlamaWeights::random(c, rng, DType::f64, 0.4);
   RandomStream init{22, 0};

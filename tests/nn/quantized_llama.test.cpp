@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <utility>
 
 #include "lowrank/nn/llama.hpp"
 #include "lowrank/nn/llama_block.hpp"
@@ -13,6 +14,7 @@
 #include <fmt/format.h>
 
 #include "../support/checks.hpp"
+#include "block_test_support.hpp"
 #include "../support/temp_dir.hpp"
 
 using namespace lowrank;
@@ -21,18 +23,9 @@ using namespace lowrank::nn;
 namespace quantized_llama_test {
 
 LlamaConfig q_config(const std::string& type = "llama") {
-  LlamaConfig c;
-  c.model_type = type;
-  c.vocab_size = 40;
-  c.hidden_size = 32;
-  c.intermediate_size = 64;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.max_position_embeddings = 16;
-  c.rms_norm_eps = 1e-5;
-  c.qkv_bias = type == "qwen2";
-  return c;
+  return {.model_type = type, .vocab_size = 40, .hidden_size = 32, .intermediate_size = 64, .num_hidden_layers = 2,
+          .num_attention_heads = 4, .num_key_value_heads = 2, .max_position_embeddings = 16, .rms_norm_eps = 1e-5,
+          .qkv_bias = type == "qwen2"};
 }
 
 lora::Config q_lora_config() {
@@ -59,6 +52,19 @@ void q_same_adapters(Llama& a, Llama& b) {
 
 const TokenIds q_batch({2, 6}, {1, 5, 9, 13, 17, 21, 2, 4, 8, 16, 32, 39});
 const TokenIds q_targets({2, 6}, {5, 9, 13, 17, 21, 25, 4, 8, 16, 32, 39, -100});
+
+// The loss before the first and before the last of 20 AdamW steps (lr 1e-2) on q_batch.
+std::pair<double, double> first_and_last_loss(Llama& model) {
+  AdamW opt(model.trainable_parameters(), AdamOptions{.lr = 1e-2});
+  double first = 0, last = 0;
+  for (int step = 0; step < 20; ++step) {
+    for (const ParameterPtr& p : model.trainable_parameters()) p->grad.fill(0);
+    last = model.forward_backward(q_batch, q_targets);
+    if (step == 0) first = last;
+    opt.step();
+  }
+  return {first, last};
+}
 
 }  // namespace quantized_llama_test
 
@@ -147,14 +153,7 @@ TEST_CASE("quantized llama: DoRA over a nf4 base trains (the loss falls); mergin
   lora::Config dora = q_lora_config();
   dora.use_dora = true;
   model.enable_lora({dora, {"q_proj", "v_proj"}}, init);
-  AdamW opt(model.trainable_parameters(), AdamOptions{.lr = 1e-2});
-  double first = 0, last = 0;
-  for (int step = 0; step < 20; ++step) {
-    for (const ParameterPtr& p : model.trainable_parameters()) p->grad.fill(0);
-    last = model.forward_backward(q_batch, q_targets);
-    if (step == 0) first = last;
-    opt.step();
-  }
+  const auto [first, last] = first_and_last_loss(model);
   CHECK(std::isfinite(last));
   CHECK(last < first - 0.1);
   CHECK_THROWS_WITH_AS(model.merge_adapters(), doctest::Contains("dequantize_base"), Error);
@@ -185,16 +184,7 @@ TEST_CASE("quantized llama: LoRA over q8_0 and nf4 bases trains (the loss falls)
     Llama model(LlamaWeights::random(q_config(), rng, DType::f32, 0.2, format));
     RandomStream init{6, 0};
     model.enable_lora({q_lora_config(), {"q_proj", "v_proj"}}, init);
-    AdamOptions options;
-    options.lr = 1e-2;
-    AdamW opt(model.trainable_parameters(), options);
-    double first = 0, last = 0;
-    for (int step = 0; step < 20; ++step) {
-      for (const ParameterPtr& p : model.trainable_parameters()) p->grad.fill(0);
-      last = model.forward_backward(q_batch, q_targets);
-      if (step == 0) first = last;
-      opt.step();
-    }
+    const auto [first, last] = first_and_last_loss(model);
     CHECK(std::isfinite(last));
     CHECK(last < first - 0.1);
   }
@@ -246,39 +236,8 @@ TEST_CASE("gradcheck: a Llama layer with LoRA over quantized projections (float6
   const LlamaWeights w = LlamaWeights::random(c, rng, DType::f64, 0.3, quant::Format::bf16);
   RandomStream init{11, 0};
   lora::Config lc = q_lora_config();
-  std::vector<lora::Adapter> adapters;
-  Parameters trained;
-  for (std::size_t p = 0; p < 7; ++p) {
-    const auto& m = *w.quantized->at(fmt::format("model.layers.0.{}.weight", std::array{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}[p]));
-    adapters.emplace_back(m.cols(), m.rows(), lc, init, DType::f64, Device::cpu());
-    adapters.back().lora_B()->value.copy_from(Tensor::uniform(adapters.back().lora_B()->value.shape(), -0.5, 0.5, init, DType::f64));
-    trained.push_back(adapters.back().lora_A());
-    trained.push_back(adapters.back().lora_B());
-  }
-  RandomStream input_rng{12, 0};
-  auto input = make_parameter("x", Tensor::uniform({2, 3, c.hidden_size}, -1.0, 1.0, input_rng, DType::f64));
-  trained.push_back(input);
-  llama_block::LayerSettings s{c.num_attention_heads, c.num_key_value_heads, c.rms_norm_eps, TokenIds({2, 3}, {0, 1, 2, 4, 5, 6}),
-                               rotary_frequencies(c.head_width(), c.rope_theta, c.rope_scaling)};
-  const auto& l = w.layers[0];
-  auto projection = [&](const char* path, std::size_t k) {
-    return llama_block::LoraProjection{frozen_weight(w.quantized->at(fmt::format("model.layers.0.{}.weight", path))), adapters[k].branch()};
-  };
-  auto build = [&] {
-    llama_block::LoraLayer layer;
-    layer.input_norm = l.input_layernorm;
-    layer.post_norm = l.post_attention_layernorm;
-    layer.q = projection("self_attn.q_proj", 0);
-    layer.k = projection("self_attn.k_proj", 1);
-    layer.v = projection("self_attn.v_proj", 2);
-    layer.o = projection("self_attn.o_proj", 3);
-    layer.gate = projection("mlp.gate_proj", 4);
-    layer.up = projection("mlp.up_proj", 5);
-    layer.down = projection("mlp.down_proj", 6);
-    layer.q_bias = l.q_bias;
-    layer.k_bias = l.k_bias;
-    layer.v_bias = l.v_bias;
-    return llama_block::expression(input, layer, s);
-  };
-  lowrank::test::require_passed(gradcheck(build, trained));
+  std::array<FrozenWeight, 7> weights;
+  for (std::size_t p = 0; p < weights.size(); ++p)
+    weights[p] = frozen_weight(w.quantized->at(fmt::format("model.layers.0.{}.weight", std::array{"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}[p])));
+  lowrank::test::require_passed(lowrank::test::lora_layer_gradcheck(c, w.layers[0], weights, lc, init));
 }

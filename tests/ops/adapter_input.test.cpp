@@ -1,21 +1,10 @@
-// The two ops the LoRA adapter and GPT-2's fused attention are built from: columns (a column range of a
-// weight, as a view) and adapter_input (what a LoRA branch reads: x, dropout(x), or nothing).
+// adapter_input: what a LoRA branch reads (x, dropout(x), or nothing).
 #include <doctest/doctest.h>
 
 #include "op_test_support.hpp"
 
 using namespace lowrank;
 using namespace lowrank::test;
-
-TEST_CASE("gradcheck: columns") {
-  auto x = random_param("x", {3, 7}, 1), b = random_param("b", {7}, 2);
-  require_passed(gradcheck([&] { return columns(param(x), 2, 5); }, {x}));
-  require_passed(gradcheck([&] { return matmul(input(random_tensor({2, 3}, 3)), columns(param(x), 1, 4)); }, {x}));
-  require_passed(gradcheck([&] { return columns(param(b), 0, 7); }, {b}));
-  const std::string m = error_message([&] { (void)eval(columns(param(x), 4, 9)); });
-  CHECK(contains(m, "columns: range [4, 9)"));
-  CHECK(contains(m, "[3, 7]"));
-}
 
 TEST_CASE("gradcheck: adapter_input") {
   auto x = random_param("x", {2, 3, 5}, 4);

@@ -1,4 +1,4 @@
-// silu and the element-wise product mul, the two ops SwiGLU is composed from.
+// silu, and the SwiGLU MLP composed from silu and mul (mul's own tests: mul.test.cpp).
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -28,29 +28,6 @@ TEST_CASE("silu: x·σ(x) at hand-picked points") {
   CHECK(y.at(2) == 0.0);
   CHECK(y.at(3) == doctest::Approx(0.7310585786300049).epsilon(1e-15));
   CHECK(y.at(4) == doctest::Approx(30.0).epsilon(1e-12));
-}
-
-TEST_CASE("gradcheck: mul, each side and both") {
-  auto a = random_param("a", {2, 3, 4}, 403);
-  auto b = random_param("b", {2, 3, 4}, 404);
-  require_passed(gradcheck([&] { return mul(param(a), param(b)); }, {a, b}));
-  require_passed(gradcheck([&] { return mul(param(a), frozen(b->value)); }, {a}));
-  require_passed(gradcheck([&] { return mul(frozen(a->value), param(b)); }, {b}));
-  // the same leaf on both sides: d(a²) = 2a
-  require_passed(gradcheck([&] { return mul(param(a), param(a)); }, {a}));
-}
-
-TEST_CASE("mul: element-wise product, and a shape mismatch names both shapes") {
-  const Tensor a = Tensor::from({2, 2}, {1, -2, 3, 0.5}, DType::f64);
-  const Tensor b = Tensor::from({2, 2}, {4, 5, -1, 8}, DType::f64);
-  CHECK(eval(mul(input(a), input(b))).value().to_vector() == std::vector<double>{4, -10, -3, 4});
-  const Tensor c = Tensor::zeros({4}, DType::f64);
-  try {
-    (void)eval(mul(input(a), input(c)));
-    FAIL("no error");
-  } catch (const Error& e) {
-    CHECK(contains_all(e.what(), {"mul", "[2, 2]", "[4]"}));
-  }
 }
 
 TEST_CASE("gradcheck: SwiGLU MLP composed from ops, down(silu(gate(x)) ⊙ up(x))") {

@@ -13,7 +13,7 @@
 #include "lowrank/autodiff/autodiff.hpp"
 #include "lowrank/core/error.hpp"
 #include "lowrank/io/safetensors.hpp"
-#include "lowrank/tests/reliability/scratch.hpp"
+#include "lowrank/tests/support/scratch_dir.hpp"
 #include "lowrank/text/bpe_trainer.hpp"
 #include "../support/errors.hpp"
 

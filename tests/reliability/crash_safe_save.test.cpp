@@ -17,7 +17,7 @@
 #include "lowrank/core/tensor.hpp"
 #include "lowrank/io/atomic_file.hpp"
 #include "lowrank/io/safetensors.hpp"
-#include "lowrank/tests/reliability/scratch.hpp"
+#include "lowrank/tests/support/scratch_dir.hpp"
 
 using namespace lowrank;
 using lowrank::test::ScratchDir;

@@ -23,7 +23,7 @@
 #include "lowrank/tests/fuzz/adapter_base.hpp"
 #include "lowrank/tests/fuzz/fuzz_directory.hpp"
 #include "lowrank/tests/fuzz/quantized_input.hpp"
-#include "lowrank/tests/reliability/scratch.hpp"
+#include "lowrank/tests/support/scratch_dir.hpp"
 #include "lowrank/text/bpe_tokenizer.hpp"
 #include "lowrank/text/byte_tokenizer.hpp"
 #include "lowrank/text/pretokenizer.hpp"

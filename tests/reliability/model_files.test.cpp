@@ -18,7 +18,7 @@
 #include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/gpt.hpp"
 #include "lowrank/nn/gpt2_checkpoint.hpp"
-#include "lowrank/tests/reliability/scratch.hpp"
+#include "lowrank/tests/support/scratch_dir.hpp"
 #include "../support/errors.hpp"
 
 using namespace lowrank;

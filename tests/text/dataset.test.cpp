@@ -14,6 +14,7 @@
 #include "lowrank/text/byte_tokenizer.hpp"
 #include "lowrank/text/dataset.hpp"
 #include "lowrank/text/hf_tokenizer.hpp"
+#include "../support/temp_dir.hpp"
 
 using namespace lowrank;
 using namespace lowrank::text;
@@ -27,11 +28,10 @@ std::filesystem::path data_dir(std::string_view name) {
   return std::filesystem::path(LOWRANK_SOURCE_DIR) / "tests/text/data/datasets" / name;
 }
 
-// A JSONL file in the test's temporary folder.
+// A JSONL file in the test process's scratch directory (removed when the process ends).
 std::filesystem::path write_file(std::string_view name, std::string_view contents) {
-  const auto dir = std::filesystem::temp_directory_path() / "lowrank_dataset_test";
-  std::filesystem::create_directories(dir);
-  const auto path = dir / name;
+  static const lowrank::test::TempDir dir("dataset");
+  const auto path = dir.path / name;
   std::ofstream(path, std::ios::binary) << contents;
   return path;
 }

@@ -20,6 +20,7 @@
 #include "lowrank/nn/llama.hpp"
 #include "lowrank/text/hf_tokenizer.hpp"
 #include "report.hpp"
+#include "adapted_model.hpp"
 #include "run_cli.hpp"
 #include "../support/checks.hpp"
 #include "../support/files.hpp"
@@ -119,11 +120,7 @@ TEST_CASE("cli: a Llama, Qwen2 and Mistral directory train, generate (with --cha
     const auto merged_model = lowrank::nn::load_model(dir / "merged");
     CHECK(merged_model->model_type() == family.model_type);
     CHECK_FALSE(merged_model->has_lora());
-    const auto with_adapter = lowrank::nn::load_model(model);
-    with_adapter->load_adapter(adapter);
-    with_adapter->train(false);
-    const std::vector<std::int32_t> ids = {1, 5, 40, 300, 7, 99, 12, 200};
-    const lowrank::TokenIds batch({1, static_cast<std::int64_t>(ids.size())}, ids);
+    const auto [with_adapter, batch] = lowrank::test::load_adapted(model, adapter);
     const lowrank::Tensor want = with_adapter->logits(batch);
     CHECK(lowrank::test::relative_max_difference(merged_model->logits(batch), want) < 1e-5);
     // And the adapter changed the model: the base alone gives other logits.

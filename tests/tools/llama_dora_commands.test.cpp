@@ -19,6 +19,7 @@
 #include "lowrank/nn/llama.hpp"
 #include "lowrank/text/hf_tokenizer.hpp"
 #include "report.hpp"
+#include "adapted_model.hpp"
 #include "run_cli.hpp"
 #include "../support/checks.hpp"
 #include "../support/files.hpp"
@@ -68,11 +69,7 @@ TEST_CASE("cli: train --dora on a Llama directory lowers the loss, writes PEFT's
   REQUIRE(merged.status == 0);
   const auto merged_model = lowrank::nn::load_model(dir / "merged");
   CHECK_FALSE(merged_model->has_lora());
-  const auto with_adapter = lowrank::nn::load_model(model);
-  with_adapter->load_adapter(adapter);
-  with_adapter->train(false);
-  const std::vector<std::int32_t> ids = {1, 5, 40, 300, 7, 99, 12, 200};
-  const lowrank::TokenIds batch({1, static_cast<std::int64_t>(ids.size())}, ids);
+  const auto [with_adapter, batch] = lowrank::test::load_adapted(model, adapter);
   const lowrank::Tensor want = with_adapter->logits(batch);
   const double d = relative_max_difference(merged_model->logits(batch), want);
   MESSAGE("merged vs DoRA adapter logits, float32: " << d);
@@ -114,11 +111,7 @@ TEST_CASE("cli: train --dora --base-dtype nf4 lowers the loss; generate and merg
   const auto merged_model = lowrank::nn::load_model(dir / "merged");
   lowrank::nn::LoadOptions nf4;
   nf4.base_format = lowrank::quant::Format::nf4;
-  const auto with_adapter = lowrank::nn::load_model(model, nf4);
-  with_adapter->load_adapter(adapter);
-  with_adapter->train(false);
-  const std::vector<std::int32_t> ids = {1, 5, 40, 300, 7, 99, 12, 200};
-  const lowrank::TokenIds batch({1, static_cast<std::int64_t>(ids.size())}, ids);
+  const auto [with_adapter, batch] = lowrank::test::load_adapted(model, adapter, nf4);
   const double d = relative_max_difference(merged_model->logits(batch), with_adapter->logits(batch));
   MESSAGE("merged vs DoRA adapter over nf4 logits: " << d);
   CHECK(d < 1e-4);

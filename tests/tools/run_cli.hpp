@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "../support/temp_dir.hpp"
+#include "../support/scratch_dir.hpp"
 
 namespace lowrank::test {
 
@@ -46,16 +46,5 @@ inline std::string cli_command(const std::vector<std::string>& args) {
 }
 
 inline CliResult run_cli(const std::vector<std::string>& args) { return run_command(cli_command(args)); }
-
-// A fresh empty directory under the build tree, removed with its contents when the test ends.
-class ScratchDir {
- public:
-  explicit ScratchDir(const std::string& name) : dir_(name, std::filesystem::path(LOWRANK_BINARY_DIR) / "tests-scratch") {}
-  const std::filesystem::path& path() const { return dir_.path; }
-  std::filesystem::path operator/(const std::string& name) const { return dir_.path / name; }
-
- private:
-  TempDir dir_;
-};
 
 }  // namespace lowrank::test
