@@ -304,7 +304,10 @@ GgufPairs read_lora_pairs(const GgufFile& gguf, const Family& family, const std:
       fail("{}: tensor '{}' is not a lora_a or lora_b of a {} (blk.N.<{}>.weight.lora_a/.lora_b)", name, info.name, architecture,
            [&] {
              std::string names;
-             for (const ModuleName& m : family.modules) names += (names.empty() ? "" : "|") + std::string(m.llama);
+             for (const ModuleName& m : family.modules) {
+               if (!names.empty()) names += '|';
+               names += m.llama;
+             }
              return names;
            }());
     if (info.dims.size() != 2) fail("{}: tensor '{}' has {} dimensions (a LoRA matrix has 2)", name, info.name, info.dims.size());

@@ -34,12 +34,12 @@ if(MODE STREQUAL "find_package")
   endforeach()
   list(APPEND consumer_flags -DCMAKE_PREFIX_PATH=${prefix})
 elseif(MODE STREQUAL "add_subdirectory")
-  # This mode compiles the whole library again; without optimisation that takes about half the time, and
-  # the wiring under test does not depend on it; nor does it depend on CUDA, whose nvcc objects would
-  # add minutes to this test on a 2-core CI machine. A unity build of lowrank (as scripts/test configures)
-  # stays one here: it is how this test compiles the library in half the time.
-  list(APPEND consumer_flags -DCMAKE_BUILD_TYPE=Debug -DLOWRANK_SOURCE_DIR=${SOURCE_DIR} -DLOWRANK_CUDA=OFF
-                             -DLOWRANK_SANITIZE=${SANITIZE} -DCMAKE_UNITY_BUILD=${UNITY})
+  # This mode compiles the whole library again; without optimisation and without debug information that
+  # takes a fraction of the time, and the wiring under test depends on neither; nor does it depend on
+  # CUDA, whose nvcc objects would add minutes to this test on a 2-core CI machine. A unity build of
+  # lowrank (as scripts/test configures) stays one here, which halves the compile again.
+  list(APPEND consumer_flags -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG=-O0 -DLOWRANK_SOURCE_DIR=${SOURCE_DIR}
+                             -DLOWRANK_CUDA=OFF -DLOWRANK_SANITIZE=${SANITIZE} -DCMAKE_UNITY_BUILD=${UNITY})
 else()
   message(FATAL_ERROR "run_consumer.cmake: unknown MODE '${MODE}'")
 endif()
