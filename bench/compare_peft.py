@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
-"""lowrank against transformers + PEFT on the same GPT-2-shaped model, CPU, training steps.
+"""lowrank against transformers + PEFT on the same model, CPU, training steps.
 
 For each workload (GPT-2 124M shape: 12 layers, 12 heads, n_embd 768, vocab 50257, batch 4 x 256 tokens;
-the small GPT: 4 layers, 4 heads, n_embd 256, vocab 96, batch 8 x 256), each mode (LoRA r 8, alpha 16 on
-the attention input projection c_attn; full fine-tuning) and each thread count (1 and every core):
+the small GPT: 4 layers, 4 heads, n_embd 256, vocab 96, batch 8 x 256; the Llama family: qwen2.5-0.5b, the
+Qwen2.5-0.5B shape (24 layers, hidden 896, 14 query and 2 key/value heads, MLP 4864, vocab 151936, tied
+embeddings, q/k/v biases) with random weights, batch 4 x 256), each mode (LoRA r 8, alpha 16 on the
+attention input projection: c_attn for GPT-2, q_proj and v_proj for the Llama family; full fine-tuning)
+and each thread count (1 and every core):
 
-1. transformers writes a randomly initialised GPT2LMHeadModel (dropout 0, n_positions = the sequence
-   length) with save_pretrained, and for LoRA PEFT writes its freshly initialised adapter (A from PEFT's
-   init, B = 0) - once per workload, shared by both sides;
+1. transformers writes a randomly initialised model (dropout 0, the context length = the sequence length)
+   with save_pretrained, and for LoRA PEFT writes its freshly initialised adapter (A from PEFT's init,
+   B = 0) - once per workload, shared by both sides;
 2. lowrank (bench/gpt_step --model DIR --adapter DIR) and transformers + PEFT (a child process of the
    given Python) each load those files, train on the same tokens (ids[i] = (7i + 3) mod V, targets
    (7i + 10) mod V, cross-entropy without shift, AdamW lr 1e-3) and report the first step's loss, then
@@ -20,9 +23,15 @@ Effective GFLOP/s is the model's GEMM work per step (forward, plus dX in backwar
 2·F or 3·F with F = the forward's matrix products, attention counted as full T x T) over the step time,
 against the fp32 FMA peak that bench/fma_peak measures on this machine at the same thread count.
 
+The GEMM floor (unless --no-floor): bench/gpt_step --gemm-floor records every matrix product of one of its
+training steps and times that list on its own through raw BLIS (bli_sgemm, BLIS's default context) and
+through lowrank::gemm; the PyTorch worker times the same list with torch.mm / addmm / bmm (MKL in PyPI's
+torch) at the same thread count. "step / floor" is each side's step over its own library's floor: how much
+of the step is not GEMM time; "BLIS / torch floor" is how much faster the same products run in PyTorch.
+
     python3 bench/compare_peft.py --gpt-binary build/bench/gpt_step --fma-binary build/bench/fma_peak \\
         [--python /path/to/venv/bin/python | --venv DIR] [--workloads gpt2-124m,small] [--modes lora,full]
-        [--threads 1,all] [--steps 3] [--warmup 1] [--unfused] [--json]
+        [--threads 1,all] [--steps 3] [--warmup 1] [--unfused] [--no-floor] [--json]
 
 --python names an interpreter that has torch, transformers and peft; --venv DIR creates DIR (python3 -m
 venv) and pip-installs them there when it lacks them. Neither is a dependency of the build or tests.
@@ -38,8 +47,10 @@ import tempfile
 import time
 
 WORKLOADS = {
-    "gpt2-124m": dict(n_layer=12, n_head=12, n_embd=768, vocab_size=50257, seq=256, batch=4),
-    "small": dict(n_layer=4, n_head=4, n_embd=256, vocab_size=96, seq=256, batch=8),
+    "gpt2-124m": dict(family="gpt2", n_layer=12, n_head=12, n_embd=768, vocab_size=50257, seq=256, batch=4),
+    "small": dict(family="gpt2", n_layer=4, n_head=4, n_embd=256, vocab_size=96, seq=256, batch=8),
+    "qwen2.5-0.5b": dict(family="qwen2", n_layer=24, n_head=14, n_kv_head=2, n_embd=896, intermediate=4864, vocab_size=151936,
+                         seq=256, batch=4),
 }
 RANK, ALPHA, LR = 8, 16, 1e-3
 
@@ -61,7 +72,11 @@ def peak_rss():
 def forward_flops(w):
     """Matrix-product flops of one forward pass (attention as full T x T products)."""
     n, e, t = w["batch"] * w["seq"], w["n_embd"], w["seq"]
-    per_layer = 2 * n * e * (3 * e + e + 4 * e + 4 * e) + 2 * 2 * w["batch"] * t * t * e
+    if w["family"] == "gpt2":
+        per_layer = 2 * n * e * (3 * e + e + 4 * e + 4 * e) + 2 * 2 * w["batch"] * t * t * e
+    else:  # q, k, v, o projections (grouped key/value heads), gate, up and down
+        kv = e // w["n_head"] * w["n_kv_head"]
+        per_layer = 2 * n * (e * (e + 2 * kv + e) + 3 * e * w["intermediate"]) + 2 * 2 * w["batch"] * t * t * e
     return w["n_layer"] * per_layer + 2 * n * e * w["vocab_size"]
 
 
@@ -76,6 +91,8 @@ def worker_make(args):
 
     w = WORKLOADS[args.workload]
     torch.manual_seed(1234)
+    if w["family"] != "gpt2":
+        return worker_make_qwen2(args, w)
     config = GPT2Config(n_layer=w["n_layer"], n_head=w["n_head"], n_embd=w["n_embd"], vocab_size=w["vocab_size"],
                         n_positions=w["seq"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                         activation_function="gelu_new", tie_word_embeddings=True, bos_token_id=0, eos_token_id=0)
@@ -89,14 +106,68 @@ def worker_make(args):
     peft_model.save_pretrained(os.path.join(args.dir, "adapter"))
 
 
+def worker_make_qwen2(args, w):
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from peft import LoraConfig, get_peft_model
+
+    config = Qwen2Config(hidden_size=w["n_embd"], intermediate_size=w["intermediate"], num_hidden_layers=w["n_layer"],
+                         num_attention_heads=w["n_head"], num_key_value_heads=w["n_kv_head"], vocab_size=w["vocab_size"],
+                         max_position_embeddings=w["seq"], rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+                         attention_dropout=0.0, bos_token_id=0, eos_token_id=0)
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(os.path.join(args.dir, "model"), safe_serialization=True)
+    torch.manual_seed(4321)
+    peft_model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+                                                  bias="none", task_type="CAUSAL_LM"))
+    peft_model.save_pretrained(os.path.join(args.dir, "adapter"))
+
+
+def worker_floor(args):
+    """Times bench/gpt_step's recorded GEMM list (JSON lines) with torch at --worker-threads threads."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(7)
+    shapes = [json.loads(line) for line in open(args.gemm_list) if line.strip()]
+    operands = {}
+
+    def matrix(batch, rows, cols, transposed):
+        stored = (cols, rows) if transposed else (rows, cols)
+        t = torch.rand((batch, *stored) if batch > 1 else stored) * 2 - 1
+        return t.transpose(-2, -1) if transposed else t
+
+    calls = []
+    for g in shapes:
+        key = (g["batch"], g["m"], g["n"], g["k"], g["a_transposed"], g["b_transposed"])
+        if key not in operands:
+            b = g["batch"]
+            c = torch.rand((b, g["m"], g["n"]) if b > 1 else (g["m"], g["n"])) * 2 - 1
+            operands[key] = (matrix(b, g["m"], g["k"], g["a_transposed"]), matrix(b, g["k"], g["n"], g["b_transposed"]), c)
+        a, b, c = operands[key]
+        if g["batch"] > 1:
+            calls.append((lambda a=a, b=b, c=c: c.baddbmm_(a, b)) if g["accumulate"] else (lambda a=a, b=b, c=c: torch.bmm(a, b, out=c)))
+        else:
+            calls.append((lambda a=a, b=b, c=c: c.addmm_(a, b)) if g["accumulate"] else (lambda a=a, b=b, c=c: torch.mm(a, b, out=c)))
+    best = float("inf")
+    with torch.no_grad():
+        for p in range(4):
+            t0 = time.perf_counter()
+            for call in calls:
+                call()
+            if p > 0:
+                best = min(best, time.perf_counter() - t0)
+    print(json.dumps(dict(floor_ms=1e3 * best, calls=len(calls))))
+
+
 def worker_train(args):
     import torch
     import torch.nn.functional as F
-    from transformers import GPT2LMHeadModel
+    from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(args.threads)
     w = WORKLOADS[args.workload]
-    model = GPT2LMHeadModel.from_pretrained(os.path.join(args.dir, "model"), attn_implementation="sdpa")
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(args.dir, "model"), attn_implementation="sdpa", dtype=torch.float32)
     if args.mode == "lora":
         from peft import PeftModel
 
@@ -163,7 +234,13 @@ def run_peft(python, directory, workload, mode, threads, args):
     return last_json(out, "the transformers + PEFT worker")
 
 
-def run_lowrank(binary, directory, workload, mode, threads, args, unfused):
+def run_torch_floor(python, gemm_list, threads):
+    cmd = [python, os.path.abspath(__file__), "--worker", "floor", "--gemm-list", gemm_list, "--worker-threads", str(threads)]
+    out = subprocess.run(cmd, env=thread_env(threads), check=True, capture_output=True, text=True).stdout
+    return last_json(out, "the PyTorch GEMM-floor worker")
+
+
+def run_lowrank(binary, directory, workload, mode, threads, args, unfused, gemm_list=None):
     w = WORKLOADS[workload]
     cmd = [binary, "--model", os.path.join(directory, "model"), "--mode", mode, "--batch", str(w["batch"]),
            "--steps", str(args.steps), "--warmup", str(args.warmup)]
@@ -171,6 +248,10 @@ def run_lowrank(binary, directory, workload, mode, threads, args, unfused):
         cmd += ["--adapter", os.path.join(directory, "adapter")]
     if unfused:
         cmd += ["--head-chunk", "1e18", "--attention", "materialized"]
+    if args.recompute:
+        cmd += ["--recompute", "on"]
+    if gemm_list:
+        cmd += ["--gemm-floor", gemm_list]
     out = subprocess.run(cmd, env=thread_env(threads), check=True, capture_output=True, text=True).stdout
     return last_json(out, binary)
 
@@ -193,9 +274,12 @@ def main():
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--unfused", action="store_true")
+    p.add_argument("--recompute", action="store_true", help="lowrank trains with activation checkpointing (--recompute on)")
+    p.add_argument("--no-floor", action="store_true", help="skip the GEMM-floor measurement")
     p.add_argument("--json", action="store_true")
     # worker mode (internal)
-    p.add_argument("--worker", choices=["make", "train"])
+    p.add_argument("--worker", choices=["make", "train", "floor"])
+    p.add_argument("--gemm-list")
     p.add_argument("--dir")
     p.add_argument("--workload")
     p.add_argument("--mode")
@@ -208,6 +292,9 @@ def main():
     if args.worker == "train":
         args.threads = args.threads_one
         return worker_train(args)
+    if args.worker == "floor":
+        args.threads = args.threads_one
+        return worker_floor(args)
 
     python = ensure_python(args)
     cores = os.cpu_count() or 1
@@ -230,7 +317,9 @@ def main():
                     variants = [("lowrank", False)] + ([("lowrank unfused", True)] if args.unfused else [])
                     peft = run_peft(python, directory, workload, mode, threads, args)
                     for name, unfused in variants:
-                        ours = run_lowrank(args.gpt_binary, directory, workload, mode, threads, args, unfused)
+                        gemm_list = None if args.no_floor or unfused else os.path.join(directory, f"gemms-{mode}-{threads}.jsonl")
+                        ours = run_lowrank(args.gpt_binary, directory, workload, mode, threads, args, unfused, gemm_list)
+                        torch_floor = run_torch_floor(python, gemm_list, threads) if gemm_list else None
                         agree = abs(ours["first_loss"] - peft["first_loss"]) <= 1e-4 * abs(peft["first_loss"])
                         flops = step_flops(w, mode)
                         row = dict(workload=workload, mode=mode, threads=threads, variant=name,
@@ -242,7 +331,15 @@ def main():
                                    lowrank_rss=ours["peak_rss_bytes"], peft_rss=peft["peak_rss_bytes"],
                                    rss_ratio=ours["peak_rss_bytes"] / peft["peak_rss_bytes"],
                                    step_gflop=flops * 1e-9, lowrank_gflops=flops / ours["ms"] * 1e-6,
-                                   peft_gflops=flops / peft["ms"] * 1e-6, fma_peak_gflops=peaks[threads])
+                                   peft_gflops=flops / peft["ms"] * 1e-6, fma_peak_gflops=peaks[threads],
+                                   recompute=args.recompute)
+                        if torch_floor:
+                            row.update(floor_gflop=ours["gemm_floor_flops"] * 1e-9, floor_calls=ours["gemm_floor_calls"],
+                                       floor_blis_ms=ours["gemm_floor_blis_ms"], floor_lowrank_ms=ours["gemm_floor_lowrank_ms"],
+                                       floor_torch_ms=torch_floor["floor_ms"],
+                                       lowrank_step_over_floor=ours["ms"] / ours["gemm_floor_blis_ms"],
+                                       peft_step_over_floor=peft["ms"] / torch_floor["floor_ms"],
+                                       blis_over_torch_floor=ours["gemm_floor_blis_ms"] / torch_floor["floor_ms"])
                         if not agree:
                             print(f"MISMATCH {workload} {mode}: first-step loss lowrank {ours['first_loss']:.7g} vs "
                                   f"PEFT {peft['first_loss']:.7g}", file=sys.stderr)
@@ -264,6 +361,16 @@ def main():
               f"{r['lowrank_gflops']:.1f}, {r['peft_gflops']:.1f} | "
               f"{100 * r['lowrank_gflops'] / r['fma_peak_gflops']:.0f}%, {100 * r['peft_gflops'] / r['fma_peak_gflops']:.0f}% | "
               f"{r['loss_lowrank']:.6f} vs {r['loss_peft']:.6f}{'' if r['losses_agree'] else ' MISMATCH'} |")
+    floors = [r for r in rows if "floor_blis_ms" in r]
+    if floors:
+        print()
+        print("| workload | mode | threads | GEMM calls, GFLOP | floor ms: raw BLIS, lowrank::gemm, torch | "
+              "step / floor: lowrank (raw BLIS), PEFT (torch) | BLIS / torch floor |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+        for r in floors:
+            print(f"| {r['workload']} | {r['mode']} | {r['threads']} | {r['floor_calls']}, {r['floor_gflop']:.1f} | "
+                  f"{r['floor_blis_ms']:.1f}, {r['floor_lowrank_ms']:.1f}, {r['floor_torch_ms']:.1f} | "
+                  f"{r['lowrank_step_over_floor']:.2f}, {r['peft_step_over_floor']:.2f} | {r['blis_over_torch_floor']:.2f} |")
     with open("/proc/loadavg") as f:
         print(f"load average at the end: {' / '.join(f.read().split()[:3])}")
     return 0 if all(r["losses_agree"] for r in rows) else 1

@@ -16,6 +16,17 @@ GemmCounters& gemm_counters() {
 
 namespace {
 
+void count_gemm_call(std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, bool a_transposed, bool b_transposed, double beta,
+           DType dtype, Device device) {
+  auto& counters = gemm_counters();
+  counters.calls += batch;
+  counters.flops += 2.0 * static_cast<double>(batch * m * n * k);
+  if (counters.record_shapes) counters.shapes.push_back({m, n, k, batch, a_transposed, b_transposed, beta != 0.0, dtype, device});
+}
+
+// Whether a 2-D (or the last two dimensions of a batched) operand is stored column-major: a transposed view.
+bool gemm_operand_transposed(const Tensor& t) { return t.dim(-1) > 1 && t.stride(-1) != 1 && t.stride(-2) == 1; }
+
 void check(const char* op, const Tensor& a, const Tensor& b, const Tensor& c) {
   if (!a.defined() || !b.defined() || !c.defined()) fail("{}: undefined operand", op);
   check_same_dtype(op, a, b);
@@ -42,11 +53,19 @@ void check(const char* op, const Tensor& a, const Tensor& b, const Tensor& c) {
 
 void gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c, const char* op) {
   check(op, a, b, c);
+  // A [b, m, k] against a shared B [k, n] is one [b·m, k]·[k, n] product when A and C are contiguous (a
+  // linear layer on [batch, tokens, features]): B is packed once instead of once per batch entry, and
+  // the kernels see b·m rows.
+  // A B expanded over the batch (stride 0, from matmul's broadcasting) is the same shared matrix.
+  const bool shared_b = b.rank() == 2 || (b.stride(0) == 0 && b.dim(0) == a.dim(0));
+  if (a.rank() == 3 && shared_b && a.dim(0) > 1 && a.is_contiguous() && c.is_contiguous()) {
+    Tensor rows = c.reshape({c.dim(0) * c.dim(1), c.dim(2)});
+    gemm(alpha, a.reshape({a.dim(0) * a.dim(1), a.dim(2)}), b.rank() == 2 ? b : b.select(0, 0), beta, rows, op);
+    return;
+  }
   const std::int64_t batch = a.rank() == 3 ? a.dim(0) : 1;
   const std::int64_t m = a.dim(-2), k = a.dim(-1), n = b.dim(-1);
-  auto& counters = gemm_counters();
-  counters.calls += batch;
-  counters.flops += 2.0 * static_cast<double>(batch * m * n * k);
+  count_gemm_call(batch, m, n, k, gemm_operand_transposed(a), gemm_operand_transposed(b), beta, a.dtype(), a.device());
   if (a.device().is_cuda()) {
 #if defined(LOWRANK_WITH_CUDA)
     cuda::gemm(alpha, a, b, beta, c);
@@ -71,9 +90,7 @@ void gemm_external_b(double alpha, const Tensor& a, const float* b, std::int64_t
          c.device());
   if (a.rank() != 2 || c.rank() != 2 || c.dim(0) != a.dim(0) || c.dim(1) != n)
     fail("{}: shape mismatch: A {} · B [{}, {}] -> C {}", op, a.shape(), a.rank() == 2 ? a.dim(1) : -1, n, c.shape());
-  auto& counters = gemm_counters();
-  counters.calls += 1;
-  counters.flops += 2.0 * static_cast<double>(a.dim(0) * n * a.dim(1));
+  count_gemm_call(1, a.dim(0), n, a.dim(1), gemm_operand_transposed(a), cs_b != 1 && n > 1, beta, a.dtype(), a.device());
   cpu::blis_gemm_external_b(alpha, a, b, rs_b, cs_b, n, beta, c);
 }
 

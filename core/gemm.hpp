@@ -3,6 +3,7 @@
 // views (swapped strides), so no copy is ever made for a transpose; alpha folds a `scale` into the GEMM
 // and beta = 1 folds an `add` (accumulation) into it.
 #include <cstdint>
+#include <vector>
 
 #include "lowrank/core/tensor.hpp"
 
@@ -20,10 +21,25 @@ void gemm(double alpha, const Tensor& a, const Tensor& b, double beta, Tensor& c
 void gemm_external_b(double alpha, const Tensor& a, const float* b, std::int64_t rs_b, std::int64_t cs_b, std::int64_t n, double beta,
                      Tensor& c, const char* op = "gemm");
 
-// Counters for tests and benchmarks (thread-local: one test's GEMMs are its own).
+// One call of gemm() or gemm_external_b() as it ran: the product's sizes, its batch (1 for a 2-D call),
+// which operands were transposed views (stored column-major) and whether it accumulated (beta != 0).
+// bench/gpt_step --gemm-floor replays a training step's list on raw BLIS to measure the step's GEMM floor.
+struct GemmShape {
+  std::int64_t m = 0, n = 0, k = 0, batch = 1;
+  bool a_transposed = false, b_transposed = false;
+  bool accumulate = false;
+  DType dtype = DType::f32;
+  Device device = Device::cpu();
+};
+
+// Counters for tests and benchmarks (thread-local: one test's GEMMs are its own; products that a kernel
+// runs inside its own thread team, such as the flash-attention blocks, call BLIS directly and are not
+// counted).
 struct GemmCounters {
   std::int64_t calls = 0;   // one per 2-D product (a batched call counts its batch)
   double flops = 0;         // 2·m·n·k summed
+  bool record_shapes = false;      // set to have every call appended to `shapes`
+  std::vector<GemmShape> shapes;
 };
 GemmCounters& gemm_counters();
 inline void reset_gemm_counters() { gemm_counters() = {}; }

@@ -90,10 +90,13 @@ template <class Input, class Leaf> auto head_logits(Input h, Leaf ln_w, Leaf ln_
 }
 // The head and the loss as one op (ops/linear_cross_entropy.hpp): chunked over the rows when the logits
 // exceed `chunk_elements`, otherwise the very computation of cross_entropy(head_logits(...)).
+// gradient_in_forward: the LoRA step (frozen wte, backward next) has the op compute x's gradient in its
+// forward pass, which saves recomputing the logits.
 template <class Input, class Leaf>
-auto head_loss(Input h, Leaf ln_w, Leaf ln_b, Leaf wte, double eps, const TokenIds& targets, std::int64_t chunk_elements) {
+auto head_loss(Input h, Leaf ln_w, Leaf ln_b, Leaf wte, double eps, const TokenIds& targets, std::int64_t chunk_elements,
+               bool gradient_in_forward = false) {
   return linear_cross_entropy(layernorm(std::move(h), std::move(ln_w), std::move(ln_b), eps), std::move(wte), targets, -100,
-                              chunk_elements);
+                              chunk_elements, gradient_in_forward);
 }
 
 using FullBlockExpression = decltype(block::expression(ParameterPtr{}, block::FullBlock{}, 1, 1.0));
@@ -288,7 +291,7 @@ struct GPT::State {
     }
     const Tensor x = run_blocks(steps.lora_tapes, frozen_embeddings(ids), true, lora_block());
     auto head = eval(head_loss(param(steps.block_input(n, x, true)), frozen(w.ln_f_weight), frozen(w.ln_f_bias), frozen(w.wte),
-                               eps(), targets, kernels.head_chunk_elements));
+                               eps(), targets, kernels.head_chunk_elements, /*gradient_in_forward=*/true));
     steps.saved_bytes = steps.saved_by(steps.lora_tapes) + head.memory().saved_bytes;
     const double loss = head.value().item();
     head.backward();

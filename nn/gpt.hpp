@@ -41,7 +41,9 @@ struct KernelOptions {
   // Logits per chunk of the fused LM head + loss (ops/linear_cross_entropy.hpp): a batch with more than this
   // many tokens × vocabulary entries goes through in tiles (column chunks of the vocabulary on the CPU) and
   // never holds its [tokens, vocab] logits.
-  // A batch that fits in one chunk runs the unfused matmul + cross_entropy computation.
+  // A batch that fits in one chunk runs the unfused matmul + cross_entropy computation. The LoRA
+  // forward_backward (wte frozen) computes the head's input gradient during forward, in blocks of whole rows
+  // (at least 1,024 of them, even when that is more than this many logits): two GEMMs instead of three.
   std::int64_t head_chunk_elements = std::int64_t{1} << 24;
   // Attention (ops/causal_attention.hpp): flash keeps no [T, T] probabilities; materialized is the unfused
   // matmul + causal_softmax + matmul computation, bit for bit.

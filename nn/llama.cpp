@@ -343,7 +343,16 @@ template <class Input, class Norm, class Head> auto head_logits(Input h, Norm no
   if constexpr (std::is_same_v<Head, FrozenWeight>) return frozen_linear(rmsnorm(std::move(h), std::move(norm), eps), std::move(head));
   else return matmul(rmsnorm(std::move(h), std::move(norm), eps), t(std::move(head)));
 }
-template <class Input, class Norm, class Head> auto head_loss(Input h, Norm norm, Head head, double eps, const TokenIds& targets) {
+// The loss: the fused, chunked head + cross-entropy (ops/linear_cross_entropy.hpp) for a float head, so that
+// a 150k vocabulary never holds its [tokens, vocab] logits and their gradient (1.2 GB at 1,024 tokens);
+// gradient_in_forward for a frozen head with backward next. A quantized head (FrozenWeight holding a
+// quant::Matrix) goes through frozen_linear, which dequantizes it in panels, and cross_entropy.
+template <class Input, class Norm, class Head>
+auto head_loss(Input h, Norm norm, Head head, double eps, const TokenIds& targets, bool gradient_in_forward = false) {
+  return linear_cross_entropy(rmsnorm(std::move(h), std::move(norm), eps), std::move(head), targets, -100,
+                              LinearCrossEntropy::default_chunk_elements, gradient_in_forward);
+}
+template <class Input, class Norm> auto quantized_head_loss(Input h, Norm norm, FrozenWeight head, double eps, const TokenIds& targets) {
   return cross_entropy(head_logits(std::move(h), std::move(norm), std::move(head), eps), targets);
 }
 
@@ -551,10 +560,17 @@ struct Llama::State {
   template <class Tapes, class MakeLayer> double adapter_step(Tapes& tapes, MakeLayer make_layer, const TokenIds& ids, const TokenIds& targets) {
     const std::size_t n = w.layers.size();
     const Tensor x = run(tapes, frozen_embeddings(ids), true, ids, make_layer);
-    auto head = eval(head_loss(param(steps.block_input(n, x, true)), frozen(w.norm), head_weight(), w.config.rms_norm_eps, targets));
-    steps.saved_bytes = steps.saved_by(tapes) + head.memory().saved_bytes;
-    const double loss = head.value().item();
-    head.backward();
+    const double eps = w.config.rms_norm_eps;
+    double loss = 0;
+    auto finish = [&](auto&& head) {
+      steps.saved_bytes = steps.saved_by(tapes) + head.memory().saved_bytes;
+      loss = head.value().item();
+      head.backward();
+    };
+    if (w.quantized)
+      finish(eval(quantized_head_loss(param(steps.block_input(n, x, true)), frozen(w.norm), head_weight(), eps, targets)));
+    else
+      finish(eval(head_loss(param(steps.block_input(n, x, true)), frozen(w.norm), frozen(w.head()), eps, targets, true)));
     backward_layers(tapes, ids, make_layer);
     for (std::size_t i = 0; i < n; ++i) lora.collect_gradients(i);
     return loss;
@@ -679,7 +695,9 @@ double Llama::loss(const TokenIds& inputs, const TokenIds& targets) {
   s.check("nn::Llama::loss", inputs, &targets);
   LlamaSteps::Cleanup cleanup{s.steps};
   const Tensor h = s.hidden(inputs);
-  return eval(head_loss(input(h), frozen(s.w.norm), s.head_weight(), s.w.config.rms_norm_eps, targets)).value().item();
+  const double eps = s.w.config.rms_norm_eps;
+  if (s.w.quantized) return eval(quantized_head_loss(input(h), frozen(s.w.norm), s.head_weight(), eps, targets)).value().item();
+  return eval(head_loss(input(h), frozen(s.w.norm), frozen(s.w.head()), eps, targets)).value().item();
 }
 
 Tensor Llama::logits(const TokenIds& inputs) { return state_->logits(inputs); }

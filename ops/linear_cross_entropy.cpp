@@ -70,6 +70,44 @@ void linear_cross_entropy_tile_gradient(Tensor& logits, std::int64_t first_colum
   });
 }
 
+double linear_cross_entropy_rows_gradient(Tensor& logits, const std::int32_t* targets, std::int32_t ignore_index, Tensor& lse,
+                                          double coefficient) {
+  const std::int64_t rows = logits.dim(0), columns = logits.dim(1);
+  // Per row, then summed in row order: the loss does not depend on the thread count.
+  std::vector<double> row_loss(static_cast<std::size_t>(rows), 0.0);
+  dispatch(logits.dtype(), [&]<class T>() {
+    T* xs = logits.data<T>();
+    double* state = lse.data<double>();
+#pragma omp parallel for if (rows * columns >= parallel_threshold) schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      T* xr = xs + r * columns;
+      const std::int32_t t = targets[r];
+      if (t == ignore_index) {
+        std::fill(xr, xr + columns, T(0));
+        state[2 * r] = state[2 * r + 1] = 0;
+        continue;
+      }
+      const double target_logit = static_cast<double>(xr[t]);
+      const T top = *std::max_element(xr, xr + columns);
+      for (std::int64_t j = 0; j < columns; ++j) xr[j] -= top;
+      cpu::exp_in_place(xr, columns);
+      double sum = 0;
+      for (std::int64_t j = 0; j < columns; ++j) sum += static_cast<double>(xr[j]);
+      const double log_sum = std::log(sum);
+      state[2 * r] = static_cast<double>(top);
+      state[2 * r + 1] = log_sum;
+      row_loss[static_cast<std::size_t>(r)] = (static_cast<double>(top) - target_logit) + log_sum;
+      // softmax = exp(x - max) / Σ, scaled by the coefficient; the target's class loses the coefficient.
+      const T scale = static_cast<T>(coefficient / sum);
+      for (std::int64_t j = 0; j < columns; ++j) xr[j] *= scale;
+      xr[t] -= static_cast<T>(coefficient);
+    }
+  });
+  double total = 0;
+  for (const double l : row_loss) total += l;
+  return total;
+}
+
 }  // namespace kernels
 
 namespace {
@@ -106,6 +144,28 @@ Tensor LinearCrossEntropy::forward(const Tensor& x, const Tensor& w) {
   counted = 0;
   for (std::int64_t r = 0; r < rows; ++r) counted += targets[r] != ignore_index;
   const Tensor x2 = x.contiguous().reshape({rows, width});
+  input_gradient = Tensor();
+  if (gradient_in_forward && !cuda) {
+    if (counted == 0) return Tensor::full({}, 0.0, x.dtype(), x.device());
+    const std::int64_t most = std::max(min_gradient_rows, chunk_elements / std::max<std::int64_t>(classes, 1));
+    const std::int64_t blocks = (rows + most - 1) / most;
+    tiling = {(rows + blocks - 1) / blocks, classes};
+    input_gradient = Tensor::empty(x.shape(), x.dtype(), x.device());
+    const Tensor dx1 = input_gradient.reshape({rows, width});
+    const Tensor buffer = Tensor::empty({tiling.rows * classes}, x.dtype(), x.device());
+    const double coefficient = 1.0 / static_cast<double>(counted);
+    for (std::int64_t begin = 0; begin < rows; begin += tiling.rows) {
+      const std::int64_t end = std::min(rows, begin + tiling.rows);
+      Tensor tile = tile_of(buffer, end - begin, classes);
+      gemm(1.0, x2.slice(0, begin, end), w.t(), 0.0, tile, "linear_cross_entropy");
+      Tensor block_lse = Tensor::empty({end - begin, 2}, DType::f64, x.device());
+      total += kernels::linear_cross_entropy_rows_gradient(tile, targets.data() + begin, ignore_index, block_lse, coefficient);
+      Tensor dx1_block = dx1.slice(0, begin, end);
+      gemm(1.0, tile, w, 0.0, dx1_block, "linear_cross_entropy (dx in forward)");
+      lses.push_back(std::move(block_lse));
+    }
+    return Tensor::full({}, total / static_cast<double>(counted), x.dtype(), x.device());
+  }
   const Tensor buffer = Tensor::empty({tiling.rows * tiling.columns}, x.dtype(), x.device());
   for (std::int64_t begin = 0; begin < rows; begin += tiling.rows) {
     const std::int64_t end = std::min(rows, begin + tiling.rows);
@@ -145,6 +205,10 @@ Tensor LinearCrossEntropy::forward(const Tensor& x, const Tensor& w) {
     lses.push_back(std::move(block_lse));
   }
   return Tensor::full({}, counted > 0 ? total / static_cast<double>(counted) : 0.0, x.dtype(), x.device());
+}
+
+void LinearCrossEntropy::add_input_gradient(double upstream, Tensor* dx) const {
+  if (dx) map("linear_cross_entropy backward", functors::Axpy{upstream}, *dx, *dx, input_gradient);
 }
 
 void LinearCrossEntropy::backward_impl(double coefficient, const Tensor& x, const Tensor& w, Tensor* dx, Tensor* dw) const {

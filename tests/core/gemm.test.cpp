@@ -152,12 +152,16 @@ TEST_CASE("gemm: batched 3-D with per-batch and shared B") {
     Tensor b_batched = Tensor::uniform({batch, n, k}, -1, 1, rng, dtype).transpose(1, 2);
     Tensor b_shared = Tensor::uniform({k, n}, -1, 1, rng, dtype);
     Tensor c0 = Tensor::uniform({batch, m, n}, -1, 1, rng, dtype);
-    for (bool shared : {false, true}) {
-      CAPTURE(shared);
+    // 0: per-batch B; 1: shared 2-D B; 2: shared B expanded over the batch (stride 0, as matmul broadcasts);
+    // 3: shared B with a non-contiguous A (a transposed view), which cannot run as one [batch·m, k] product.
+    const Tensor a_strided = a.transpose(1, 2).contiguous().transpose(1, 2);
+    for (int variant : {0, 1, 2, 3}) {
+      CAPTURE(variant);
       Tensor c = c0.clone();
-      gemm(2.0, a, shared ? b_shared : b_batched, 0.5, c);
+      const Tensor b = variant == 0 ? b_batched : variant == 2 ? b_shared.unsqueeze(0).expand({batch, k, n}) : b_shared;
+      gemm(2.0, variant == 3 ? a_strided : a, b, 0.5, c);
       for (std::int64_t i = 0; i < batch; ++i) {
-        const Tensor bi = shared ? b_shared : b_batched.select(0, i);
+        const Tensor bi = variant == 0 ? b_batched.select(0, i) : b_shared;
         const Tensor expected = reference_gemm(2.0, a.select(0, i), bi, 0.5, c0.select(0, i));
         CHECK(max_abs_diff(c.select(0, i).to(DType::f64), expected) <= tolerance(dtype, k) * 4);
       }
@@ -218,10 +222,16 @@ TEST_CASE("gemm: counters count products and flops") {
   gemm(1.0, a, b, 0.0, c);
   CHECK(gemm_counters().calls == 1);
   CHECK(gemm_counters().flops == 2.0 * 4 * 5 * 3);
+  // A batch against one shared B with contiguous A and C runs as one [6·4, 3]·[3, 5] product.
   Tensor ba = Tensor::ones({6, 4, 3}), bc = Tensor::zeros({6, 4, 5});
   gemm(1.0, ba, b, 0.0, bc);
-  CHECK(gemm_counters().calls == 1 + 6);
+  CHECK(gemm_counters().calls == 1 + 1);
   CHECK(gemm_counters().flops == 2.0 * 4 * 5 * 3 * 7);
+  // A B per batch entry (or a non-contiguous A) runs one product per entry.
+  Tensor bb = Tensor::ones({6, 3, 5});
+  gemm(1.0, ba, bb, 0.0, bc);
+  CHECK(gemm_counters().calls == 1 + 1 + 6);
+  CHECK(gemm_counters().flops == 2.0 * 4 * 5 * 3 * 13);
   reset_gemm_counters();
   CHECK(gemm_counters().calls == 0);
 }

@@ -167,3 +167,52 @@ TEST_CASE("linear_cross_entropy: bad shapes and targets are errors naming them")
   CHECK(contains(error_message([&] { eval(linear_cross_entropy(input(x), frozen(w), TokenIds({2}, {0, 0}), -100, 0)); }),
                  "chunk_elements 0"));
 }
+
+TEST_CASE("gradcheck: linear_cross_entropy with the gradient computed in forward") {
+  using namespace linear_ce_test;
+  // 2,085 rows: three blocks of 695 whole rows (min_gradient_rows is 1,024, the chunk of 20 logits is smaller);
+  // targets on every class, every 5th row ignored. A frozen W (the case the option is for), then a W that
+  // needs its gradient (backward falls back to recomputing the logits), then an upstream gradient of 2.5.
+  const std::int64_t rows = 2 * LinearCrossEntropy::min_gradient_rows + 37;
+  const Tensor x = random_tensor({rows, 4}, 1901, DType::f64);
+  const Tensor w = random_tensor({7, 4}, 1902, DType::f64);
+  std::vector<std::int32_t> ids;
+  for (std::int64_t i = 0; i < rows; ++i) ids.push_back(i % 5 == 2 ? -100 : static_cast<std::int32_t>((3 * i) % 7));
+  const TokenIds targets({rows}, ids);
+  const LinearCrossEntropy::Tiling tiling = LinearCrossEntropy::tiling_for(rows, 7, 20, false);
+  CHECK(tiling.rows < rows);  // the plain path would tile too
+  auto px = make_parameter("x", x.clone());
+  auto pw = make_parameter("W", w.clone());
+  require_passed(gradcheck([&] { return linear_cross_entropy(param(px), frozen(w), targets, -100, 20, true); }, {px}));
+  require_passed(gradcheck([&] { return linear_cross_entropy(param(px), param(pw), targets, -100, 20, true); }, {px, pw}));
+  require_passed(gradcheck([&] { return scale(linear_cross_entropy(param(px), frozen(w), targets, -100, 20, true), 2.5); }, {px}));
+}
+
+TEST_CASE("linear_cross_entropy: the gradient computed in forward matches cross_entropy(x·Wᵀ) in float32") {
+  using namespace linear_ce_test;
+  // [2, 600, 24] hidden states, 1,001 classes; every 7th target ignored.
+  const Tensor x = random_tensor({2, 600, 24}, 1911, DType::f32, -2.0, 2.0);
+  const Tensor w = random_tensor({1001, 24}, 1912, DType::f32, -0.5, 0.5);
+  std::vector<std::int32_t> ids;
+  for (int i = 0; i < 1200; ++i) ids.push_back(i % 7 == 3 ? -100 : static_cast<std::int32_t>((i * 389) % 1001));
+  const TokenIds targets({2, 600}, ids);
+  const Unfused reference = unfused(x, w, targets);
+  // chunk 1,000: blocks of at least min_gradient_rows (1,024), so 2 blocks of 600 rows; 1,200 · 1,001: one block.
+  for (const auto& [chunk, blocks] : {std::pair<std::int64_t, int>{1000, 2}, {1200 * 1001, 1}}) {
+    CAPTURE(chunk);
+    auto px = make_parameter("x", x.clone());
+    reset_gemm_counters();
+    auto tape = eval(linear_cross_entropy(param(px), frozen(w), targets, -100, chunk, true));
+    CHECK(std::abs(tape.value().item() - reference.loss) < 1e-5 * std::abs(reference.loss));
+    tape.backward();
+    CHECK(max_abs_diff(px->grad, reference.dx) < 1e-6);
+    // Two GEMMs a block (logits, then G·W), all in forward; none recomputes the logits.
+    CHECK(gemm_counters().calls == 2 * blocks);
+  }
+  // An all-ignored batch: loss 0, no gradient.
+  auto px = make_parameter("x", x.clone());
+  auto tape = eval(linear_cross_entropy(param(px), frozen(w), TokenIds({2, 600}, std::vector<std::int32_t>(1200, -100)), -100, 1000, true));
+  CHECK(tape.value().item() == 0.0);
+  tape.backward();
+  CHECK(max_abs_diff(px->grad, Tensor::zeros(x.shape())) == 0.0);
+}
