@@ -6,6 +6,7 @@
 #include <array>
 #include <cmath>
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -411,16 +412,18 @@ struct LlamaFullParameters {
       layers.push_back(std::move(l));
     }
   }
-  void clear() {
-    binding.clear();
-    layers.clear();
-    embed = norm = head = nullptr;
-  }
 };
 
 struct Llama::State {
   LlamaWeights w;
-  LlamaFullParameters full;  // cleared by enable_lora
+  // Full mode's parameters, made on first use and dropped by enable_lora: each holds a gradient buffer the
+  // size of its weight, so a model that only ever trains adapters never allocates them (a whole model's
+  // worth of float32: 2 GB for Qwen2.5-0.5B, which the host block cache would otherwise keep).
+  mutable std::optional<LlamaFullParameters> full_parameters;
+  LlamaFullParameters& full() const {
+    if (!full_parameters) full_parameters.emplace(w.quantized ? LlamaFullParameters() : LlamaFullParameters(w));
+    return *full_parameters;
+  }
   LayerAdapters lora;
   LlamaSteps steps;
   RotaryFrequencies frequencies;
@@ -433,7 +436,7 @@ struct Llama::State {
   std::vector<lora::Branch> base_branches;
 
   explicit State(LlamaWeights weights)
-      : w(validated(std::move(weights))), full(w.quantized ? LlamaFullParameters() : LlamaFullParameters(w)), steps(w.layers.size()) {
+      : w(validated(std::move(weights))), steps(w.layers.size()) {
     const LlamaConfig& c = w.config;
     frequencies = rotary_frequencies(c.head_width(), c.rope_theta, c.rope_scaling);
     set_quantized_base();
@@ -525,7 +528,7 @@ struct Llama::State {
     return steps.backward_blocks(tapes, layer_expressions(ids, make_layer), lora.set);
   }
   auto full_layer() {
-    return [this](std::size_t i) { return full.layers[i]; };
+    return [this](std::size_t i) { return full().layers[i]; };
   }
   auto lora_layers() {
     return [this](std::size_t i) { return lora_layer(i); };
@@ -543,6 +546,7 @@ struct Llama::State {
     const double eps = w.config.rms_norm_eps;
     if (!lora.enabled) {
       check_full_mode("nn::Llama::forward_backward");
+      LlamaFullParameters& full = this->full();
       full.binding.sync(w.named_tensors());
       auto embed = eval(embedding(ids, param(full.embed)));
       const Tensor x = run(steps.full_tapes, embed.value(), true, ids, full_layer());
@@ -578,7 +582,7 @@ struct Llama::State {
 
   Tensor hidden(const TokenIds& ids) {
     if (!lora_tape()) {
-      full.binding.sync(w.named_tensors());
+      full().binding.sync(w.named_tensors());
       return run(steps.full_tapes, frozen_embeddings(ids), false, ids, full_layer());
     }
     if (dora()) return run(steps.dora_tapes, frozen_embeddings(ids), false, ids, dora_layers());
@@ -620,7 +624,7 @@ void Llama::dequantize_base() {
   if (!s.w.quantized) return;
   s.w = dequantize_llama_base(std::move(s.w));
   s.set_quantized_base();
-  if (!s.lora.enabled) s.full = LlamaFullParameters(s.w);
+  s.full_parameters.reset();  // made again from the float weights on first use
 }
 Device Llama::device() const { return state_->w.device(); }
 const LlamaWeights& Llama::weights() const { return state_->w; }
@@ -642,7 +646,7 @@ void Llama::enable_lora(const LoraSettings& settings, RandomStream& init) {
       return s.w.quantized ? s.quantized_projections[i][p] : frozen_weight(projection_weight(s.w.layers[i], Projection(p)));
     });
   s.lora.replace_own(std::move(created));  // named adapters stay
-  s.full.clear();
+  s.full_parameters.reset();
 }
 
 LayerAdapters& Llama::layer_adapters() { return state_->lora; }
@@ -662,7 +666,7 @@ Parameters Llama::trainable_parameters() const {
   const State& s = *state_;
   if (!s.lora.enabled) {
     s.check_full_mode("nn::Llama::trainable_parameters");
-    return s.full.binding.all();
+    return s.full().binding.all();
   }
   return s.lora.trainable("nn::Llama");
 }
