@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "lowrank/core/cpu/vector_math.hpp"
 #include "lowrank/core/gemm.hpp"
@@ -11,6 +12,19 @@
 namespace lowrank {
 
 namespace kernels {
+
+namespace {
+// One row of logits: exp(x - max) in place (SLEEF, vectorised); returns the row's maximum and Σ exp(x - max)
+// summed in double.
+template <class T> std::pair<T, double> exp_minus_max_in_place(T* xr, std::int64_t columns) {
+  const T top = *std::max_element(xr, xr + columns);
+  for (std::int64_t j = 0; j < columns; ++j) xr[j] -= top;
+  cpu::exp_in_place(xr, columns);
+  double sum = 0;
+  for (std::int64_t j = 0; j < columns; ++j) sum += static_cast<double>(xr[j]);
+  return {top, sum};
+}
+}  // namespace
 
 // The arithmetic of cross_entropy_forward/backward (ops/cross_entropy.cpp), row by row, for a tile of
 // columns whose targets were checked by the op.
@@ -26,12 +40,8 @@ void linear_cross_entropy_tile_forward(Tensor& logits, std::int64_t first_column
       if (t == ignore_index) continue;
       T* xr = xs + r * columns;
       if (t >= first_column && t < first_column + columns) target_logits[r] = static_cast<double>(xr[t - first_column]);
-      const T top = *std::max_element(xr, xr + columns);
-      // The tile's logits are not needed after this row: exp(x - max) is computed in place, vectorised.
-      for (std::int64_t j = 0; j < columns; ++j) xr[j] -= top;
-      cpu::exp_in_place(xr, columns);
-      double sum = 0;
-      for (std::int64_t j = 0; j < columns; ++j) sum += static_cast<double>(xr[j]);
+      // The tile's logits are not needed after this row.
+      const auto [top, sum] = exp_minus_max_in_place(xr, columns);
       // Online softmax: the sums of earlier tiles and of this one, scaled to the larger maximum.
       double& best = state[2 * r];
       double& scaled_sum = state[2 * r + 1];
@@ -88,11 +98,7 @@ double linear_cross_entropy_rows_gradient(Tensor& logits, const std::int32_t* ta
         continue;
       }
       const double target_logit = static_cast<double>(xr[t]);
-      const T top = *std::max_element(xr, xr + columns);
-      for (std::int64_t j = 0; j < columns; ++j) xr[j] -= top;
-      cpu::exp_in_place(xr, columns);
-      double sum = 0;
-      for (std::int64_t j = 0; j < columns; ++j) sum += static_cast<double>(xr[j]);
+      const auto [top, sum] = exp_minus_max_in_place(xr, columns);
       const double log_sum = std::log(sum);
       state[2 * r] = static_cast<double>(top);
       state[2 * r + 1] = log_sum;
