@@ -21,8 +21,9 @@
 // BLIS (bli_sgemm, BLIS's own default context: what any BLIS user gets) and through lowrank::gemm (its
 // per-shape kernel choice and packing); the fastest of three passes over the list is the floor. FILE
 // gets the list as JSON lines (compare_peft.py runs the same list through PyTorch). The products that the
-// flash-attention kernel runs per (batch, head) block inside its own thread team are not in the list. --head-chunk and --attention set nn::KernelOptions (the unfused kernels:
-// --head-chunk 1e18 --attention materialized). --recompute on trains with activation checkpointing
+// flash-attention kernel runs per (batch, head) block inside its own thread team are not in the list.
+// --head-chunk and --attention set nn::KernelOptions (the unfused kernels: --head-chunk 1e18 --attention
+// materialized). --recompute on trains with activation checkpointing
 // (set_recompute: each block's forward runs again in backward); both runs every mode without, then with
 // it (the tensor peak is per run, the peak RSS the process's so far: run one setting per process to compare
 // RSS). The JSON line carries the first warm-up step's loss and "recompute".
@@ -32,7 +33,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -49,10 +49,9 @@
 
 #include "lowrank/core/cuda/runtime.hpp"
 #include "lowrank/core/gemm.hpp"
+#include "lowrank/io/atomic_file.hpp"
 #include "lowrank/lora/accounting.hpp"
-#include "lowrank/nn/adapter_files.hpp"
 #include "lowrank/nn/gpt.hpp"
-#include "lowrank/nn/gpt2_checkpoint.hpp"
 #include "lowrank/nn/llama.hpp"
 #include "lowrank/optim/optim.hpp"
 
@@ -155,19 +154,17 @@ struct Floor {
 Floor gemm_floor(const std::vector<GemmShape>& shapes, clockid_t clock, const std::string& file) {
   Floor f;
   std::map<std::string, FloorOperands> operands;
-  std::ofstream out(file + ".tmp");
+  std::string list;
   for (const GemmShape& g : shapes) {
     if (g.dtype != DType::f32 || !g.device.is_cpu()) fail("bench/gpt_step --gemm-floor: only float32 CPU steps have a BLIS floor");
     if (!operands.count(shape_key(g))) operands.emplace(shape_key(g), floor_operands(g));
     f.flops += 2.0 * static_cast<double>(g.batch * g.m * g.n * g.k);
     f.calls += 1;
-    out << nlohmann::json{{"m", g.m}, {"n", g.n}, {"k", g.k}, {"batch", g.batch}, {"a_transposed", g.a_transposed},
-                          {"b_transposed", g.b_transposed}, {"accumulate", g.accumulate}}.dump()
-        << "\n";
+    list += nlohmann::json{{"m", g.m}, {"n", g.n}, {"k", g.k}, {"batch", g.batch}, {"a_transposed", g.a_transposed},
+                           {"b_transposed", g.b_transposed}, {"accumulate", g.accumulate}}.dump() +
+            "\n";
   }
-  out.close();
-  if (!out) fail("bench/gpt_step: cannot write {}", file + ".tmp");
-  std::filesystem::rename(file + ".tmp", file);
+  write_file_atomically(file, list);
   f.blis_seconds = floor_seconds(shapes, operands, clock, 3, [](const GemmShape& g, FloorOperands& o) {
     float alpha = 1, beta = g.accumulate ? 1.0f : 0.0f;
     for (std::int64_t i = 0; i < g.batch; ++i) {

@@ -16,8 +16,8 @@ GemmCounters& gemm_counters() {
 
 namespace {
 
-void count_gemm_call(std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, bool a_transposed, bool b_transposed, double beta,
-           DType dtype, Device device) {
+void count_gemm_call(std::int64_t batch, std::int64_t m, std::int64_t n, std::int64_t k, bool a_transposed, bool b_transposed,
+                     double beta, DType dtype, Device device) {
   auto& counters = gemm_counters();
   counters.calls += batch;
   counters.flops += 2.0 * static_cast<double>(batch * m * n * k);
